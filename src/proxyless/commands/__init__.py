@@ -1,0 +1,1 @@
+"""Subcommands of the ``proxyless`` command, one module each."""
