@@ -6,6 +6,7 @@ tell a wrong name from an unreachable control plane from a bad config::
 
     ProxylessError
     ├── BootstrapError              the bootstrap could not be read or is invalid
+    ├── InvalidTarget               a target URI or URL proxyless cannot use
     ├── ResourceValidationError     an xDS resource failed validation (NACKed)
     ├── XdsConfigError              the config for a target is not usable (yet)
     │   ├── ControlPlaneUnreachable     no connected ADS stream, nothing cached
@@ -35,6 +36,7 @@ __all__ = [
     "ClusterNotAvailable",
     "ControlPlaneUnreachable",
     "DroppedByOverload",
+    "InvalidTarget",
     "NoHealthyEndpoints",
     "NoMatchingRoute",
     "NoMatchingVirtualHost",
@@ -71,6 +73,10 @@ class BootstrapError(ProxylessError):
         self.problem = problem
         where = f"{source}: {field}" if field else source
         super().__init__(f"invalid xDS bootstrap ({where}): {problem}")
+
+
+class InvalidTarget(ProxylessError, ValueError):
+    """A target (``xds:///name``, ``xds://authority/name``) that cannot be used."""
 
 
 class ResourceValidationError(ProxylessError):
