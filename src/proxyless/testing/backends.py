@@ -138,7 +138,9 @@ class EchoServer:
         finally:
             self._end()
 
-    def _bidi_stream(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+    def _bidi_stream(
+        self, requests: Iterator[bytes], context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
         info = self._begin(context)
         try:
             for r in requests:

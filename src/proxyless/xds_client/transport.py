@@ -1,0 +1,203 @@
+"""One gRPC channel and one ADS stream to one xDS server.
+
+The stream is a plain (synchronous) grpcio bidirectional call: requests are
+fed from a queue, and a reader thread hands every response and the end of
+the stream to the xDS client's event loop with ``call_soon_threadsafe``. The
+client never blocks its loop on the network.
+
+Channel credentials follow the bootstrap (gRFC A27 ``insecure``; gRFC A65
+``tls`` with CA, certificate and key files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from proxyless.bootstrap import XdsServer
+
+__all__ = ["AdsTransport", "StreamEnd", "channel_credentials"]
+
+log = logging.getLogger("proxyless.xds_client")
+
+_ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+# Generous message limit: a 10k-endpoint EDS response is several MB.
+_CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # The stream's own backoff (proxyless.xds_client.backoff) paces reconnects;
+    # keep the channel's connection backoff short so it does not add to it.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise OSError(f"cannot read the xDS server's {what} {path!r}: {exc.strerror}") from exc
+
+
+def channel_credentials(server: XdsServer) -> grpc.ChannelCredentials | None:
+    """grpc credentials for the server's chosen ``channel_creds`` (None: insecure)."""
+    creds = server.channel_creds
+    if creds.type == "insecure":
+        return None
+    if creds.type == "tls":
+        cfg = creds.config
+        ca = cfg.get("ca_certificate_file")
+        cert = cfg.get("certificate_file")
+        key = cfg.get("private_key_file")
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(ca, "CA certificate file") if ca else None,
+            private_key=_read(key, "private key file") if key else None,
+            certificate_chain=_read(cert, "certificate file") if cert else None,
+        )
+    raise ValueError(f"unsupported channel_creds type {creds.type!r} for {server.server_uri}")
+
+
+class StreamEnd:
+    """Why a stream ended: ``code``/``details`` from grpc, and whether any
+    response had been received on it."""
+
+    __slots__ = ("code", "details", "got_response", "stream_id")
+
+    def __init__(self, stream_id: int, code: grpc.StatusCode, details: str, got_response: bool):
+        self.stream_id = stream_id
+        self.code = code
+        self.details = details
+        self.got_response = got_response
+
+    def __repr__(self) -> str:
+        return f"StreamEnd({self.code.name}: {self.details!r}, got_response={self.got_response})"
+
+
+_CLOSE = object()
+
+
+class AdsTransport:
+    """Owns the channel to one xDS server and at most one live ADS stream."""
+
+    def __init__(
+        self,
+        server: XdsServer,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        on_response: Callable[[int, discovery_pb2.DiscoveryResponse], None],
+        on_stream_end: Callable[[StreamEnd], None],
+        on_ready: Callable[[bool], None],
+    ) -> None:
+        self.server = server
+        self._loop = loop
+        self._on_response = on_response
+        self._on_stream_end = on_stream_end
+        self._on_ready = on_ready
+        self._ids = itertools.count(1)
+        self._queue: queue.SimpleQueue[Any] | None = None
+        self._call: Any = None
+        self._closed = False
+        self.stream_id = 0
+        creds = channel_credentials(server)
+        if creds is None:
+            self._channel = grpc.insecure_channel(server.server_uri, options=_CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(server.server_uri, creds, options=_CHANNEL_OPTIONS)
+        self._ready = False
+        self._channel.subscribe(self._connectivity, try_to_connect=True)
+        self._method = self._channel.stream_stream(
+            _ADS_METHOD,
+            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )
+
+    # -- connectivity -----------------------------------------------------------
+    def _connectivity(self, state: grpc.ChannelConnectivity) -> None:
+        ready = state is grpc.ChannelConnectivity.READY
+        if ready != self._ready:
+            self._ready = ready
+            self._post(self._on_ready, ready)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._closed:
+            return
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # loop closed while shutting down
+            pass
+
+    # -- the stream ---------------------------------------------------------------
+    def start_stream(self) -> int:
+        """Open a new ADS stream (ending any previous one); returns its id."""
+        self.cancel_stream()
+        stream_id = next(self._ids)
+        q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue = q
+        self.stream_id = stream_id
+        call = self._method(_requests(q), wait_for_ready=False)
+        self._call = call
+        threading.Thread(
+            target=self._read,
+            args=(stream_id, call),
+            name=f"proxyless-ads-reader-{stream_id}",
+            daemon=True,
+        ).start()
+        return stream_id
+
+    def send(self, request: discovery_pb2.DiscoveryRequest) -> None:
+        if self._queue is not None:
+            self._queue.put(request)
+
+    def cancel_stream(self) -> None:
+        if self._queue is not None:
+            self._queue.put(_CLOSE)
+            self._queue = None
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    def _read(self, stream_id: int, call: Any) -> None:
+        got_response = False
+        try:
+            for response in call:
+                got_response = True
+                self._post(self._on_response, stream_id, response)
+            code, details = call.code(), call.details() or ""
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+        except Exception as exc:  # a response that does not decode, or a bug
+            log.warning("xDS stream to %s failed: %r", self.server.server_uri, exc)
+            call.cancel()
+            code, details = grpc.StatusCode.INTERNAL, f"stream failed: {exc!r}"
+        self._post(self._on_stream_end, StreamEnd(stream_id, code, details or "", got_response))
+
+    def close(self) -> None:
+        self.cancel_stream()
+        self._closed = True
+        try:
+            self._channel.unsubscribe(self._connectivity)
+        finally:
+            self._channel.close()
+
+
+def _requests(q: queue.SimpleQueue[Any]) -> Iterator[discovery_pb2.DiscoveryRequest]:
+    while True:
+        item = q.get()
+        if item is _CLOSE:
+            return
+        yield item
