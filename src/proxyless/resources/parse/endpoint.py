@@ -1,0 +1,271 @@
+"""Parse and validate ``envoy.config.endpoint.v3.ClusterLoadAssignment`` (EDS).
+
+Validation follows gRFC A27 (and grpc-go's ``unmarshal_eds.go``): localities
+with an unset or zero ``load_balancing_weight`` are skipped; priorities must
+be contiguous from 0; a locality may appear only once per priority; an
+endpoint address may appear only once in the whole assignment; locality
+weights per priority sum to at most 2^32-1. Endpoint weights and ports follow
+Envoy's ``endpoint_components.proto`` constraints. IP literals are stored in
+canonical form so duplicates are found whatever their spelling.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from envoy.config.endpoint.v3 import endpoint_pb2
+from google.protobuf.message import DecodeError
+
+from proxyless.errors import ResourceValidationError
+from proxyless.resources.model.endpoint import (
+    ClusterLoadAssignment,
+    DropOverload,
+    Endpoint,
+    Locality,
+    LocalityEndpoints,
+)
+from proxyless.resources.parse.common import (
+    MAX_UINT32,
+    Ctx,
+    fractional_per_million,
+    join,
+    opt_duration,
+    unhandled,
+    wrapped,
+)
+from proxyless.xds_client.resource_type import DecodeResult
+
+__all__ = [
+    "cluster_load_assignment",
+    "decode_cluster_load_assignment",
+    "parse_cluster_load_assignment",
+    "socket_address",
+]
+
+_TYPE = endpoint_pb2.ClusterLoadAssignment.DESCRIPTOR.full_name
+_HEALTH = {
+    0: "UNKNOWN",
+    1: "HEALTHY",
+    2: "UNHEALTHY",
+    3: "DRAINING",
+    4: "TIMEOUT",
+    5: "DEGRADED",
+}
+
+
+def decode_cluster_load_assignment(data: bytes) -> DecodeResult:
+    """Decode serialized ClusterLoadAssignment bytes; never raises."""
+    msg = endpoint_pb2.ClusterLoadAssignment()
+    try:
+        msg.ParseFromString(data)
+    except (DecodeError, ValueError, TypeError) as exc:
+        return DecodeResult(name=None, value=None, errors=(f"could not decode {_TYPE}: {exc}",))
+    ctx = Ctx()
+    value = cluster_load_assignment(ctx, "", msg)
+    if ctx.errors or value is None:
+        return DecodeResult(name=msg.cluster_name, value=None, errors=tuple(ctx.errors))
+    return DecodeResult(name=msg.cluster_name, value=value)
+
+
+def parse_cluster_load_assignment(msg: Any) -> ClusterLoadAssignment:
+    """Validate a ClusterLoadAssignment message; raise ResourceValidationError."""
+    ctx = Ctx()
+    value = cluster_load_assignment(ctx, "", msg)
+    if ctx.errors or value is None:
+        raise ResourceValidationError("ClusterLoadAssignment", msg.cluster_name, ctx.errors)
+    return value
+
+
+def socket_address(ctx: Ctx, path: str, address: Any) -> tuple[str, int] | None:
+    """``envoy.config.core.v3.Address`` -> ``(host, port)`` for a TCP socket address."""
+    which = address.WhichOneof("address")
+    if which != "socket_address":
+        ctx.error(path, f"only socket_address is supported, got {which or 'nothing'}")
+        return None
+    spath = join(path, "socket_address")
+    sock = address.socket_address
+    unhandled(ctx, sock, spath, ("protocol", "address", "port_value", "named_port", "ipv4_compat"))
+    if int(sock.protocol) != 0:
+        ctx.error(join(spath, "protocol"), "only TCP is supported")
+        return None
+    host: str = sock.address
+    if not host:
+        ctx.error(join(spath, "address"), "must not be empty")
+        return None
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        pass
+    if sock.WhichOneof("port_specifier") != "port_value":
+        ctx.error(join(spath, "port_value"), "is required (named ports are not supported)")
+        return None
+    port = int(sock.port_value)
+    if not 1 <= port <= 65535:
+        ctx.error(join(spath, "port_value"), f"{port} is not a valid port")
+        return None
+    return host, port
+
+
+def cluster_load_assignment(
+    ctx: Ctx, path: str, msg: Any, *, inline: bool = False
+) -> ClusterLoadAssignment | None:
+    """Parse a ClusterLoadAssignment at ``path`` (``inline``: inside a Cluster)."""
+    unhandled(ctx, msg, path, ("cluster_name", "endpoints", "policy"))
+    if not msg.cluster_name and not inline:
+        ctx.error(join(path, "cluster_name"), "must not be empty")
+    by_priority: dict[int, list[LocalityEndpoints]] = {}
+    weight_sums: dict[int, int] = {}
+    seen_localities: dict[tuple[int, Locality], int] = {}
+    seen_addresses: dict[tuple[str, int], str] = {}
+    for i, lle in enumerate(msg.endpoints):
+        lpath = f"{join(path, 'endpoints')}[{i}]"
+        unhandled(
+            ctx,
+            lle,
+            lpath,
+            (
+                "locality",
+                "lb_endpoints",
+                "load_balancing_weight",
+                "priority",
+                "leds_cluster_locality_config",
+            ),
+        )
+        if lle.HasField("leds_cluster_locality_config"):
+            ctx.error(join(lpath, "leds_cluster_locality_config"), "LEDS is not supported")
+            continue
+        weight = int(wrapped(lle, "load_balancing_weight", 0))
+        if weight == 0:
+            ctx.ignore(f"{lpath} (locality weight unset or 0: skipped)")
+            continue
+        priority = int(lle.priority)
+        if priority > 128:
+            ctx.error(join(lpath, "priority"), f"{priority} exceeds 128")
+            continue
+        if lle.HasField("locality"):
+            unhandled(ctx, lle.locality, join(lpath, "locality"), ("region", "zone", "sub_zone"))
+        locality = Locality(
+            region=lle.locality.region, zone=lle.locality.zone, sub_zone=lle.locality.sub_zone
+        )
+        if (priority, locality) in seen_localities:
+            ctx.error(
+                join(lpath, "locality"),
+                f"duplicate locality {_locality_text(locality)} in priority {priority} "
+                f"(also endpoints[{seen_localities[priority, locality]}])",
+            )
+            continue
+        seen_localities[priority, locality] = i
+        weight_sums[priority] = weight_sums.get(priority, 0) + weight
+        endpoints = []
+        for j, lb in enumerate(lle.lb_endpoints):
+            epath = f"{join(lpath, 'lb_endpoints')}[{j}]"
+            endpoint = _lb_endpoint(ctx, epath, lb)
+            if endpoint is None:
+                continue
+            if endpoint.key in seen_addresses:
+                ctx.error(
+                    epath,
+                    f"duplicate endpoint address {_address_text(endpoint.key)} "
+                    f"(also {seen_addresses[endpoint.key]})",
+                )
+                continue
+            seen_addresses[endpoint.key] = epath
+            endpoints.append(endpoint)
+        by_priority.setdefault(priority, []).append(
+            LocalityEndpoints(
+                locality=locality, weight=weight, priority=priority, endpoints=tuple(endpoints)
+            )
+        )
+    for priority, total in sorted(weight_sums.items()):
+        if total > MAX_UINT32:
+            ctx.error(
+                join(path, "endpoints"),
+                f"sum of locality weights in priority {priority} is {total}, exceeds {MAX_UINT32}",
+            )
+    if by_priority and sorted(by_priority) != list(range(len(by_priority))):
+        ctx.error(
+            join(path, "endpoints"),
+            f"priorities {sorted(by_priority)} are not contiguous from 0",
+        )
+    overprovisioning, drops, stale_after = 140, [], None
+    if msg.HasField("policy"):
+        ppath = join(path, "policy")
+        policy = msg.policy
+        unhandled(
+            ctx,
+            policy,
+            ppath,
+            ("drop_overloads", "overprovisioning_factor", "endpoint_stale_after"),
+        )
+        overprovisioning = int(wrapped(policy, "overprovisioning_factor", 140))
+        if overprovisioning == 0:
+            ctx.error(join(ppath, "overprovisioning_factor"), "must be > 0")
+        for i, drop in enumerate(policy.drop_overloads):
+            dpath = f"{join(ppath, 'drop_overloads')}[{i}]"
+            if not drop.category:
+                ctx.error(join(dpath, "category"), "must not be empty")
+                continue
+            drops.append(
+                DropOverload(
+                    category=drop.category,
+                    per_million=fractional_per_million(
+                        ctx, join(dpath, "drop_percentage"), drop.drop_percentage
+                    ),
+                )
+            )
+        stale_after = opt_duration(ctx, policy, "endpoint_stale_after", ppath)
+        if stale_after is not None and stale_after <= 0:
+            ctx.error(join(ppath, "endpoint_stale_after"), "must be > 0")
+    if ctx.errors:
+        return None
+    return ClusterLoadAssignment(
+        cluster_name=msg.cluster_name,
+        priorities=tuple(tuple(by_priority[p]) for p in sorted(by_priority)),
+        overprovisioning_factor=overprovisioning,
+        drop_overloads=tuple(drops),
+        endpoint_stale_after=stale_after,
+        ignored_fields=tuple(ctx.ignored),
+    )
+
+
+def _lb_endpoint(ctx: Ctx, path: str, msg: Any) -> Endpoint | None:
+    unhandled(
+        ctx, msg, path, ("endpoint", "endpoint_name", "health_status", "load_balancing_weight")
+    )
+    which = msg.WhichOneof("host_identifier")
+    if which != "endpoint":
+        ctx.error(path, f"an endpoint is required, got {which or 'nothing'}")
+        return None
+    epath = join(path, "endpoint")
+    unhandled(ctx, msg.endpoint, epath, ("address", "hostname"))
+    if not msg.endpoint.HasField("address"):
+        ctx.error(join(epath, "address"), "is required")
+        return None
+    address = socket_address(ctx, join(epath, "address"), msg.endpoint.address)
+    weight = int(wrapped(msg, "load_balancing_weight", 1))
+    if weight < 1:
+        ctx.error(join(path, "load_balancing_weight"), "must be >= 1")
+        return None
+    health = _HEALTH.get(int(msg.health_status))
+    if health is None:
+        ctx.error(join(path, "health_status"), f"unknown health status {msg.health_status}")
+        return None
+    if address is None:
+        return None
+    return Endpoint(
+        address=address[0],
+        port=address[1],
+        health=health,  # type: ignore[arg-type]
+        weight=weight,
+        hostname=msg.endpoint.hostname,
+    )
+
+
+def _locality_text(locality: Locality) -> str:
+    return f"{{region={locality.region!r}, zone={locality.zone!r}, sub_zone={locality.sub_zone!r}}}"
+
+
+def _address_text(key: tuple[str, int]) -> str:
+    host, port = key
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,337 @@
+"""Parse and validate TLS resources: SDS ``Secret`` and ``UpstreamTlsContext``.
+
+Implements ``envoy.extensions.transport_sockets.tls.v3`` as far as a client
+uses it (gRFC A29 for certificate-provider instances and SAN matchers,
+Envoy's SDS docs for secrets by name). Settings that would make verification
+weaker or stricter in ways proxyless cannot honour (SPKI/hash pinning, CRLs,
+custom validators, SCTs) make the resource invalid rather than being
+silently dropped; data sources must be inline or a file name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from google.protobuf.message import DecodeError
+
+from proxyless.errors import ResourceValidationError
+from proxyless.resources.model.security import (
+    CertificateProviderInstance,
+    CertificateValidationContext,
+    DataSource,
+    SanMatcher,
+    SdsSecretConfig,
+    Secret,
+    TlsCertificate,
+    TlsIdentity,
+    UpstreamTlsContext,
+)
+from proxyless.resources.parse.common import (
+    Ctx,
+    check_config_source,
+    join,
+    string_matcher,
+    unhandled,
+)
+from proxyless.xds_client.resource_type import DecodeResult
+
+__all__ = [
+    "decode_secret",
+    "parse_secret",
+    "upstream_tls_context",
+]
+
+_TYPE = secret_pb2.Secret.DESCRIPTOR.full_name
+_SAN_TYPES = {1: "EMAIL", 2: "DNS", 3: "URI", 4: "IP_ADDRESS", 5: "OTHER_NAME"}
+_UNSUPPORTED_VALIDATION = (
+    "verify_certificate_spki",
+    "verify_certificate_hash",
+    "require_signed_certificate_timestamp",
+    "crl",
+    "custom_validator_config",
+)
+
+
+def decode_secret(data: bytes) -> DecodeResult:
+    """Decode serialized Secret bytes; never raises."""
+    msg = secret_pb2.Secret()
+    try:
+        msg.ParseFromString(data)
+    except (DecodeError, ValueError, TypeError) as exc:
+        return DecodeResult(name=None, value=None, errors=(f"could not decode {_TYPE}: {exc}",))
+    ctx = Ctx()
+    value = _secret(ctx, msg)
+    if ctx.errors or value is None:
+        return DecodeResult(name=msg.name, value=None, errors=tuple(ctx.errors))
+    return DecodeResult(name=msg.name, value=value)
+
+
+def parse_secret(msg: Any) -> Secret:
+    """Validate a Secret message; raise ResourceValidationError."""
+    ctx = Ctx()
+    value = _secret(ctx, msg)
+    if ctx.errors or value is None:
+        raise ResourceValidationError("Secret", msg.name, ctx.errors)
+    return value
+
+
+def _secret(ctx: Ctx, msg: Any) -> Secret | None:
+    unhandled(ctx, msg, "", ("name", "tls_certificate", "validation_context"))
+    if not msg.name:
+        ctx.error("name", "must not be empty")
+    which = msg.WhichOneof("type")
+    certificate = validation = None
+    if which == "tls_certificate":
+        certificate = _tls_certificate(ctx, "tls_certificate", msg.tls_certificate)
+    elif which == "validation_context":
+        validation = _validation_context(ctx, "validation_context", msg.validation_context)
+    elif which is None:
+        ctx.error("", "secret has neither tls_certificate nor validation_context")
+    else:
+        ctx.error(which, "unsupported secret type (tls_certificate or validation_context only)")
+    if ctx.errors:
+        return None
+    return Secret(
+        name=msg.name,
+        tls_certificate=certificate,
+        validation_context=validation,
+        ignored_fields=tuple(ctx.ignored),
+    )
+
+
+def _data_source(ctx: Ctx, path: str, msg: Any) -> DataSource | None:
+    unhandled(ctx, msg, path, ("filename", "inline_bytes", "inline_string", "environment_variable"))
+    which = msg.WhichOneof("specifier")
+    if which == "filename":
+        if not msg.filename:
+            ctx.error(join(path, "filename"), "must not be empty")
+            return None
+        return DataSource(filename=msg.filename)
+    if which == "inline_bytes":
+        return DataSource(inline=bytes(msg.inline_bytes))
+    if which == "inline_string":
+        return DataSource(inline=msg.inline_string.encode())
+    if which is None:
+        ctx.error(path, "no data (filename, inline_bytes or inline_string)")
+    else:
+        ctx.error(join(path, which), "unsupported data source")
+    return None
+
+
+def _tls_certificate(ctx: Ctx, path: str, msg: Any) -> TlsCertificate | None:
+    unhandled(
+        ctx, msg, path, ("certificate_chain", "private_key", "pkcs12", "private_key_provider")
+    )
+    for unsupported in ("pkcs12", "private_key_provider"):
+        if msg.HasField(unsupported):
+            ctx.error(join(path, unsupported), "is not supported")
+    chain = key = None
+    if not msg.HasField("certificate_chain"):
+        ctx.error(join(path, "certificate_chain"), "is required")
+    else:
+        chain = _data_source(ctx, join(path, "certificate_chain"), msg.certificate_chain)
+    if not msg.HasField("private_key"):
+        ctx.error(join(path, "private_key"), "is required")
+    else:
+        key = _data_source(ctx, join(path, "private_key"), msg.private_key)
+    if chain is None or key is None:
+        return None
+    return TlsCertificate(certificate_chain=chain, private_key=key)
+
+
+def _provider(ctx: Ctx, path: str, msg: Any) -> CertificateProviderInstance | None:
+    unhandled(ctx, msg, path, ("instance_name", "certificate_name"))
+    if not msg.instance_name:
+        ctx.error(join(path, "instance_name"), "must not be empty")
+        return None
+    return CertificateProviderInstance(
+        instance_name=msg.instance_name, certificate_name=msg.certificate_name
+    )
+
+
+def _sds(ctx: Ctx, path: str, msg: Any) -> SdsSecretConfig | None:
+    unhandled(ctx, msg, path, ("name", "sds_config"))
+    if not msg.name:
+        ctx.error(join(path, "name"), "must not be empty")
+        return None
+    if msg.HasField("sds_config"):
+        check_config_source(ctx, join(path, "sds_config"), msg.sds_config)
+    return SdsSecretConfig(name=msg.name)
+
+
+def _validation_context(ctx: Ctx, path: str, msg: Any) -> CertificateValidationContext | None:
+    errors = len(ctx.errors)
+    unhandled(
+        ctx,
+        msg,
+        path,
+        (
+            "trusted_ca",
+            "ca_certificate_provider_instance",
+            "system_root_certs",
+            "match_typed_subject_alt_names",
+            "match_subject_alt_names",
+            *_UNSUPPORTED_VALIDATION,
+        ),
+    )
+    for name in _UNSUPPORTED_VALIDATION:
+        field = getattr(msg, name)
+        is_set = bool(field) if not hasattr(field, "ListFields") else msg.HasField(name)
+        if is_set:
+            ctx.error(join(path, name), "is not supported")
+    trusted = None
+    if msg.HasField("trusted_ca"):
+        trusted = _data_source(ctx, join(path, "trusted_ca"), msg.trusted_ca)
+    provider = None
+    if msg.HasField("ca_certificate_provider_instance"):
+        provider = _provider(
+            ctx,
+            join(path, "ca_certificate_provider_instance"),
+            msg.ca_certificate_provider_instance,
+        )
+    if msg.HasField("trusted_ca") and msg.HasField("ca_certificate_provider_instance"):
+        ctx.error(path, "trusted_ca and ca_certificate_provider_instance cannot both be set")
+    sans: list[SanMatcher] = []
+    for i, typed in enumerate(msg.match_typed_subject_alt_names):
+        spath = f"{join(path, 'match_typed_subject_alt_names')}[{i}]"
+        san_type = _SAN_TYPES.get(int(typed.san_type))
+        if san_type is None:
+            ctx.error(join(spath, "san_type"), "must be EMAIL, DNS, URI, IP_ADDRESS or OTHER_NAME")
+            continue
+        if san_type == "OTHER_NAME" and not typed.oid:
+            ctx.error(join(spath, "oid"), "is required for OTHER_NAME")
+            continue
+        matcher = string_matcher(ctx, join(spath, "matcher"), typed.matcher)
+        if matcher is not None:
+            sans.append(
+                SanMatcher(
+                    san_type=san_type,  # type: ignore[arg-type]
+                    matcher=matcher,
+                    oid=typed.oid,
+                )
+            )
+    for i, legacy in enumerate(msg.match_subject_alt_names):
+        matcher = string_matcher(ctx, f"{join(path, 'match_subject_alt_names')}[{i}]", legacy)
+        if matcher is not None:
+            sans.append(SanMatcher(san_type="ANY", matcher=matcher))
+    if len(ctx.errors) != errors:
+        return None
+    return CertificateValidationContext(
+        trusted_ca=trusted,
+        ca_certificate_provider=provider,
+        system_root_certs=msg.HasField("system_root_certs"),
+        match_subject_alt_names=tuple(sans),
+    )
+
+
+def upstream_tls_context(ctx: Ctx, path: str, msg: Any) -> UpstreamTlsContext | None:
+    """Parse an ``UpstreamTlsContext`` (from a Cluster's transport socket) at ``path``."""
+    errors = len(ctx.errors)
+    unhandled(ctx, msg, path, ("common_tls_context", "sni"))
+    cpath = join(path, "common_tls_context")
+    common = msg.common_tls_context
+    unhandled(
+        ctx,
+        common,
+        cpath,
+        (
+            "tls_certificates",
+            "tls_certificate_sds_secret_configs",
+            "tls_certificate_provider_instance",
+            "tls_certificate_certificate_provider_instance",
+            "validation_context",
+            "validation_context_sds_secret_config",
+            "combined_validation_context",
+            "validation_context_certificate_provider_instance",
+            "alpn_protocols",
+        ),
+    )
+    identities: list[TlsIdentity | None] = []
+    for i, cert in enumerate(common.tls_certificates):
+        identities.append(_tls_certificate(ctx, f"{join(cpath, 'tls_certificates')}[{i}]", cert))
+    for i, sds in enumerate(common.tls_certificate_sds_secret_configs):
+        identities.append(
+            _sds(ctx, f"{join(cpath, 'tls_certificate_sds_secret_configs')}[{i}]", sds)
+        )
+    for field in (
+        "tls_certificate_provider_instance",
+        "tls_certificate_certificate_provider_instance",
+    ):
+        if common.HasField(field):
+            identities.append(_provider(ctx, join(cpath, field), getattr(common, field)))
+    if len(identities) > 1:
+        ctx.error(cpath, "more than one client certificate is configured; only one is supported")
+    identity = identities[0] if identities else None
+    validation: CertificateValidationContext | None = None
+    validation_sds: str | None = None
+    which = common.WhichOneof("validation_context_type")
+    vpath = join(cpath, which or "validation_context")
+    if which == "validation_context":
+        validation = _validation_context(ctx, vpath, common.validation_context)
+    elif which == "validation_context_sds_secret_config":
+        sds = _sds(ctx, vpath, common.validation_context_sds_secret_config)
+        validation_sds = sds.name if sds is not None else None
+    elif which == "validation_context_certificate_provider_instance":
+        provider = _provider(ctx, vpath, common.validation_context_certificate_provider_instance)
+        validation = CertificateValidationContext(ca_certificate_provider=provider)
+    elif which == "combined_validation_context":
+        combined = common.combined_validation_context
+        unhandled(
+            ctx,
+            combined,
+            vpath,
+            (
+                "default_validation_context",
+                "validation_context_sds_secret_config",
+                "validation_context_certificate_provider_instance",
+            ),
+        )
+        if combined.HasField("default_validation_context"):
+            validation = _validation_context(
+                ctx, join(vpath, "default_validation_context"), combined.default_validation_context
+            )
+        if combined.HasField("validation_context_sds_secret_config"):
+            sds = _sds(
+                ctx,
+                join(vpath, "validation_context_sds_secret_config"),
+                combined.validation_context_sds_secret_config,
+            )
+            validation_sds = sds.name if sds is not None else None
+        elif combined.HasField("validation_context_certificate_provider_instance"):
+            provider = _provider(
+                ctx,
+                join(vpath, "validation_context_certificate_provider_instance"),
+                combined.validation_context_certificate_provider_instance,
+            )
+            if validation is not None and validation.ca_certificate_provider is None:
+                validation = replace(validation, ca_certificate_provider=provider)
+            elif validation is None:
+                validation = CertificateValidationContext(ca_certificate_provider=provider)
+    elif which is not None:
+        ctx.error(vpath, "unsupported validation context type")
+    if len(ctx.errors) != errors:
+        return None
+    trusted = validation_sds is not None or (
+        validation is not None
+        and (
+            validation.trusted_ca is not None
+            or validation.ca_certificate_provider is not None
+            or validation.system_root_certs
+        )
+    )
+    if not trusted:
+        ctx.error(
+            cpath,
+            "no way to verify the server: set a trusted CA, a CA certificate provider "
+            "instance, system root certs or an SDS validation context",
+        )
+        return None
+    return UpstreamTlsContext(
+        sni=msg.sni,
+        identity=identity,
+        validation=validation,
+        validation_sds_secret=validation_sds,
+        alpn_protocols=tuple(common.alpn_protocols),
+    )
