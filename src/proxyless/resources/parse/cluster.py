@@ -33,7 +33,6 @@ from proxyless.resources.model.security import UpstreamTlsContext
 from proxyless.resources.parse.common import (
     Ctx,
     check_config_source,
-    duration,
     join,
     opt_duration,
     percent,
@@ -157,9 +156,7 @@ def _cluster(ctx: Ctx, msg: Any) -> Cluster | None:
                 ctx, join(lpath, "healthy_panic_threshold"), common.healthy_panic_threshold
             )
         locality_weighted = common.HasField("locality_weighted_lb_config")
-    connect_timeout = opt_duration(ctx, msg, "connect_timeout", "")
-    if connect_timeout is not None and connect_timeout <= 0:
-        ctx.error("connect_timeout", "must be > 0")
+    connect_timeout = opt_duration(ctx, msg, "connect_timeout", "", positive=True)
     tls = _transport_socket(ctx, msg) if msg.HasField("transport_socket") else None
     http2, max_requests = _protocol_options(ctx, msg)
     lrs = False
@@ -331,11 +328,10 @@ def _outlier(ctx: Ctx, msg: Any) -> OutlierDetection:
     unhandled(ctx, msg, path, frozenset(handled))
     values: dict[str, Any] = {}
     for field, default_seconds in _OUTLIER_DURATIONS:
-        values[field] = (
-            duration(ctx, join(path, field), getattr(msg, field))
-            if msg.HasField(field)
-            else default_seconds
+        value = opt_duration(
+            ctx, msg, field, path, positive=field in ("interval", "base_ejection_time")
         )
+        values[field] = default_seconds if value is None else value
     for field, default, is_percent in _OUTLIER_NUMBERS:
         value = int(wrapped(msg, field, default))
         if is_percent and value > 100:
@@ -345,14 +341,7 @@ def _outlier(ctx: Ctx, msg: Any) -> OutlierDetection:
         values[field] = (
             bool(wrapped(msg, field, default_bool)) if wrapper else bool(getattr(msg, field))
         )
-    for field in ("interval", "base_ejection_time"):
-        if msg.HasField(field) and values[field] == 0 and not _has_error(ctx, join(path, field)):
-            ctx.error(join(path, field), "must be > 0")
     return OutlierDetection(**values)
-
-
-def _has_error(ctx: Ctx, path: str) -> bool:
-    return any(e.startswith(path + ":") for e in ctx.errors)
 
 
 def _transport_socket(ctx: Ctx, msg: Any) -> UpstreamTlsContext | None:

@@ -105,11 +105,17 @@ def duration(ctx: Ctx, path: str, value: Any) -> float:
     return seconds + nanos / 1e9
 
 
-def opt_duration(ctx: Ctx, msg: Message, field: str, path: str) -> float | None:
-    """``duration`` of ``msg.field`` when set, else None."""
+def opt_duration(
+    ctx: Ctx, msg: Message, field: str, path: str, *, positive: bool = False
+) -> float | None:
+    """``duration`` of ``msg.field`` when set, else None; ``positive``: must be > 0."""
     if not msg.HasField(field):
         return None
-    return duration(ctx, join(path, field), getattr(msg, field))
+    before = len(ctx.errors)
+    value = duration(ctx, join(path, field), getattr(msg, field))
+    if positive and value <= 0 and len(ctx.errors) == before:
+        ctx.error(join(path, field), "must be > 0")
+    return value
 
 
 _DENOMINATOR_SCALE = {0: 10_000, 1: 100, 2: 1}  # HUNDRED, TEN_THOUSAND, MILLION

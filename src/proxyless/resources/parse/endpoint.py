@@ -214,9 +214,7 @@ def cluster_load_assignment(
                     ),
                 )
             )
-        stale_after = opt_duration(ctx, policy, "endpoint_stale_after", ppath)
-        if stale_after is not None and stale_after <= 0:
-            ctx.error(join(ppath, "endpoint_stale_after"), "must be > 0")
+        stale_after = opt_duration(ctx, policy, "endpoint_stale_after", ppath, positive=True)
     if ctx.errors:
         return None
     return ClusterLoadAssignment(

@@ -40,7 +40,6 @@ from proxyless.resources.model.route import (
 from proxyless.resources.parse.common import (
     MAX_UINT32,
     Ctx,
-    duration,
     fractional_per_million,
     header_matcher,
     join,
@@ -580,13 +579,9 @@ def _retry_policy(ctx: Ctx, path: str, msg: Any) -> RetryPolicy | None:
         if not back_off.HasField("base_interval"):
             ctx.error(join(bpath, "base_interval"), "is required")
         else:
-            base = duration(ctx, join(bpath, "base_interval"), back_off.base_interval)
-            if base <= 0:
-                ctx.error(join(bpath, "base_interval"), "must be > 0")
-        maximum = opt_duration(ctx, back_off, "max_interval", bpath)
-        if maximum is not None and maximum <= 0:
-            ctx.error(join(bpath, "max_interval"), "must be > 0")
-        elif maximum is not None and maximum < base:
+            base = opt_duration(ctx, back_off, "base_interval", bpath, positive=True) or base
+        maximum = opt_duration(ctx, back_off, "max_interval", bpath, positive=True)
+        if maximum is not None and 0 < maximum < base:
             ctx.error(join(bpath, "max_interval"), f"{maximum}s must be >= base_interval {base}s")
     max_attempts = int(msg.host_selection_retry_max_attempts)
     if max_attempts < 0:
@@ -637,9 +632,7 @@ def _rate_limited(ctx: Ctx, path: str, msg: Any) -> RateLimitedRetryBackOff | No
                 format="UNIX_TIMESTAMP" if int(h.format) == 1 else "SECONDS",
             )
         )
-    max_interval = opt_duration(ctx, msg, "max_interval", path)
-    if max_interval is not None and max_interval <= 0:
-        ctx.error(join(path, "max_interval"), "must be > 0")
+    max_interval = opt_duration(ctx, msg, "max_interval", path, positive=True)
     return RateLimitedRetryBackOff(
         reset_headers=tuple(headers),
         max_interval=300.0 if max_interval is None else max_interval,
