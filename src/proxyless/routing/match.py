@@ -1,0 +1,88 @@
+"""Route matching within a virtual host (gRFC A28; Envoy ``RouteMatch``).
+
+The first route whose match holds wins, in configuration order. A route
+matches when all of these hold:
+
+- **path**: ``prefix`` (Envoy matches it against ``:path``, which for HTTP
+  includes the query string), ``path`` (exact, query excluded),
+  ``safe_regex`` (full match of the path without the query) or
+  ``path_separated_prefix`` (the path equals the prefix or continues with
+  ``/``; query excluded). ``case_sensitive: false`` applies to ``prefix``,
+  ``path`` and ``path_separated_prefix`` only, never to regexes.
+- **headers**: every header matcher, with the visibility rules of
+  :func:`proxyless.routing.request.header_value` (gRPC: metadata plus
+  ``content-type``, ``-bin`` absent, no pseudo-headers; HTTP: pseudo-headers
+  ``:method``, ``:path``, ``:authority``, ``:scheme`` visible).
+- **query parameters**: never match a gRPC request (gRFC A28); for HTTP
+  each matcher sees the first value of its parameter, not percent-decoded
+  (Envoy's router).
+- **grpc**: the request's ``content-type`` starts with ``application/grpc``.
+- **runtime_fraction**: a random integer in [0, 1e6) from the injected RNG
+  is below the per-million value (only ``default_value`` is used, gRFC
+  A28). The draw happens only when every other condition holds, so routes
+  without a fraction never consume randomness.
+"""
+
+from __future__ import annotations
+
+import random
+
+from proxyless.resources.model import Route, RouteMatch, VirtualHost
+from proxyless.routing.request import RequestInfo, header_value, parse_query
+
+__all__ = ["match_route", "path_matches"]
+
+
+def path_matches(match: RouteMatch, request: RequestInfo) -> bool:
+    """True when the path condition of ``match`` holds for ``request``."""
+    kind = match.path_kind
+    if kind == "prefix":
+        target = request.path_and_query if request.query else request.path
+        if match.case_sensitive:
+            return target.startswith(match.path)
+        return target.lower().startswith(match.path.lower())
+    if kind == "path":
+        if match.case_sensitive:
+            return request.path == match.path
+        return request.path.lower() == match.path.lower()
+    if kind == "safe_regex":
+        assert match.regex is not None
+        return match.regex.fullmatch(request.path) is not None
+    # path_separated_prefix
+    path, prefix = request.path, match.path
+    if not match.case_sensitive:
+        path, prefix = path.lower(), prefix.lower()
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def _is_grpc_request(request: RequestInfo) -> bool:
+    content_type = header_value(request, "content-type")
+    return content_type is not None and content_type.startswith("application/grpc")
+
+
+def match_route(vhost: VirtualHost, request: RequestInfo, rng: random.Random) -> Route | None:
+    """The first route of ``vhost`` matching ``request``, or None."""
+    query: dict[str, str] | None = None
+    for route in vhost.routes:
+        match = route.match
+        if not path_matches(match, request):
+            continue
+        if match.headers and not all(
+            h.matches(header_value(request, h.name)) for h in match.headers
+        ):
+            continue
+        if match.query_parameters:
+            if request.is_grpc:
+                continue
+            if query is None:
+                query = parse_query(request.query)
+            if not all(q.matches(query.get(q.name)) for q in match.query_parameters):
+                continue
+        if match.grpc and not _is_grpc_request(request):
+            continue
+        fraction = match.runtime_fraction_per_million
+        if fraction is not None and fraction < 1_000_000:
+            if fraction <= 0 or rng.randrange(1_000_000) >= fraction:
+                continue
+        return route
+    return None

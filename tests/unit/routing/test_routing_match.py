@@ -1,0 +1,296 @@
+"""Route matching: path kinds, headers, query parameters, grpc flag, runtime fraction."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+
+import pytest
+
+from proxyless.resources.model import (
+    HeaderMatcher,
+    QueryParameterMatcher,
+    Route,
+    RouteAction,
+    RouteMatch,
+    StringMatcher,
+    VirtualHost,
+)
+from proxyless.routing import RequestInfo, header_value, match_route, parse_query, path_matches
+
+
+def grpc(path: str = "/pkg.Svc/Method", headers: Mapping[str, str] | None = None) -> RequestInfo:
+    return RequestInfo(authority="svc", path=path, headers=headers or {}, is_grpc=True)
+
+
+def http(
+    path: str = "/",
+    query: str = "",
+    headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+) -> RequestInfo:
+    return RequestInfo(
+        authority="web:8080",
+        path=path,
+        query=query,
+        method=method,
+        headers=headers or {},
+        is_grpc=False,
+        scheme="https",
+    )
+
+
+def exact(name: str, value: str, **kw: bool) -> HeaderMatcher:
+    return HeaderMatcher(
+        name=name, kind="exact", string_matcher=StringMatcher("exact", value), **kw
+    )
+
+
+PATH_CASES = [
+    pytest.param(RouteMatch("prefix", "/pkg."), grpc(), True, id="prefix"),
+    pytest.param(RouteMatch("prefix", ""), grpc(), True, id="empty-prefix"),
+    pytest.param(RouteMatch("prefix", "/PKG."), grpc(), False, id="prefix-case-sensitive"),
+    pytest.param(
+        RouteMatch("prefix", "/PKG.", case_sensitive=False), grpc(), True, id="prefix-ignore-case"
+    ),
+    pytest.param(RouteMatch("path", "/pkg.Svc/Method"), grpc(), True, id="path-exact"),
+    pytest.param(RouteMatch("path", "/pkg.Svc/method"), grpc(), False, id="path-case"),
+    pytest.param(
+        RouteMatch("path", "/PKG.svc/method", case_sensitive=False),
+        grpc(),
+        True,
+        id="path-ignore-case",
+    ),
+    pytest.param(RouteMatch("path", "/a"), http("/a", query="x=1"), True, id="path-ignores-query"),
+    pytest.param(
+        RouteMatch("prefix", "/a?x"), http("/a", query="x=1"), True, id="prefix-sees-query"
+    ),
+    pytest.param(
+        RouteMatch("safe_regex", r"/pkg\..*", regex=re.compile(r"/pkg\..*")),
+        grpc(),
+        True,
+        id="regex-full",
+    ),
+    pytest.param(
+        RouteMatch("safe_regex", "/pkg", regex=re.compile("/pkg")),
+        grpc(),
+        False,
+        id="regex-must-match-whole-path",
+    ),
+    pytest.param(
+        RouteMatch("safe_regex", "/PKG.*", regex=re.compile("/PKG.*"), case_sensitive=False),
+        grpc(),
+        False,
+        id="regex-ignores-case-flag",
+    ),
+    pytest.param(
+        RouteMatch("safe_regex", "/a", regex=re.compile("/a")),
+        http("/a", query="q=1"),
+        True,
+        id="regex-without-query",
+    ),
+    pytest.param(RouteMatch("path_separated_prefix", "/api"), http("/api"), True, id="sep-equal"),
+    pytest.param(
+        RouteMatch("path_separated_prefix", "/api"), http("/api/v1"), True, id="sep-slash"
+    ),
+    pytest.param(
+        RouteMatch("path_separated_prefix", "/api"), http("/apiv1"), False, id="sep-no-slash"
+    ),
+    pytest.param(
+        RouteMatch("path_separated_prefix", "/API", case_sensitive=False),
+        http("/api/x"),
+        True,
+        id="sep-ignore-case",
+    ),
+]
+
+
+@pytest.mark.parametrize(("match", "request_info", "expected"), PATH_CASES)
+def test_path_matches(match: RouteMatch, request_info: RequestInfo, expected: bool) -> None:
+    assert path_matches(match, request_info) is expected
+
+
+HEADER_CASES = [
+    pytest.param(exact("x-user", "alice"), grpc(headers={"x-user": "alice"}), True, id="metadata"),
+    pytest.param(exact("x-user", "alice"), grpc(headers={"x-user": "bob"}), False, id="mismatch"),
+    pytest.param(exact("x-user", "alice"), grpc(), False, id="absent"),
+    pytest.param(
+        exact("x-user", "alice", invert_match=True), grpc(), False, id="absent-inverted-never"
+    ),
+    pytest.param(
+        HeaderMatcher("x-user", "present", present=False, invert_match=False),
+        grpc(),
+        True,
+        id="present-false-absent",
+    ),
+    pytest.param(
+        HeaderMatcher("x-user", "present", present=False, invert_match=True),
+        grpc(),
+        False,
+        id="present-false-inverted-absent",
+    ),
+    pytest.param(
+        HeaderMatcher("x-user", "present", present=True, invert_match=True),
+        grpc(),
+        True,
+        id="present-inverted-absent",
+    ),
+    pytest.param(
+        exact("x-id-bin", "AAEC"), grpc(headers={"x-id-bin": "AAEC"}), False, id="grpc-bin-absent"
+    ),
+    pytest.param(
+        HeaderMatcher("x-id-bin", "present", present=True),
+        http(headers={"x-id-bin": "AAEC"}),
+        True,
+        id="http-bin-visible",
+    ),
+    pytest.param(
+        exact("content-type", "application/grpc"), grpc(), True, id="grpc-content-type-default"
+    ),
+    pytest.param(
+        exact("content-type", "application/grpc+proto"),
+        grpc(headers={"content-type": "application/grpc+proto"}),
+        True,
+        id="grpc-content-type-given",
+    ),
+    pytest.param(exact(":path", "/pkg.Svc/Method"), grpc(), False, id="grpc-no-pseudo"),
+    pytest.param(exact(":method", "GET"), http(), True, id="http-method"),
+    pytest.param(exact(":path", "/a?b=1"), http("/a", query="b=1"), True, id="http-path-query"),
+    pytest.param(exact(":authority", "web:8080"), http(), True, id="http-authority"),
+    pytest.param(exact(":scheme", "https"), http(), True, id="http-scheme"),
+    pytest.param(exact(":status", "200"), http(), False, id="http-unknown-pseudo"),
+    pytest.param(
+        exact("x-multi", "a,b"), grpc(headers={"x-multi": "a,b"}), True, id="joined-values"
+    ),
+    pytest.param(
+        HeaderMatcher("x-n", "range", range_start=1, range_end=10),
+        grpc(headers={"x-n": "9"}),
+        True,
+        id="range",
+    ),
+]
+
+
+@pytest.mark.parametrize(("matcher", "request_info", "expected"), HEADER_CASES)
+def test_header_matching(matcher: HeaderMatcher, request_info: RequestInfo, expected: bool) -> None:
+    route = Route(RouteMatch("prefix", "", headers=(matcher,)), RouteAction(cluster="c"))
+    vhost = VirtualHost("vh", ("*",), (route,))
+    found = match_route(vhost, request_info, random.Random(1))
+    assert (found is route) is expected
+
+
+def test_header_value_rules() -> None:
+    g = grpc(headers={"a": "1", "b-bin": "x", ":path": "/p"})
+    assert header_value(g, "a") == "1"
+    assert header_value(g, "b-bin") is None
+    assert header_value(g, ":path") is None
+    assert header_value(g, "content-type") == "application/grpc"
+    h = http("/p", query="q", headers={"content-type": "text/plain"})
+    assert header_value(h, "content-type") == "text/plain"
+    assert header_value(h, ":path") == "/p?q"
+
+
+QUERY_CASES = [
+    pytest.param(
+        QueryParameterMatcher("debug", StringMatcher("exact", "1")), "debug=1", True, id="exact"
+    ),
+    pytest.param(
+        QueryParameterMatcher("debug", StringMatcher("exact", "1")),
+        "debug=2&debug=1",
+        False,
+        id="first-value-only",
+    ),
+    pytest.param(QueryParameterMatcher("debug", present_match=True), "debug", True, id="bare-name"),
+    pytest.param(QueryParameterMatcher("debug", present_match=True), "x=1", False, id="absent"),
+    pytest.param(
+        QueryParameterMatcher("q", StringMatcher("exact", "a%20b")),
+        "q=a%20b",
+        True,
+        id="not-decoded",
+    ),
+]
+
+
+@pytest.mark.parametrize(("matcher", "query", "expected"), QUERY_CASES)
+def test_query_parameters_http(matcher: QueryParameterMatcher, query: str, expected: bool) -> None:
+    route = Route(RouteMatch("prefix", "/", query_parameters=(matcher,)), RouteAction(cluster="c"))
+    vhost = VirtualHost("vh", ("*",), (route,))
+    assert (match_route(vhost, http("/x", query=query), random.Random(1)) is route) is expected
+
+
+def test_query_parameters_never_match_grpc() -> None:
+    matcher = QueryParameterMatcher("debug", present_match=True)
+    route = Route(RouteMatch("prefix", "/", query_parameters=(matcher,)), RouteAction(cluster="c"))
+    vhost = VirtualHost("vh", ("*",), (route,))
+    req = RequestInfo(authority="a", path="/pkg.S/M", query="debug=1", is_grpc=True)
+    assert match_route(vhost, req, random.Random(1)) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "parsed"),
+    [
+        pytest.param("", {}, id="empty"),
+        pytest.param("a=1&b=2", {"a": "1", "b": "2"}, id="two"),
+        pytest.param("a=1&a=2", {"a": "1"}, id="first-wins"),
+        pytest.param("a&&b=", {"a": "", "b": ""}, id="bare-and-empty"),
+        pytest.param("a=x=y", {"a": "x=y"}, id="equals-in-value"),
+    ],
+)
+def test_parse_query(query: str, parsed: dict[str, str]) -> None:
+    assert parse_query(query) == parsed
+
+
+GRPC_FLAG_CASES = [
+    pytest.param(grpc(), True, id="grpc-default-content-type"),
+    pytest.param(http(headers={"content-type": "application/grpc-web"}), True, id="grpc-web"),
+    pytest.param(http(headers={"content-type": "application/json"}), False, id="json"),
+    pytest.param(http(), False, id="no-content-type"),
+]
+
+
+@pytest.mark.parametrize(("request_info", "expected"), GRPC_FLAG_CASES)
+def test_grpc_flag(request_info: RequestInfo, expected: bool) -> None:
+    route = Route(RouteMatch("prefix", "/", grpc=True), RouteAction(cluster="c"))
+    vhost = VirtualHost("vh", ("*",), (route,))
+    assert (match_route(vhost, request_info, random.Random(1)) is route) is expected
+
+
+def test_first_matching_route_wins() -> None:
+    a = Route(RouteMatch("prefix", "/pkg.Svc/", headers=(exact("x", "1"),)), RouteAction("a"))
+    b = Route(RouteMatch("prefix", "/pkg."), RouteAction("b"))
+    c = Route(RouteMatch("prefix", ""), RouteAction("c"))
+    vhost = VirtualHost("vh", ("*",), (a, b, c))
+    rng = random.Random(0)
+    assert match_route(vhost, grpc(headers={"x": "1"}), rng) is a
+    assert match_route(vhost, grpc(), rng) is b
+    assert match_route(vhost, grpc("/other.S/M"), rng) is c
+
+
+@pytest.mark.parametrize(
+    ("per_million", "low", "high"),
+    [
+        pytest.param(250_000, 0.22, 0.28, id="quarter"),
+        pytest.param(0, 0.0, 0.0, id="zero"),
+        pytest.param(1_000_000, 1.0, 1.0, id="all"),
+    ],
+)
+def test_runtime_fraction(per_million: int, low: float, high: float) -> None:
+    route = Route(
+        RouteMatch("prefix", "", runtime_fraction_per_million=per_million), RouteAction("a")
+    )
+    fallback = Route(RouteMatch("prefix", ""), RouteAction("b"))
+    vhost = VirtualHost("vh", ("*",), (route, fallback))
+    rng = random.Random(42)
+    hits = sum(match_route(vhost, grpc(), rng) is route for _ in range(4000))
+    assert low <= hits / 4000 <= high
+
+
+def test_runtime_fraction_draws_only_when_needed() -> None:
+    route = Route(RouteMatch("path", "/x", runtime_fraction_per_million=1), RouteAction("a"))
+    plain = Route(RouteMatch("prefix", ""), RouteAction("b"))
+    vhost = VirtualHost("vh", ("*",), (route, plain))
+    rng = random.Random(7)
+    state = rng.getstate()
+    assert match_route(vhost, grpc("/y"), rng) is plain
+    assert rng.getstate() == state
