@@ -79,7 +79,7 @@ def decode_route_configuration(data: bytes) -> DecodeResult:
     except (DecodeError, ValueError, TypeError) as exc:
         return DecodeResult(name=None, value=None, errors=(f"could not decode {_TYPE}: {exc}",))
     ctx = Ctx()
-    value = route_configuration(ctx, "", msg)
+    value = _top_level(ctx, msg)
     if ctx.errors or value is None:
         return DecodeResult(name=msg.name, value=None, errors=tuple(ctx.errors))
     return DecodeResult(name=msg.name, value=value)
@@ -88,10 +88,17 @@ def decode_route_configuration(data: bytes) -> DecodeResult:
 def parse_route_configuration(msg: Any) -> RouteConfiguration:
     """Validate a RouteConfiguration message; raise ResourceValidationError."""
     ctx = Ctx()
-    value = route_configuration(ctx, "", msg)
+    value = _top_level(ctx, msg)
     if ctx.errors or value is None:
         raise ResourceValidationError("RouteConfiguration", msg.name, ctx.errors)
     return value
+
+
+def _top_level(ctx: Ctx, msg: Any) -> RouteConfiguration | None:
+    # An RDS resource is named; a Listener's inline route_config need not be.
+    if not msg.name:
+        ctx.error("name", "must not be empty")
+    return route_configuration(ctx, "", msg)
 
 
 def route_configuration(ctx: Ctx, path: str, msg: Any) -> RouteConfiguration | None:
