@@ -154,7 +154,7 @@ def _encode(type_url: str, resource: Resource) -> _Encoded:
         packed = any_pb2.Any(type_url=type_url, value=resource)
     else:
         packed = any_pb2.Any()
-        packed.Pack(resource)
+        packed.Pack(resource, deterministic=True)
     digest = hashlib.blake2b(packed.type_url.encode() + b"\0" + packed.value, digest_size=8)
     return _Encoded(packed, digest.hexdigest())
 

@@ -1,0 +1,288 @@
+"""Checks across documents: names, hosts, subsets, ports and weights.
+
+These make a config unusable (errors): a duplicate name or host, a
+VirtualService pointing at a host no ServiceEntry defines or at a subset no
+DestinationRule defines, a destination port the service does not have,
+weights of a multi-destination route not summing to 100 (Istio's rule), the
+same endpoint twice in one cluster (gRFC A27 makes the EDS resource invalid).
+Softer findings (a DestinationRule for an unknown host, a subset selecting
+nothing, an unselected WorkloadEntry) are warnings.
+"""
+
+from __future__ import annotations
+
+from proxyless.controlplane.istio.model import (
+    Destination,
+    Issue,
+    MeshConfig,
+    Source,
+    VirtualService,
+)
+from proxyless.controlplane.istio.registry import Registry, selects
+
+__all__ = ["check_references"]
+
+
+def _err(source: Source, path: str, message: str) -> Issue:
+    return Issue.at("error", source, path, message)
+
+
+def _warn(source: Source, path: str, message: str) -> Issue:
+    return Issue.at("warning", source, path, message)
+
+
+def _check_names(mesh: MeshConfig) -> list[Issue]:
+    issues = []
+    seen: dict[str, Source] = {}
+    docs = [
+        *(x.source for x in mesh.service_entries),
+        *(x.source for x in mesh.workload_entries),
+        *(x.source for x in mesh.virtual_services),
+        *(x.source for x in mesh.destination_rules),
+        *(x.source for x in mesh.peer_authentications),
+        *(x.source for x in mesh.authorization_policies),
+    ]
+    for source in sorted(docs, key=lambda s: (s.file, s.doc)):
+        first = seen.get(source.key)
+        if first is not None:
+            issues.append(
+                _err(
+                    source,
+                    "metadata.name",
+                    f"duplicate {source.kind} {source.namespace}/{source.name} "
+                    f"(first defined at {first.file}:doc{first.doc})",
+                )
+            )
+        else:
+            seen[source.key] = source
+    return issues
+
+
+def _check_destination(
+    registry: Registry, vs: VirtualService, dest: Destination, own_hosts: set[str]
+) -> list[Issue]:
+    source = vs.source
+    host = registry.resolve(dest.host, source.namespace)
+    service = registry.services.get(host)
+    shown = host if host == dest.host else f"{dest.host} (= {host})"
+    if service is None:
+        return [
+            _err(source, f"{dest.path}.host", f"unknown host {shown}: no ServiceEntry defines it")
+        ]
+    issues = []
+    if dest.port is not None and service.port(dest.port) is None:
+        ports = ", ".join(str(p.number) for p in service.ports)
+        issues.append(
+            _err(
+                source,
+                f"{dest.path}.port.number",
+                f"{host} has no port {dest.port} (ports: {ports})",
+            )
+        )
+    elif dest.port is None and len(service.ports) > 1 and host not in own_hosts:
+        ports = ", ".join(str(p.number) for p in service.ports)
+        issues.append(
+            _err(source, f"{dest.path}.port", f"is required: {host} has several ports ({ports})")
+        )
+    if dest.subset:
+        rule = registry.destination_rules.get(host)
+        if rule is None:
+            issues.append(
+                _err(
+                    source,
+                    f"{dest.path}.subset",
+                    f"subset {dest.subset!r} is not defined: no DestinationRule for {host}",
+                )
+            )
+        elif registry.subset(host, dest.subset) is None:
+            known = ", ".join(s.name for s in rule.subsets) or "none"
+            issues.append(
+                _err(
+                    source,
+                    f"{dest.path}.subset",
+                    f"subset {dest.subset!r} is not defined by DestinationRule "
+                    f"{rule.source.namespace}/{rule.source.name} (subsets: {known})",
+                )
+            )
+    return issues
+
+
+def _check_virtual_services(registry: Registry, mesh: MeshConfig) -> list[Issue]:
+    issues = []
+    claimed: dict[str, VirtualService] = {}
+    for vs in mesh.virtual_services:
+        source = vs.source
+        own: set[str] = set()
+        for i, raw in enumerate(vs.hosts):
+            hosts = registry.match_hosts(raw, source.namespace)
+            if not hosts:
+                resolved = registry.resolve(raw, source.namespace)
+                shown = raw if resolved == raw else f"{raw} (= {resolved})"
+                if raw.startswith("*"):
+                    issues.append(
+                        _warn(source, f"spec.hosts[{i}]", f"{shown} matches no ServiceEntry host")
+                    )
+                else:
+                    issues.append(
+                        _err(
+                            source,
+                            f"spec.hosts[{i}]",
+                            f"unknown host {shown}: no ServiceEntry defines it",
+                        )
+                    )
+            for host in hosts:
+                own.add(host)
+                other = claimed.get(host)
+                if other is None:
+                    claimed[host] = vs
+                elif other is not vs and not raw.startswith("*"):
+                    issues.append(
+                        _err(
+                            source,
+                            f"spec.hosts[{i}]",
+                            f"{host} is already routed by VirtualService "
+                            f"{other.source.namespace}/{other.source.name} "
+                            f"({other.source.file}:doc{other.source.doc})",
+                        )
+                    )
+        for route in vs.http:
+            for dest in route.route:
+                issues += _check_destination(registry, vs, dest.destination, own)
+            for mirror in route.mirrors:
+                issues += _check_destination(registry, vs, mirror.destination, own)
+            if len(route.route) > 1:
+                total = sum(d.weight or 0 for d in route.route)
+                if total != 100:
+                    issues.append(
+                        _err(
+                            source,
+                            f"{route.path}.route",
+                            f"weights sum to {total}; with several destinations they must sum to 100",
+                        )
+                    )
+            elif len(route.route) == 1 and route.route[0].weight not in (None, 0, 100):
+                issues.append(
+                    _warn(
+                        source,
+                        f"{route.path}.route[0].weight",
+                        "a single destination receives all traffic; its weight is ignored",
+                    )
+                )
+    return issues
+
+
+def _check_services(registry: Registry, mesh: MeshConfig) -> list[Issue]:
+    issues = []
+    owner: dict[str, Source] = {}
+    for entry in mesh.service_entries:
+        for i, host in enumerate(entry.hosts):
+            first = owner.get(host)
+            if first is not None:
+                issues.append(
+                    _err(
+                        entry.source,
+                        f"spec.hosts[{i}]",
+                        f"host {host} is already defined by ServiceEntry "
+                        f"{first.namespace}/{first.name} ({first.file}:doc{first.doc})",
+                    )
+                )
+            else:
+                owner[host] = entry.source
+        if not entry.endpoints and entry.workload_selector is None:
+            issues.append(
+                _warn(entry.source, "spec.endpoints", "no endpoints: calls to this service fail")
+            )
+    for service in registry.services.values():
+        if service.entry.source is not owner.get(service.host):
+            continue
+        for port in service.ports:
+            seen: dict[str, str] = {}
+            for ep in service.endpoints:
+                key = f"{ep.address}:{service.target_port(ep, port)}"
+                if key in seen:
+                    issues.append(
+                        _err(
+                            service.entry.source,
+                            ep.path or "spec.workloadSelector",
+                            f"endpoint {key} appears twice for port {port.number} "
+                            f"(also {seen[key]})",
+                        )
+                    )
+                else:
+                    seen[key] = ep.path or "a WorkloadEntry"
+    for we in mesh.workload_entries:
+        if not any(
+            se.workload_selector is not None
+            and se.source.namespace == we.source.namespace
+            and selects(se.workload_selector, we.endpoint.labels)
+            for se in mesh.service_entries
+        ):
+            issues.append(
+                _warn(
+                    we.source,
+                    "spec.labels",
+                    "no ServiceEntry workloadSelector selects this WorkloadEntry",
+                )
+            )
+    return issues
+
+
+def _check_destination_rules(registry: Registry, mesh: MeshConfig) -> list[Issue]:
+    issues = []
+    for rule in mesh.destination_rules:
+        host = registry.resolve(rule.host, rule.source.namespace)
+        first = registry.destination_rules.get(host)
+        if first is not None and first is not rule:
+            issues.append(
+                _err(
+                    rule.source,
+                    "spec.host",
+                    f"{host} already has DestinationRule {first.source.namespace}/{first.source.name} "
+                    f"({first.source.file}:doc{first.source.doc})",
+                )
+            )
+            continue
+        service = registry.services.get(host)
+        if service is None:
+            shown = host if host == rule.host else f"{rule.host} (= {host})"
+            issues.append(
+                _warn(
+                    rule.source, "spec.host", f"unknown host {shown}: the rule applies to nothing"
+                )
+            )
+            continue
+        for subset in rule.subsets:
+            if not any(selects(subset.labels, e.labels) for e in service.endpoints):
+                issues.append(
+                    _warn(
+                        rule.source,
+                        f"{subset.path}.labels",
+                        f"subset {subset.name!r} selects no endpoint of {host}",
+                    )
+                )
+        policies = [("spec.trafficPolicy", rule.traffic_policy)]
+        policies += [(f"{s.path}.trafficPolicy", s.traffic_policy) for s in rule.subsets]
+        for path, policy in policies:
+            if policy is None:
+                continue
+            for i, (number, _) in enumerate(policy.port_level):
+                if service.port(number) is None:
+                    issues.append(
+                        _warn(
+                            rule.source,
+                            f"{path}.portLevelSettings[{i}].port.number",
+                            f"{host} has no port {number}",
+                        )
+                    )
+    return issues
+
+
+def check_references(mesh: MeshConfig, registry: Registry | None = None) -> list[Issue]:
+    """Every cross-document problem of ``mesh``."""
+    registry = registry or Registry(mesh)
+    return [
+        *_check_names(mesh),
+        *_check_services(registry, mesh),
+        *_check_virtual_services(registry, mesh),
+        *_check_destination_rules(registry, mesh),
+    ]

@@ -1,0 +1,280 @@
+"""A validated mesh -> per-node xDS snapshot (LDS, RDS, CDS, EDS).
+
+Two kinds of node (decided from the node of the ADS stream):
+
+* **Envoy** — ``node.user_agent_name == "envoy"`` (Envoy always sets it) and
+  node metadata ``GENERATOR`` is not ``"grpc"``. It gets one listener on a
+  real socket per entry of node metadata ``PROXYLESS_LISTENER_PORTS``, a map
+  ``{"host:port": local_port}`` (short hosts resolve in the node's
+  ``NAMESPACE``), bound to ``PROXYLESS_LISTENER_ADDRESS`` (default
+  ``127.0.0.1``); each has an HttpConnectionManager with codec AUTO (HTTP/1.1
+  and HTTP/2, so gRPC too), RDS over ADS for route ``host:port``, and the
+  HTTP filters fault (when any VirtualService injects faults) then router.
+  Its virtual hosts also match ``*``: a listener serves one service.
+* **proxyless** — every other node (gRPC with ``GENERATOR: grpc`` as
+  istio-agent writes it, proxyless' own client, grpcio's xDS client). It gets
+  an ``api_listener`` per HTTP/GRPC service port, named ``host:port`` as
+  istiod's gRPC generator names it, plus the short aliases ``name.ns:port``,
+  ``name.ns.svc:port`` and, for nodes in the service's namespace,
+  ``name:port``; each points at RDS ``host:port``.
+
+Both kinds get the same clusters; endpoints differ only by node locality
+(priorities, see :mod:`.clusters`); routes differ by the ``*`` domain and by
+matches on ``sourceLabels`` / ``sourceNamespace`` (node metadata ``LABELS``
+and ``NAMESPACE``). References: istiod pilot/pkg/networking/grpcgen, gRFC
+A27 (api_listener), Envoy listener and http_connection_manager protos.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf.message import Message
+
+from proxyless.controlplane.istio.clusters import (
+    ads_config_source,
+    build_cluster,
+    build_load_assignment,
+    pack,
+)
+from proxyless.controlplane.istio.model import MeshConfig
+from proxyless.controlplane.istio.registry import (
+    Registry,
+    Service,
+    cluster_name,
+    listener_aliases,
+)
+from proxyless.controlplane.istio.routes import FAULT_FILTER, build_route_configuration
+from proxyless.controlplane.model import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    NodeInfo,
+    Snapshot,
+)
+
+__all__ = [
+    "ENVOY",
+    "LISTENER_ADDRESS_KEY",
+    "LISTENER_PORTS_KEY",
+    "PROXYLESS",
+    "NodeProfile",
+    "Translator",
+    "node_profile",
+]
+
+_log = logging.getLogger(__name__)
+
+ENVOY = "envoy"
+PROXYLESS = "proxyless"
+LISTENER_PORTS_KEY = "PROXYLESS_LISTENER_PORTS"
+LISTENER_ADDRESS_KEY = "PROXYLESS_LISTENER_ADDRESS"
+_ROUTER = "envoy.filters.http.router"
+_HCM = "envoy.filters.network.http_connection_manager"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeProfile:
+    """What of a node shapes its snapshot; equal profiles get equal snapshots."""
+
+    kind: str = PROXYLESS
+    namespace: str = "default"
+    labels: tuple[tuple[str, str], ...] = ()
+    locality: tuple[str, str, str] = ("", "", "")
+    listener_address: str = "127.0.0.1"
+    listener_ports: tuple[tuple[str, int], ...] = ()
+
+
+def node_profile(node: NodeInfo) -> NodeProfile:
+    """Classify a node (see the module docstring); bad metadata is logged and skipped."""
+    meta: Mapping[str, Any] = node.metadata
+    generator = meta.get("GENERATOR")
+    kind = ENVOY if node.user_agent_name == "envoy" and generator != "grpc" else PROXYLESS
+    namespace = meta.get("NAMESPACE")
+    if not isinstance(namespace, str) or not namespace:
+        namespace = "default"
+    raw_labels = meta.get("LABELS")
+    labels = (
+        tuple(sorted((str(k), str(v)) for k, v in raw_labels.items()))
+        if isinstance(raw_labels, dict)
+        else ()
+    )
+    locality = node.proto.locality
+    ports: list[tuple[str, int]] = []
+    raw_ports = meta.get(LISTENER_PORTS_KEY)
+    if raw_ports is not None and not isinstance(raw_ports, dict):
+        _log.warning(
+            "node %r: metadata %s must be a map of host:port to port", node.id, LISTENER_PORTS_KEY
+        )
+    elif isinstance(raw_ports, dict):
+        for key, value in raw_ports.items():
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and 0 < value < 65536
+                and value == int(value)
+            ):
+                ports.append((str(key), int(value)))
+            else:
+                _log.warning(
+                    "node %r: %s[%r] must be a port number, got %r",
+                    node.id,
+                    LISTENER_PORTS_KEY,
+                    key,
+                    value,
+                )
+    address = meta.get(LISTENER_ADDRESS_KEY)
+    return NodeProfile(
+        kind=kind,
+        namespace=namespace,
+        labels=labels,
+        locality=(locality.region, locality.zone, locality.sub_zone),
+        listener_address=address if isinstance(address, str) and address else "127.0.0.1",
+        listener_ports=tuple(sorted(ports)),
+    )
+
+
+def _http_filters(with_fault: bool) -> list[hcm_pb2.HttpFilter]:
+    filters = []
+    if with_fault:
+        filters.append(
+            hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault()))
+        )
+    filters.append(hcm_pb2.HttpFilter(name=_ROUTER, typed_config=pack(router_pb2.Router())))
+    return filters
+
+
+def _hcm(
+    route_name: str, stat_prefix: str, with_fault: bool, *, codec_auto: bool
+) -> hcm_pb2.HttpConnectionManager:
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix)
+    if codec_auto:
+        hcm.codec_type = hcm_pb2.HttpConnectionManager.AUTO
+    hcm.rds.config_source.CopyFrom(ads_config_source())
+    hcm.rds.route_config_name = route_name
+    hcm.http_filters.extend(_http_filters(with_fault))
+    return hcm
+
+
+def _stat_prefix(name: str) -> str:
+    return "outbound_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+class Translator:
+    """Translates one validated :class:`MeshConfig`; build a new one per config."""
+
+    def __init__(self, mesh: MeshConfig) -> None:
+        self.mesh = mesh
+        self.registry = Registry(mesh)
+        self.uses_fault = any(r.fault is not None for vs in mesh.virtual_services for r in vs.http)
+        self._clusters: dict[str, Message] = {}
+        self._cluster_keys: list[tuple[Service, int, str]] = []
+        for service in self.registry.services.values():
+            rule = self.registry.destination_rules.get(service.host)
+            subsets = [""] + [s.name for s in rule.subsets] if rule else [""]
+            for port in service.ports:
+                for subset in subsets:
+                    name = cluster_name(port.number, subset, service.host)
+                    policy = self.registry.policy(service.host, port.number, subset)
+                    self._clusters[name] = build_cluster(name, port, policy)
+                    self._cluster_keys.append((service, port.number, subset))
+
+    # per type ----------------------------------------------------------------------
+    def clusters(self) -> dict[str, Message]:
+        return dict(self._clusters)
+
+    def load_assignments(self, profile: NodeProfile) -> dict[str, Message]:
+        out: dict[str, Message] = {}
+        for service, number, subset in self._cluster_keys:
+            port = service.port(number)
+            assert port is not None
+            cla = build_load_assignment(self.registry, service, port, subset, profile.locality)
+            out[cla.cluster_name] = cla
+        return out
+
+    def route_configurations(self, profile: NodeProfile) -> dict[str, Message]:
+        out: dict[str, Message] = {}
+        labels = dict(profile.labels)
+        for service in self.registry.services.values():
+            for port in service.http_ports():
+                config = build_route_configuration(
+                    self.registry,
+                    service,
+                    port.number,
+                    node_namespace=profile.namespace,
+                    node_labels=labels,
+                    catch_all=profile.kind == ENVOY,
+                )
+                out[config.name] = config
+        return out
+
+    def listeners(self, profile: NodeProfile) -> dict[str, Message]:
+        if profile.kind == ENVOY:
+            return self._envoy_listeners(profile)
+        out: dict[str, Message] = {}
+        for service in self.registry.services.values():
+            for port in service.http_ports():
+                route_name = f"{service.host}:{port.number}"
+                names = [
+                    route_name,
+                    *listener_aliases(service.host, port.number, profile.namespace),
+                ]
+                for name in names:
+                    hcm = _hcm(
+                        route_name, _stat_prefix(route_name), self.uses_fault, codec_auto=False
+                    )
+                    listener = listener_pb2.Listener(name=name)
+                    listener.api_listener.api_listener.CopyFrom(pack(hcm))
+                    out.setdefault(name, listener)
+        return out
+
+    def _envoy_listeners(self, profile: NodeProfile) -> dict[str, Message]:
+        out: dict[str, Message] = {}
+        for key, local_port in profile.listener_ports:
+            host_part, _, port_text = key.rpartition(":")
+            if not host_part or not port_text.isdigit():
+                _log.warning("%s key %r is not host:port", LISTENER_PORTS_KEY, key)
+                continue
+            host = self.registry.resolve(host_part, profile.namespace)
+            service = self.registry.services.get(host)
+            port = service.port(int(port_text)) if service else None
+            if service is None or port is None:
+                _log.warning("%s key %r names no service port", LISTENER_PORTS_KEY, key)
+                continue
+            route_name = f"{host}:{port.number}"
+            hcm = _hcm(route_name, _stat_prefix(route_name), self.uses_fault, codec_auto=True)
+            listener = listener_pb2.Listener(
+                name=route_name,
+                address=address_pb2.Address(
+                    socket_address=address_pb2.SocketAddress(
+                        address=profile.listener_address, port_value=local_port
+                    )
+                ),
+                traffic_direction=base_pb2.OUTBOUND,
+            )
+            chain = listener.filter_chains.add()
+            chain.filters.add(name=_HCM, typed_config=pack(hcm))
+            out[route_name] = listener
+        return out
+
+    def snapshot(self, profile: NodeProfile) -> Snapshot:
+        return Snapshot(
+            {
+                LISTENER_TYPE: self.listeners(profile),
+                ROUTE_TYPE: self.route_configurations(profile),
+                CLUSTER_TYPE: self.clusters(),
+                ENDPOINT_TYPE: self.load_assignments(profile),
+            }
+        )
