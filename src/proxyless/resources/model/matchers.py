@@ -160,8 +160,9 @@ class QueryParameterMatcher:
 class RegexRewrite:
     """``envoy.type.matcher.v3.RegexMatchAndSubstitute``.
 
-    ``substitution`` uses RE2 ``\\1`` style group references, which Python's
-    ``re.sub`` understands as well; every match is replaced, as in Envoy.
+    ``substitution`` is a Python ``re.sub`` template: the parser translates
+    RE2's ``\\0``-``\\9`` group references to ``\\g<N>``. Every match is
+    replaced, as in Envoy.
     """
 
     pattern: re.Pattern[str]
