@@ -365,7 +365,7 @@ def _transport_socket(ctx: Ctx, msg: Any) -> UpstreamTlsContext | None:
 
 def _protocol_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None]:
     http2 = msg.HasField("http2_protocol_options")
-    if http2:
+    if http2 and msg.http2_protocol_options.ListFields():
         ctx.ignore("http2_protocol_options (settings; HTTP/2 is used)")
     max_requests = wrapped(msg, "max_requests_per_connection", None)
     if msg.HasField("common_http_protocol_options"):

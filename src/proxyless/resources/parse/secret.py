@@ -246,8 +246,13 @@ def upstream_tls_context(ctx: Ctx, path: str, msg: Any) -> UpstreamTlsContext | 
             "combined_validation_context",
             "validation_context_certificate_provider_instance",
             "alpn_protocols",
+            "tls_certificate_certificate_provider",
+            "custom_tls_certificate_selector",
         ),
     )
+    for unsupported in ("tls_certificate_certificate_provider", "custom_tls_certificate_selector"):
+        if common.HasField(unsupported):
+            ctx.error(join(cpath, unsupported), "is not supported")
     identities: list[TlsIdentity | None] = []
     for i, cert in enumerate(common.tls_certificates):
         identities.append(_tls_certificate(ctx, f"{join(cpath, 'tls_certificates')}[{i}]", cert))
