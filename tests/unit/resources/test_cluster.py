@@ -767,3 +767,36 @@ def test_parse_cluster() -> None:
     assert parse_cluster(b.eds_cluster()).type == "EDS"
     with pytest.raises(ResourceValidationError, match="unsupported cluster type STRICT_DNS"):
         parse_cluster(C(name="s", type=C.STRICT_DNS))
+
+
+def test_istio_style_mtls_context() -> None:
+    """Identity and CA from certificate providers, SANs in the default context (gRFC A29)."""
+    common = tls_pb2.CommonTlsContext(
+        tls_certificate_provider_instance=common_pb2.CertificateProviderPluginInstance(
+            instance_name="default"
+        )
+    )
+    combined = common.combined_validation_context
+    combined.default_validation_context.match_subject_alt_names.add(
+        exact="spiffe://cluster.local/ns/default/sa/reviews"
+    )
+    combined.validation_context_certificate_provider_instance.instance_name = "default"
+    combined.validation_context_certificate_provider_instance.certificate_name = "ROOTCA"
+    tls = _decode(
+        b.eds_cluster(
+            transport_socket=_transport(tls_pb2.UpstreamTlsContext(common_tls_context=common))
+        )
+    ).upstream_tls
+    assert tls is not None
+    assert tls.identity == CertificateProviderInstance("default")
+    assert tls.validation is not None
+    assert tls.validation.ca_certificate_provider == CertificateProviderInstance(
+        "default", "ROOTCA"
+    )
+    assert tls.validation.match_subject_alt_names[0].san_type == "ANY"
+
+
+def test_empty_http2_options_are_not_reported() -> None:
+    cluster = _decode(b.eds_cluster(http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
+    assert cluster.http2 is True
+    assert cluster.ignored_fields == ()

@@ -278,3 +278,20 @@ def test_parse_listener() -> None:
         parse_listener(listener_pb2.Listener(name="l"))
     assert info.value.name == "l"
     assert info.value.type_name == "Listener"
+
+
+def test_disabled_filter_is_left_out_and_reported() -> None:
+    fault = b.http_filter("fault", _fault())
+    fault.disabled = True
+    listener = _decode(_with_filters(fault, b.router_filter()))
+    assert [f.name for f in listener.http_filters] == ["envoy.filters.http.router"]
+    assert listener.ignored_fields == (f"{_F}[0] (fault, disabled)",)
+
+
+def test_second_router_is_not_last() -> None:
+    second = b.router_filter()
+    second.name = "router-2"
+    assert _errors(_with_filters(b.router_filter(), second)) == (
+        f"{_F}[1].name: filter 'router-2' comes after the router filter (http_filters[0]), "
+        "which must be last",
+    )
