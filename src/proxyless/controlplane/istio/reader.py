@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from proxyless.controlplane.istio.model import Issue, Source
+from proxyless.resources.parse.regex import RegexError, compile_re2
 
 __all__ = ["DocReader", "check_regex", "parse_duration"]
 
@@ -28,8 +29,6 @@ _UNIT_SECONDS = {
     "m": 60.0,
     "h": 3600.0,
 }
-#: RE2 (used by Envoy and gRPC) has no lookaround and no backreferences.
-_RE2_UNSUPPORTED = re.compile(r"\(\?<?[=!]|\\[1-9]|\(\?P=")
 
 
 def parse_duration(text: str) -> float | None:
@@ -49,13 +48,11 @@ def parse_duration(text: str) -> float | None:
 
 
 def check_regex(pattern: str) -> str | None:
-    """None if ``pattern`` is a valid RE2 regex as far as we can tell, else why not."""
-    if _RE2_UNSUPPORTED.search(pattern):
-        return "lookaround and backreferences are not supported by RE2"
+    """None if ``pattern`` is valid RE2 (Envoy's and gRPC's regex engine), else why not."""
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        return f"invalid regex: {exc}"
+        compile_re2(pattern)
+    except RegexError as exc:
+        return str(exc)
     return None
 
 
@@ -220,7 +217,7 @@ class DocReader:
     def regex(self, pattern: str, path: str) -> bool:
         problem = check_regex(pattern)
         if problem is not None:
-            self.error(path, f"{problem} ({pattern!r})")
+            self.error(path, problem)
             return False
         return True
 
