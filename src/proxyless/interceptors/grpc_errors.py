@@ -1,0 +1,74 @@
+"""gRPC errors raised by proxyless channels when a call fails before or
+instead of reaching a backend.
+
+They are ``grpc.RpcError`` (and ``grpc.Call``), so code written for plain
+channels keeps working: ``code()`` is UNAVAILABLE unless a gRFC says
+otherwise (never NOT_FOUND from the control plane: gRFC A54/A88), and
+``details()`` says where it broke — the target, the route and the cluster.
+The typed exception from :mod:`proxyless.errors` is ``.proxyless_error``
+(and the ``__cause__``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from proxyless.errors import DroppedByOverload, ProxylessError
+
+__all__ = ["XdsRpcError", "rpc_error"]
+
+
+class XdsRpcError(grpc.RpcError, grpc.Call):
+    """A call that proxyless ended locally (see the module docstring)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, error: ProxylessError | None) -> None:
+        super().__init__(details)
+        self._code = code
+        self._details = details
+        self.proxyless_error = error
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def initial_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def trailing_metadata(self) -> Any:
+        flag = getattr(self.proxyless_error, "flag", "")
+        return (("x-proxyless-flag", flag),) if flag else ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float:
+        return 0.0
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: Any) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return f"<XdsRpcError {self._code.name}: {self._details}>"
+
+    __repr__ = __str__
+
+
+def rpc_error(error: ProxylessError, target: str) -> XdsRpcError:
+    """The gRPC error for a proxyless failure on ``target``."""
+    code = grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, DroppedByOverload):
+        code = grpc.StatusCode.UNAVAILABLE
+    details = f"{target}: {error}"
+    flag = getattr(error, "flag", "")
+    if flag:
+        details = f"{details} [{flag}]"
+    err = XdsRpcError(code, details, error)
+    err.__cause__ = error
+    return err

@@ -1,0 +1,130 @@
+"""The Mesh: one per bootstrap, owner of the background thread.
+
+A :class:`Mesh` reads a bootstrap, starts one daemon thread running an
+asyncio loop, and on it the :class:`~proxyless.xds_client.XdsClient` (one ADS
+stream per xDS server), the timers, and the per-target config watchers.
+Request paths never run on this thread: they read immutable snapshots the
+thread publishes (DESIGN.md, "Threading model").
+
+:meth:`Mesh.default` is the process-wide Mesh built from the environment
+(``GRPC_XDS_BOOTSTRAP`` / ``GRPC_XDS_BOOTSTRAP_CONFIG``). Every channel and
+transport created without an explicit ``mesh=`` shares it, and so shares its
+ADS stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from proxyless.bootstrap import Bootstrap, load_bootstrap
+from proxyless.clock import Clock, SystemClock
+from proxyless.config import ConfigWatcher
+from proxyless.resources.types import ALL_TYPES
+from proxyless.xds_client import DOES_NOT_EXIST_TIMEOUT, XdsClient
+
+__all__ = ["Mesh"]
+
+log = logging.getLogger("proxyless")
+
+_default_lock = threading.Lock()
+_default: Mesh | None = None
+
+
+class Mesh:
+    """Owns the background thread and the xDS client for one bootstrap."""
+
+    def __init__(
+        self,
+        bootstrap: Bootstrap | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        does_not_exist_timeout: float = DOES_NOT_EXIST_TIMEOUT,
+    ) -> None:
+        self.bootstrap = (
+            bootstrap if isinstance(bootstrap, Bootstrap) else load_bootstrap(bootstrap)
+        )
+        self.clock: Clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="proxyless-mesh", daemon=True)
+        self._thread.start()
+        self.xds_client = XdsClient(
+            self.bootstrap,
+            self.loop,
+            resource_types=ALL_TYPES,
+            clock=self.clock,
+            rng=self.rng,
+            does_not_exist_timeout=does_not_exist_timeout,
+        )
+        self._closed = False
+        self._configs: dict[str, ConfigWatcher] = {}
+        self._configs_lock = threading.Lock()
+        log.info(
+            "xDS bootstrap from %s: node id %r, servers %s",
+            self.bootstrap.source,
+            self.bootstrap.node.id,
+            ", ".join(s.server_uri for s in self.bootstrap.xds_servers),
+        )
+
+    def config(self, listener_name: str) -> ConfigWatcher:
+        """The shared config watcher of a listener (one per name per Mesh)."""
+        with self._configs_lock:
+            watcher = self._configs.get(listener_name)
+            if watcher is None:
+                if self._closed:
+                    raise RuntimeError(f"{self!r} is closed")
+                watcher = ConfigWatcher(self.xds_client, listener_name)
+                self._configs[listener_name] = watcher
+            return watcher
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @classmethod
+    def default(cls) -> Mesh:
+        """The process-wide Mesh, built from the environment on first use."""
+        global _default
+        with _default_lock:
+            if _default is None or _default._closed:
+                _default = cls()
+            return _default
+
+    def close(self) -> None:
+        """Stop the xDS client and the background thread."""
+        global _default
+        if self._closed:
+            return
+        self._closed = True
+        with self._configs_lock:
+            for watcher in self._configs.values():
+                watcher.close()
+            self._configs.clear()
+        self.xds_client.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5)
+        with _default_lock:
+            if _default is self:
+                _default = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Mesh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running"
+        return f"Mesh({self.bootstrap.source}, node={self.bootstrap.node.id!r}, {state})"
