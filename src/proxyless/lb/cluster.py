@@ -1,0 +1,450 @@
+"""Per-cluster load balancer state: priorities, localities, pickers, drops.
+
+One :class:`ClusterLoadBalancer` exists per cluster. It is fed whole
+:class:`~proxyless.config.snapshot.ClusterConfig` snapshots and keeps one
+:class:`~proxyless.lb.state.EndpointState` per endpoint address across
+updates, so active-request counts and outlier ejections survive EDS pushes.
+Endpoints that leave EDS are marked ``draining`` and handed back from
+:meth:`ClusterLoadBalancer.update` so the connection layer can close them
+once their in-flight requests finish.
+
+A pick (Envoy ``LoadBalancerBase::chooseHost``; gRFC A27/A42/A56):
+
+1. choose a priority from the :class:`~proxyless.lb.priority.PriorityLoad`
+   (by ``hash % 100`` for ring_hash/maglev, as Envoy's thread-aware
+   balancers do, else at random);
+2. in that priority, the picker built for the cluster's policy — with
+   locality weighting when the policy is ``wrr_locality`` or the cluster
+   sets ``locality_weighted_lb_config`` — or, when the priority is in
+   panic, a picker over all its endpoints regardless of health;
+3. skip endpoints whose health changed since the pickers were built.
+
+Pickers are rebuilt only for priorities whose set of usable endpoints
+changed. Health changes that do not come through EDS (outlier ejection)
+should be made with :meth:`ClusterLoadBalancer.set_ejected` (or followed by
+:meth:`ClusterLoadBalancer.refresh_health`), which rebuilds on the caller's
+thread. Pickers also check health at pick time, and a pick that finds
+nothing usable rebuilds before giving up, so a change made behind the
+balancer's back is noticed at the latest when it matters.
+
+Aggregate clusters (gRFC A37; Envoy ``aggregate`` cluster): the priorities
+of the leaf clusters are concatenated in order, each keeping its own
+cluster's policy; the aggregate's panic threshold applies. Drop overloads
+are not applied for aggregate clusters.
+
+EDS ``drop_overloads``: :meth:`ClusterLoadBalancer.check_drop` draws once
+per category, in order, and returns the first category that drops the
+request (gRFC A27 / Envoy ``DropOverload``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Container, Mapping
+from typing import Any
+
+from proxyless.config.snapshot import ClusterConfig
+from proxyless.errors import ClusterNotAvailable, NoHealthyEndpoints
+from proxyless.lb.build import build_picker, is_hash_policy, member_of_picker
+from proxyless.lb.locality import locality_name
+from proxyless.lb.pickers import EndpointKey, Picker
+from proxyless.lb.priority import PriorityLoad, PriorityMode, priority_load
+from proxyless.lb.state import EndpointState
+from proxyless.resources.model import (
+    Cluster,
+    ClusterLoadAssignment,
+    DropOverload,
+    LbPolicy,
+    Locality,
+    WrrLocality,
+)
+
+__all__ = ["ClusterLoadBalancer"]
+
+_Signature = tuple[tuple[EndpointKey, int, Locality], ...]
+
+
+class _Priority:
+    """One priority level: its endpoints by locality and its pickers."""
+
+    __slots__ = (
+        "cluster",
+        "endpoints",
+        "localities",
+        "locality_weights",
+        "overprovisioning_factor",
+        "panic_picker",
+        "picker",
+        "policy",
+        "signature",
+    )
+
+    def __init__(
+        self,
+        cluster: str,
+        policy: LbPolicy,
+        localities: tuple[tuple[Locality, int, tuple[EndpointState, ...]], ...],
+        locality_weighted: bool,
+        overprovisioning_factor: int,
+    ) -> None:
+        self.cluster = cluster
+        self.policy = policy
+        self.localities = localities
+        self.endpoints = tuple(e for _, _, eps in localities for e in eps)
+        self.locality_weights: dict[Locality, int] | None = (
+            {loc: weight for loc, weight, _ in localities} if locality_weighted else None
+        )
+        self.overprovisioning_factor = overprovisioning_factor
+        self.picker: Picker | None = None
+        self.panic_picker: Picker | None = None
+        self.signature: _Signature | None = None
+
+    def current_signature(self) -> _Signature:
+        policy = self.policy
+        return tuple(
+            (e.key, e.weight, e.locality) for e in self.endpoints if member_of_picker(policy, e)
+        )
+
+    def same_shape(self, other: _Priority) -> bool:
+        return (
+            self.policy == other.policy
+            and self.locality_weights == other.locality_weights
+            and self.overprovisioning_factor == other.overprovisioning_factor
+        )
+
+
+class ClusterLoadBalancer:
+    """Load balancing state of one cluster (see the module docstring).
+
+    ``rng`` seeds picker construction (round-robin start offsets, EDF
+    phases, pick_first shuffles); per-pick randomness is passed to
+    :meth:`pick`. ``mode`` selects the priority behaviour
+    (:mod:`proxyless.lb.priority`).
+    """
+
+    __slots__ = (
+        "_drops",
+        "_hash_based",
+        "_load",
+        "_panic_threshold",
+        "_priorities",
+        "_rng",
+        "_single",
+        "_states",
+        "cluster",
+        "mode",
+        "name",
+    )
+
+    def __init__(
+        self,
+        cluster_config: ClusterConfig,
+        rng: random.Random,
+        *,
+        mode: PriorityMode = "envoy",
+        clusters: Mapping[str, ClusterConfig] | None = None,
+    ) -> None:
+        if mode not in ("envoy", "grpc"):
+            raise ValueError(f"priority mode must be 'envoy' or 'grpc', not {mode!r}")
+        self.name = cluster_config.name
+        self.mode: PriorityMode = mode
+        self.cluster: Cluster | None = None
+        self._rng = rng
+        self._states: dict[EndpointKey, EndpointState] = {}
+        self._priorities: tuple[_Priority, ...] = ()
+        self._load = PriorityLoad(mode, (), (), (), 0)
+        self._drops: tuple[DropOverload, ...] = ()
+        self._panic_threshold = 50.0
+        self._hash_based = False
+        self._single = False
+        self.update(cluster_config, clusters)
+
+    # -- configuration -------------------------------------------------------
+
+    def update(
+        self,
+        cluster_config: ClusterConfig,
+        clusters: Mapping[str, ClusterConfig] | None = None,
+    ) -> list[EndpointState]:
+        """Take a new snapshot of the cluster; return the endpoints that left.
+
+        Endpoints that stay keep their :class:`EndpointState` (counters,
+        ejection). Removed ones are marked ``draining``. ``clusters`` resolves
+        an aggregate cluster's children.
+        """
+        if cluster_config.name != self.name:
+            raise ValueError(
+                f"ClusterLoadBalancer for {self.name!r} given config of {cluster_config.name!r}"
+            )
+        cluster = cluster_config.cluster
+        if cluster_config.error is not None or cluster is None:
+            raise ClusterNotAvailable(
+                f"cluster {self.name!r} is not usable: {cluster_config.error or 'no Cluster resource'}"
+            )
+        sources: list[tuple[Cluster, ClusterLoadAssignment]] = []
+        if cluster_config.children:
+            for child in cluster_config.children:
+                config = (clusters or {}).get(child)
+                if (
+                    config is not None
+                    and config.usable
+                    and config.cluster is not None
+                    and config.endpoints is not None
+                ):
+                    sources.append((config.cluster, config.endpoints))
+            drops: tuple[DropOverload, ...] = ()
+        else:
+            assignment = cluster_config.endpoints or ClusterLoadAssignment(self.name, ())
+            sources.append((cluster, assignment))
+            drops = assignment.drop_overloads
+
+        old_states = self._states
+        states: dict[EndpointKey, EndpointState] = {}
+        priorities: list[_Priority] = []
+        for source, assignment in sources:
+            weighted = isinstance(source.lb_policy, WrrLocality) or source.locality_weighted_lb
+            for level in assignment.priorities:
+                index = len(priorities)
+                localities = []
+                for group in level:
+                    members = []
+                    for endpoint in group.endpoints:
+                        key = (endpoint.address, endpoint.port)
+                        if key in states:
+                            continue  # duplicate address (only possible across aggregate children)
+                        state = old_states.get(key)
+                        if state is None:
+                            state = EndpointState(endpoint, group.locality, index)
+                        else:
+                            state.update(endpoint, group.locality, index)
+                        states[key] = state
+                        members.append(state)
+                    localities.append((group.locality, group.weight, tuple(members)))
+                priorities.append(
+                    _Priority(
+                        source.name,
+                        source.lb_policy,
+                        tuple(localities),
+                        weighted,
+                        assignment.overprovisioning_factor,
+                    )
+                )
+
+        removed = [state for key, state in old_states.items() if key not in states]
+        for state in removed:
+            state.draining = True
+
+        for index, priority in enumerate(priorities):
+            if index < len(self._priorities):
+                previous = self._priorities[index]
+                if priority.same_shape(previous):
+                    priority.picker = previous.picker
+                    priority.signature = previous.signature
+
+        self.cluster = cluster
+        self._states = states
+        self._priorities = tuple(priorities)
+        self._drops = drops
+        self._panic_threshold = cluster.healthy_panic_threshold
+        self._hash_based = any(is_hash_policy(p.policy) for p in priorities)
+        self.refresh_health()
+        return removed
+
+    def set_ejected(self, endpoint: EndpointState, ejected: bool, *, refresh: bool = True) -> None:
+        """Eject or restore ``endpoint`` (outlier detection) and rebuild the
+        affected pickers now, on the caller's thread, so no request pays for
+        it. Pass ``refresh=False`` when changing several endpoints, then call
+        :meth:`refresh_health` once."""
+        if endpoint.ejected != ejected:
+            endpoint.ejected = ejected
+            if refresh:
+                self.refresh_health()
+
+    def refresh_health(self) -> None:
+        """Recompute priority load and rebuild the pickers whose usable
+        endpoints changed. Call after changing health outside :meth:`update`."""
+        for priority in self._priorities:
+            signature = priority.current_signature()
+            if priority.picker is None or signature != priority.signature:
+                priority.picker = build_picker(
+                    priority.policy,
+                    priority.endpoints,
+                    self._rng,
+                    locality_weights=priority.locality_weights,
+                    overprovisioning_factor=priority.overprovisioning_factor,
+                )
+                priority.signature = signature
+            priority.panic_picker = None
+        factor = self._priorities[0].overprovisioning_factor if self._priorities else 140
+        self._load = priority_load(
+            [p.endpoints for p in self._priorities],
+            factor,
+            self._panic_threshold,
+            mode=self.mode,
+        )
+        load = self._load
+        self._single = len(load.loads) == 1 and load.loads[0] == 100 and not load.panic[0]
+
+    # -- request path --------------------------------------------------------
+
+    def check_drop(self, rng: random.Random) -> DropOverload | None:
+        """The EDS drop category that drops this request, or None."""
+        for drop in self._drops:
+            if rng.randrange(1_000_000) < drop.per_million:
+                return drop
+        return None
+
+    def pick(
+        self,
+        request_hash: int | None,
+        rng: random.Random,
+        exclude: Container[EndpointKey] = (),
+    ) -> EndpointState:
+        """Choose an endpoint; raise :class:`~proxyless.errors.NoHealthyEndpoints`.
+
+        ``request_hash`` is used by ring_hash/maglev (a random one is drawn
+        when None); ``exclude`` holds endpoint keys to avoid while another
+        choice exists (a retry's previous hosts).
+        """
+        if self._hash_based and request_hash is None:
+            request_hash = rng.getrandbits(64)
+        priorities = self._priorities
+        if self._single:
+            picker = priorities[0].picker
+            assert picker is not None
+            chosen = picker.pick(rng, request_hash, exclude)
+            if chosen is not None:
+                return chosen
+            return self._pick_again(request_hash, rng, exclude)
+        load = self._load
+        value = (
+            request_hash
+            if self._hash_based and request_hash is not None
+            else int(rng.random() * 100)
+        )
+        index = load.choose(value)
+        if index is not None:
+            chosen = self._picker_for(index).pick(rng, request_hash, exclude)
+            if chosen is not None:
+                return chosen
+        return self._pick_again(request_hash, rng, exclude)
+
+    def _picker_for(self, index: int) -> Picker:
+        priority = self._priorities[index]
+        if not self._load.panic[index]:
+            assert priority.picker is not None
+            return priority.picker
+        if priority.panic_picker is None:
+            priority.panic_picker = build_picker(
+                priority.policy,
+                priority.endpoints,
+                self._rng,
+                locality_weights=priority.locality_weights,
+                overprovisioning_factor=priority.overprovisioning_factor,
+                panic=True,
+            )
+        return priority.panic_picker
+
+    def _pick_again(
+        self, request_hash: int | None, rng: random.Random, exclude: Container[EndpointKey]
+    ) -> EndpointState:
+        """The chosen priority could not serve: health changed since the
+        pickers were built. Rebuild, then try every priority that takes load."""
+        self.refresh_health()
+        load = self._load
+        for index, share in enumerate(load.loads):
+            if share <= 0:
+                continue
+            chosen = self._picker_for(index).pick(rng, request_hash, exclude)
+            if chosen is not None:
+                return chosen
+        raise NoHealthyEndpoints(self.no_healthy_message())
+
+    def no_healthy_message(self) -> str:
+        """Why no endpoint can be chosen, per priority."""
+        if not self._priorities:
+            return f"cluster {self.name!r} has no endpoints"
+        parts = []
+        for index, priority in enumerate(self._priorities):
+            total = len(priority.endpoints)
+            healthy = sum(1 for e in priority.endpoints if e.healthy)
+            ejected = sum(1 for e in priority.endpoints if e.ejected)
+            unhealthy = sum(1 for e in priority.endpoints if not e.endpoint.usable)
+            parts.append(
+                f"priority {index}: {total} endpoints, {healthy} healthy, "
+                f"{unhealthy} unhealthy in EDS, {ejected} ejected"
+            )
+        mode = "" if self.mode == "envoy" else " (grpc priority mode: no panic)"
+        return f"no healthy endpoint in cluster {self.name!r}{mode}: " + "; ".join(parts)
+
+    # -- introspection -------------------------------------------------------
+
+    @property
+    def endpoints(self) -> tuple[EndpointState, ...]:
+        """Every current endpoint, in priority/locality order."""
+        return tuple(e for p in self._priorities for e in p.endpoints)
+
+    @property
+    def load(self) -> PriorityLoad:
+        """The current priority load."""
+        return self._load
+
+    @property
+    def drop_overloads(self) -> tuple[DropOverload, ...]:
+        return self._drops
+
+    def endpoint(self, key: EndpointKey) -> EndpointState | None:
+        """The state of the endpoint with ``key``, if it is current."""
+        return self._states.get(key)
+
+    def debug_state(self) -> dict[str, Any]:
+        """Priorities, localities and endpoints with their health, for
+        ``explain`` and status output."""
+        load = self.load
+        priorities = []
+        for index, priority in enumerate(self._priorities):
+            localities = []
+            for locality, weight, members in priority.localities:
+                localities.append(
+                    {
+                        "locality": locality_name(locality),
+                        "weight": weight,
+                        "endpoints": [
+                            {
+                                "address": e.address,
+                                "health": e.endpoint.health,
+                                "weight": e.weight,
+                                "healthy": e.healthy,
+                                "ejected": e.ejected,
+                                "draining": e.draining,
+                                "active_requests": e.active_requests,
+                            }
+                            for e in members
+                        ],
+                    }
+                )
+            priorities.append(
+                {
+                    "priority": index,
+                    "cluster": priority.cluster,
+                    "policy": type(priority.policy).__name__,
+                    "load_percent": load.loads[index],
+                    "health_percent": load.health[index],
+                    "panic": load.panic[index],
+                    "picker": repr(priority.picker),
+                    "localities": localities,
+                }
+            )
+        return {
+            "cluster": self.name,
+            "priority_mode": self.mode,
+            "panic_threshold": self._panic_threshold,
+            "total_availability": load.total_availability,
+            "drop_overloads": [
+                {"category": d.category, "per_million": d.per_million} for d in self._drops
+            ],
+            "priorities": priorities,
+        }
+
+    def __repr__(self) -> str:
+        return f"ClusterLoadBalancer({self.name!r}, {len(self._states)} endpoints, {self._load.describe()})"
