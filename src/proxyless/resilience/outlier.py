@@ -558,6 +558,8 @@ class OutlierDetector:
             c = self._config
             for es in self._endpoints.values():
                 state: EndpointOutlierState = es.outlier
+                if state is None or state.owner is not self:
+                    continue  # adopted by another detector meanwhile
                 if (
                     es.ejected
                     and state.ejected_at is not None
@@ -574,7 +576,9 @@ class OutlierDetector:
             for es in self._endpoints.values():
                 state = es.outlier
                 if (
-                    not es.ejected
+                    state is not None
+                    and state.owner is self
+                    and not es.ejected
                     and state.multiplier > 0
                     and state.unejected_at is not None
                     and now - state.unejected_at >= c.interval
@@ -593,9 +597,10 @@ class OutlierDetector:
         sr_low = fp_low = 0
         any_failure = False
         for es in self._endpoints.values():
-            if es.ejected:
+            state = es.outlier
+            if es.ejected or state is None or state.owner is not self:
                 continue
-            bucket = es.outlier.inactive
+            bucket = state.inactive
             total = bucket.local_total if local else bucket.ext_total
             if total <= 0:
                 continue

@@ -230,15 +230,15 @@ class CompiledRetryPolicy:
         """
         if policy is None:
             return _NONE_GRPC if is_grpc else _NONE_HTTP
-        key = (id(policy), is_grpc)
-        hit = _cache.get(key)
+        cache = _grpc_cache if is_grpc else _http_cache
+        hit = cache.get(id(policy))
         if hit is not None and hit[0] is policy:
             return hit[1]
         compiled = cls(policy, is_grpc)
         with _cache_lock:
-            if len(_cache) >= _CACHE_LIMIT:
-                _cache.clear()
-            _cache[key] = (policy, compiled)
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[id(policy)] = (policy, compiled)
         return compiled
 
     # -- conditions -------------------------------------------------------------
@@ -368,7 +368,9 @@ def _lower_name(matcher: HeaderMatcher) -> HeaderMatcher:
     return replace(matcher, name=matcher.name.lower())
 
 
-_cache: dict[tuple[int, bool], tuple[RetryPolicy, CompiledRetryPolicy]] = {}
+# id(policy) -> (policy, compiled); holding the policy keeps its id from being reused.
+_grpc_cache: dict[int, tuple[RetryPolicy, CompiledRetryPolicy]] = {}
+_http_cache: dict[int, tuple[RetryPolicy, CompiledRetryPolicy]] = {}
 _cache_lock = threading.Lock()
 _NONE_GRPC: Final = CompiledRetryPolicy(None, True)
 _NONE_HTTP: Final = CompiledRetryPolicy(None, False)
