@@ -25,7 +25,11 @@ from typing import Any
 from proxyless.bootstrap import Bootstrap, load_bootstrap
 from proxyless.clock import Clock, SystemClock
 from proxyless.config import ConfigWatcher
+from proxyless.lb.priority import PriorityMode
 from proxyless.resources.types import ALL_TYPES
+from proxyless.runtime.cluster import ClusterRegistry
+from proxyless.runtime.target import TargetRuntime
+from proxyless.target import parse_target
 from proxyless.xds_client import DOES_NOT_EXIST_TIMEOUT, XdsClient
 
 __all__ = ["Mesh"]
@@ -46,6 +50,7 @@ class Mesh:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         does_not_exist_timeout: float = DOES_NOT_EXIST_TIMEOUT,
+        priority_mode: PriorityMode = "envoy",
     ) -> None:
         self.bootstrap = (
             bootstrap if isinstance(bootstrap, Bootstrap) else load_bootstrap(bootstrap)
@@ -66,6 +71,9 @@ class Mesh:
         self._closed = False
         self._configs: dict[str, ConfigWatcher] = {}
         self._configs_lock = threading.Lock()
+        #: per-cluster runtime (load balancer, breakers, outlier detection)
+        self.clusters = ClusterRegistry(self.rng, mode=priority_mode)
+        self._targets: dict[str, TargetRuntime] = {}
         log.info(
             "xDS bootstrap from %s: node id %r, servers %s",
             self.bootstrap.source,
@@ -81,8 +89,22 @@ class Mesh:
                 if self._closed:
                     raise RuntimeError(f"{self!r} is closed")
                 watcher = ConfigWatcher(self.xds_client, listener_name)
+                watcher.add_listener(self.clusters.apply)
                 self._configs[listener_name] = watcher
             return watcher
+
+    def target(self, target: str) -> TargetRuntime:
+        """The shared routing state of ``target`` (``xds:///name``)."""
+        runtime = self._targets.get(target)
+        if runtime is None:
+            parsed = parse_target(target)
+            with self._configs_lock:
+                runtime = self._targets.get(target)
+            if runtime is None:
+                runtime = TargetRuntime(self, parsed)
+                with self._configs_lock:
+                    runtime = self._targets.setdefault(target, runtime)
+        return runtime
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -107,6 +129,7 @@ class Mesh:
             for watcher in self._configs.values():
                 watcher.close()
             self._configs.clear()
+            self._targets.clear()
         self.xds_client.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         if threading.current_thread() is not self._thread:

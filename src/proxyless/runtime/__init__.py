@@ -1,0 +1,1 @@
+"""Transport-agnostic runtime: per-cluster state and per-target routing."""

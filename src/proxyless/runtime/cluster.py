@@ -1,0 +1,159 @@
+"""Per-cluster runtime state, shared by every target and transport.
+
+A :class:`ClusterRuntime` is what the request path needs of one cluster: its
+load balancer (:mod:`proxyless.lb`), circuit breakers and retry budget, and
+outlier detector (:mod:`proxyless.resilience`). One exists per cluster name
+per Mesh; config pushes update it in place so counters, ejections and
+active-request counts survive them (Envoy keeps a cluster's state across CDS
+updates that do not change it the same way).
+
+The :class:`ClusterRegistry` applies whole snapshots on the Mesh thread and
+tells endpoint pools (``retain``/``release``) when an address joins or leaves
+a cluster, which is how removed endpoints get drained: the pool closes a
+connection once no cluster lists its address and its in-flight calls ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from proxyless.config.snapshot import ClusterConfig, XdsConfig
+from proxyless.lb.cluster import ClusterLoadBalancer
+from proxyless.lb.priority import PriorityMode
+from proxyless.lb.state import EndpointState
+from proxyless.resilience.breaker import ClusterCircuitBreakers
+
+__all__ = ["ClusterRegistry", "ClusterRuntime", "EndpointPool"]
+
+log = logging.getLogger("proxyless.runtime")
+
+
+class EndpointPool(Protocol):
+    def retain(self, address: str) -> None: ...
+
+    def release(self, address: str) -> None: ...
+
+
+class ClusterRuntime:
+    """Load balancer + breakers + outlier detection of one cluster."""
+
+    __slots__ = ("breakers", "config", "lb", "name", "outlier", "picks")
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        clusters: Mapping[str, ClusterConfig],
+        rng: random.Random,
+        mode: PriorityMode,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.lb = ClusterLoadBalancer(config, rng, mode=mode, clusters=clusters)
+        cluster = config.cluster
+        self.breakers = ClusterCircuitBreakers(
+            config.name, cluster.circuit_breakers if cluster is not None else None
+        )
+        self.outlier: Any = None
+        #: endpoint address -> requests sent there (for split checks and explain)
+        self.picks: dict[str, int] = {}
+
+    def update(
+        self, config: ClusterConfig, clusters: Mapping[str, ClusterConfig]
+    ) -> list[EndpointState]:
+        self.config = config
+        removed = self.lb.update(config, clusters)
+        if config.cluster is not None:
+            self.breakers.update(config.cluster.circuit_breakers)
+        return removed
+
+    def endpoints(self) -> tuple[EndpointState, ...]:
+        return self.lb.endpoints
+
+    def __repr__(self) -> str:
+        return f"ClusterRuntime({self.name!r}, {len(self.lb.endpoints)} endpoints)"
+
+
+class ClusterRegistry:
+    """Every :class:`ClusterRuntime` of a Mesh, kept in step with snapshots."""
+
+    def __init__(self, rng: random.Random, *, mode: PriorityMode = "envoy") -> None:
+        self._rng = rng
+        self.mode: PriorityMode = mode
+        self._clusters: dict[str, ClusterRuntime] = {}
+        self._by_listener: dict[str, frozenset[str]] = {}
+        self._pools: list[EndpointPool] = []
+        self._lock = threading.Lock()
+
+    def add_pool(self, pool: EndpointPool) -> None:
+        """Tell ``pool`` about every address now listed and every later change."""
+        with self._lock:
+            self._pools.append(pool)
+            for rt in self._clusters.values():
+                for es in rt.endpoints():
+                    pool.retain(es.address)
+
+    def get(self, name: str) -> ClusterRuntime | None:
+        return self._clusters.get(name)
+
+    def apply(self, snap: XdsConfig) -> None:
+        """Bring the runtimes of ``snap``'s clusters up to date (Mesh thread)."""
+        if not snap.usable:
+            return
+        with self._lock:
+            for name, cc in snap.clusters.items():
+                if not cc.usable:
+                    continue
+                rt = self._clusters.get(name)
+                if rt is None:
+                    try:
+                        rt = ClusterRuntime(cc, snap.clusters, self._rng, self.mode)
+                    except Exception:
+                        log.exception("cannot set up cluster %r", name)
+                        continue
+                    self._clusters[name] = rt
+                    self._notify([es.address for es in rt.endpoints()], [])
+                    continue
+                old = rt.config
+                if not cc.children and old.cluster is cc.cluster and old.endpoints is cc.endpoints:
+                    rt.config = cc
+                    continue
+                before = {es.address for es in rt.endpoints()}
+                try:
+                    removed = rt.update(cc, snap.clusters)
+                except Exception:
+                    log.exception("cannot update cluster %r", name)
+                    continue
+                after = {es.address for es in rt.endpoints()}
+                self._notify(sorted(after - before), [es.address for es in removed])
+            self._by_listener[snap.listener_name] = frozenset(snap.clusters)
+            self._collect()
+
+    def forget_listener(self, listener_name: str) -> None:
+        with self._lock:
+            self._by_listener.pop(listener_name, None)
+            self._collect()
+
+    def _collect(self) -> None:
+        live: set[str] = set()
+        for names in self._by_listener.values():
+            live |= names
+        for name in [n for n in self._clusters if n not in live]:
+            rt = self._clusters.pop(name)
+            self._notify([], [es.address for es in rt.endpoints()])
+
+    def _notify(self, added: list[str], removed: list[str]) -> None:
+        for pool in self._pools:
+            for address in added:
+                pool.retain(address)
+            for address in removed:
+                pool.release(address)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._clusters.values()))
+
+    def __len__(self) -> int:
+        return len(self._clusters)

@@ -1,0 +1,142 @@
+"""What a channel or transport needs of one target, transport-agnostic.
+
+A :class:`TargetRuntime` follows the target's :class:`~proxyless.config.ConfigWatcher`
+and keeps the newest usable snapshot with its virtual-host index, swapped
+by reference. Per request it answers, without locks or I/O (DESIGN.md, "The
+request path"): which route and cluster (:func:`proxyless.routing.resolve`),
+which cluster runtime, and — when there is no usable config yet — an error
+that says why, with the status of every xDS resource involved.
+
+The gRPC channel and the httpx transports both call it; neither knows
+about xDS resources.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING
+
+from proxyless.config.snapshot import XdsConfig
+from proxyless.errors import ClusterNotAvailable, ControlPlaneUnreachable, XdsConfigError
+from proxyless.routing import RequestInfo, RouteResult, VirtualHostCache, resolve
+from proxyless.runtime.cluster import ClusterRuntime
+from proxyless.target import Target
+
+if TYPE_CHECKING:
+    from proxyless.mesh import Mesh
+
+__all__ = ["DEFAULT_CONFIG_WAIT", "TargetRuntime"]
+
+#: How long a call waits for the first config when it has no deadline: a
+#: little longer than the does-not-exist timer, so a missing resource is
+#: reported as such rather than as a timeout.
+DEFAULT_CONFIG_WAIT = 20.0
+
+
+class TargetRuntime:
+    """Routing state of one target (see the module docstring)."""
+
+    def __init__(self, mesh: Mesh, target: Target) -> None:
+        self.mesh = mesh
+        self.target = target
+        self.authority = target.name
+        self.listener_name = target.listener_name(mesh.bootstrap)
+        self.rng: random.Random = mesh.rng
+        self._state: tuple[XdsConfig, VirtualHostCache] | None = None
+        self._last: XdsConfig | None = None
+        self.watcher = mesh.config(self.listener_name)
+        self.watcher.add_listener(self._on_snapshot)
+
+    def _on_snapshot(self, snap: XdsConfig) -> None:
+        self._last = snap
+        if snap.usable and snap.route_config is not None:
+            self._state = (snap, VirtualHostCache(snap.route_config))
+        elif snap.error is not None and not isinstance(snap.error, ControlPlaneUnreachable):
+            # The listener or its routes are gone or invalid: stop routing with
+            # the old config (resource error semantics).
+            self._state = None
+
+    # -- request path -------------------------------------------------------------
+    def state(
+        self, timeout: float | None = None, wait_for_ready: bool = False
+    ) -> tuple[XdsConfig, VirtualHostCache]:
+        """The current usable snapshot; waits for the first one.
+
+        Waits up to ``timeout`` (else :data:`DEFAULT_CONFIG_WAIT`). Fails at
+        once on a config error unless ``wait_for_ready``.
+        """
+        st = self._state
+        if st is not None:
+            return st
+        return self._wait_state(timeout, wait_for_ready)
+
+    def _wait_state(
+        self, timeout: float | None, wait_for_ready: bool
+    ) -> tuple[XdsConfig, VirtualHostCache]:
+        budget = DEFAULT_CONFIG_WAIT if timeout is None else max(0.0, timeout)
+        deadline = time.monotonic() + budget
+        while True:
+            st = self._state
+            if st is not None:
+                return st
+            last = self._last
+            if last is not None and last.error is not None and not wait_for_ready:
+                raise self._config_error(last.error)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._config_error(None, waited=budget)
+            if last is None:
+                self.watcher.wait(min(remaining, 0.05))
+            else:
+                time.sleep(min(remaining, 0.02))
+
+    def route(self, request: RequestInfo, state: tuple[XdsConfig, VirtualHostCache]) -> RouteResult:
+        return resolve(state[1], request, self.rng)
+
+    def cluster(self, snap: XdsConfig, name: str) -> ClusterRuntime:
+        """The runtime of cluster ``name``; raises ClusterNotAvailable."""
+        cc = snap.clusters.get(name)
+        if cc is not None and cc.error is None:
+            rt = self.mesh.clusters.get(name)
+            if rt is not None:
+                return rt
+        if cc is None:
+            raise ClusterNotAvailable(
+                f"cluster {name!r} is not part of the config of listener {self.listener_name!r}"
+            )
+        raise ClusterNotAvailable(str(cc.error) if cc.error else f"cluster {name!r} is not ready")
+
+    # -- errors -------------------------------------------------------------------------
+    def _config_error(self, error: Exception | None, waited: float = 0.0) -> XdsConfigError:
+        head = f"no usable xDS config for {self.target.uri} (listener {self.listener_name!r})"
+        try:
+            statuses = self.mesh.xds_client.dump(timeout=1.0)
+            servers = self.mesh.xds_client.server_states(timeout=1.0)
+        except Exception:
+            statuses, servers = [], []
+        parts = []
+        if error is not None:
+            parts.append(str(error))
+        elif waited:
+            parts.append(f"nothing usable after waiting {waited:g}s")
+        for s in servers:
+            if not s["connected"]:
+                parts.append(
+                    f"xDS server {s['server_uri']} not connected: {s['last_error'] or 'no answer yet'}"
+                )
+        listed = [
+            f"{s.type_name} {s.name!r} {s.status.value}" + (f" ({s.error})" if s.error else "")
+            for s in statuses
+            if s.type_name in ("LDS", "RDS") or s.status.value != "ACKED"
+        ]
+        if listed:
+            parts.append("resources: " + "; ".join(listed[:8]))
+        parts.append(f"node id {self.mesh.bootstrap.node.id!r}")
+        cls = type(error) if isinstance(error, XdsConfigError) else XdsConfigError
+        err = cls(f"{head}: " + "; ".join(parts))
+        err.__cause__ = error
+        return err
+
+    def __repr__(self) -> str:
+        return f"TargetRuntime({self.target.uri!r}, listener={self.listener_name!r})"
