@@ -46,7 +46,7 @@ import logging
 import math
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final, Literal, TypeAlias, final
 
 from proxyless.clock import Clock
@@ -237,6 +237,11 @@ class OutlierDetector:
     once per attempt; :meth:`sweep` every :meth:`next_sweep_in` seconds on
     the Mesh thread; :meth:`update_config` on a CDS update and :meth:`close`
     when the cluster or its outlier detection goes away.
+
+    ``on_change`` is called, without the detector's lock held, after any
+    ejection or un-ejection (once per :meth:`sweep`), on the thread that
+    caused it: the owner passes ``ClusterLoadBalancer.refresh_health`` so the
+    pickers are rebuilt at once.
     """
 
     __slots__ = (
@@ -252,6 +257,7 @@ class OutlierDetector:
         "_rng",
         "_split",
         "cluster",
+        "on_change",
         "stats",
     )
 
@@ -261,8 +267,10 @@ class OutlierDetector:
         config: OutlierDetection,
         clock: Clock,
         rng: random.Random,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.on_change = on_change
         self._clock = clock
         self._rng = rng
         self._lock = threading.Lock()
@@ -319,6 +327,7 @@ class OutlierDetector:
     def close(self) -> None:
         """Un-eject and detach every endpoint (outlier detection removed, gRFC A50)."""
         with self._lock:
+            changed = self._ejected > 0
             for es in self._endpoints.values():
                 if es.ejected:
                     _log.info(
@@ -329,6 +338,8 @@ class OutlierDetector:
                 self._detach(es)
             self._endpoints = {}
             self.stats["ejections_active"] = self._ejected
+        if changed:
+            self._notify()
 
     def _detach(self, es: EndpointState) -> None:
         state = es.outlier
@@ -414,7 +425,7 @@ class OutlierDetector:
             if es.ejected or state.owner is not self:
                 return
             self.stats[f"ejections_detected_{kind}"] += 1
-            self._try_eject(es, state, kind, now, "")
+            changed = self._try_eject(es, state, kind, now, "")
             # Envoy restarts the counter after a detection, ejected or not.
             if kind == "consecutive_5xx":
                 state.consecutive_5xx = 0
@@ -422,6 +433,13 @@ class OutlierDetector:
                 state.consecutive_gateway = 0
             else:
                 state.consecutive_local = 0
+        if changed:
+            self._notify()
+
+    def _notify(self) -> None:
+        callback = self.on_change
+        if callback is not None:
+            callback()
 
     # -- ejection -------------------------------------------------------------------
 
@@ -554,6 +572,7 @@ class OutlierDetector:
     def sweep(self, now: float) -> None:
         """The interval timer's work (module docstring); ``now`` is monotonic seconds."""
         with self._lock:
+            before = self.stats["ejections_enforced_total"] + self.stats["unejections_total"]
             self._last_sweep = now
             c = self._config
             for es in self._endpoints.values():
@@ -584,6 +603,11 @@ class OutlierDetector:
                     and now - state.unejected_at >= c.interval
                 ):
                     state.multiplier -= 1
+            changed = (
+                self.stats["ejections_enforced_total"] + self.stats["unejections_total"] != before
+            )
+        if changed:
+            self._notify()
 
     def _rate_pass(self, now: float, local: bool) -> None:
         """Success rate and failure percentage over the inactive buckets (lock held)."""

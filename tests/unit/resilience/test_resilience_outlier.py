@@ -480,3 +480,18 @@ def test_another_detector_adopting_an_endpoint_clears_a_stale_ejection() -> None
     assert not eps[0].ejected
     fail(old, eps[0], 5)  # the old detector no longer owns it
     assert not eps[0].ejected
+
+
+def test_on_change_is_called_after_ejections_and_unejections() -> None:
+    calls: list[int] = []
+    det, (es,), clock = make(1)
+    det.on_change = lambda: calls.append(det.ejected_count)
+    fail(det, es, 5)
+    assert calls == [1]  # called on the recording thread, after the lock
+    sweep_after(det, clock, 10)
+    assert calls == [1]  # nothing changed
+    sweep_after(det, clock, 30)
+    assert calls == [1, 0]
+    fail(det, es, 5)
+    det.close()
+    assert calls == [1, 0, 1, 0]
