@@ -47,12 +47,14 @@ import math
 import random
 import threading
 from collections.abc import Callable, Iterable
-from typing import Final, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
 
-from proxyless.clock import Clock
-from proxyless.lb.state import EndpointState
 from proxyless.resilience.outcome import Outcome
 from proxyless.resources.model import OutlierDetection
+
+if TYPE_CHECKING:  # no runtime import: proxyless.lb may import this package
+    from proxyless.clock import Clock
+    from proxyless.lb.state import EndpointState
 
 __all__ = [
     "EjectionType",
