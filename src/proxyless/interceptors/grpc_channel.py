@@ -166,9 +166,7 @@ class XdsChannel(grpc.Channel):
                 else None
             )
             endpoint = lb.pick(h, self._rng, exclude)
-            pooled = self._pool.get(
-                endpoint.address, self._credentials, self._security_key, authority=rt.authority
-            )
+            pooled = self._get_pooled(endpoint.address, rt.authority)
         except BaseException:
             breaker.release_request()
             raise
@@ -176,6 +174,9 @@ class XdsChannel(grpc.Channel):
         endpoint.total_requests += 1
         pooled.in_flight += 1
         return _Plan(route, cluster, endpoint, pooled, eff, breaker)
+
+    def _get_pooled(self, address: str, authority: str) -> PooledChannel:
+        return self._pool.get(address, self._credentials, self._security_key, authority=authority)
 
     def _finish(self, plan: _Plan) -> None:
         plan.endpoint.active_requests -= 1
