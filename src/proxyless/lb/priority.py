@@ -8,7 +8,7 @@ and its ``LoadBalancerBase`` arithmetic:
 
 - the *health* of priority P is ``min(100, overprovisioning_factor *
   healthy / total)`` in integer percent (factor 140 by default: a level
-  stays at 100 while at least ~72% of its endpoints are healthy);
+  stays at 100 while at least ~71% (1/1.4) of its endpoints are healthy);
 - levels take load in order, each as much as its health allows, scaled by
   the *normalized total availability* ``min(100, sum of healths)``;
   rounding leftovers go to the first level with any health;
@@ -26,7 +26,7 @@ panic; when no priority has a healthy endpoint the request fails fast.
 the signal this is the same order.)
 
 Why Envoy by default: the proxyless client replaces a sidecar, and users
-moving from one expect the sidecar's gradual spill-over (70% healthy
+moving from one expect the sidecar's gradual spill-over (a 75% healthy
 priority 0 still keeps all the traffic; 50% keeps 70% of it) rather than
 an all-or-nothing switch. Panic keeps a badly degraded cluster serving
 rather than failing every request.
