@@ -204,7 +204,9 @@ class AdsServer:
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self._max_workers, thread_name_prefix="proxyless-ads"
-            )
+            ),
+            # without this a second server silently shares the port with the first
+            options=[("grpc.so_reuseport", 0)],
         )
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
@@ -222,9 +224,13 @@ class AdsServer:
             (grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),)
         )
         host = f"[{self.address}]" if ":" in self.address else self.address
-        bound = server.add_insecure_port(f"{host}:{self.port}")
+        try:
+            bound = server.add_insecure_port(f"{host}:{self.port}")
+        except RuntimeError:
+            bound = 0
         if bound == 0:
-            raise OSError(f"ADS server could not bind {host}:{self.port}")
+            server.stop(None)
+            raise OSError(f"ADS server could not bind {host}:{self.port} (address in use?)")
         self.port = bound
         server.start()
         self._server = server

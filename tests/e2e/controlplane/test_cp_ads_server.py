@@ -264,3 +264,9 @@ def test_stop_closes_streams(sotw: RawAdsStream) -> None:
         with pytest.raises(EOFError):
             s.recv()
     assert srv.open_streams == 0
+
+
+def test_port_in_use_is_an_os_error(server: AdsServer) -> None:
+    second = AdsServer(port=server.port)
+    with pytest.raises(OSError, match=f"could not bind 127.0.0.1:{server.port}"):
+        second.start()
