@@ -100,6 +100,17 @@ def test_envoy_acks_everything_and_routes(control_plane: ControlPlane, delta: bo
         )
         assert mobile == {V2: 30}
         assert _rejected(envoy) == {}
+        # the stream breaks: Envoy reconnects, re-subscribes (with its versions) and keeps routing
+        opened = control_plane.server.streams_opened
+        control_plane.server.disconnect_all()
+        wait_until(lambda: control_plane.server.streams_opened > opened, 15, "Envoy to reconnect")
+        wait_until(
+            lambda: any(r.stream_id > opened and r.response_nonce for r in control_plane.server.requests),
+            15,
+            "Envoy to ACK on the new stream",
+        )
+        assert call_through(f"127.0.0.1:{port}", 50, user_agent="Mobile") == {V2: 50}
+        assert _rejected(envoy) == {}
     assert control_plane.server.nacks() == []
     assert all(r.delta == delta for r in control_plane.server.requests)
 
