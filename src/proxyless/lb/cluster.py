@@ -40,6 +40,7 @@ request (gRFC A27 / Envoy ``DropOverload``).
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Container, Mapping
 from typing import Any
 
@@ -113,6 +114,21 @@ class _Priority:
         )
 
 
+class _View:
+    """What a pick reads, swapped as one reference so a pick never mixes an
+    old priority list with a new load."""
+
+    __slots__ = ("hash_based", "load", "priorities", "single")
+
+    def __init__(
+        self, priorities: tuple[_Priority, ...], load: PriorityLoad, hash_based: bool
+    ) -> None:
+        self.priorities = priorities
+        self.load = load
+        self.hash_based = hash_based
+        self.single = len(load.loads) == 1 and load.loads[0] == 100 and not load.panic[0]
+
+
 class ClusterLoadBalancer:
     """Load balancing state of one cluster (see the module docstring).
 
@@ -124,13 +140,11 @@ class ClusterLoadBalancer:
 
     __slots__ = (
         "_drops",
-        "_hash_based",
-        "_load",
+        "_lock",
         "_panic_threshold",
-        "_priorities",
         "_rng",
-        "_single",
         "_states",
+        "_view",
         "cluster",
         "mode",
         "name",
@@ -151,12 +165,11 @@ class ClusterLoadBalancer:
         self.cluster: Cluster | None = None
         self._rng = rng
         self._states: dict[EndpointKey, EndpointState] = {}
-        self._priorities: tuple[_Priority, ...] = ()
-        self._load = PriorityLoad(mode, (), (), (), 0)
+        self._view = _View((), PriorityLoad(mode, (), (), (), 0), False)
         self._drops: tuple[DropOverload, ...] = ()
         self._panic_threshold = 50.0
-        self._hash_based = False
-        self._single = False
+        # Serializes update/refresh (config side only; picks take no lock).
+        self._lock = threading.Lock()
         self.update(cluster_config, clusters)
 
     # -- configuration -------------------------------------------------------
@@ -172,6 +185,14 @@ class ClusterLoadBalancer:
         ejection). Removed ones are marked ``draining``. ``clusters`` resolves
         an aggregate cluster's children.
         """
+        with self._lock:
+            return self._update_locked(cluster_config, clusters)
+
+    def _update_locked(
+        self,
+        cluster_config: ClusterConfig,
+        clusters: Mapping[str, ClusterConfig] | None,
+    ) -> list[EndpointState]:
         if cluster_config.name != self.name:
             raise ValueError(
                 f"ClusterLoadBalancer for {self.name!r} given config of {cluster_config.name!r}"
@@ -234,20 +255,19 @@ class ClusterLoadBalancer:
         for state in removed:
             state.draining = True
 
+        previous_priorities = self._view.priorities
         for index, priority in enumerate(priorities):
-            if index < len(self._priorities):
-                previous = self._priorities[index]
+            if index < len(previous_priorities):
+                previous = previous_priorities[index]
                 if priority.same_shape(previous):
                     priority.picker = previous.picker
                     priority.signature = previous.signature
 
         self.cluster = cluster
         self._states = states
-        self._priorities = tuple(priorities)
         self._drops = drops
         self._panic_threshold = cluster.healthy_panic_threshold
-        self._hash_based = any(is_hash_policy(p.policy) for p in priorities)
-        self.refresh_health()
+        self._refresh_locked(tuple(priorities))
         return removed
 
     def set_ejected(self, endpoint: EndpointState, ejected: bool, *, refresh: bool = True) -> None:
@@ -263,7 +283,11 @@ class ClusterLoadBalancer:
     def refresh_health(self) -> None:
         """Recompute priority load and rebuild the pickers whose usable
         endpoints changed. Call after changing health outside :meth:`update`."""
-        for priority in self._priorities:
+        with self._lock:
+            self._refresh_locked(self._view.priorities)
+
+    def _refresh_locked(self, priorities: tuple[_Priority, ...]) -> None:
+        for priority in priorities:
             signature = priority.current_signature()
             if priority.picker is None or signature != priority.signature:
                 priority.picker = build_picker(
@@ -275,15 +299,14 @@ class ClusterLoadBalancer:
                 )
                 priority.signature = signature
             priority.panic_picker = None
-        factor = self._priorities[0].overprovisioning_factor if self._priorities else 140
-        self._load = priority_load(
-            [p.endpoints for p in self._priorities],
+        factor = priorities[0].overprovisioning_factor if priorities else 140
+        load = priority_load(
+            [p.endpoints for p in priorities],
             factor,
             self._panic_threshold,
             mode=self.mode,
         )
-        load = self._load
-        self._single = len(load.loads) == 1 and load.loads[0] == 100 and not load.panic[0]
+        self._view = _View(priorities, load, any(is_hash_policy(p.policy) for p in priorities))
 
     # -- request path --------------------------------------------------------
 
@@ -306,36 +329,36 @@ class ClusterLoadBalancer:
         when None); ``exclude`` holds endpoint keys to avoid while another
         choice exists (a retry's previous hosts).
         """
-        if self._hash_based and request_hash is None:
+        view = self._view
+        if view.hash_based and request_hash is None:
             request_hash = rng.getrandbits(64)
-        priorities = self._priorities
-        if self._single:
-            picker = priorities[0].picker
+        if view.single:
+            picker = view.priorities[0].picker
             assert picker is not None
             chosen = picker.pick(rng, request_hash, exclude)
             if chosen is not None:
                 return chosen
             return self._pick_again(request_hash, rng, exclude)
-        load = self._load
         value = (
             request_hash
-            if self._hash_based and request_hash is not None
+            if view.hash_based and request_hash is not None
             else int(rng.random() * 100)
         )
-        index = load.choose(value)
+        index = view.load.choose(value)
         if index is not None:
-            chosen = self._picker_for(index).pick(rng, request_hash, exclude)
+            chosen = self._picker_for(view, index).pick(rng, request_hash, exclude)
             if chosen is not None:
                 return chosen
         return self._pick_again(request_hash, rng, exclude)
 
-    def _picker_for(self, index: int) -> Picker:
-        priority = self._priorities[index]
-        if not self._load.panic[index]:
+    def _picker_for(self, view: _View, index: int) -> Picker:
+        priority = view.priorities[index]
+        if not view.load.panic[index]:
             assert priority.picker is not None
             return priority.picker
-        if priority.panic_picker is None:
-            priority.panic_picker = build_picker(
+        panic_picker = priority.panic_picker
+        if panic_picker is None:
+            panic_picker = priority.panic_picker = build_picker(
                 priority.policy,
                 priority.endpoints,
                 self._rng,
@@ -343,7 +366,7 @@ class ClusterLoadBalancer:
                 overprovisioning_factor=priority.overprovisioning_factor,
                 panic=True,
             )
-        return priority.panic_picker
+        return panic_picker
 
     def _pick_again(
         self, request_hash: int | None, rng: random.Random, exclude: Container[EndpointKey]
@@ -351,21 +374,22 @@ class ClusterLoadBalancer:
         """The chosen priority could not serve: health changed since the
         pickers were built. Rebuild, then try every priority that takes load."""
         self.refresh_health()
-        load = self._load
-        for index, share in enumerate(load.loads):
+        view = self._view
+        for index, share in enumerate(view.load.loads):
             if share <= 0:
                 continue
-            chosen = self._picker_for(index).pick(rng, request_hash, exclude)
+            chosen = self._picker_for(view, index).pick(rng, request_hash, exclude)
             if chosen is not None:
                 return chosen
         raise NoHealthyEndpoints(self.no_healthy_message())
 
     def no_healthy_message(self) -> str:
         """Why no endpoint can be chosen, per priority."""
-        if not self._priorities:
+        priorities = self._view.priorities
+        if not priorities:
             return f"cluster {self.name!r} has no endpoints"
         parts = []
-        for index, priority in enumerate(self._priorities):
+        for index, priority in enumerate(priorities):
             total = len(priority.endpoints)
             healthy = sum(1 for e in priority.endpoints if e.healthy)
             ejected = sum(1 for e in priority.endpoints if e.ejected)
@@ -382,12 +406,12 @@ class ClusterLoadBalancer:
     @property
     def endpoints(self) -> tuple[EndpointState, ...]:
         """Every current endpoint, in priority/locality order."""
-        return tuple(e for p in self._priorities for e in p.endpoints)
+        return tuple(e for p in self._view.priorities for e in p.endpoints)
 
     @property
     def load(self) -> PriorityLoad:
         """The current priority load."""
-        return self._load
+        return self._view.load
 
     @property
     def drop_overloads(self) -> tuple[DropOverload, ...]:
@@ -400,9 +424,10 @@ class ClusterLoadBalancer:
     def debug_state(self) -> dict[str, Any]:
         """Priorities, localities and endpoints with their health, for
         ``explain`` and status output."""
-        load = self.load
+        view = self._view
+        load = view.load
         priorities = []
-        for index, priority in enumerate(self._priorities):
+        for index, priority in enumerate(view.priorities):
             localities = []
             for locality, weight, members in priority.localities:
                 localities.append(
@@ -447,4 +472,4 @@ class ClusterLoadBalancer:
         }
 
     def __repr__(self) -> str:
-        return f"ClusterLoadBalancer({self.name!r}, {len(self._states)} endpoints, {self._load.describe()})"
+        return f"ClusterLoadBalancer({self.name!r}, {len(self._states)} endpoints, {self._view.load.describe()})"

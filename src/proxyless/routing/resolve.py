@@ -77,7 +77,7 @@ class MissingClusterHeader(ClusterNotAvailable):
 class RouteResult:
     """Everything the request path needs from routing.
 
-    ``cluster`` is None exactly when ``action`` is a
+    ``cluster_name`` is None exactly when ``action`` is a
     :class:`~proxyless.resources.model.RedirectAction` or
     :class:`~proxyless.resources.model.DirectResponseAction`.
     ``cluster_weight`` is the chosen weighted entry (for its header
@@ -89,7 +89,7 @@ class RouteResult:
     virtual_host: VirtualHost
     route: Route
     action: Action
-    cluster: str | None
+    cluster_name: str | None
     cluster_weight: ClusterWeight | None
     retry_policy: RetryPolicy | None
     hedge_policy: HedgePolicy | None
@@ -104,9 +104,9 @@ class RouteResult:
     def describe(self) -> str:
         """One line for logs and error details."""
         where = f"virtual host {self.virtual_host.name!r}, route {route_label(self.virtual_host, self.route)}"
-        if self.cluster is None:
+        if self.cluster_name is None:
             return f"{where}: {action_kind(self.action)}"
-        return f"{where} -> cluster {self.cluster!r}"
+        return f"{where} -> cluster {self.cluster_name!r}"
 
 
 def action_kind(action: Action) -> str:
@@ -207,7 +207,7 @@ def _build(
         virtual_host=vhost,
         route=route,
         action=action,
-        cluster=cluster,
+        cluster_name=cluster,
         cluster_weight=weight,
         retry_policy=retry if retry is not None else vhost.retry_policy,
         hedge_policy=hedge if hedge is not None else vhost.hedge_policy,

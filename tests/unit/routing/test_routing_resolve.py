@@ -91,7 +91,7 @@ def test_resolve_ok(
     assert result.virtual_host.name == "svc-vh"
     if route is not None:
         assert result.route.name == route
-    assert result.cluster == cluster
+    assert result.cluster_name == cluster
     assert result.hash_policies == hashes
     if cluster is None:
         assert result.route_action is None
@@ -167,6 +167,6 @@ def test_results_are_memoized_per_choice() -> None:
     for _ in range(200):
         result = resolve(cache, req("/pkg.S/Split"), rng)
         assert result.cluster_weight is not None
-        assert result.cluster == result.cluster_weight.name
-        assert seen.setdefault(result.cluster, result) is result
+        assert result.cluster_name == result.cluster_weight.name
+        assert seen.setdefault(result.cluster_name, result) is result
     assert set(seen) == {"blue", "green"}
