@@ -72,7 +72,7 @@ class Mesh:
         self._configs: dict[str, ConfigWatcher] = {}
         self._configs_lock = threading.Lock()
         #: per-cluster runtime (load balancer, breakers, outlier detection)
-        self.clusters = ClusterRegistry(self.rng, mode=priority_mode)
+        self.clusters = ClusterRegistry(self.rng, mode=priority_mode, clock=self.clock)
         self._targets: dict[str, TargetRuntime] = {}
         log.info(
             "xDS bootstrap from %s: node id %r, servers %s",

@@ -19,9 +19,16 @@ import grpc
 import grpc.aio
 
 from proxyless.errors import ProxylessError
-from proxyless.interceptors.grpc_channel import XdsChannel, _Plan
+from proxyless.interceptors.grpc_channel import (
+    XdsChannel,
+    budget_error,
+    fault_error,
+    grpc_outcome,
+)
 from proxyless.interceptors.grpc_pool import ChannelPool
 from proxyless.mesh import Mesh
+from proxyless.resilience.outcome import RESET, SUCCESS, Outcome
+from proxyless.runtime.call import Attempt, Call
 
 __all__ = ["AioXdsChannel", "channel"]
 
@@ -43,7 +50,8 @@ def _aio_error(error: ProxylessError, target: str) -> grpc.aio.AioRpcError:
 
 
 class _AioCall:
-    """A call of any shape whose endpoint call starts once it is routed."""
+    """A call of any shape. Unary-unary calls run the retry loop (gRFC A44);
+    the other shapes make one attempt whose endpoint call starts once routed."""
 
     def __init__(
         self,
@@ -61,8 +69,10 @@ class _AioCall:
     ) -> None:
         self._ch = ch
         self._inner: Any = None
-        self._started: asyncio.Future[Any] = asyncio.ensure_future(
-            self._start(
+        self._unary = kind == "unary_unary"
+        coro = self._run_unary if self._unary else self._start
+        self._task: asyncio.Future[Any] = asyncio.ensure_future(
+            coro(
                 kind,
                 method,
                 ser,
@@ -76,12 +86,50 @@ class _AioCall:
             )
         )
 
-    async def _start(
+    async def _route(
+        self, method: str, metadata: Any, timeout: float | None, wait_for_ready: bool | None
+    ) -> Call:
+        sync = self._ch._sync
+        rt = sync._runtime
+        try:
+            if rt._state is None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, rt.state, timeout, bool(wait_for_ready))
+            sync._loop = asyncio.get_running_loop()
+            call = sync._call(method, metadata, timeout, wait_for_ready)
+        except ProxylessError as exc:
+            raise _aio_error(exc, sync.target) from None
+        try:
+            delay = call.fault.delay
+            if delay is not None:
+                remaining = call.remaining()
+                if remaining is not None and remaining < delay:
+                    await asyncio.sleep(max(0.0, remaining))
+                    raise _status_error(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"{sync.target}: deadline exceeded during an injected delay of {delay:g}s",
+                    )
+                await asyncio.sleep(delay)
+            err = fault_error(call, sync.target)
+            if err is not None:
+                raise _status_error(err.code(), err.details())
+        except BaseException:
+            call.end()
+            raise
+        return call
+
+    def _attempt(self, call: Call) -> Attempt:
+        try:
+            return call.attempt()
+        except ProxylessError as exc:
+            raise _aio_error(exc, self._ch._sync.target) from None
+
+    async def _run_unary(
         self,
         kind: str,
         method: str,
-        ser: Callable[[Any], bytes] | None,
-        deser: Callable[[bytes], Any] | None,
+        ser: Any,
+        deser: Any,
         request: Any,
         timeout: float | None,
         metadata: Any,
@@ -89,23 +137,70 @@ class _AioCall:
         wait_for_ready: bool | None,
         compression: Any,
     ) -> Any:
-        ch = self._ch
-        sync = ch._sync
-        rt = sync._runtime
-        if rt._state is None:
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.run_in_executor(None, rt.state, timeout, bool(wait_for_ready))
-            except ProxylessError as exc:
-                raise _aio_error(exc, sync.target) from None
+        sync = self._ch._sync
+        call = await self._route(method, metadata, timeout, wait_for_ready)
         try:
-            plan: _Plan = sync._plan(method, metadata, timeout, wait_for_ready)
-        except ProxylessError as exc:
-            raise _aio_error(exc, sync.target) from None
+            while True:
+                attempt = self._attempt(call)
+                pooled = attempt.conn
+                try:
+                    mc = pooled.callable(kind, method, ser, deser)
+                    inner = mc(
+                        request,
+                        timeout=attempt.timeout,
+                        metadata=metadata,
+                        credentials=credentials,
+                        wait_for_ready=wait_for_ready,
+                        compression=compression,
+                    )
+                    self._inner = inner
+                    result = await inner
+                except grpc.RpcError as err:
+                    sync._pool.call_ended(pooled)
+                    delay = call.attempt_done(attempt, grpc_outcome(err, attempt, call))
+                    if delay is None:
+                        if call.last_error is not None:
+                            b = budget_error(call, err)
+                            raise _status_error(b.code(), b.details()) from None
+                        raise
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    continue
+                except BaseException:
+                    sync._pool.call_ended(pooled)
+                    attempt.endpoint.active_requests -= 1
+                    raise
+                sync._pool.call_ended(pooled)
+                call.attempt_done(attempt, SUCCESS)
+                return result
+        finally:
+            call.end()
+
+    async def _start(
+        self,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+    ) -> Any:
+        sync = self._ch._sync
+        call = await self._route(method, metadata, timeout, wait_for_ready)
         try:
-            mc = plan.pooled.callable(kind, method, ser, deser)
+            attempt = self._attempt(call)
+        except BaseException:
+            call.end()
+            raise
+        pooled = attempt.conn
+        try:
+            mc = pooled.callable(kind, method, ser, deser)
             kwargs: dict[str, Any] = {
-                "timeout": plan.timeout,
+                "timeout": attempt.timeout,
                 "metadata": metadata,
                 "credentials": credentials,
                 "wait_for_ready": wait_for_ready,
@@ -113,85 +208,121 @@ class _AioCall:
             }
             inner = mc(request, **kwargs) if request is not _NO_REQUEST else mc(**kwargs)
         except BaseException:
-            sync._finish(plan)
+            sync._pool.call_ended(pooled)
+            attempt.endpoint.active_requests -= 1
+            call.end()
             raise
-        inner.add_done_callback(lambda _c: sync._finish(plan))
+
+        def done(c: Any) -> None:
+            sync._pool.call_ended(pooled)
+            outcome: Outcome = SUCCESS
+            if c.cancelled():
+                outcome = RESET
+            else:
+                exc = getattr(c, "_exception", None)
+                if isinstance(exc, grpc.RpcError):
+                    outcome = grpc_outcome(exc, attempt, call)
+            call.attempt_done(attempt, outcome)
+            call.end()
+
+        inner.add_done_callback(done)
         self._inner = inner
         return inner
 
     # -- awaiting and iterating ---------------------------------------------------------
     def __await__(self) -> Generator[Any, None, Any]:
-        inner = yield from self._started.__await__()
+        if self._unary:
+            return (yield from self._task.__await__())
+        inner = yield from self._task.__await__()
         return (yield from inner.__await__())
 
     async def _aiter(self) -> AsyncIterator[Any]:
-        inner = await self._started
+        inner = await self._task
         async for item in inner:
             yield item
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiter()
 
+    async def _call_object(self) -> Any:
+        if self._unary:
+            try:
+                await self._task
+            except Exception:
+                pass
+            return self._inner
+        return await self._task
+
     async def read(self) -> Any:
-        return await (await self._started).read()
+        return await (await self._task).read()
 
     async def write(self, request: Any) -> None:
-        await (await self._started).write(request)
+        await (await self._task).write(request)
 
     async def done_writing(self) -> None:
-        await (await self._started).done_writing()
+        await (await self._task).done_writing()
 
     async def wait_for_connection(self) -> None:
-        await (await self._started).wait_for_connection()
+        inner = await self._call_object()
+        if inner is not None:
+            await inner.wait_for_connection()
 
     async def initial_metadata(self) -> Any:
-        return await (await self._started).initial_metadata()
+        inner = await self._call_object()
+        return grpc.aio.Metadata() if inner is None else await inner.initial_metadata()
 
     async def trailing_metadata(self) -> Any:
-        return await (await self._started).trailing_metadata()
+        inner = await self._call_object()
+        return grpc.aio.Metadata() if inner is None else await inner.trailing_metadata()
 
     async def code(self) -> grpc.StatusCode:
         try:
-            inner = await self._started
+            inner = await self._task
         except grpc.aio.AioRpcError as exc:
             return exc.code()
+        if self._unary:
+            return grpc.StatusCode.OK
         code: grpc.StatusCode = await inner.code()
         return code
 
     async def details(self) -> str:
         try:
-            inner = await self._started
+            inner = await self._task
         except grpc.aio.AioRpcError as exc:
             return exc.details() or ""
+        if self._unary:
+            return ""
         details: str = await inner.details()
         return details
 
     def cancel(self) -> bool:
         if self._inner is not None:
-            return bool(self._inner.cancel())
-        return self._started.cancel()
+            self._inner.cancel()
+        return self._task.cancel() or self._inner is not None
 
     def cancelled(self) -> bool:
-        if self._inner is not None:
-            return bool(self._inner.cancelled())
-        return self._started.cancelled()
+        return self._task.cancelled() or (self._inner is not None and bool(self._inner.cancelled()))
 
     def done(self) -> bool:
-        if self._inner is not None:
-            return bool(self._inner.done())
-        return self._started.done()
+        if self._unary or self._inner is None:
+            return self._task.done()
+        return bool(self._inner.done())
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         def chain(fut: asyncio.Future[Any]) -> None:
-            if fut.cancelled() or fut.exception() is not None:
+            if self._unary or fut.cancelled() or fut.exception() is not None:
                 callback(self)
             else:
                 fut.result().add_done_callback(lambda _c: callback(self))
 
-        self._started.add_done_callback(chain)
+        self._task.add_done_callback(chain)
 
     def time_remaining(self) -> float | None:
         return None if self._inner is None else self._inner.time_remaining()
+
+
+def _status_error(code: grpc.StatusCode, details: str | None) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
 
 
 _NO_REQUEST = object()
@@ -325,17 +456,7 @@ class _LoopBoundChannel(XdsChannel):
 
     def __init__(self, target: str, **kw: Any) -> None:
         super().__init__(target, pool=AIO_POOL, **kw)
-
-    def _plan(
-        self,
-        method: str,
-        metadata: Any,
-        timeout: float | None,
-        wait_for_ready: bool | None,
-        exclude: Any = frozenset(),
-    ) -> _Plan:
-        self._loop = asyncio.get_running_loop()
-        return super()._plan(method, metadata, timeout, wait_for_ready, exclude)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _get_pooled(self, address: str, authority: str) -> Any:
         return self._pool.get(

@@ -19,22 +19,29 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
 
-from proxyless.errors import (
-    DroppedByOverload,
-    NonForwardingRoute,
-    ProxylessError,
-)
-from proxyless.interceptors.grpc_errors import rpc_error
+from proxyless.errors import ProxylessError
+from proxyless.interceptors.grpc_errors import XdsRpcError, rpc_error
 from proxyless.interceptors.grpc_pool import ChannelPool, PooledChannel
 from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
-from proxyless.routing import RequestInfo, RouteResult, action_kind, grpc_deadline, request_hash
-from proxyless.runtime.cluster import ClusterRuntime
+from proxyless.resilience.fault import NO_FAULT
+from proxyless.resilience.outcome import (
+    CONNECT_FAILURE,
+    OVERALL_TIMEOUT,
+    PER_TRY_TIMEOUT,
+    SUCCESS,
+    Outcome,
+    http_status_to_grpc,
+    parse_grpc_pushback,
+)
+from proxyless.routing import RequestInfo
+from proxyless.runtime.call import Attempt, Call
 from proxyless.runtime.target import TargetRuntime
 
 __all__ = ["XdsChannel", "channel", "metadata_headers"]
@@ -74,26 +81,52 @@ def metadata_headers(metadata: Sequence[tuple[str, Any]] | None) -> dict[str, st
     return out
 
 
-class _Plan:
-    """One routed attempt: where it goes and what it holds."""
+def grpc_outcome(err: grpc.RpcError, attempt: Attempt, call: Call) -> Outcome:
+    """Classify a failed attempt once (gRFC A44 retry codes; outlier mapping in
+    :mod:`proxyless.resilience.outlier`)."""
+    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        if attempt.per_try and attempt.timed_out():
+            return PER_TRY_TIMEOUT
+        remaining = call.remaining()
+        if remaining is not None and remaining <= 0.001:
+            return OVERALL_TIMEOUT
+    elif code is grpc.StatusCode.UNAVAILABLE and isinstance(err, grpc.Call):
+        details = err.details() or ""
+        if details.startswith("failed to connect"):
+            return CONNECT_FAILURE
+    pushback = None
+    if isinstance(err, grpc.Call):
+        for key, value in err.trailing_metadata() or ():
+            if key == "grpc-retry-pushback-ms":
+                pushback = parse_grpc_pushback(value)
+    return Outcome.grpc(code.name if code is not None else "UNKNOWN", pushback=pushback)
 
-    __slots__ = ("breaker", "cluster", "endpoint", "pooled", "route", "timeout")
 
-    def __init__(
-        self,
-        route: RouteResult,
-        cluster: ClusterRuntime,
-        endpoint: EndpointState,
-        pooled: PooledChannel,
-        timeout: float | None,
-        breaker: Any,
-    ) -> None:
-        self.route = route
-        self.cluster = cluster
-        self.endpoint = endpoint
-        self.pooled = pooled
-        self.timeout = timeout
-        self.breaker = breaker
+def fault_error(call: Call, target: str) -> XdsRpcError | None:
+    """The error an injected abort ends the call with (gRFC A33), if any."""
+    fault = call.fault
+    if fault.abort_grpc is not None:
+        code = _CODES.get(fault.abort_grpc, grpc.StatusCode.UNKNOWN)
+    elif fault.abort_http is not None:
+        code = _CODES.get(http_status_to_grpc(fault.abort_http), grpc.StatusCode.UNKNOWN)
+    else:
+        return None
+    return XdsRpcError(
+        code, f"{target}: fault injected by the HTTP fault filter ({call.route.describe()})", None
+    )
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def budget_error(call: Call, err: grpc.RpcError) -> XdsRpcError:
+    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNAVAILABLE
+    details = err.details() if isinstance(err, grpc.Call) else str(err)
+    assert call.last_error is not None
+    out = XdsRpcError(code, f"{details} ({call.last_error})", call.last_error)  # type: ignore[arg-type]
+    out.__cause__ = err
+    return out
 
 
 class XdsChannel(grpc.Channel):
@@ -121,70 +154,167 @@ class XdsChannel(grpc.Channel):
         self._rng = self._mesh.rng
 
     # -- the request path -----------------------------------------------------------
-    def _plan(
+    def _call(
         self,
         method: str,
         metadata: Sequence[tuple[str, Any]] | None,
         timeout: float | None,
         wait_for_ready: bool | None,
-        exclude: frozenset[tuple[str, int]] | set[tuple[str, int]] = frozenset(),
-    ) -> _Plan:
-        """Route one attempt; raises ProxylessError (not yet converted)."""
+    ) -> Call:
+        """Route a call; raises ProxylessError (not yet converted)."""
         if self._closed:
             raise ValueError("Cannot invoke RPC on closed channel!")
         rt = self._runtime
-        state = rt._state or rt.state(timeout, bool(wait_for_ready))
-        snap = state[0]
         request = RequestInfo(rt.authority, method, headers=metadata_headers(metadata))
-        route = rt.route(request, state)
-        if route.cluster is None:
-            raise NonForwardingRoute(
-                f"{route.describe()}: a {action_kind(route.action)} route cannot serve a gRPC call"
-            )
-        cluster = rt.cluster(snap, route.cluster)
-        action = route.route_action
-        assert action is not None
-        listener = snap.listener
-        eff, _ = grpc_deadline(action, listener.max_stream_duration if listener else None, timeout)
-        lb = cluster.lb
-        if lb.drop_overloads:
-            drop = lb.check_drop(self._rng)
-            if drop is not None:
-                raise DroppedByOverload(
-                    f"cluster {cluster.name!r} dropped the call (drop_overloads category "
-                    f"{drop.category!r}, {drop.per_million / 10_000:g}%)"
-                )
-        breaker = cluster.breakers.default
-        if not breaker.try_acquire_request():
-            raise breaker.open_error()
-        try:
-            h = (
-                request_hash(
-                    route.hash_policies, request, channel_id=self._channel_id, rng=self._rng
-                )
-                if route.hash_policies
-                else None
-            )
-            endpoint = lb.pick(h, self._rng, exclude)
-            pooled = self._get_pooled(endpoint.address, rt.authority)
-        except BaseException:
-            breaker.release_request()
-            raise
-        endpoint.active_requests += 1
-        endpoint.total_requests += 1
+        return Call(
+            rt,
+            request,
+            timeout=timeout,
+            wait_for_ready=bool(wait_for_ready),
+            channel_id=self._channel_id,
+            pool_get=self._acquire,
+        )
+
+    def _acquire(self, endpoint: EndpointState) -> PooledChannel:
+        pooled = self._get_pooled(endpoint.address, self._runtime.authority)
         pooled.in_flight += 1
-        return _Plan(route, cluster, endpoint, pooled, eff, breaker)
+        return pooled
 
     def _get_pooled(self, address: str, authority: str) -> PooledChannel:
         return self._pool.get(address, self._credentials, self._security_key, authority=authority)
 
-    def _finish(self, plan: _Plan) -> None:
-        plan.endpoint.active_requests -= 1
-        self._pool.call_ended(plan.pooled)
-        plan.breaker.release_request()
-
     def _fail(self, error: ProxylessError) -> grpc.RpcError:
         return rpc_error(error, self.target)
+
+    def _apply_fault(self, call: Call) -> None:
+        """Injected delay, then abort (gRFC A33)."""
+        delay = call.fault.delay
+        if delay is not None:
+            remaining = call.remaining()
+            if remaining is not None and remaining < delay:
+                time.sleep(max(0.0, remaining))
+                raise XdsRpcError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{self.target}: deadline exceeded during an injected delay of {delay:g}s",
+                    None,
+                )
+            time.sleep(delay)
+        err = fault_error(call, self.target)
+        if err is not None:
+            raise err
+
+    def _run_unary(
+        self,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        wait_for_ready: bool | None,
+        kwargs: dict[str, Any],
+        replayable: bool = True,
+    ) -> Any:
+        """A unary-response call with retries (gRFC A44; Envoy retry policy)."""
+        try:
+            call = self._call(method, metadata, timeout, wait_for_ready)
+        except ProxylessError as exc:
+            raise self._fail(exc) from None
+        try:
+            if call.fault is not NO_FAULT:
+                self._apply_fault(call)
+            while True:
+                try:
+                    attempt = call.attempt()
+                except ProxylessError as exc:
+                    raise self._fail(exc) from None
+                pooled: PooledChannel = attempt.conn
+                mc = pooled.callable(kind, method, ser, deser)
+                try:
+                    result = mc(
+                        request,
+                        timeout=attempt.timeout,
+                        metadata=metadata,
+                        wait_for_ready=wait_for_ready,
+                        **kwargs,
+                    )
+                except grpc.RpcError as err:
+                    self._pool.call_ended(pooled)
+                    delay = call.attempt_done(attempt, grpc_outcome(err, attempt, call))
+                    if delay is None or not replayable:
+                        if call.last_error is not None:
+                            raise budget_error(call, err) from None
+                        raise
+                    if delay > 0:
+                        time.sleep(delay)
+                    continue
+                except BaseException:
+                    self._pool.call_ended(pooled)
+                    attempt.endpoint.active_requests -= 1
+                    raise
+                self._pool.call_ended(pooled)
+                call.attempt_done(attempt, SUCCESS)
+                return result
+        finally:
+            call.end()
+
+    def _start_streaming(
+        self,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        wait_for_ready: bool | None,
+        kwargs: dict[str, Any],
+        attr: str | None = None,
+    ) -> Any:
+        """A call returning the endpoint's call object: one attempt, released when done."""
+        try:
+            call = self._call(method, metadata, timeout, wait_for_ready)
+        except ProxylessError as exc:
+            raise self._fail(exc) from None
+        try:
+            if call.fault is not NO_FAULT:
+                self._apply_fault(call)
+            try:
+                attempt = call.attempt()
+            except ProxylessError as exc:
+                raise self._fail(exc) from None
+        except BaseException:
+            call.end()
+            raise
+        pooled: PooledChannel = attempt.conn
+        try:
+            mc = pooled.callable(kind, method, ser, deser)
+            fn = mc if attr is None else getattr(mc, attr)
+            inner = fn(
+                request,
+                timeout=attempt.timeout,
+                metadata=metadata,
+                wait_for_ready=wait_for_ready,
+                **kwargs,
+            )
+        except BaseException:
+            self._pool.call_ended(pooled)
+            attempt.endpoint.active_requests -= 1
+            call.end()
+            raise
+
+        def done(c: Any) -> None:
+            self._pool.call_ended(pooled)
+            code = c.code()
+            if code is grpc.StatusCode.OK:
+                call.attempt_done(attempt, SUCCESS)
+            else:
+                call.attempt_done(attempt, grpc_outcome(c, attempt, call))
+            call.end()
+
+        inner.add_done_callback(done)
+        return inner
 
     # -- grpc.Channel -------------------------------------------------------------------
     def unary_unary(
@@ -254,46 +384,11 @@ class XdsChannel(grpc.Channel):
 class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
     __slots__ = ("_ch", "_deser", "_method", "_ser")
 
-    def __init__(
-        self,
-        ch: XdsChannel,
-        method: str,
-        ser: Callable[[Any], bytes] | None,
-        deser: Callable[[bytes], Any] | None,
-    ) -> None:
+    def __init__(self, ch: XdsChannel, method: str, ser: Any, deser: Any) -> None:
         self._ch = ch
         self._method = method
         self._ser = ser
         self._deser = deser
-
-    def _invoke(
-        self,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-        kind: str,
-    ) -> Any:
-        ch = self._ch
-        try:
-            plan = ch._plan(self._method, metadata, timeout, wait_for_ready)
-        except ProxylessError as exc:
-            raise ch._fail(exc) from None
-        try:
-            mc = plan.pooled.callable("unary_unary", self._method, self._ser, self._deser)
-            target = mc if kind == "call" else getattr(mc, kind)
-            return target(
-                request,
-                timeout=plan.timeout,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-        finally:
-            ch._finish(plan)
 
     def __call__(
         self,
@@ -304,8 +399,17 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        return self._invoke(
-            request, timeout, metadata, credentials, wait_for_ready, compression, "call"
+        kwargs = {"credentials": credentials, "compression": compression}
+        return self._ch._run_unary(
+            "unary_unary",
+            self._method,
+            self._ser,
+            self._deser,
+            request,
+            timeout,
+            metadata,
+            wait_for_ready,
+            kwargs,
         )
 
     def with_call(
@@ -317,8 +421,17 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        return self._invoke(
-            request, timeout, metadata, credentials, wait_for_ready, compression, "with_call"
+        kwargs = {"credentials": credentials, "compression": compression}
+        return self._ch._run_unary(
+            "unary_unary_with_call",
+            self._method,
+            self._ser,
+            self._deser,
+            request,
+            timeout,
+            metadata,
+            wait_for_ready,
+            kwargs,
         )
 
     def future(
@@ -330,83 +443,32 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        ch = self._ch
-        try:
-            plan = ch._plan(self._method, metadata, timeout, wait_for_ready)
-        except ProxylessError as exc:
-            raise ch._fail(exc) from None
-        try:
-            mc = plan.pooled.callable("unary_unary", self._method, self._ser, self._deser)
-            fut = mc.future(
-                request,
-                timeout=plan.timeout,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-        except BaseException:
-            ch._finish(plan)
-            raise
-        fut.add_done_callback(lambda _f: ch._finish(plan))
-        return fut
+        kwargs = {"credentials": credentials, "compression": compression}
+        return self._ch._start_streaming(
+            "unary_unary",
+            self._method,
+            self._ser,
+            self._deser,
+            request,
+            timeout,
+            metadata,
+            wait_for_ready,
+            kwargs,
+            attr="future",
+        )
 
 
 class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
+    """Client streaming: the request iterator is consumed by the first attempt,
+    so these calls are not retried."""
+
     __slots__ = ("_ch", "_deser", "_method", "_ser")
 
-    def __init__(
-        self,
-        ch: XdsChannel,
-        method: str,
-        ser: Callable[[Any], bytes] | None,
-        deser: Callable[[bytes], Any] | None,
-    ) -> None:
+    def __init__(self, ch: XdsChannel, method: str, ser: Any, deser: Any) -> None:
         self._ch = ch
         self._method = method
         self._ser = ser
         self._deser = deser
-
-    def _invoke(
-        self,
-        request_iterator: Iterator[Any],
-        kind: str,
-        timeout: float | None,
-        metadata: Any,
-        wait_for_ready: bool | None,
-        **kw: Any,
-    ) -> Any:
-        ch = self._ch
-        try:
-            plan = ch._plan(self._method, metadata, timeout, wait_for_ready)
-        except ProxylessError as exc:
-            raise ch._fail(exc) from None
-        mc = plan.pooled.callable("stream_unary", self._method, self._ser, self._deser)
-        if kind == "future":
-            try:
-                fut = mc.future(
-                    request_iterator,
-                    timeout=plan.timeout,
-                    metadata=metadata,
-                    wait_for_ready=wait_for_ready,
-                    **kw,
-                )
-            except BaseException:
-                ch._finish(plan)
-                raise
-            fut.add_done_callback(lambda _f: ch._finish(plan))
-            return fut
-        try:
-            target = mc if kind == "call" else mc.with_call
-            return target(
-                request_iterator,
-                timeout=plan.timeout,
-                metadata=metadata,
-                wait_for_ready=wait_for_ready,
-                **kw,
-            )
-        finally:
-            ch._finish(plan)
 
     def __call__(
         self,
@@ -417,14 +479,18 @@ class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        return self._invoke(
+        kwargs = {"credentials": credentials, "compression": compression}
+        return self._ch._run_unary(
+            "stream_unary",
+            self._method,
+            self._ser,
+            self._deser,
             request_iterator,
-            "call",
             timeout,
             metadata,
             wait_for_ready,
-            credentials=credentials,
-            compression=compression,
+            kwargs,
+            replayable=False,
         )
 
     def with_call(
@@ -436,14 +502,18 @@ class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        return self._invoke(
+        kwargs = {"credentials": credentials, "compression": compression}
+        return self._ch._run_unary(
+            "stream_unary_with_call",
+            self._method,
+            self._ser,
+            self._deser,
             request_iterator,
-            "with_call",
             timeout,
             metadata,
             wait_for_ready,
-            credentials=credentials,
-            compression=compression,
+            kwargs,
+            replayable=False,
         )
 
     def future(
@@ -455,14 +525,18 @@ class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        return self._invoke(
+        kwargs = {"credentials": credentials, "compression": compression}
+        return self._ch._start_streaming(
+            "stream_unary",
+            self._method,
+            self._ser,
+            self._deser,
             request_iterator,
-            "future",
             timeout,
             metadata,
             wait_for_ready,
-            credentials=credentials,
-            compression=compression,
+            kwargs,
+            attr="future",
         )
 
 
@@ -471,14 +545,7 @@ class _Streaming:
 
     __slots__ = ("_ch", "_deser", "_kind", "_method", "_ser")
 
-    def __init__(
-        self,
-        ch: XdsChannel,
-        kind: str,
-        method: str,
-        ser: Callable[[Any], bytes] | None,
-        deser: Callable[[bytes], Any] | None,
-    ) -> None:
+    def __init__(self, ch: XdsChannel, kind: str, method: str, ser: Any, deser: Any) -> None:
         self._ch = ch
         self._kind = kind
         self._method = method
@@ -494,26 +561,18 @@ class _Streaming:
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        ch = self._ch
-        try:
-            plan = ch._plan(self._method, metadata, timeout, wait_for_ready)
-        except ProxylessError as exc:
-            raise ch._fail(exc) from None
-        try:
-            mc = plan.pooled.callable(self._kind, self._method, self._ser, self._deser)
-            call = mc(
-                request,
-                timeout=plan.timeout,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-        except BaseException:
-            ch._finish(plan)
-            raise
-        call.add_done_callback(lambda _c: ch._finish(plan))
-        return call
+        kwargs = {"credentials": credentials, "compression": compression}
+        return self._ch._start_streaming(
+            self._kind,
+            self._method,
+            self._ser,
+            self._deser,
+            request,
+            timeout,
+            metadata,
+            wait_for_ready,
+            kwargs,
+        )
 
 
 def channel(

@@ -52,12 +52,17 @@ class PooledChannel:
         key = (kind, method, request_serializer, response_deserializer)
         mc = self._callables.get(key)
         if mc is None:
-            factory = getattr(self.channel, kind)
-            mc = factory(
-                method,
-                request_serializer=request_serializer,
-                response_deserializer=response_deserializer,
-            )
+            if kind.endswith("_with_call"):
+                base = self.callable(
+                    kind[: -len("_with_call")], method, request_serializer, response_deserializer
+                )
+                mc = base.with_call
+            else:
+                mc = getattr(self.channel, kind)(
+                    method,
+                    request_serializer=request_serializer,
+                    response_deserializer=response_deserializer,
+                )
             self._callables[key] = mc
         return mc
 

@@ -21,11 +21,13 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from proxyless.clock import Clock, SystemClock, TimerHandle
 from proxyless.config.snapshot import ClusterConfig, XdsConfig
 from proxyless.lb.cluster import ClusterLoadBalancer
 from proxyless.lb.priority import PriorityMode
 from proxyless.lb.state import EndpointState
 from proxyless.resilience.breaker import ClusterCircuitBreakers
+from proxyless.resilience.outlier import OutlierDetector
 
 __all__ = ["ClusterRegistry", "ClusterRuntime", "EndpointPool"]
 
@@ -41,7 +43,7 @@ class EndpointPool(Protocol):
 class ClusterRuntime:
     """Load balancer + breakers + outlier detection of one cluster."""
 
-    __slots__ = ("breakers", "config", "lb", "name", "outlier", "picks")
+    __slots__ = ("_clock", "_rng", "_sweep_timer", "breakers", "config", "lb", "name", "outlier")
 
     def __init__(
         self,
@@ -49,17 +51,20 @@ class ClusterRuntime:
         clusters: Mapping[str, ClusterConfig],
         rng: random.Random,
         mode: PriorityMode,
+        clock: Clock,
     ) -> None:
         self.name = config.name
         self.config = config
+        self._rng = rng
+        self._clock = clock
         self.lb = ClusterLoadBalancer(config, rng, mode=mode, clusters=clusters)
         cluster = config.cluster
         self.breakers = ClusterCircuitBreakers(
             config.name, cluster.circuit_breakers if cluster is not None else None
         )
-        self.outlier: Any = None
-        #: endpoint address -> requests sent there (for split checks and explain)
-        self.picks: dict[str, int] = {}
+        self.outlier: OutlierDetector | None = None
+        self._sweep_timer: TimerHandle | None = None
+        self._sync_outlier()
 
     def update(
         self, config: ClusterConfig, clusters: Mapping[str, ClusterConfig]
@@ -68,7 +73,58 @@ class ClusterRuntime:
         removed = self.lb.update(config, clusters)
         if config.cluster is not None:
             self.breakers.update(config.cluster.circuit_breakers)
+        self._sync_outlier()
         return removed
+
+    # -- outlier detection (Mesh thread) ---------------------------------------------
+    def _sync_outlier(self) -> None:
+        cluster = self.config.cluster
+        od = cluster.outlier_detection if cluster is not None else None
+        if od is None:
+            if self.outlier is not None:
+                self.close()
+            return
+        if self.outlier is None:
+            self.outlier = OutlierDetector(
+                self.name, od, self._clock, self._rng, on_change=self.lb.refresh_health
+            )
+        elif self.outlier.config is not od:
+            self.outlier.update_config(od)
+        self.outlier.set_endpoints(self.lb.endpoints)
+        self._arm_sweep()
+
+    def _arm_sweep(self) -> None:
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
+        detector = self.outlier
+        if detector is None:
+            return
+        try:
+            delay = detector.next_sweep_in(self._clock.monotonic())
+            self._sweep_timer = self._clock.call_later(delay, self._sweep)
+        except RuntimeError:  # no running loop: the owner sweeps by hand (tests)
+            self._sweep_timer = None
+
+    def _sweep(self) -> None:
+        self._sweep_timer = None
+        detector = self.outlier
+        if detector is None:
+            return
+        try:
+            detector.sweep(self._clock.monotonic())
+        except Exception:
+            log.exception("outlier detection sweep failed for cluster %r", self.name)
+        self._arm_sweep()
+
+    def close(self) -> None:
+        """Stop outlier detection (the cluster left every snapshot)."""
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
+        if self.outlier is not None:
+            self.outlier.close()
+            self.outlier = None
 
     def endpoints(self) -> tuple[EndpointState, ...]:
         return self.lb.endpoints
@@ -80,8 +136,11 @@ class ClusterRuntime:
 class ClusterRegistry:
     """Every :class:`ClusterRuntime` of a Mesh, kept in step with snapshots."""
 
-    def __init__(self, rng: random.Random, *, mode: PriorityMode = "envoy") -> None:
+    def __init__(
+        self, rng: random.Random, *, mode: PriorityMode = "envoy", clock: Clock | None = None
+    ) -> None:
         self._rng = rng
+        self._clock: Clock = clock or SystemClock()
         self.mode: PriorityMode = mode
         self._clusters: dict[str, ClusterRuntime] = {}
         self._by_listener: dict[str, frozenset[str]] = {}
@@ -110,7 +169,7 @@ class ClusterRegistry:
                 rt = self._clusters.get(name)
                 if rt is None:
                     try:
-                        rt = ClusterRuntime(cc, snap.clusters, self._rng, self.mode)
+                        rt = ClusterRuntime(cc, snap.clusters, self._rng, self.mode, self._clock)
                     except Exception:
                         log.exception("cannot set up cluster %r", name)
                         continue
@@ -143,6 +202,7 @@ class ClusterRegistry:
             live |= names
         for name in [n for n in self._clusters if n not in live]:
             rt = self._clusters.pop(name)
+            rt.close()
             self._notify([], [es.address for es in rt.endpoints()])
 
     def _notify(self, added: list[str], removed: list[str]) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from proxyless.config.snapshot import XdsConfig
 from proxyless.errors import ClusterNotAvailable, ControlPlaneUnreachable, XdsConfigError
+from proxyless.resources.model import FaultFilterConfig
 from proxyless.routing import RequestInfo, RouteResult, VirtualHostCache, resolve
 from proxyless.runtime.cluster import ClusterRuntime
 from proxyless.target import Target
@@ -44,6 +45,10 @@ class TargetRuntime:
         self.listener_name = target.listener_name(mesh.bootstrap)
         self.rng: random.Random = mesh.rng
         self._state: tuple[XdsConfig, VirtualHostCache] | None = None
+        self._faults: tuple[XdsConfig | None, tuple[tuple[str, FaultFilterConfig], ...]] = (
+            None,
+            (),
+        )
         self._last: XdsConfig | None = None
         self.watcher = mesh.config(self.listener_name)
         self.watcher.add_listener(self._on_snapshot)
@@ -93,6 +98,19 @@ class TargetRuntime:
 
     def route(self, request: RequestInfo, state: tuple[XdsConfig, VirtualHostCache]) -> RouteResult:
         return resolve(state[1], request, self.rng)
+
+    def fault_filters(self, snap: XdsConfig) -> tuple[tuple[str, FaultFilterConfig], ...]:
+        """The listener's fault filters as (filter name, config), in chain order."""
+        cached = self._faults
+        if cached[0] is snap:
+            return cached[1]
+        filters = tuple(
+            (f.name, f.config)
+            for f in (snap.listener.http_filters if snap.listener else ())
+            if isinstance(f.config, FaultFilterConfig)
+        )
+        self._faults = (snap, filters)
+        return filters
 
     def cluster(self, snap: XdsConfig, name: str) -> ClusterRuntime:
         """The runtime of cluster ``name``; raises ClusterNotAvailable."""

@@ -1,0 +1,272 @@
+"""One request on the request path, transport-agnostic.
+
+A :class:`Call` is routed once and attempted one or more times
+(DESIGN.md, "The request path"):
+
+1. the target's snapshot, virtual host and route (:mod:`proxyless.routing`);
+2. the cluster's circuit breaker (one ``max_requests`` slot for the whole
+   call, gRFC A32 / Envoy), EDS drops, and the fault filter (gRFC A33,
+   Envoy HTTP fault filter; per-route ``typed_per_filter_config`` overrides);
+3. per attempt (:meth:`Call.attempt`): an endpoint from the cluster's
+   picker, avoiding hosts already tried when the retry policy has
+   ``previous_hosts``; the attempt's timeout is the smaller of what is left
+   of the call's and the retry policy's ``per_try_timeout``;
+4. after each attempt (:meth:`Call.attempt_done`): the outcome feeds
+   outlier detection, and the retry policy and the cluster's retry budget
+   decide whether to try again and after what delay
+   (:mod:`proxyless.resilience`).
+
+Transports (the gRPC channels, the httpx transports) run the attempts and
+classify their results into :class:`~proxyless.resilience.outcome.Outcome`;
+they share everything else here. Sleeping between attempts is theirs too
+(``time.sleep`` or ``await asyncio.sleep``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from proxyless.errors import DroppedByOverload, NonForwardingRoute
+from proxyless.lb.state import EndpointState
+from proxyless.resilience.fault import NO_FAULT, FaultDecision, FaultInjector
+from proxyless.resilience.outcome import Outcome
+from proxyless.resilience.retry import CompiledRetryPolicy, RetryState, retry_budget_exhausted
+from proxyless.resources.model import FaultFilterConfig
+from proxyless.routing import (
+    RequestInfo,
+    RouteResult,
+    action_kind,
+    grpc_deadline,
+    http_timeout,
+    request_hash,
+)
+from proxyless.runtime.cluster import ClusterRuntime
+from proxyless.runtime.target import TargetRuntime
+
+__all__ = ["Attempt", "Call"]
+
+
+class Attempt:
+    """One try of a call on one endpoint."""
+
+    __slots__ = ("conn", "deadline", "endpoint", "per_try", "timeout")
+
+    def __init__(
+        self,
+        endpoint: EndpointState,
+        conn: Any,
+        timeout: float | None,
+        deadline: float | None,
+        per_try: bool,
+    ) -> None:
+        self.endpoint = endpoint
+        self.conn = conn
+        self.timeout = timeout
+        self.deadline = deadline
+        self.per_try = per_try  # the timeout is the per-try timeout, not the call's
+
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline - 0.001
+
+
+class Call:
+    """A routed request (see the module docstring)."""
+
+    __slots__ = (
+        "_rng",
+        "_rt",
+        "attempts",
+        "breaker",
+        "cluster",
+        "deadline",
+        "fault",
+        "fault_injector",
+        "hash",
+        "last_error",
+        "pool_get",
+        "request",
+        "retry",
+        "retry_policy",
+        "route",
+        "timeout",
+        "timeout_source",
+    )
+
+    def __init__(
+        self,
+        rt: TargetRuntime,
+        request: RequestInfo,
+        *,
+        timeout: float | None,
+        wait_for_ready: bool,
+        channel_id: int,
+        pool_get: Callable[[EndpointState], Any],
+        allow_local_actions: bool = False,
+    ) -> None:
+        """Route ``request``; raises ProxylessError when it cannot be routed.
+
+        With ``allow_local_actions`` (HTTP), a redirect or direct-response
+        route is returned with ``cluster`` None for the transport to answer.
+        """
+        self._rt = rt
+        self._rng = rt.rng
+        self.request = request
+        self.pool_get = pool_get
+        self.attempts = 0
+        self.retry: RetryState | None = None
+        self.last_error: Exception | None = None
+        self.fault: FaultDecision = NO_FAULT
+        self.fault_injector: FaultInjector | None = None
+        self.breaker: Any = None
+        state = rt._state or rt.state(timeout, wait_for_ready)
+        snap = state[0]
+        route = rt.route(request, state)
+        self.route = route
+        if route.cluster_name is None:
+            if not allow_local_actions:
+                raise NonForwardingRoute(
+                    f"{route.describe()}: a {action_kind(route.action)} route cannot serve a gRPC call"
+                )
+            self.cluster: ClusterRuntime | None = None
+            self.timeout, self.timeout_source = timeout, ""
+            self.deadline = None
+            self.retry_policy = CompiledRetryPolicy.from_policy(None, request.is_grpc)
+            self.hash = None
+            return
+        action = route.route_action
+        assert action is not None
+        if request.is_grpc:
+            listener = snap.listener
+            self.timeout, self.timeout_source = grpc_deadline(
+                action, listener.max_stream_duration if listener else None, timeout
+            )
+        else:
+            self.timeout, self.timeout_source = http_timeout(action, timeout)
+        self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        cluster = rt.cluster(snap, route.cluster_name)
+        self.cluster = cluster
+        lb = cluster.lb
+        if lb.drop_overloads:
+            drop = lb.check_drop(self._rng)
+            if drop is not None:
+                raise DroppedByOverload(
+                    f"cluster {cluster.name!r} dropped the request (drop_overloads category "
+                    f"{drop.category!r}, {drop.per_million / 10_000:g}%)"
+                )
+        self.retry_policy = CompiledRetryPolicy.from_policy(route.retry_policy, request.is_grpc)
+        self.hash = (
+            request_hash(route.hash_policies, request, channel_id=channel_id, rng=self._rng)
+            if route.hash_policies
+            else None
+        )
+        faults = rt.fault_filters(snap)
+        if faults:
+            self._decide_faults(faults, route, cluster.name)
+        breaker = cluster.breakers.default
+        if not breaker.try_acquire_request():
+            self.end()
+            raise breaker.open_error()
+        self.breaker = breaker
+
+    def _decide_faults(
+        self, filters: tuple[tuple[str, FaultFilterConfig], ...], route: RouteResult, cluster: str
+    ) -> None:
+        for name, config in filters:
+            override = (
+                (
+                    route.cluster_weight.typed_per_filter_config.get(name)
+                    if route.cluster_weight
+                    else None
+                )
+                or route.route.typed_per_filter_config.get(name)
+                or route.virtual_host.typed_per_filter_config.get(name)
+            )
+            if override is not None:
+                if not isinstance(override, FaultFilterConfig):
+                    continue  # disabled for this route
+                config = override
+            injector = FaultInjector.for_config(config)
+            decision = injector.decide(self.request.headers, self._rng, cluster)
+            if decision.active:
+                self.fault, self.fault_injector = decision, injector
+                return
+
+    # -- attempts -------------------------------------------------------------------
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+    def attempt(self) -> Attempt:
+        """Pick an endpoint for the next attempt; raises NoHealthyEndpoints."""
+        cluster = self.cluster
+        assert cluster is not None
+        retry = self.retry
+        exclude = retry.excluded_hosts if retry is not None else ()
+        endpoint = cluster.lb.pick(self.hash, self._rng, exclude)
+        if retry is not None and exclude:
+            selection = 1
+            while not retry.accept_host(endpoint.key, selection):
+                selection += 1
+                endpoint = cluster.lb.pick(self.hash, self._rng, ())
+        conn = self.pool_get(endpoint)
+        self.attempts += 1
+        if retry is not None:
+            retry.add_host(endpoint.key)
+        endpoint.active_requests += 1
+        endpoint.total_requests += 1
+        timeout = self.remaining()
+        per_try = self.retry_policy.per_try_timeout
+        is_per_try = per_try is not None and (timeout is None or per_try < timeout)
+        if is_per_try:
+            timeout = per_try
+        if timeout is not None and timeout <= 0:
+            timeout = 0.0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return Attempt(endpoint, conn, timeout, deadline, is_per_try)
+
+    def attempt_done(self, attempt: Attempt, outcome: Outcome) -> float | None:
+        """Record ``outcome``; return the delay before a retry, or None to stop."""
+        endpoint = attempt.endpoint
+        endpoint.active_requests -= 1
+        cluster = self.cluster
+        assert cluster is not None
+        outlier = cluster.outlier
+        if outcome.kind == "success":
+            if outlier is not None:
+                outlier.record_success(endpoint)
+            return None
+        if outlier is not None:
+            outlier.record(endpoint, outcome)
+        policy = self.retry_policy
+        if not policy.enabled:
+            return None
+        retry = self.retry
+        if retry is None:
+            retry = self.retry = RetryState(policy, endpoint.key, attempts=self.attempts)
+        decision = retry.decide(outcome, self.breaker.retry_budget, self._rng, time.time())
+        if not decision.retry:
+            if decision.reason == "budget_exhausted":
+                self.last_error = retry_budget_exhausted(cluster.name, outcome, self.attempts)
+            return None
+        remaining = self.remaining()
+        if remaining is not None and remaining <= decision.delay:
+            return None
+        return decision.delay
+
+    def end(self) -> None:
+        """Release what the call holds (idempotent)."""
+        if self.retry is not None:
+            self.retry.release()
+        if self.breaker is not None:
+            self.breaker.release_request()
+            self.breaker = None
+        if self.fault_injector is not None:
+            self.fault_injector.end()
+            self.fault_injector = None
+
+    def describe(self) -> str:
+        where = self.route.describe()
+        return f"{where} after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
