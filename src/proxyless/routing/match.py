@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 
-from proxyless.resources.model import Route, RouteMatch, VirtualHost
+from proxyless.resources.model import HeaderMatcher, Route, RouteMatch, VirtualHost
 from proxyless.routing.request import RequestInfo, header_value, parse_query
 
 __all__ = ["match_route", "path_matches"]
@@ -35,29 +35,39 @@ __all__ = ["match_route", "path_matches"]
 
 def path_matches(match: RouteMatch, request: RequestInfo) -> bool:
     """True when the path condition of ``match`` holds for ``request``."""
+    path = request.path
+    expected = match.path
     kind = match.path_kind
     if kind == "prefix":
-        target = request.path_and_query if request.query else request.path
         if match.case_sensitive:
-            return target.startswith(match.path)
-        return target.lower().startswith(match.path.lower())
+            if path.startswith(expected):
+                return True
+            # Envoy matches prefixes against ``:path``, query included.
+            return bool(request.query) and request.path_and_query.startswith(expected)
+        return request.path_and_query.lower().startswith(expected.lower())
     if kind == "path":
         if match.case_sensitive:
-            return request.path == match.path
-        return request.path.lower() == match.path.lower()
+            return path == expected
+        return path.lower() == expected.lower()
     if kind == "safe_regex":
         assert match.regex is not None
-        return match.regex.fullmatch(request.path) is not None
+        return match.regex.fullmatch(path) is not None
     # path_separated_prefix
-    path, prefix = request.path, match.path
     if not match.case_sensitive:
-        path, prefix = path.lower(), prefix.lower()
-    return path == prefix or path.startswith(prefix + "/")
+        path, expected = path.lower(), expected.lower()
+    return path == expected or path.startswith(expected + "/")
 
 
 def _is_grpc_request(request: RequestInfo) -> bool:
     content_type = header_value(request, "content-type")
     return content_type is not None and content_type.startswith("application/grpc")
+
+
+def _headers_match(matchers: tuple[HeaderMatcher, ...], request: RequestInfo) -> bool:
+    for matcher in matchers:
+        if not matcher.matches(header_value(request, matcher.name)):
+            return False
+    return True
 
 
 def match_route(vhost: VirtualHost, request: RequestInfo, rng: random.Random) -> Route | None:
@@ -67,9 +77,7 @@ def match_route(vhost: VirtualHost, request: RequestInfo, rng: random.Random) ->
         match = route.match
         if not path_matches(match, request):
             continue
-        if match.headers and not all(
-            h.matches(header_value(request, h.name)) for h in match.headers
-        ):
+        if match.headers and not _headers_match(match.headers, request):
             continue
         if match.query_parameters:
             if request.is_grpc:
