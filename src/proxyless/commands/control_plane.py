@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             poll_interval=args.poll_interval,
             report_warnings=True,
+            max_records=10_000,
         )
     except MeshConfigError as exc:
         print(f"proxyless control-plane: {exc}", file=sys.stderr)

@@ -63,6 +63,7 @@ class ControlPlane:
         poll_interval: float = 0.2,
         stderr: TextIO | None = None,
         report_warnings: bool = False,
+        max_records: int | None = None,
     ) -> None:
         self.path: Path | None = None
         text = ""
@@ -97,7 +98,9 @@ class ControlPlane:
         self._stat = self._file_stat()
         self.version = 1
         self._report(result, applied=True)
-        self.server = AdsServer(address, port, snapshot_fn=self._snapshot_for)
+        self.server = AdsServer(
+            address, port, snapshot_fn=self._snapshot_for, max_records=max_records
+        )
 
     # lifecycle -----------------------------------------------------------------------
     @property

@@ -169,8 +169,12 @@ class AdsServer:
         *,
         snapshot_fn: Callable[[NodeInfo], Snapshot] | None = None,
         max_workers: int = 64,
+        max_records: int | None = None,
     ) -> None:
+        """``max_records`` caps :attr:`requests` and :attr:`responses` (oldest dropped) for
+        long-running servers; None (the default, for tests) keeps everything."""
         self.address = address
+        self._max_records = max_records
         self.port = port
         self._snapshot_fn = snapshot_fn
         self._max_workers = max_workers
@@ -452,6 +456,8 @@ class AdsServer:
 
     def _record(self, record: ReceivedRequest) -> None:
         self.requests.append(record)
+        if self._max_records is not None and len(self.requests) > self._max_records:
+            del self.requests[: len(self.requests) - self._max_records]
         self._cond.notify_all()
 
     def _next_nonce(self) -> str:
@@ -547,6 +553,8 @@ class AdsServer:
         if stream.closed:
             return
         self.responses.append(record)
+        if self._max_records is not None and len(self.responses) > self._max_records:
+            del self.responses[: len(self.responses) - self._max_records]
         stream.out.put(response)
 
     # Delta ------------------------------------------------------------------------

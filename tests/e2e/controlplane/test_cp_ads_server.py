@@ -270,3 +270,53 @@ def test_port_in_use_is_an_os_error(server: AdsServer) -> None:
     second = AdsServer(port=server.port)
     with pytest.raises(OSError, match=f"could not bind 127.0.0.1:{server.port}"):
         second.start()
+
+
+def test_max_records_keeps_the_newest() -> None:
+    srv = AdsServer(max_records=3)
+    srv.start()
+    try:
+        with RawAdsStream(srv.target) as s:
+            for i in range(5):
+                s.request(ENDPOINT_TYPE, [f"e{i}"], node=make_node())
+                s.recv()
+        assert [r.resource_names for r in srv.requests] == [("e2",), ("e3",), ("e4",)]
+        assert len(srv.responses) == 3
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("requests", "expected"),
+    [
+        pytest.param([[], ["a"]], [["a", "b"], ["a"]], id="legacy-wildcard-ends-with-names"),
+        pytest.param([["*"], ["*", "zzz"]], [["a", "b"], ["a", "b"]], id="explicit-wildcard"),
+        pytest.param([["a"], ["a", "b"], []], [["a"], ["a", "b"], []], id="names-then-none"),
+        pytest.param([["missing"]], [[]], id="absent-names-not-included"),
+    ],
+)
+def test_sotw_cluster_subscriptions(
+    server: AdsServer, sotw: RawAdsStream, requests: list[list[str]], expected: list[list[str]]
+) -> None:
+    server.set_resources(CLUSTER_TYPE, {"a": cluster("a"), "b": cluster("b")})
+    nonce = ""
+    got = []
+    for i, subscription in enumerate(requests):
+        sotw.request(CLUSTER_TYPE, subscription, nonce=nonce, node=make_node() if i == 0 else None)
+        response = sotw.recv()
+        nonce = response.nonce
+        got.append(names(response))
+    assert got == expected
+
+
+def test_delta_unsubscribe_and_resubscribe(server: AdsServer, delta: RawAdsStream) -> None:
+    server.set_resources(ENDPOINT_TYPE, {"a": cla("a"), "b": cla("b")})
+    delta.delta_request(ENDPOINT_TYPE, ["a", "b"], node=make_node())
+    r1 = delta.recv()
+    assert sorted(r.name for r in r1.resources) == ["a", "b"]
+    delta.delta_request(ENDPOINT_TYPE, unsubscribe=["b"], nonce=r1.nonce)
+    server.set_resource(ENDPOINT_TYPE, "b", cla("b-changed"))  # no longer subscribed: no push
+    delta.delta_request(ENDPOINT_TYPE, ["b"])
+    r2 = delta.recv()  # resubscribing sends it again
+    assert [r.name for r in r2.resources] == ["b"]
+    assert list(r2.removed_resources) == []
