@@ -1,0 +1,163 @@
+"""Retries on the sync gRPC channel (gRFC A44; Envoy ``RetryPolicy``):
+attempts seen at real backends, ``previous_hosts`` moving the retry to
+another endpoint, and a per-try timeout cutting a slow attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import pytest
+from tests.e2e.resilience.conftest import (
+    CLUSTER,
+    Echo,
+    Service,
+    backend_of,
+    reset_counts,
+    retry_policy,
+    runtime,
+    wait_served,
+)
+
+from proxyless.mesh import Mesh
+from proxyless.testing.backends import EchoServer
+from proxyless.testing.resources import cluster, route
+
+Backends = Callable[..., list[EchoServer]]
+
+
+def test_two_failures_then_success_takes_three_attempts(
+    service: Service, backends: Backends, echo: Echo
+) -> None:
+    (a,) = backends("a")
+    service.publish([a], retry_policy=retry_policy("unavailable", 2))
+    wait_served(echo, [a])
+    reset_counts([a])
+
+    a.fail_next(2, grpc.StatusCode.UNAVAILABLE)
+    reply = echo(b"x", timeout=5)
+
+    assert backend_of(reply) == "a"
+    assert a.calls == 3
+
+
+def test_attempts_are_capped_by_num_retries(
+    service: Service, backends: Backends, echo: Echo
+) -> None:
+    (a,) = backends("a")
+    service.publish([a], retry_policy=retry_policy("unavailable", 2))
+    wait_served(echo, [a])
+    reset_counts([a])
+
+    a.fail_next(3, grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(grpc.RpcError) as info:
+        echo(b"x", timeout=5)
+
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert "a: injected failure" in info.value.details()  # type: ignore[attr-defined]
+    assert a.calls == 3
+
+
+def test_status_not_in_retry_on_is_not_retried(
+    service: Service, backends: Backends, echo: Echo
+) -> None:
+    (a,) = backends("a")
+    service.publish([a], retry_policy=retry_policy("unavailable", 2))
+    wait_served(echo, [a])
+    reset_counts([a])
+
+    a.fail_next(1, grpc.StatusCode.INTERNAL)
+    with pytest.raises(grpc.RpcError) as info:
+        echo(b"x", timeout=5)
+
+    assert info.value.code() is grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
+    assert a.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("previous_hosts", "retry_goes_elsewhere"),
+    [
+        pytest.param(True, True, id="previous-hosts-picks-the-other-endpoint"),
+        pytest.param(False, False, id="without-predicate-ring-hash-repicks-the-same"),
+    ],
+)
+def test_previous_hosts_sends_the_retry_to_another_endpoint(
+    service: Service,
+    backends: Backends,
+    echo: Echo,
+    previous_hosts: bool,
+    retry_goes_elsewhere: bool,
+) -> None:
+    # Ring hash on a fixed header pins every attempt of a call to one
+    # endpoint, so only the host predicate can move the retry.
+    a, b = backends("a", "b")
+    service.publish(
+        [a, b],
+        cluster_proto=cluster(CLUSTER, lb="ring_hash"),
+        routes=[
+            route(
+                prefix="/",
+                cluster=CLUSTER,
+                hash_headers=["x-key"],
+                retry_policy=retry_policy("unavailable", 2, previous_hosts=previous_hosts),
+            )
+        ],
+    )
+    md = (("x-key", "user-42"),)
+    wait_served(echo, [a, b])
+    owner_name = backend_of(echo(b"x", timeout=5, metadata=md))
+    assert {backend_of(echo(b"x", timeout=5, metadata=md)) for _ in range(5)} == {owner_name}
+    owner, other = (a, b) if owner_name == "a" else (b, a)
+    reset_counts([a, b])
+
+    owner.fail_next(1, grpc.StatusCode.UNAVAILABLE)
+    reply = echo(b"x", timeout=5, metadata=md)
+
+    assert owner.calls == 1 + (0 if retry_goes_elsewhere else 1)
+    assert other.calls == (1 if retry_goes_elsewhere else 0)
+    assert backend_of(reply) == (other.name if retry_goes_elsewhere else owner.name)
+
+
+def test_per_try_timeout_cuts_a_slow_attempt_and_retries(
+    service: Service, backends: Backends, echo: Echo, mesh: Mesh
+) -> None:
+    # One slow endpoint (answers after 1.5 s) and one fast. Every call has a
+    # 1 s deadline, so a call whose first attempt lands on the slow endpoint
+    # succeeds only if the 0.2 s per-try timeout cut that attempt and the
+    # retry went to the fast endpoint (previous_hosts).
+    slow, fast = backends("slow", "fast")
+    service.publish(
+        [slow, fast],
+        retry_policy=retry_policy(
+            "unavailable,deadline-exceeded", 2, per_try_timeout=0.2, previous_hosts=True
+        ),
+    )
+    wait_served(echo, [slow, fast])
+    reset_counts([slow, fast])
+    slow.delay = 1.5
+
+    calls = 4
+    served = [backend_of(echo(b"x", timeout=1.0)) for _ in range(calls)]
+
+    assert served == ["fast"] * calls
+    assert slow.calls >= 1, "round robin never started a call on the slow endpoint"
+    assert fast.calls == calls
+    breaker = runtime(mesh).breakers.default
+    assert breaker.retry_budget.active == 0
+    assert breaker.requests == 0
+
+
+def test_per_try_timeout_without_deadline_exceeded_in_retry_on_is_final(
+    service: Service, backends: Backends, echo: Echo
+) -> None:
+    (slow,) = backends("slow")
+    service.publish([slow], retry_policy=retry_policy("unavailable", 2, per_try_timeout=0.2))
+    wait_served(echo, [slow])
+    reset_counts([slow])
+    slow.delay = 1.0
+
+    with pytest.raises(grpc.RpcError) as info:
+        echo(b"x", timeout=5)
+
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert slow.calls == 1
