@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,12 @@ __all__ = ["main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
 _COMMANDS = ("demo", "control_plane", "analyze", "check", "explain")
+
+
+def _quiet_grpc() -> None:
+    """grpc's C core logs connection churn at INFO on stderr; a command line
+    tool shows only errors unless the user asked for more."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -38,6 +45,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_grpc()
     parser = _build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -7,6 +7,9 @@
 - ``/proxyless.test.Echo/ServerStream``   unary-stream (request = count as ASCII)
 - ``/proxyless.test.Echo/ClientStream``   stream-unary
 - ``/proxyless.test.Echo/BidiStream``     stream-stream
+- ``/proxyless.test.Echo/SetFailure``     unary: the request names a status code
+  (``UNAVAILABLE``) every later call ends with, or is empty to stop failing;
+  this call itself never fails (it is how another process breaks a backend)
 
 Every reply is a JSON object naming the backend (``{"backend": name, ...}``)
 so tests can count which endpoint served a call. Failures are injected with
@@ -26,10 +29,11 @@ from typing import Any
 
 import grpc
 
-__all__ = ["ECHO_METHOD", "EchoServer", "decode_reply"]
+__all__ = ["ECHO_METHOD", "SET_FAILURE_METHOD", "EchoServer", "decode_reply", "main"]
 
 SERVICE = "proxyless.test.Echo"
 ECHO_METHOD = f"/{SERVICE}/Echo"
+SET_FAILURE_METHOD = f"/{SERVICE}/SetFailure"
 
 
 def decode_reply(data: bytes) -> dict[str, Any]:
@@ -46,6 +50,7 @@ class EchoServer:
         self.calls = 0
         self.delay = 0.0
         self._fail_codes: list[grpc.StatusCode] = []
+        self._always: grpc.StatusCode | None = None
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
         handlers = {
@@ -53,6 +58,7 @@ class EchoServer:
             "ServerStream": grpc.unary_stream_rpc_method_handler(self._server_stream),
             "ClientStream": grpc.stream_unary_rpc_method_handler(self._client_stream),
             "BidiStream": grpc.stream_stream_rpc_method_handler(self._bidi_stream),
+            "SetFailure": grpc.unary_unary_rpc_method_handler(self._set_failure),
         }
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
@@ -87,7 +93,8 @@ class EchoServer:
     def fail_always(self, code: grpc.StatusCode | None) -> None:
         """Make every call end with ``code`` (None to stop failing)."""
         with self._lock:
-            self._fail_codes = [] if code is None else [code] * 1_000_000_000
+            self._fail_codes = []
+            self._always = code
 
     # handlers ----------------------------------------------------------------
     def _begin(self, context: grpc.ServicerContext) -> dict[str, Any]:
@@ -95,7 +102,7 @@ class EchoServer:
             self.calls += 1
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            code = self._fail_codes.pop(0) if self._fail_codes else None
+            code = self._fail_codes.pop(0) if self._fail_codes else self._always
         try:
             if self.delay:
                 time.sleep(self.delay)
@@ -110,6 +117,18 @@ class EchoServer:
     def _end(self) -> None:
         with self._lock:
             self._in_flight -= 1
+
+    def _set_failure(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        name = request.decode().strip().upper()
+        if name:
+            try:
+                code = grpc.StatusCode[name]
+            except KeyError:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown status code {name!r}")
+            self.fail_always(code)
+        else:
+            self.fail_always(None)
+        return json.dumps({"backend": self.name, "failing": name or None}).encode()
 
     def _reply(self, info: dict[str, Any], **extra: Any) -> bytes:
         return json.dumps({**info, **extra}).encode()
@@ -150,3 +169,29 @@ class EchoServer:
 
     def __repr__(self) -> str:
         return f"EchoServer({self.name!r}, {self.address}, calls={self.calls})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one backend as a process: ``python -m proxyless.testing.backends NAME [PORT]``.
+
+    Prints ``READY <port>`` once serving, and stops when standard input
+    closes (so it never outlives the process that started it) or on SIGTERM.
+    """
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m proxyless.testing.backends NAME [PORT]", file=sys.stderr)
+        return 2
+    server = EchoServer(args[0], port=int(args[1]) if len(args) > 1 else 0).start()
+    print(f"READY {server.port}", flush=True)
+    try:
+        sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
+    server.stop(0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
