@@ -243,6 +243,26 @@ def envoy_binary() -> str:
     return found
 
 
+def _death_signal() -> Callable[[], None] | None:
+    """A pre-exec hook making the child get SIGKILL when the test process dies.
+
+    Everything is looked up before forking: the hook only calls prctl.
+    """
+    if sys.platform != "linux":
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:
+        prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+
+    return hook
+
+
 class EnvoyProcess:
     """A real Envoy started from a bootstrap dict, with its admin API on 127.0.0.1.
 
@@ -277,7 +297,10 @@ class EnvoyProcess:
             self.log_path,
         ]
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_death_signal(),
         )
         try:
             self._wait_ready(timeout)
