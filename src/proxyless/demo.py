@@ -25,7 +25,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 
@@ -37,6 +37,9 @@ from proxyless.testing.backends import ECHO_METHOD, SET_FAILURE_METHOD, decode_r
 __all__ = ["run_demo"]
 
 TARGET = "xds:///reviews.default.svc.cluster.local:9080"
+#: the channel's unary-unary multicallable for the echo method
+Echo = Any
+
 SUBSET = {"reviews-v1-a": "v1", "reviews-v1-b": "v1", "reviews-v2": "v2"}
 
 
@@ -116,7 +119,7 @@ def run_demo(out: TextIO = sys.stdout, *, calls: int = 1000) -> int:
     return 0 if ok else 1
 
 
-def _split(say: Callable[[str], None], echo: grpc.UnaryUnaryMultiCallable, calls: int) -> bool:  # type: ignore[type-arg]
+def _split(say: Callable[[str], None], echo: Echo, calls: int) -> bool:
     per_endpoint: Counter[str] = Counter()
     failed = 0
     for _ in range(calls):
@@ -141,7 +144,7 @@ def _split(say: Callable[[str], None], echo: grpc.UnaryUnaryMultiCallable, calls
     return failed == 0 and 0.05 <= v2 <= 0.15
 
 
-def _mobile(say: Callable[[str], None], echo: grpc.UnaryUnaryMultiCallable) -> bool:  # type: ignore[type-arg]
+def _mobile(say: Callable[[str], None], echo: Echo) -> bool:
     seen: Counter[str] = Counter()
     for _ in range(100):
         reply = echo(b"hi", timeout=5, metadata=(("user-agent", "Mozilla/5.0 (iPhone) Mobile"),))
@@ -155,10 +158,10 @@ def _mobile(say: Callable[[str], None], echo: grpc.UnaryUnaryMultiCallable) -> b
 
 def _failure(
     say: Callable[[str], None],
-    echo: grpc.UnaryUnaryMultiCallable,
+    echo: Echo,
     mesh: Mesh,
     ports: dict[str, int],
-) -> bool:  # type: ignore[type-arg]
+) -> bool:
     victim = "reviews-v1-a"
     with grpc.insecure_channel(f"127.0.0.1:{ports[victim]}") as direct:
         direct.unary_unary(SET_FAILURE_METHOD, None, None)(b"UNAVAILABLE", timeout=5)

@@ -150,6 +150,7 @@ class XdsChannel(grpc.Channel):
         self._credentials = credentials
         self._security_key = (id(credentials) if credentials else None, self._options)
         self._channel_id = next(_channel_ids)
+        self._bare: dict[str, RequestInfo] = {}
         self._closed = False
         self._rng = self._mesh.rng
 
@@ -165,7 +166,13 @@ class XdsChannel(grpc.Channel):
         if self._closed:
             raise ValueError("Cannot invoke RPC on closed channel!")
         rt = self._runtime
-        request = RequestInfo(rt.authority, method, headers=metadata_headers(metadata))
+        if metadata:
+            request = RequestInfo(rt.authority, method, headers=metadata_headers(metadata))
+        else:
+            # Calls without metadata share one immutable RequestInfo per method.
+            request = self._bare.get(method)  # type: ignore[assignment]
+            if request is None:
+                request = self._bare[method] = RequestInfo(rt.authority, method)
         return Call(
             rt,
             request,
