@@ -105,7 +105,9 @@ def test_envoy_acks_everything_and_routes(control_plane: ControlPlane, delta: bo
         control_plane.server.disconnect_all()
         wait_until(lambda: control_plane.server.streams_opened > opened, 15, "Envoy to reconnect")
         wait_until(
-            lambda: any(r.stream_id > opened and r.response_nonce for r in control_plane.server.requests),
+            lambda: any(
+                r.stream_id > opened and r.response_nonce for r in control_plane.server.requests
+            ),
             15,
             "Envoy to ACK on the new stream",
         )
