@@ -56,6 +56,8 @@ TARGET = f"xds:///{SERVICE}"
 CLUSTER = "c"
 FAULT_FILTER = "envoy.filters.http.fault"
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+SERVER_STREAM_METHOD = "/proxyless.test.Echo/ServerStream"
+CLIENT_STREAM_METHOD = "/proxyless.test.Echo/ClientStream"
 
 #: Upper bound of any wait for the data path to follow a config push.
 PUSH_WAIT = 10.0
