@@ -40,6 +40,7 @@ from proxyless.resilience.outcome import (
     http_status_to_grpc,
     parse_grpc_pushback,
 )
+from proxyless.resilience.retry import HedgePlan
 from proxyless.routing import RequestInfo
 from proxyless.runtime.call import Attempt, Call
 from proxyless.runtime.target import TargetRuntime
@@ -221,16 +222,38 @@ class XdsChannel(grpc.Channel):
         metadata: Any,
         wait_for_ready: bool | None,
         kwargs: dict[str, Any],
-        replayable: bool = True,
+        streaming_request: bool = False,
     ) -> Any:
-        """A unary-response call with retries (gRFC A44; Envoy retry policy)."""
+        """A unary-response call with retries (gRFC A44; Envoy retry policy)
+        and, for unary requests, hedging (Envoy ``hedge_policy``).
+
+        A client-streaming request is buffered for replay up to
+        :data:`REPLAY_LIMIT` bytes; past that the call is committed to its
+        attempt and not retried (gRFC A6).
+        """
         try:
             call = self._call(method, metadata, timeout, wait_for_ready)
         except ProxylessError as exc:
             raise self._fail(exc) from None
+        replay = _Replay(request, ser) if streaming_request else None
         try:
             if call.fault is not NO_FAULT:
                 self._apply_fault(call)
+            if replay is None:
+                hedge = HedgePlan.from_policy(call.route.hedge_policy)
+                if hedge.enabled:
+                    return self._run_hedged(
+                        call,
+                        hedge,
+                        kind,
+                        method,
+                        ser,
+                        deser,
+                        request,
+                        metadata,
+                        wait_for_ready,
+                        kwargs,
+                    )
             while True:
                 try:
                     attempt = call.attempt()
@@ -240,7 +263,7 @@ class XdsChannel(grpc.Channel):
                 mc = pooled.callable(kind, method, ser, deser)
                 try:
                     result = mc(
-                        request,
+                        request if replay is None else replay.attempt(),
                         timeout=attempt.timeout,
                         metadata=metadata,
                         wait_for_ready=wait_for_ready,
@@ -248,8 +271,11 @@ class XdsChannel(grpc.Channel):
                     )
                 except grpc.RpcError as err:
                     self._pool.call_ended(pooled)
-                    delay = call.attempt_done(attempt, grpc_outcome(err, attempt, call))
-                    if delay is None or not replayable:
+                    may_retry = replay is None or not replay.committed
+                    delay = call.attempt_done(
+                        attempt, grpc_outcome(err, attempt, call), may_retry=may_retry
+                    )
+                    if delay is None:
                         if call.last_error is not None:
                             raise budget_error(call, err) from None
                         raise
@@ -265,6 +291,129 @@ class XdsChannel(grpc.Channel):
                 return result
         finally:
             call.end()
+
+    def _run_hedged(
+        self,
+        call: Call,
+        hedge: HedgePlan,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        metadata: Any,
+        wait_for_ready: bool | None,
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Hedged unary call: several attempts race, the first response wins
+        and the others are cancelled. Extra attempts draw on the retry budget
+        like retries do (Envoy). With ``hedge_on_per_try_timeout`` a per-try
+        timeout starts another attempt without cancelling the slow one."""
+        want_call = kind.endswith("_with_call")
+        base = kind[: -len("_with_call")] if want_call else kind
+        done = threading.Condition()
+        finished: list[tuple[Attempt, Any]] = []
+        running: list[tuple[Attempt, Any]] = []
+        budget = call.breaker.retry_budget
+        extra_held = 0
+        per_try = call.retry_policy.per_try_timeout if hedge.hedge_on_per_try_timeout else None
+
+        def launch() -> None:
+            attempt = call.attempt()
+            if per_try is not None:
+                # The slow attempt keeps running; only the call's deadline ends it.
+                attempt.timeout = call.remaining()
+                attempt.per_try = False
+            mc = attempt.conn.callable(base, method, ser, deser)
+            fut = mc.future(
+                request,
+                timeout=attempt.timeout,
+                metadata=metadata,
+                wait_for_ready=wait_for_ready,
+                **kwargs,
+            )
+            entry = (attempt, fut)
+            running.append(entry)
+
+            def on_done(_f: Any) -> None:
+                with done:
+                    finished.append(entry)
+                    done.notify_all()
+
+            fut.add_done_callback(on_done)
+
+        def settle(entry: tuple[Attempt, Any], outcome: Outcome | None) -> float | None:
+            attempt, _ = entry
+            running.remove(entry)
+            self._pool.call_ended(attempt.conn)
+            if outcome is None:  # cancelled loser
+                attempt.endpoint.active_requests -= 1
+                return None
+            return call.attempt_done(attempt, outcome, may_retry=not running)
+
+        try:
+            try:
+                launch()
+                for _ in range(hedge.initial_attempts(self._rng) - 1):
+                    if not budget.try_acquire_retry():
+                        break
+                    extra_held += 1
+                    launch()
+            except ProxylessError as exc:
+                if not running:
+                    raise self._fail(exc) from None
+            last_err: grpc.RpcError | None = None
+            while True:
+                with done:
+                    wait = per_try
+                    remaining = call.remaining()
+                    if remaining is not None:
+                        wait = remaining if wait is None else min(wait, remaining)
+                    if not finished:
+                        done.wait(wait)
+                    ready = list(finished)
+                    finished.clear()
+                if not ready:
+                    if per_try is not None and (remaining is None or remaining > 0):
+                        if budget.try_acquire_retry():
+                            extra_held += 1
+                            try:
+                                launch()
+                            except ProxylessError:
+                                pass
+                    continue
+                for entry in ready:
+                    attempt, fut = entry
+                    err = fut.exception()
+                    if err is None:
+                        settle(entry, SUCCESS)
+                        for other in list(running):
+                            other[1].cancel()
+                            settle(other, None)
+                        result = fut.result()
+                        return (result, fut) if want_call else result
+                    last_err = err
+                    delay = settle(entry, grpc_outcome(err, attempt, call))
+                    if running:
+                        continue
+                    if delay is None:
+                        if call.last_error is not None:
+                            raise budget_error(call, err) from None
+                        raise err
+                    if delay > 0:
+                        time.sleep(delay)
+                    try:
+                        launch()
+                    except ProxylessError as exc:
+                        raise self._fail(exc) from None
+                if last_err is not None and not running and not finished:
+                    raise last_err
+        finally:
+            for entry in list(running):
+                entry[1].cancel()
+                settle(entry, None)
+            for _ in range(extra_held):
+                budget.release_retry()
 
     def _start_streaming(
         self,
@@ -497,7 +646,7 @@ class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
             metadata,
             wait_for_ready,
             kwargs,
-            replayable=False,
+            streaming_request=True,
         )
 
     def with_call(
@@ -520,7 +669,7 @@ class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
             metadata,
             wait_for_ready,
             kwargs,
-            replayable=False,
+            streaming_request=True,
         )
 
     def future(
@@ -545,6 +694,38 @@ class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
             kwargs,
             attr="future",
         )
+
+
+#: Client-streaming requests are buffered for retries up to this many bytes
+#: (gRPC's per-call retry buffer, gRFC A6); past it the call is committed.
+REPLAY_LIMIT = 16 * 1024 * 1024
+
+
+class _Replay:
+    """Buffers a request stream so a failed attempt can be replayed."""
+
+    __slots__ = ("_ser", "_source", "buffer", "committed", "size")
+
+    def __init__(self, source: Any, ser: Callable[[Any], bytes] | None) -> None:
+        self._source = iter(source)
+        self._ser = ser
+        self.buffer: list[Any] = []
+        self.size = 0
+        self.committed = False
+
+    def attempt(self) -> Iterator[Any]:
+        """The request stream for one attempt: what was sent so far, then the rest."""
+        sent = list(self.buffer)
+        yield from sent
+        for message in self._source:
+            if not self.committed:
+                self.size += len(self._ser(message) if self._ser else message)
+                if self.size > REPLAY_LIMIT:
+                    self.committed = True
+                    self.buffer = []
+                else:
+                    self.buffer.append(message)
+            yield message
 
 
 class _Streaming:

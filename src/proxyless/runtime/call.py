@@ -227,8 +227,14 @@ class Call:
         deadline = None if timeout is None else time.monotonic() + timeout
         return Attempt(endpoint, conn, timeout, deadline, is_per_try)
 
-    def attempt_done(self, attempt: Attempt, outcome: Outcome) -> float | None:
-        """Record ``outcome``; return the delay before a retry, or None to stop."""
+    def attempt_done(
+        self, attempt: Attempt, outcome: Outcome, *, may_retry: bool = True
+    ) -> float | None:
+        """Record ``outcome``; return the delay before a retry, or None to stop.
+
+        ``may_retry`` False (a committed stream, a request that cannot be
+        replayed) records the outcome without asking the retry policy.
+        """
         endpoint = attempt.endpoint
         endpoint.active_requests -= 1
         cluster = self.cluster
@@ -241,7 +247,7 @@ class Call:
         if outlier is not None:
             outlier.record(endpoint, outcome)
         policy = self.retry_policy
-        if not policy.enabled:
+        if not policy.enabled or not may_retry:
             return None
         retry = self.retry
         if retry is None:

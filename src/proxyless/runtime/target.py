@@ -50,11 +50,22 @@ class TargetRuntime:
             (),
         )
         self._last: XdsConfig | None = None
+        #: cluster runtimes as they were when recent snapshots were published,
+        #: so a request still routing on an older snapshot finds a cluster the
+        #: newest config dropped (the runtime lives while anything holds it)
+        self._runtimes: dict[int, dict[str, ClusterRuntime]] = {}
         self.watcher = mesh.config(self.listener_name)
         self.watcher.add_listener(self._on_snapshot)
 
     def _on_snapshot(self, snap: XdsConfig) -> None:
         self._last = snap
+        registry = self.mesh.clusters
+        runtimes = {name: rt for name in snap.clusters if (rt := registry.get(name)) is not None}
+        recent = dict(self._runtimes)
+        recent[snap.version] = runtimes
+        for version in sorted(recent)[:-4]:
+            del recent[version]
+        self._runtimes = recent
         if snap.usable and snap.route_config is not None:
             self._state = (snap, VirtualHostCache(snap.route_config))
         elif snap.error is not None and not isinstance(snap.error, ControlPlaneUnreachable):
@@ -119,6 +130,16 @@ class TargetRuntime:
             rt = self.mesh.clusters.get(name)
             if rt is not None:
                 return rt
+            held = self._runtimes.get(snap.version)
+            if held is not None and (rt := held.get(name)) is not None:
+                return rt
+            if snap is self._last:
+                # Published but not yet applied to the registry (the listener
+                # that applies it may still be running on the Mesh thread).
+                self.mesh.clusters.apply(snap)
+                rt = self.mesh.clusters.get(name)
+                if rt is not None:
+                    return rt
         if cc is None:
             raise ClusterNotAvailable(
                 f"cluster {name!r} is not part of the config of listener {self.listener_name!r}"

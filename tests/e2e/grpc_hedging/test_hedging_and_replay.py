@@ -1,0 +1,114 @@
+"""Hedged unary calls and client-streaming replay on the sync channel."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+
+import proxyless.grpc
+from proxyless.controlplane.server import AdsServer
+from proxyless.interceptors import grpc_channel
+from proxyless.mesh import Mesh
+from proxyless.testing.backends import ECHO_METHOD, EchoServer, decode_reply
+from proxyless.testing.resources import (
+    CLUSTER_URL,
+    ENDPOINT_URL,
+    LISTENER_URL,
+    ROUTE_URL,
+    cluster,
+    endpoints,
+    listener,
+    route,
+    route_config,
+)
+
+CLIENT_STREAM = "/proxyless.test.Echo/ClientStream"
+
+
+def _retry_policy() -> rc.RetryPolicy:
+    rp = rc.RetryPolicy(retry_on="unavailable")
+    rp.num_retries.value = 2
+    pred = rp.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts")
+    pred.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())
+    return rp
+
+
+@pytest.fixture
+def mesh_env():
+    a, b = EchoServer("a").start(), EchoServer("b").start()
+    ads = AdsServer()
+    ads.start()
+    ads.set_resources(LISTENER_URL, {"svc:80": listener("svc:80", "r")})
+    ads.set_resources(CLUSTER_URL, {"c": cluster("c")})
+    ads.set_resources(ENDPOINT_URL, {"c": endpoints("c", [a.address, b.address])})
+    mesh = Mesh(
+        {
+            "xds_servers": [{"server_uri": ads.target, "channel_creds": [{"type": "insecure"}]}],
+            "node": {"id": "hedge"},
+        }
+    )
+    yield ads, mesh, a, b
+    mesh.close()
+    ads.stop()
+    a.stop()
+    b.stop()
+
+
+def _routes(ads: AdsServer, *routes: rc.Route) -> None:
+    ads.set_resources(ROUTE_URL, {"r": route_config("r", "svc:80", list(routes))})
+
+
+def test_hedged_call_takes_the_first_response(mesh_env):
+    ads, mesh, a, b = mesh_env
+    hedged = route(cluster="c")
+    hedged.route.hedge_policy.initial_requests.value = 2
+    _routes(ads, hedged)
+    echo = proxyless.grpc.channel("xds:///svc:80", mesh=mesh).unary_unary(ECHO_METHOD)
+    a.delay = 1.0
+    for _ in range(5):
+        assert decode_reply(echo(b"x", timeout=5))["backend"] == "b"
+    # the fast endpoint answered every call; the slow attempts were cancelled
+    assert b.calls == 5 and a.calls >= 1
+    rt = mesh.clusters.get("c")
+    assert rt is not None and rt.breakers.default.retry_budget.active == 0
+
+
+def test_hedged_call_fails_only_when_every_attempt_fails(mesh_env):
+    ads, mesh, a, b = mesh_env
+    hedged = route(cluster="c")
+    hedged.route.hedge_policy.initial_requests.value = 2
+    _routes(ads, hedged)
+    echo = proxyless.grpc.channel("xds:///svc:80", mesh=mesh).unary_unary(ECHO_METHOD)
+    echo(b"warm", timeout=5)
+    a.fail_next(1)
+    assert decode_reply(echo(b"x", timeout=5))["backend"] == "b"
+    a.fail_next(1)
+    b.fail_next(1)
+    with pytest.raises(proxyless.grpc.XdsRpcError.__mro__[1]) as err:  # grpc.RpcError
+        echo(b"x", timeout=5)
+    assert err.value.code().name == "UNAVAILABLE"
+
+
+def test_client_stream_is_replayed_on_retry(mesh_env):
+    ads, mesh, a, b = mesh_env
+    _routes(ads, route(cluster="c", retry_policy=_retry_policy()))
+    send = proxyless.grpc.channel("xds:///svc:80", mesh=mesh).stream_unary(CLIENT_STREAM)
+    send(iter([b"warm"]), timeout=5)
+    a.fail_next(1)
+    b.fail_next(1)
+    a.calls = b.calls = 0
+    reply = decode_reply(send(iter([b"1", b"2", b"3"]), timeout=5))
+    assert reply["received"] == ["1", "2", "3"]
+    assert a.calls + b.calls == 3  # two failures, then the replayed stream
+
+
+def test_replay_buffer_commits_past_its_limit(monkeypatch):
+    monkeypatch.setattr(grpc_channel, "REPLAY_LIMIT", 5)
+    replay = grpc_channel._Replay(iter([b"12", b"34", b"56", b"78"]), None)
+    first = replay.attempt()
+    assert [next(first), next(first)] == [b"12", b"34"]
+    assert not replay.committed and replay.buffer == [b"12", b"34"]
+    second = replay.attempt()  # a retry replays what was sent, then goes on
+    assert list(second) == [b"12", b"34", b"56", b"78"]
+    assert replay.committed and replay.buffer == []
