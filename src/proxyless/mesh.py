@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from proxyless.bootstrap import Bootstrap, load_bootstrap
@@ -72,7 +72,9 @@ class Mesh:
         self._configs: dict[str, ConfigWatcher] = {}
         self._configs_lock = threading.Lock()
         #: per-cluster runtime (load balancer, breakers, outlier detection)
-        self.clusters = ClusterRegistry(self.rng, mode=priority_mode, clock=self.clock)
+        self.clusters = ClusterRegistry(
+            self.rng, mode=priority_mode, clock=self.clock, schedule=self.call_soon
+        )
         self._targets: dict[str, TargetRuntime] = {}
         log.info(
             "xDS bootstrap from %s: node id %r, servers %s",
@@ -80,6 +82,10 @@ class Mesh:
             self.bootstrap.node.id,
             ", ".join(s.server_uri for s in self.bootstrap.xds_servers),
         )
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the Mesh thread (now, when already on it)."""
+        self.xds_client._call_on_loop(fn)
 
     def config(self, listener_name: str) -> ConfigWatcher:
         """The shared config watcher of a listener (one per name per Mesh)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from proxyless.clock import Clock, SystemClock, TimerHandle
@@ -43,7 +43,17 @@ class EndpointPool(Protocol):
 class ClusterRuntime:
     """Load balancer + breakers + outlier detection of one cluster."""
 
-    __slots__ = ("_clock", "_rng", "_sweep_timer", "breakers", "config", "lb", "name", "outlier")
+    __slots__ = (
+        "_clock",
+        "_rng",
+        "_schedule",
+        "_sweep_timer",
+        "breakers",
+        "config",
+        "lb",
+        "name",
+        "outlier",
+    )
 
     def __init__(
         self,
@@ -52,8 +62,10 @@ class ClusterRuntime:
         rng: random.Random,
         mode: PriorityMode,
         clock: Clock,
+        schedule: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.name = config.name
+        self._schedule = schedule
         self.config = config
         self._rng = rng
         self._clock = clock
@@ -94,6 +106,13 @@ class ClusterRuntime:
         self._arm_sweep()
 
     def _arm_sweep(self) -> None:
+        """(Re)start the sweep timer on the Mesh thread."""
+        if self._schedule is not None:
+            self._schedule(self._arm_sweep_now)
+        else:
+            self._arm_sweep_now()
+
+    def _arm_sweep_now(self) -> None:
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
             self._sweep_timer = None
@@ -115,7 +134,7 @@ class ClusterRuntime:
             detector.sweep(self._clock.monotonic())
         except Exception:
             log.exception("outlier detection sweep failed for cluster %r", self.name)
-        self._arm_sweep()
+        self._arm_sweep_now()
 
     def close(self) -> None:
         """Stop outlier detection (the cluster left every snapshot)."""
@@ -137,9 +156,15 @@ class ClusterRegistry:
     """Every :class:`ClusterRuntime` of a Mesh, kept in step with snapshots."""
 
     def __init__(
-        self, rng: random.Random, *, mode: PriorityMode = "envoy", clock: Clock | None = None
+        self,
+        rng: random.Random,
+        *,
+        mode: PriorityMode = "envoy",
+        clock: Clock | None = None,
+        schedule: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self._rng = rng
+        self._schedule = schedule
         self._clock: Clock = clock or SystemClock()
         self.mode: PriorityMode = mode
         self._clusters: dict[str, ClusterRuntime] = {}
@@ -169,7 +194,9 @@ class ClusterRegistry:
                 rt = self._clusters.get(name)
                 if rt is None:
                     try:
-                        rt = ClusterRuntime(cc, snap.clusters, self._rng, self.mode, self._clock)
+                        rt = ClusterRuntime(
+                            cc, snap.clusters, self._rng, self.mode, self._clock, self._schedule
+                        )
                     except Exception:
                         log.exception("cannot set up cluster %r", name)
                         continue
