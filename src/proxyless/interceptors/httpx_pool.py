@@ -1,0 +1,210 @@
+"""One ordinary httpx connection pool per endpoint, drained when EDS drops it.
+
+Each :class:`proxyless.httpx.Transport` (and ``AsyncTransport``) owns an
+:class:`EndpointPools`: per endpoint address (and scheme, TLS server name,
+HTTP version) one ``httpx.HTTPTransport`` or ``httpx.AsyncHTTPTransport``,
+created on the first request to that endpoint with the transport's
+``verify``/``cert``/``limits``. The Mesh's cluster registry tells the pools
+(:meth:`EndpointPools.retain` / :meth:`EndpointPools.release`, on the Mesh
+thread) when an address joins or leaves a cluster; once no cluster lists
+an address, its transports close as soon as their in-flight requests
+(including response bodies still being read) have ended — the way Envoy
+drains connections to a host removed from EDS.
+
+HTTP/2 (``cluster.http2``) uses httpx's HTTP/2 support, which needs the
+``h2`` package (``pip install 'httpx[http2]'``); plain-text HTTP/2 is sent
+with prior knowledge, as Envoy does to an ``http2_protocol_options``
+cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any
+
+__all__ = ["EndpointPools", "PoolEntry", "attach"]
+
+log = logging.getLogger("proxyless.httpx")
+
+
+class PoolEntry:
+    """The httpx transport to one endpoint and its in-flight count."""
+
+    __slots__ = ("address", "closing", "in_flight", "key", "loop", "transport")
+
+    def __init__(
+        self, key: Hashable, address: str, transport: Any, loop: asyncio.AbstractEventLoop | None
+    ) -> None:
+        self.key = key
+        self.address = address
+        self.transport = transport
+        self.loop = loop
+        self.in_flight = 0
+        self.closing = False
+
+    def __repr__(self) -> str:
+        state = " closing" if self.closing else ""
+        return f"PoolEntry({self.address}, in_flight={self.in_flight}{state})"
+
+
+class EndpointPools:
+    """Per-endpoint httpx transports of one proxyless transport (module docstring).
+
+    ``factory(http2)`` builds a new ``HTTPTransport``/``AsyncHTTPTransport``.
+    """
+
+    def __init__(self, factory: Callable[[bool], Any], *, is_async: bool) -> None:
+        self._factory = factory
+        self._async = is_async
+        self._entries: dict[Hashable, PoolEntry] = {}
+        self._refs: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._tasks: set[Any] = set()
+
+    # -- request path --------------------------------------------------------------------
+    def acquire(self, address: str, scheme: str, sni: str | None, http2: bool) -> PoolEntry:
+        """The entry for ``address`` with one more request in flight."""
+        key = (address, scheme, sni, http2)
+        entry = self._entries.get(key)
+        if entry is None or entry.closing:
+            entry = self._create(key, address, http2)
+        entry.in_flight += 1
+        return entry
+
+    def _create(self, key: Hashable, address: str, http2: bool) -> PoolEntry:
+        loop: asyncio.AbstractEventLoop | None = None
+        if self._async:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the proxyless httpx transport is closed")
+            entry = self._entries.get(key)
+            if entry is None or entry.closing:
+                entry = PoolEntry(key, address, self._factory(http2), loop)
+                self._entries[key] = entry
+        return entry
+
+    def release_entry(self, entry: PoolEntry) -> None:
+        """A request on ``entry`` ended (its response closed or it failed)."""
+        entry.in_flight -= 1
+        if entry.in_flight > 0:
+            return
+        if not entry.closing and self._refs.get(entry.address, 0) > 0:
+            return  # the common case: a live endpoint
+        # EDS dropped the address, or no cluster ever listed it (a pick made
+        # from a picker older than the last update): close when idle.
+        with self._lock:
+            if entry.in_flight > 0 or (not entry.closing and self._refs.get(entry.address, 0) > 0):
+                return
+            if self._entries.get(entry.key) is entry:
+                del self._entries[entry.key]
+            if entry.transport is None:
+                return
+            entry.closing = True
+        self._close(entry)
+
+    # -- EndpointPool protocol (Mesh thread) ----------------------------------------------
+    def retain(self, address: str) -> None:
+        """An EDS update listed ``address`` in one more cluster."""
+        with self._lock:
+            self._refs[address] = self._refs.get(address, 0) + 1
+
+    def release(self, address: str) -> None:
+        """``address`` left a cluster: drain its transports once no cluster lists it."""
+        doomed: list[PoolEntry] = []
+        with self._lock:
+            left = self._refs.get(address, 0) - 1
+            if left > 0:
+                self._refs[address] = left
+                return
+            self._refs.pop(address, None)
+            for entry in list(self._entries.values()):
+                if entry.address == address:
+                    entry.closing = True
+                    if entry.in_flight <= 0:
+                        del self._entries[entry.key]
+                        doomed.append(entry)
+        for entry in doomed:
+            self._close(entry)
+
+    def referenced(self, address: str) -> bool:
+        return self._refs.get(address, 0) > 0
+
+    # -- closing ----------------------------------------------------------------------------
+    def _close(self, entry: PoolEntry) -> None:
+        transport, entry.transport = entry.transport, None
+        if transport is None:
+            return
+        log.debug("closing drained connections to %s", entry.address)
+        if not self._async:
+            try:
+                transport.close()
+            except Exception:
+                log.debug("closing the transport to %s failed", entry.address, exc_info=True)
+            return
+        loop = entry.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._spawn(transport)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._spawn, transport)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def _spawn(self, transport: Any) -> None:
+        task = asyncio.ensure_future(transport.aclose())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def entries(self) -> list[PoolEntry]:
+        return list(self._entries.values())
+
+    def take_all(self) -> list[Any]:
+        """Forget every transport (the owner closes them); later requests fail."""
+        with self._lock:
+            self._closed = True
+            entries = list(self._entries.values())
+            self._entries.clear()
+        return [e.transport for e in entries]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _Handle:
+    """What the cluster registry holds: a weak link, so a dropped transport is
+    collected even though registries keep their pools for good."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, pools: EndpointPools) -> None:
+        self._ref = weakref.ref(pools)
+
+    def retain(self, address: str) -> None:
+        pools = self._ref()
+        if pools is not None:
+            pools.retain(address)
+
+    def release(self, address: str) -> None:
+        pools = self._ref()
+        if pools is not None:
+            pools.release(address)
+
+
+def attach(mesh: Any, pools: EndpointPools) -> None:
+    """Let ``mesh``'s cluster registry drain ``pools``."""
+    mesh.clusters.add_pool(_Handle(pools))
