@@ -13,6 +13,7 @@ from tests.e2e.grpc.conftest import SERVICE, TARGET, Xds, backend_of, count_back
 
 import proxyless.grpc
 import proxyless.grpc.aio
+from proxyless import errors
 from proxyless.mesh import Mesh
 from proxyless.testing.backends import ECHO_METHOD, EchoServer, decode_reply
 from proxyless.testing.resources import header_match, route
@@ -104,3 +105,22 @@ def test_aio_rpc_shapes(xds: Xds, mesh: Mesh, backends: Callable[..., list[EchoS
     (a,) = backends("a")
     xds.simple(SERVICE, [a])
     asyncio.run(_aio_shapes(mesh))
+
+
+async def _aio_unroutable(mesh: Mesh) -> None:
+    async with proxyless.grpc.aio.channel(TARGET, mesh=mesh) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await ch.unary_unary(ECHO_METHOD)(b"x", timeout=10)
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert TARGET in (info.value.details() or "")
+        assert isinstance(getattr(info.value, "proxyless_error", None), errors.NoMatchingRoute)
+
+
+def test_aio_unroutable_call_fails_unavailable(
+    xds: Xds, mesh: Mesh, backends: Callable[..., list[EchoServer]]
+) -> None:
+    (a,) = backends("a")
+    xds.cluster("c", [a.address])
+    xds.service(SERVICE, [route(path="/only.This/Method", cluster="c")])
+    asyncio.run(_aio_unroutable(mesh))
+    assert a.calls == 0

@@ -6,6 +6,7 @@ one ADS stream per Mesh whatever the number of channels and targets."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,7 @@ import proxyless.grpc
 from proxyless.controlplane.server import AdsServer
 from proxyless.mesh import Mesh
 from proxyless.testing.backends import ECHO_METHOD, EchoServer, decode_reply
-from proxyless.testing.resources import header_match, route
+from proxyless.testing.resources import LISTENER_URL, header_match, route
 
 SERVER_STREAM = "/proxyless.test.Echo/ServerStream"
 CLIENT_STREAM = "/proxyless.test.Echo/ClientStream"
@@ -161,3 +162,27 @@ def test_two_targets_share_one_ads_stream(
     assert backend_of(ch2.unary_unary(ECHO_METHOD)(b"x", timeout=10)) == "two"
     assert ads.streams_opened == 1
     assert ads.open_streams == 1
+
+
+def test_first_call_waits_for_the_config(
+    xds: Xds, ads: AdsServer, mesh: Mesh, backends: Callable[..., list[EchoServer]]
+) -> None:
+    """A call made before the control plane has sent anything waits for the
+    config (within its deadline) instead of failing."""
+    (a,) = backends("a")
+    channel = proxyless.grpc.channel(TARGET, mesh=mesh)
+    outcome: list[object] = []
+
+    def first() -> None:
+        try:
+            outcome.append(backend_of(channel.unary_unary(ECHO_METHOD)(b"x", timeout=10)))
+        except Exception as exc:  # reported below, whatever its type
+            outcome.append(exc)
+
+    thread = threading.Thread(target=first, daemon=True)
+    thread.start()
+    ads.wait_for(lambda r: r.type_url == LISTENER_URL and SERVICE in r.resource_names, timeout=10)
+    assert outcome == []
+    xds.simple(SERVICE, [a])
+    thread.join(10)
+    assert outcome == ["a"]

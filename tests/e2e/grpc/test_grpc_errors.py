@@ -6,6 +6,7 @@ cluster), and the typed error of :mod:`proxyless.errors` attached as
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -19,6 +20,10 @@ from proxyless.mesh import Mesh
 from proxyless.testing import FakeClock
 from proxyless.testing.backends import ECHO_METHOD, EchoServer
 from proxyless.testing.resources import CLUSTER_URL, route
+
+SERVER_STREAM = "/proxyless.test.Echo/ServerStream"
+CLIENT_STREAM = "/proxyless.test.Echo/ClientStream"
+BIDI_STREAM = "/proxyless.test.Echo/BidiStream"
 
 
 def _no_vhost(xds: Xds, addr: str) -> None:
@@ -169,3 +174,43 @@ def test_cluster_that_never_existed(
     wait_until(lambda: clock.pending() > 0, what="the CDS does-not-exist timer")
     clock.advance(60)
     _expect_unavailable(call, errors.ClusterNotAvailable, ["'ghost'"])
+
+
+@pytest.fixture
+def no_route_channel(xds: Xds, mesh: Mesh, backends: Callable[..., list[EchoServer]]) -> Any:
+    (backend,) = backends("a")
+    _no_route(xds, backend.address)
+    channel = proxyless.grpc.channel(TARGET, mesh=mesh)
+    # The first call waits for the config and fails as a plain call.
+    with pytest.raises(grpc.RpcError):
+        channel.unary_unary(ECHO_METHOD)(b"x", timeout=10)
+    return channel
+
+
+def test_unroutable_future_fails_through_the_future(no_route_channel: Any) -> None:
+    """``future()`` reports a failed RPC through the returned future, as
+    grpc's UnaryUnaryMultiCallable.future and StreamUnaryMultiCallable.future
+    document; it does not raise."""
+    for future in (
+        no_route_channel.unary_unary(ECHO_METHOD).future(b"x", timeout=5),
+        no_route_channel.stream_unary(CLIENT_STREAM).future(iter([b"x"]), timeout=5),
+    ):
+        exc = future.exception(timeout=5)
+        assert isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call), exc
+        assert exc.code() is grpc.StatusCode.UNAVAILABLE
+        assert isinstance(getattr(exc, "proxyless_error", None), errors.NoMatchingRoute)
+        assert future.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_unroutable_stream_fails_when_read(no_route_channel: Any) -> None:
+    """Response-streaming calls return their call object; the failure comes
+    out of the iterator, as with grpc's own channels."""
+    for responses in (
+        no_route_channel.unary_stream(SERVER_STREAM)(b"3", timeout=5),
+        no_route_channel.stream_stream(BIDI_STREAM)(iter([b"x"]), timeout=5),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            next(responses)
+        assert isinstance(info.value, grpc.Call)
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert responses.code() is grpc.StatusCode.UNAVAILABLE

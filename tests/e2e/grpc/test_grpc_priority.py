@@ -106,3 +106,28 @@ def test_removed_endpoint_drains_without_failing_calls(
 def _addresses(mesh: Mesh, cluster: str) -> set[str]:
     rt = mesh.clusters.get(cluster)
     return set() if rt is None else {e.address for e in rt.endpoints()}
+
+
+def test_endpoint_removed_after_an_earlier_mesh_closed_is_released(
+    xds: Xds, make_mesh: Callable[..., Mesh], backends: Callable[..., list[EchoServer]]
+) -> None:
+    """Endpoint connections are process-wide and closed once no cluster
+    lists the endpoint. A Mesh that was closed lists nothing any more, so it
+    must not keep a removed endpoint's connection open for a later Mesh."""
+    from proxyless.interceptors.grpc_channel import POOL
+
+    a, b = backends("a", "b")
+    xds.simple(SERVICE, [a, b], lb="round_robin")
+
+    first = make_mesh()
+    echo1 = proxyless.grpc.channel(TARGET, mesh=first).unary_unary(ECHO_METHOD)
+    call_until(echo1, "a")
+    first.close()
+
+    second = make_mesh()
+    echo2 = proxyless.grpc.channel(TARGET, mesh=second).unary_unary(ECHO_METHOD)
+    call_until(echo2, "a")
+    xds.endpoints("c", [b.address])
+    wait_until(lambda: _addresses(second, "c") == {b.address}, what="the endpoint removal")
+    assert count_backends(echo2, 10) == {"b": 10}
+    assert not POOL.referenced(a.address), "the removed endpoint's connection stays open"

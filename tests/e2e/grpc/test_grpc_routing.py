@@ -47,6 +47,12 @@ ROUTES = [
     route(prefix="/", headers=[header_match("x-user", regex="user-[0-9]+")], cluster="users"),
     route(path="/pkg.Svc/Exact", cluster="path"),
     route(prefix="/pkg.Other/", cluster="prefix"),
+    # gRPC routing sees content-type as application/grpc (gRFC A28).
+    route(
+        prefix="/ct.Check/",
+        headers=[header_match("content-type", exact="application/grpc")],
+        cluster="prefix",
+    ),
     route(prefix="/PKG.Loud/", case_sensitive=False, cluster="nocase"),
     route(regex=r"/pkg\.Re[a-z]+/Do[A-Z]\w*", cluster="regex"),
     route(prefix="/", cluster="default"),
@@ -108,6 +114,7 @@ def routed() -> Iterator[Callable[..., str]]:
         pytest.param("/pkg.svc/exact", None, "default", id="path-case-sensitive"),
         pytest.param("/pkg.Other/Any", None, "prefix", id="prefix"),
         pytest.param("/pkg.other/Any", None, "default", id="prefix-case-sensitive"),
+        pytest.param("/ct.Check/M", None, "prefix", id="content-type-is-application-grpc"),
         pytest.param("/pkg.loud/Get", None, "nocase", id="prefix-case-insensitive-lower"),
         pytest.param("/PKG.LOUD/Get", None, "nocase", id="prefix-case-insensitive-upper"),
         pytest.param("/pkg.Reads/DoIt", None, "regex", id="path-regex"),
