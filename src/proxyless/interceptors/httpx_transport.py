@@ -907,7 +907,7 @@ class Transport(httpx.BaseTransport):
                 outcome, ours = core.error_outcome(r, attempt, exc)
                 delay = call.attempt_done(attempt, outcome)
                 if delay is None or not core.allows_retry(r):
-                    raise core.failure(r, attempt, exc, ours) from None
+                    raise core.failure(r, attempt, exc, ours) from exc
                 if delay > 0:
                     time.sleep(delay)
                 continue
@@ -1098,7 +1098,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                 outcome, ours = core.error_outcome(r, attempt, exc)
                 delay = call.attempt_done(attempt, outcome)
                 if delay is None or not core.allows_retry(r):
-                    raise core.failure(r, attempt, exc, ours) from None
+                    raise core.failure(r, attempt, exc, ours) from exc
                 if delay > 0:
                     await asyncio.sleep(delay)
                 continue
