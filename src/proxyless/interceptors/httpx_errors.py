@@ -16,9 +16,9 @@ in the message and, when proxyless itself decided, the typed error of
     │                               virtual host / route), "upstream" (cluster
     │                               missing, no healthy endpoint, circuit
     │                               open, retry budget, overload drop, TLS)
-    ├── httpx.LocalProtocolError
-    │   └── MeshRequestError        stage "url": the request cannot be
-    │                               routed at all (no host, bad target name)
+    ├── httpx.UnsupportedProtocol
+    │   └── MeshRequestError        stage "url": the request URL cannot be
+    │                               used (not http/https, no host)
     └── httpx.TimeoutException
         ├── httpx.ReadTimeout
         │   └── MeshReadTimeout     stage "timeout": the route timeout or a
@@ -88,8 +88,8 @@ class MeshConnectError(MeshHTTPError, httpx.ConnectError):
     """The request was not sent: no usable config, route or endpoint."""
 
 
-class MeshRequestError(MeshHTTPError, httpx.LocalProtocolError):
-    """The request cannot go through the mesh as written (e.g. no host)."""
+class MeshRequestError(MeshHTTPError, httpx.UnsupportedProtocol):
+    """The request URL cannot be used (not http/https, no host)."""
 
 
 class MeshReadTimeout(MeshHTTPError, httpx.ReadTimeout):

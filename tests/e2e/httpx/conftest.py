@@ -165,7 +165,7 @@ class HttpEcho:
             with self._lock:
                 self.held += 1
             self._gate.wait(10)
-        status, extra = (fail if fail else (self.always or 200, {}))
+        status, extra = fail if fail else (self.always or 200, {})
         data = json.dumps(record).encode()
         handler.send_response(status)
         handler.send_header("content-type", "application/json")
@@ -288,7 +288,9 @@ class Service:
             proto.virtual_hosts.append(vhost)
             self.routes[rc] = proto
         else:
-            self.routes[rc] = route_config(rc, list(domains or [name, name.split(":")[0]]), list(routes))
+            self.routes[rc] = route_config(
+                rc, list(domains or [name, name.split(":")[0]]), list(routes)
+            )
         self.ads.set_resources(ROUTE_URL, self.routes)
         self.listeners[name] = listener(name, rc, http_filters=http_filters)
         self.ads.set_resources(LISTENER_URL, self.listeners)
@@ -303,7 +305,9 @@ class Service:
         **route_kw: Any,
     ) -> None:
         self.cluster(CLUSTER, backends, cluster_proto)
-        self.routes_for(name, [route(prefix="/", cluster=CLUSTER, **route_kw)], http_filters=http_filters)
+        self.routes_for(
+            name, [route(prefix="/", cluster=CLUSTER, **route_kw)], http_filters=http_filters
+        )
 
 
 # -- fixtures ---------------------------------------------------------------------------------

@@ -156,7 +156,9 @@ def test_connect_failure_is_retried_on_another_endpoint(
 ) -> None:
     (good,) = backends("good")
     dead = f"127.0.0.1:{free_port()}"
-    service.simple([dead, good], retry_policy=retry_policy("connect-failure", 2, previous_hosts=True))
+    service.simple(
+        [dead, good], retry_policy=retry_policy("connect-failure", 2, previous_hosts=True)
+    )
     for _ in range(4):
         assert reply(client.get(f"{URL}/"))["backend"] == "good"
 

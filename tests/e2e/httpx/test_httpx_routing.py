@@ -62,9 +62,7 @@ def test_post_body_and_streaming_response(
 def _match_routes() -> list[route_components_pb2.Route]:
     by_method = route(prefix="/", cluster="m", headers=[header_match(":method", exact="DELETE")])
     by_query = route(prefix="/q", cluster="q")
-    by_query.match.query_parameters.add(
-        name="v", string_match=string_pb2.StringMatcher(exact="2")
-    )
+    by_query.match.query_parameters.add(name="v", string_match=string_pb2.StringMatcher(exact="2"))
     by_path_header = route(
         prefix="/", cluster="p", headers=[header_match(":path", regex="/exact/[0-9]+\\?z=1")]
     )
@@ -194,18 +192,16 @@ def test_rewrites_and_header_mutations_reach_the_backend(
     r.response_headers_to_remove.append("x-backend")
     rx = route(prefix="/rx/", cluster=CLUSTER)
     rx.route.regex_rewrite.pattern.CopyFrom(
-        regex_pb2.RegexMatcher(google_re2=regex_pb2.RegexMatcher.GoogleRE2(), regex="^/rx/(\\w+)/(\\w+)$")
+        regex_pb2.RegexMatcher(
+            google_re2=regex_pb2.RegexMatcher.GoogleRE2(), regex="^/rx/(\\w+)/(\\w+)$"
+        )
     )
     rx.route.regex_rewrite.substitution = "/\\2/\\1"
-    vh = route_components_pb2.VirtualHost(
-        name="svc", domains=["svc", "svc:8080"], routes=[r, rx]
-    )
+    vh = route_components_pb2.VirtualHost(name="svc", domains=["svc", "svc:8080"], routes=[r, rx])
     vh.request_headers_to_add.append(header_option("x-env", "vhost", "OVERWRITE_IF_EXISTS_OR_ADD"))
     vh.request_headers_to_add.append(header_option("x-vhost", "v"))
     service.routes_for(SERVICE, [], vhost=vh)
-    response = client.get(
-        f"{URL}/api/items?id=3", headers={"x-secret": "s", "x-env": "client"}
-    )
+    response = client.get(f"{URL}/api/items?id=3", headers={"x-secret": "s", "x-env": "client"})
     got = reply(response)
     assert (got["path"], got["query"], got["host"]) == ("/v2/items", "id=3", "backend.internal")
     assert header_values(got, "x-route") == ["r1"]
