@@ -15,6 +15,15 @@ import httpx
 import pytest
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from tests.e2e.httpx.conftest import (
+    CLUSTER,
+    SERVICE,
+    URL,
+    HttpEcho,
+    Service,
+    reply,
+    wait_until,
+)
 
 import proxyless.httpx
 from proxyless.controlplane.server import AdsServer
@@ -29,15 +38,6 @@ from proxyless.mesh import Mesh
 from proxyless.testing import FakeClock
 from proxyless.testing.controlplane import free_port
 from proxyless.testing.resources import LISTENER_URL, cluster, route
-from tests.e2e.httpx.conftest import (
-    CLUSTER,
-    SERVICE,
-    URL,
-    HttpEcho,
-    Service,
-    reply,
-    wait_until,
-)
 
 
 def _listeners_subscribed(ads: AdsServer) -> set[str]:

@@ -10,11 +10,6 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from envoy.config.route.v3 import route_components_pb2
-
-import proxyless.httpx
-from proxyless.mesh import Mesh
-from proxyless.testing.controlplane import free_port
-from proxyless.testing.resources import cluster, header_match, route
 from tests.e2e.httpx.conftest import (
     CLUSTER,
     SERVICE,
@@ -25,6 +20,11 @@ from tests.e2e.httpx.conftest import (
     reply,
     retry_policy,
 )
+
+import proxyless.httpx
+from proxyless.mesh import Mesh
+from proxyless.testing.controlplane import free_port
+from proxyless.testing.resources import cluster, header_match, route
 
 
 def test_503_is_retried_on_another_endpoint_then_ejected(

@@ -15,11 +15,6 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
-
-import proxyless.httpx
-from proxyless.mesh import Mesh
-from proxyless.testing.resources import header_match, route
-
 from tests.e2e.httpx.conftest import (
     CLUSTER,
     SERVICE,
@@ -31,6 +26,10 @@ from tests.e2e.httpx.conftest import (
     header_values,
     reply,
 )
+
+import proxyless.httpx
+from proxyless.mesh import Mesh
+from proxyless.testing.resources import header_match, route
 
 
 def test_get_reaches_the_backend_with_the_original_host_and_path(
