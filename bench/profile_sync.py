@@ -1,0 +1,316 @@
+"""Where a sync ``proxyless.grpc.channel`` call spends its time.
+
+Sets up the same world as :mod:`bench.grpc_overhead` (echo backend in its
+own process, in-process ADS server, one Mesh, listener -> route -> one
+cluster -> one endpoint) and reports:
+
+* ``steps``: each step of the request path timed on its own in a tight loop
+  (µs per call, median of 5 runs of ``--loops`` iterations), with the same
+  objects a real call uses — routing only, no RPC;
+* ``rpc``: interleaved rounds of real calls: the plain channel, the pool's
+  own endpoint channel called directly, and the proxyless channel, so the
+  difference between them is the per-call overhead in µs;
+* ``cprofile`` (``--cprofile``): real calls under cProfile, the top functions
+  by own time in µs per call (cProfile inflates small functions; read it
+  for the ranking, the ``steps`` table for the size).
+
+``--loop N`` only makes N proxyless calls, for a sampling profiler::
+
+    py-spy record --format raw -r 1000 -o sync.txt -- \\
+        python bench/profile_sync.py --loop 20000
+    python bench/profile_sync.py --collapsed sync.txt
+
+``--collapsed FILE`` summarizes py-spy's raw (collapsed stack) output: the
+share of samples inside each proxyless and grpc function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import cProfile
+import gc
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc
+
+from bench import _common as c
+
+REQUEST = b"ping"
+TARGET = "xds:///svc:80"
+
+
+@contextmanager
+def world() -> Iterator[dict[str, Any]]:
+    """Backend, ADS server, Mesh and the channels of one benchmark world."""
+    import proxyless.grpc
+    from proxyless.controlplane.server import AdsServer
+    from proxyless.mesh import Mesh
+    from proxyless.testing.backends import ECHO_METHOD
+
+    with ExitStack() as stack:
+        backend = stack.enter_context(c.Backend())
+        ads = AdsServer()
+        ads.start()
+        stack.callback(ads.stop)
+        c.serve_service(ads, "svc:80", [backend.address])
+        mesh = Mesh(c.xds_bootstrap(ads.target, "bench-profile"))
+        stack.callback(mesh.close)
+        px = proxyless.grpc.channel(TARGET, mesh=mesh)
+        px_mc = px.unary_unary(ECHO_METHOD)
+        px_mc(REQUEST, timeout=30, wait_for_ready=True)
+        direct = grpc.insecure_channel(backend.address)
+        stack.callback(direct.close)
+        direct_mc = direct.unary_unary(ECHO_METHOD)
+        direct_mc(REQUEST, timeout=30, wait_for_ready=True)
+        yield {
+            "mesh": mesh,
+            "channel": px,
+            "proxyless": px_mc,
+            "direct": direct_mc,
+            "method": ECHO_METHOD,
+            "backend": backend.address,
+        }
+
+
+def _per_call_us(fn: Callable[[], Any], loops: int, repeats: int = 5) -> float:
+    """Median over ``repeats`` runs of the mean µs per call of ``fn``."""
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        for _ in range(loops):
+            fn()
+        runs.append((time.perf_counter_ns() - t0) / loops / 1000)
+    return statistics.median(runs)
+
+
+def step_times(w: dict[str, Any], loops: int) -> dict[str, float | str]:
+    """Each step of the request path on its own, µs per call (no RPC).
+
+    These reach into the channel's internals, which move as the request path
+    grows: a step that no longer fits is reported as ``n/a`` with the reason
+    instead of failing the run; the RPC rounds and the profiles do not depend
+    on them.
+    """
+    ch = w["channel"]
+    method = w["method"]
+    out: dict[str, float | str] = {}
+
+    def build() -> dict[str, Callable[[], Any]]:
+        from proxyless.resilience.outcome import SUCCESS
+        from proxyless.resilience.retry import CompiledRetryPolicy, HedgePlan
+        from proxyless.routing import RequestInfo, grpc_deadline
+
+        rt = ch._runtime
+        state = rt._state
+        snap = state[0]
+        request = RequestInfo(rt.authority, method)
+        route = rt.route(request, state)
+        cluster = rt.cluster(snap, route.cluster_name)
+        action = route.route_action
+        lb = cluster.lb
+        breaker = cluster.breakers.default
+        rng = ch._rng
+        endpoint = lb.pick(None, rng, ())
+        pooled = ch._get_pooled(endpoint.address, rt.authority)
+
+        def whole() -> None:
+            call = ch._call(method, None, None, None)
+            attempt = call.attempt()
+            ch._pool.call_ended(attempt.conn)
+            call.attempt_done(attempt, SUCCESS)
+            call.end()
+
+        def routed_call() -> None:
+            ch._call(method, None, None, None).end()
+
+        def breaker_cycle() -> None:
+            breaker.try_acquire_request()
+            breaker.release_request()
+
+        return {
+            "whole request path (Call, attempt, done, end)": whole,
+            "Call(...): route, deadline, cluster, policies, breaker": routed_call,
+            "TargetRuntime.route (resolve)": lambda: rt.route(request, state),
+            "TargetRuntime.cluster": lambda: rt.cluster(snap, route.cluster_name),
+            "TargetRuntime.fault_filters": lambda: rt.fault_filters(snap),
+            "grpc_deadline (no caller timeout)": lambda: grpc_deadline(action, None, None),
+            "grpc_deadline (caller timeout 5 s)": lambda: grpc_deadline(action, None, 5.0),
+            "CompiledRetryPolicy.from_policy": lambda: CompiledRetryPolicy.from_policy(
+                route.retry_policy, True
+            ),
+            "HedgePlan.from_policy": lambda: HedgePlan.from_policy(route.hedge_policy),
+            "breaker acquire + release": breaker_cycle,
+            "ClusterLoadBalancer.pick": lambda: lb.pick(None, rng, ()),
+            "ChannelPool.get": lambda: ch._get_pooled(endpoint.address, rt.authority),
+            "PooledChannel.callable": lambda: pooled.callable("unary_unary", method, None, None),
+            "empty lambda (loop cost)": lambda: None,
+        }
+
+    try:
+        steps = build()
+    except Exception as exc:  # the internals moved: say so, keep going
+        return {"steps": f"n/a ({type(exc).__name__}: {exc})"}
+    gc.collect()
+    for name, fn in steps.items():
+        try:
+            out[name] = round(_per_call_us(fn, loops), 3)
+        except Exception as exc:
+            out[name] = f"n/a ({type(exc).__name__}: {exc})"
+    return out
+
+
+def rpc_rounds(w: dict[str, Any], calls: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Real calls, interleaved: plain channel, the pool's endpoint channel, proxyless."""
+    ch = w["channel"]
+    # the grpcio channel proxyless keeps for the backend (the same one its calls use)
+    pooled = ch._get_pooled(w["backend"], ch._runtime.authority)
+    pooled_mc = pooled.callable("unary_unary", w["method"], None, None)
+    direct_mc, px_mc = w["direct"], w["proxyless"]
+    contenders: dict[str, Callable[[], Any]] = {
+        "direct": lambda: direct_mc(REQUEST),
+        "pooled endpoint channel": lambda: pooled_mc(
+            REQUEST,
+            timeout=None,
+            metadata=None,
+            credentials=None,
+            wait_for_ready=None,
+            compression=None,
+        ),
+        "proxyless": lambda: px_mc(REQUEST),
+    }
+    for fn in contenders.values():
+        c.timed_calls(fn, 300, 30)
+    per: dict[str, list[c.Stats]] = {k: [] for k in contenders}
+    names = list(contenders)
+    for r in range(rounds):
+        order = [*names[r % 3 :], *names[: r % 3]]
+        for name in order:
+            gc.collect()
+            per[name].append(c.summarize(c.timed_calls(contenders[name], calls, 60)))
+    out = {}
+    for name, stats in per.items():
+        out[name] = {
+            "p50_us": round(c.median(s.p50 for s in stats), 1),
+            "p99_us": round(c.median(s.p99 for s in stats), 1),
+            "mean_us": round(c.median(s.mean for s in stats), 1),
+        }
+    return out
+
+
+def cprofile_calls(w: dict[str, Any], calls: int, top: int) -> list[tuple[str, int, float, float]]:
+    """Functions by own time under cProfile: (name, calls, own µs per RPC, cumulative µs per RPC)."""
+    px_mc = w["proxyless"]
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        px_mc(REQUEST)
+    prof.disable()
+    stats = pstats.Stats(prof)
+    rows = []
+    for (filename, line, func), (_cc, ncalls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        short = "/".join(Path(filename).parts[-2:]) if filename != "~" else ""
+        rows.append(
+            (
+                f"{func} ({short}:{line})" if short else func,
+                ncalls,
+                tottime / calls * 1e6,
+                cumtime / calls * 1e6,
+            )
+        )
+    rows.sort(key=lambda r: r[2], reverse=True)
+    return rows[:top]
+
+
+def summarize_collapsed(
+    path: str,
+    top: int = 20,
+    call_frame: str = "XdsChannel._run_unary",
+    rpc_frame: str = "_UnaryUnaryMultiCallable.__call__",
+) -> str:
+    """Read py-spy raw output (collapsed stacks): of the samples inside
+    ``call_frame`` (one proxyless call), the share spent outside grpcio's own
+    call (``rpc_frame``) — proxyless's overhead — and the functions it is spent in."""
+    total = in_rpc = 0
+    incl: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            stack, _, count = line.rstrip().rpartition(" ")
+            frames = [_frame_name(fr) for fr in stack.split(";")]
+            names = [fr.split(" (")[0] for fr in frames]
+            if call_frame not in names:
+                continue
+            n = int(count)
+            total += n
+            if rpc_frame in names:
+                in_rpc += n
+                continue
+            below = frames[names.index(call_frame) :]
+            own[below[-1]] += n
+            for name in set(below):
+                incl[name] += n
+    if not total:
+        return f"no samples inside {call_frame}"
+    outside = total - in_rpc
+    lines = [
+        f"{total} samples inside {call_frame}: {100 * in_rpc / total:.1f}% in grpcio's call, "
+        f"{100 * outside / total:.1f}% in proxyless around it",
+        "proxyless functions, inclusive share of the call:",
+    ]
+    lines += [f"  {100 * v / total:5.2f}%  {k}" for k, v in incl.most_common(top)]
+    lines.append("own share of the call:")
+    lines += [f"  {100 * v / total:5.2f}%  {k}" for k, v in own.most_common(top)]
+    return "\n".join(lines)
+
+
+def _frame_name(frame: str) -> str:
+    func, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    return f"{func} ({'/'.join(Path(where.split(':')[0]).parts[-2:])})" if where else func
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Profile the sync proxyless call path.")
+    p.add_argument("--loops", type=int, default=20000, help="iterations per step timing")
+    p.add_argument("--calls", type=int, default=2000, help="calls per contender per round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--cprofile", type=int, default=0, metavar="N", help="N calls under cProfile")
+    p.add_argument("--loop", type=int, default=0, metavar="N", help="only make N calls")
+    p.add_argument("--collapsed", metavar="FILE", help="summarize py-spy raw output")
+    args = p.parse_args(argv)
+    if args.collapsed:
+        print(summarize_collapsed(args.collapsed))
+        return 0
+    with world() as w:
+        if args.loop:
+            c.timed_calls(lambda: w["proxyless"](REQUEST), args.loop, 600)
+            return 0
+        print("request path steps, µs per call (no RPC):")
+        for name, us in step_times(w, args.loops).items():
+            print(f"  {us:8.2f}  {name}" if isinstance(us, float) else f"  {us}  {name}")
+        print(f"real calls, {args.rounds} interleaved rounds x {args.calls} (medians):")
+        for name, row in rpc_rounds(w, args.calls, args.rounds).items():
+            print(
+                f"  {name:<26} p50 {row['p50_us']:7.1f}  p99 {row['p99_us']:7.1f}  "
+                f"mean {row['mean_us']:7.1f} µs"
+            )
+        if args.cprofile:
+            print(f"cProfile, {args.cprofile} calls: own µs/call, cumulative µs/call, calls")
+            for name, ncalls, own, cum in cprofile_calls(w, args.cprofile, 25):
+                print(f"  {own:7.2f} {cum:8.2f} {ncalls:8d}  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
