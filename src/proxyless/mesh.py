@@ -136,6 +136,7 @@ class Mesh:
                 watcher.close()
             self._configs.clear()
             self._targets.clear()
+        self.clusters.close()
         self.xds_client.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         if threading.current_thread() is not self._thread:

@@ -94,7 +94,11 @@ class _AioCall:
         try:
             if rt._state is None:
                 loop = asyncio.get_running_loop()
+                started = loop.time()
                 await loop.run_in_executor(None, rt.state, timeout, bool(wait_for_ready))
+                if timeout is not None:
+                    # Waiting for the config spends the caller's deadline (gRFC A31).
+                    timeout = max(0.0, timeout - (loop.time() - started))
             sync._loop = asyncio.get_running_loop()
             call = sync._call(method, metadata, timeout, wait_for_ready)
         except ProxylessError as exc:

@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 
 from proxyless.errors import ProxylessError
-from proxyless.interceptors.grpc_errors import XdsRpcError, rpc_error
+from proxyless.interceptors.grpc_errors import FailedCall, XdsRpcError, rpc_error
 from proxyless.interceptors.grpc_pool import ChannelPool, PooledChannel
 from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
@@ -54,17 +54,11 @@ _channel_ids = itertools.count(1)
 
 #: The process-wide per-endpoint channel pool for sync gRPC.
 POOL = ChannelPool()
-_pool_meshes: set[int] = set()
-_pool_lock = threading.Lock()
 
 
 def attach_pool(mesh: Mesh, pool: ChannelPool) -> None:
     """Let ``mesh``'s cluster registry drain ``pool``'s connections."""
-    key = id(mesh) ^ id(pool)
-    with _pool_lock:
-        if key not in _pool_meshes:
-            _pool_meshes.add(key)
-            mesh.clusters.add_pool(pool)
+    mesh.clusters.add_pool(pool)
 
 
 def metadata_headers(metadata: Sequence[tuple[str, Any]] | None) -> dict[str, str]:
@@ -428,18 +422,26 @@ class XdsChannel(grpc.Channel):
         kwargs: dict[str, Any],
         attr: str | None = None,
     ) -> Any:
-        """A call returning the endpoint's call object: one attempt, released when done."""
+        """A call returning the endpoint's call object: one attempt, released when done.
+
+        When the call cannot be routed, the failure comes back the way grpc
+        reports it for these shapes: a call object that is already done, whose
+        ``result()``/iteration raises and whose ``exception()`` returns it.
+        """
         try:
             call = self._call(method, metadata, timeout, wait_for_ready)
         except ProxylessError as exc:
-            raise self._fail(exc) from None
+            return FailedCall.of(self._fail(exc))
         try:
             if call.fault is not NO_FAULT:
                 self._apply_fault(call)
-            try:
-                attempt = call.attempt()
-            except ProxylessError as exc:
-                raise self._fail(exc) from None
+            attempt = call.attempt()
+        except ProxylessError as exc:
+            call.end()
+            return FailedCall.of(self._fail(exc))
+        except XdsRpcError as err:
+            call.end()
+            return FailedCall.of(err)
         except BaseException:
             call.end()
             raise

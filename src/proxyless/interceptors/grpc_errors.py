@@ -17,7 +17,7 @@ import grpc
 
 from proxyless.errors import DroppedByOverload, ProxylessError
 
-__all__ = ["XdsRpcError", "rpc_error"]
+__all__ = ["FailedCall", "XdsRpcError", "rpc_error"]
 
 
 class XdsRpcError(grpc.RpcError, grpc.Call):
@@ -58,6 +58,53 @@ class XdsRpcError(grpc.RpcError, grpc.Call):
         return f"<XdsRpcError {self._code.name}: {self._details}>"
 
     __repr__ = __str__
+
+
+class FailedCall(XdsRpcError, grpc.Future):  # type: ignore[type-arg]
+    """A call that failed before it started, for the shapes grpc reports
+    failures through the call object: ``future()`` results and response
+    streams. It is done; ``result()`` and iteration raise it."""
+
+    @classmethod
+    def of(cls, err: grpc.RpcError) -> FailedCall:
+        if isinstance(err, FailedCall):
+            return err
+        if isinstance(err, XdsRpcError):
+            out = cls(err.code(), err.details(), err.proxyless_error)
+        else:
+            out = cls(grpc.StatusCode.UNKNOWN, str(err), None)
+        out.__cause__ = err.__cause__
+        return out
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self
+
+    def exception(self, timeout: float | None = None) -> XdsRpcError:
+        return self
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self.__traceback__
+
+    def add_done_callback(self, fn: Any) -> None:
+        fn(self)
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def __iter__(self) -> FailedCall:
+        return self
+
+    def __next__(self) -> Any:
+        raise self
+
+    def next(self) -> Any:
+        raise self
 
 
 def rpc_error(error: ProxylessError, target: str) -> XdsRpcError:

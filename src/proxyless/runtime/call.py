@@ -28,7 +28,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxyless.errors import DroppedByOverload, NonForwardingRoute
+from proxyless.errors import (
+    DroppedByOverload,
+    NoHealthyEndpoints,
+    NonForwardingRoute,
+    ProxylessError,
+)
 from proxyless.lb.state import EndpointState
 from proxyless.resilience.fault import NO_FAULT, FaultDecision, FaultInjector
 from proxyless.resilience.outcome import Outcome
@@ -120,7 +125,13 @@ class Call:
         self.fault: FaultDecision = NO_FAULT
         self.fault_injector: FaultInjector | None = None
         self.breaker: Any = None
-        state = rt._state or rt.state(timeout, wait_for_ready)
+        state = rt._state
+        if state is None:
+            started = time.monotonic()
+            state = rt.state(timeout, wait_for_ready)
+            if timeout is not None:
+                # Waiting for the config spends the caller's deadline (gRFC A31).
+                timeout = max(0.0, timeout - (time.monotonic() - started))
         snap = state[0]
         route = rt.route(request, state)
         self.route = route
@@ -145,7 +156,10 @@ class Call:
         else:
             self.timeout, self.timeout_source = http_timeout(action, timeout)
         self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        cluster = rt.cluster(snap, route.cluster_name)
+        try:
+            cluster = rt.cluster(snap, route.cluster_name)
+        except ProxylessError as exc:
+            raise type(exc)(f"{route.describe()}: {exc}") from exc.__cause__
         self.cluster = cluster
         lb = cluster.lb
         if lb.drop_overloads:
@@ -205,7 +219,10 @@ class Call:
         assert cluster is not None
         retry = self.retry
         exclude = retry.excluded_hosts if retry is not None else ()
-        endpoint = cluster.lb.pick(self.hash, self._rng, exclude)
+        try:
+            endpoint = cluster.lb.pick(self.hash, self._rng, exclude)
+        except NoHealthyEndpoints as exc:
+            raise NoHealthyEndpoints(f"{self.route.describe()}: {exc}") from None
         if retry is not None and exclude:
             selection = 1
             while not retry.accept_host(endpoint.key, selection):

@@ -175,6 +175,8 @@ class ClusterRegistry:
     def add_pool(self, pool: EndpointPool) -> None:
         """Tell ``pool`` about every address now listed and every later change."""
         with self._lock:
+            if any(p is pool for p in self._pools):
+                return
             self._pools.append(pool)
             for rt in self._clusters.values():
                 for es in rt.endpoints():
@@ -217,6 +219,14 @@ class ClusterRegistry:
                 self._notify(sorted(after - before), [es.address for es in removed])
             self._by_listener[snap.listener_name] = frozenset(snap.clusters)
             self._collect()
+
+    def close(self) -> None:
+        """Drop every cluster: stop outlier detection and release every
+        address from the pools (the Mesh is closing)."""
+        with self._lock:
+            self._by_listener.clear()
+            self._collect()
+            self._pools.clear()
 
     def forget_listener(self, listener_name: str) -> None:
         with self._lock:
