@@ -18,9 +18,13 @@ unusable or excluded, the walk continues clockwise to the next distinct
 usable endpoint (gRFC A42 walks the ring the same way; Envoy's retry
 ``attempt`` moves forward by one entry per attempt).
 
-Adding one endpoint to N moves about 1/(N+1) of the keys: the existing
-entries keep their hashes, the newcomer's entries take over the arcs just
-before them.
+Adding one endpoint to N moves somewhat more than 1/(N+1) of the keys:
+the newcomer's entries take over the arcs just before them, and because the
+ring size is shared out again every endpoint's entry count is rescaled
+(with 3 endpoints on a 1,024-entry ring each has 342 entries, with 4 each
+has 256), so a few keys also move between the old endpoints. Adding a 4th
+endpoint moves about 35% of keys, most of them to the newcomer; Envoy and
+gRFC A42 build rings the same way.
 
 The ring is capped at :data:`RING_SIZE_CAP` entries (Envoy allows up to
 8,388,608; gRPC caps at 4,096 by default). A ring only grows past the
