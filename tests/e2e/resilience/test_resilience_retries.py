@@ -5,6 +5,7 @@ another endpoint, and a per-try timeout cutting a slow attempt."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -161,3 +162,64 @@ def test_per_try_timeout_without_deadline_exceeded_in_retry_on_is_final(
 
     assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
     assert slow.calls == 1
+
+
+def _hedged_route(hedge_on_per_try_timeout: bool = False, **policy: Any) -> Any:
+    r = route(prefix="/", cluster=CLUSTER, retry_policy=retry_policy("unavailable", 2, **policy))
+    hedge = r.route.hedge_policy
+    if hedge_on_per_try_timeout:
+        hedge.hedge_on_per_try_timeout = True
+    else:
+        hedge.initial_requests.value = 2
+    return r
+
+
+def test_hedged_call_takes_the_first_response(
+    service: Service, backends: Backends, echo: Echo, mesh: Mesh
+) -> None:
+    # initial_requests 2: every call starts on both endpoints at once; the
+    # slow one (1.5 s, longer than the 1 s deadline) never wins.
+    slow, fast = backends("slow", "fast")
+    service.publish([slow, fast], routes=[_hedged_route()])
+    wait_served(echo, [slow, fast])
+    reset_counts([slow, fast])
+    slow.delay = 1.5
+    states = {es.address: es for es in runtime(mesh).endpoints()}
+    before = {addr: es.total_requests for addr, es in states.items()}
+
+    served = [backend_of(echo(b"x", timeout=1.0)) for _ in range(3)]
+
+    assert served == ["fast"] * 3
+    assert fast.calls == 3
+    # Both endpoints got an attempt of every call (the slow one may be
+    # cancelled before its server saw it, so count attempts on our side).
+    started = {addr: es.total_requests - before[addr] for addr, es in states.items()}
+    assert started == {slow.address: 3, fast.address: 3}, started
+    assert all(es.active_requests == 0 for es in states.values())
+    breaker = runtime(mesh).breakers.default
+    assert breaker.retry_budget.active == 0
+    assert breaker.requests == 0
+
+
+def test_hedge_on_per_try_timeout_keeps_the_slow_attempt_running(
+    service: Service, backends: Backends, echo: Echo, mesh: Mesh
+) -> None:
+    # The per-try timeout starts a second attempt; the first keeps running
+    # and the call takes whichever answers first.
+    slow, fast = backends("slow", "fast")
+    service.publish(
+        [slow, fast],
+        routes=[
+            _hedged_route(hedge_on_per_try_timeout=True, per_try_timeout=0.2, previous_hosts=True)
+        ],
+    )
+    wait_served(echo, [slow, fast])
+    reset_counts([slow, fast])
+    slow.delay = 1.5
+
+    served = [backend_of(echo(b"x", timeout=1.0)) for _ in range(4)]
+
+    assert served == ["fast"] * 4
+    assert fast.calls == 4
+    assert slow.calls >= 1
+    assert runtime(mesh).breakers.default.retry_budget.active == 0
