@@ -73,7 +73,7 @@ def test_parse_target_errors(target, needle):
 
 
 def test_unknown_authority_is_a_bootstrap_error():
-    with pytest.raises(BootstrapError, match="other.example"):
+    with pytest.raises(BootstrapError, match=r"other\.example"):
         parse_target("xds://other.example/svc").listener_name(_BOOT)
 
 
