@@ -20,7 +20,9 @@ what it receives through an Envoy sidecar with the same config:
   Values are literal: Envoy's ``%COMMAND%`` substitutions are not expanded.
 - **Host**: the weighted cluster's ``host_rewrite_literal``, then the
   route's; ``auto_host_rewrite`` uses the chosen endpoint's EDS
-  ``hostname`` when it has one (:func:`auto_host`).
+  ``hostname`` when it has one (:func:`auto_host`). A route-level rewrite
+  (literal or auto) keeps the previous Host in ``x-envoy-original-host``,
+  as Envoy does; a weighted cluster's rewrite does not.
 - **Path** (:func:`rewrite_path`): ``prefix_rewrite`` replaces the part
   the route matched (the prefix, or the whole path for ``path`` and
   ``safe_regex`` matches); ``regex_rewrite`` substitutes every match in
@@ -59,6 +61,7 @@ from proxyless.resources.model import (
 from proxyless.routing import RouteResult
 
 __all__ = [
+    "ORIGINAL_HOST_HEADER",
     "ORIGINAL_PATH_HEADER",
     "HeaderLevel",
     "LazyHeaders",
@@ -75,6 +78,8 @@ __all__ = [
 
 #: Envoy's header carrying the path (with query) before a rewrite.
 ORIGINAL_PATH_HEADER: Final = "x-envoy-original-path"
+#: Envoy's header carrying the Host before a route-level host rewrite.
+ORIGINAL_HOST_HEADER: Final = "x-envoy-original-host"
 
 Headers = list[tuple[str, str]]
 
@@ -237,6 +242,7 @@ class RoutePlan:
         "response_levels",
         "result",
         "rewrites_path",
+        "weighted_host_rewrite",
     )
 
     def __init__(self, result: RouteResult, route_config: RouteConfiguration) -> None:
@@ -267,12 +273,16 @@ class RoutePlan:
         )
         self.response_levels = tuple(lv for lv in rlevels if not lv.empty)
         action = result.route_action
-        host: str | None = None
-        if weight is not None and weight.host_rewrite_literal:
-            host = weight.host_rewrite_literal
-        if action is not None and action.host_rewrite_literal:
-            host = action.host_rewrite_literal
-        self.host_rewrite = host
+        self.weighted_host_rewrite: str | None = (
+            weight.host_rewrite_literal
+            if weight is not None and weight.host_rewrite_literal
+            else None
+        )
+        self.host_rewrite: str | None = (
+            action.host_rewrite_literal
+            if action is not None and action.host_rewrite_literal
+            else None
+        )
         self.auto_host_rewrite = action is not None and action.auto_host_rewrite
         self.rewrites_path = action is not None and (
             action.prefix_rewrite is not None or action.regex_rewrite is not None
@@ -283,7 +293,12 @@ class RoutePlan:
 
     @property
     def changes_request(self) -> bool:
-        return bool(self.request_levels) or self.host_rewrite is not None or self.rewrites_path
+        return (
+            bool(self.request_levels)
+            or self.host_rewrite is not None
+            or self.weighted_host_rewrite is not None
+            or self.rewrites_path
+        )
 
     def request_headers(self, headers: Headers) -> Headers:
         for level in self.request_levels:

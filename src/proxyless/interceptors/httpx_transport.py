@@ -67,10 +67,12 @@ from proxyless.interceptors.httpx_hosts import (
 )
 from proxyless.interceptors.httpx_pool import EndpointPools, PoolEntry, attach
 from proxyless.interceptors.httpx_request import (
+    ORIGINAL_HOST_HEADER,
     ORIGINAL_PATH_HEADER,
     LazyHeaders,
     RoutePlan,
     direct_response_headers,
+    evaluate_headers,
     plan_for,
     redirect_location,
     rewrite_path,
@@ -128,6 +130,20 @@ def _h2_available() -> bool:
 
 def _identity(endpoint: EndpointState) -> EndpointState:
     return endpoint
+
+
+def _set_host(
+    headers: list[tuple[str, str]], host: str, *, keep_original: bool = False
+) -> list[tuple[str, str]]:
+    """Replace the Host; with ``keep_original`` the old one goes to
+    ``x-envoy-original-host`` unless that is already set (Envoy)."""
+    old = next((v for k, v in headers if k == "host"), None)
+    out = [(k, v) for k, v in headers if k != "host"]
+    out.insert(0, ("host", host))
+    if keep_original and old is not None and old != host:
+        if not any(k == ORIGINAL_HOST_HEADER for k, _ in out):
+            out.append((ORIGINAL_HOST_HEADER, old))
+    return out
 
 
 def _url_error(request: httpx.Request, why: str) -> httpx.TransportError:
@@ -521,11 +537,18 @@ class _Core:
         r.why_timeout = call.timeout_source or "route timeout"
         if plan.changes_request:
             hl2 = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw_headers]
-            hl2 = plan.request_headers(hl2)
-            new_host = plan.host_rewrite
-            if new_host is not None:
-                hl2 = [(k, v) for k, v in hl2 if k != "host"]
-                hl2.insert(0, ("host", new_host))
+            if plan.weighted_host_rewrite is not None:
+                # the weighted cluster's mutations and host come first (Envoy)
+                first = plan.request_levels[:1] if call.route.cluster_weight is not None else ()
+                for level in first:
+                    hl2 = evaluate_headers(hl2, level)
+                hl2 = _set_host(hl2, plan.weighted_host_rewrite)
+                for level in plan.request_levels[len(first) :]:
+                    hl2 = evaluate_headers(hl2, level)
+            else:
+                hl2 = plan.request_headers(hl2)
+            if plan.host_rewrite is not None:
+                hl2 = _set_host(hl2, plan.host_rewrite, keep_original=True)
             new_path = None
             if plan.rewrites_path:
                 route_action = call.route.route_action
@@ -605,9 +628,9 @@ class _Core:
             raise
         headers = r.up_headers
         if r.plan.auto_host_rewrite and es.endpoint.hostname:
-            headers = [(b"host", es.endpoint.hostname.encode("latin-1"))] + [
-                (k, v) for k, v in headers if k.lower() != b"host"
-            ]
+            hl = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
+            hl = _set_host(hl, es.endpoint.hostname, keep_original=True)
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in hl]
         ext = dict(r.request.extensions)
         ext["timeout"] = self._timeouts(ext.get("timeout"), attempt.timeout, info.connect_timeout)
         if sni is not None:
