@@ -25,6 +25,7 @@ from tests.e2e.httpx.conftest import (
     header_option,
     header_values,
     reply,
+    wait_until,
 )
 
 import proxyless.httpx
@@ -264,3 +265,41 @@ def test_case_insensitive_prefix_rewrite(
     r.route.prefix_rewrite = "/internal"
     service.routes_for(SERVICE, [r])
     assert reply(client.get(f"{URL}/api/x"))["path"] == "/internal/x"
+
+
+def test_mirror_is_fire_and_forget_with_shadow_host(
+    service: Service, backends: Callable[..., list[HttpEcho]], mesh: Mesh
+) -> None:
+    main, shadow = backends("main", "shadow")
+    service.cluster("main", [main])
+    service.cluster("shadow", [shadow])
+    r = route(prefix="/", cluster="main")
+    r.route.request_mirror_policies.add(cluster="shadow")
+    service.routes_for(SERVICE, [r])
+    shadow.hold()  # a stalled shadow never delays the caller
+    try:
+        with httpx.Client(transport=proxyless.httpx.Transport(mesh=mesh), timeout=10.0) as client:
+            got = reply(client.post(f"{URL}/m?x=1", content=b"body"))
+            assert (got["backend"], got["host"]) == ("main", "svc:8080")
+        shadow.release()
+        wait_until(lambda: len(shadow.requests) == 1, what="the shadow request")
+        seen = shadow.requests[0]
+        assert (seen["host"], seen["path"], seen["query"], seen["body"]) == (
+            "svc-shadow:8080",
+            "/m",
+            "x=1",
+            "body",
+        )
+    finally:
+        shadow.release()
+
+    async def run() -> None:
+        async with httpx.AsyncClient(
+            transport=proxyless.httpx.AsyncTransport(mesh=mesh), timeout=10.0
+        ) as client:
+            assert (await client.get(f"{URL}/async")).status_code == 200
+            transport = client._transport
+            await asyncio.gather(*transport._mirrors)  # type: ignore[attr-defined]
+
+    asyncio.run(run())
+    assert [r["path"] for r in shadow.requests] == ["/m", "/async"]
