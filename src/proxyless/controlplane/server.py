@@ -209,8 +209,14 @@ class AdsServer:
             futures.ThreadPoolExecutor(
                 max_workers=self._max_workers, thread_name_prefix="proxyless-ads"
             ),
-            # without this a second server silently shares the port with the first
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                # without this a second server silently shares the port with the first
+                ("grpc.so_reuseport", 0),
+                # clients of long-lived ADS streams ping (Envoy, gRPC, istio-agent);
+                # accept pings every 10 s without data instead of answering GOAWAY
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 0),
+            ],
         )
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(

@@ -22,6 +22,7 @@ from proxyless.errors import ProxylessError
 from proxyless.interceptors.grpc_channel import (
     XdsChannel,
     budget_error,
+    classify_status,
     fault_error,
     grpc_outcome,
 )
@@ -217,17 +218,24 @@ class _AioCall:
             call.end()
             raise
 
+        async def finish(c: Any) -> None:
+            outcome: Outcome = RESET
+            try:
+                if not c.cancelled():
+                    code = await c.code()
+                    details = await c.details() or ""
+                    trailing = await c.trailing_metadata() or ()
+                    outcome = classify_status(code, details, trailing, attempt, call)
+            except Exception:
+                outcome = RESET
+            finally:
+                # Streams are not retried: record the outcome only.
+                call.attempt_done(attempt, outcome, may_retry=False)
+                call.end()
+
         def done(c: Any) -> None:
             sync._pool.call_ended(pooled)
-            outcome: Outcome = SUCCESS
-            if c.cancelled():
-                outcome = RESET
-            else:
-                exc = getattr(c, "_exception", None)
-                if isinstance(exc, grpc.RpcError):
-                    outcome = grpc_outcome(exc, attempt, call)
-            call.attempt_done(attempt, outcome)
-            call.end()
+            asyncio.ensure_future(finish(c))
 
         inner.add_done_callback(done)
         self._inner = inner

@@ -76,26 +76,42 @@ def metadata_headers(metadata: Sequence[tuple[str, Any]] | None) -> dict[str, st
     return out
 
 
+def _status_of(err: grpc.RpcError) -> tuple[grpc.StatusCode, str, Any]:
+    """Code, details and trailing metadata of a sync or aio RPC error."""
+    code = getattr(err, "code", None)
+    if not callable(code):
+        return grpc.StatusCode.UNKNOWN, str(err), ()
+    details = err.details() or ""
+    trailing = err.trailing_metadata() or ()
+    return code(), details, trailing
+
+
 def grpc_outcome(err: grpc.RpcError, attempt: Attempt, call: Call) -> Outcome:
     """Classify a failed attempt once (gRFC A44 retry codes; outlier mapping in
-    :mod:`proxyless.resilience.outlier`)."""
-    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+    :mod:`proxyless.resilience.outlier`). Works for sync errors and
+    ``grpc.aio.AioRpcError`` alike."""
+    code, details, trailing = _status_of(err)
+    return classify_status(code, details, trailing, attempt, call)
+
+
+def classify_status(
+    code: grpc.StatusCode, details: str, trailing: Any, attempt: Attempt, call: Call
+) -> Outcome:
+    if code is grpc.StatusCode.OK:
+        return SUCCESS
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         if attempt.per_try and attempt.timed_out():
             return PER_TRY_TIMEOUT
         remaining = call.remaining()
         if remaining is not None and remaining <= 0.001:
             return OVERALL_TIMEOUT
-    elif code is grpc.StatusCode.UNAVAILABLE and isinstance(err, grpc.Call):
-        details = err.details() or ""
-        if details.startswith("failed to connect"):
-            return CONNECT_FAILURE
+    elif code is grpc.StatusCode.UNAVAILABLE and details.startswith("failed to connect"):
+        return CONNECT_FAILURE
     pushback = None
-    if isinstance(err, grpc.Call):
-        for key, value in err.trailing_metadata() or ():
-            if key == "grpc-retry-pushback-ms":
-                pushback = parse_grpc_pushback(value)
-    return Outcome.grpc(code.name if code is not None else "UNKNOWN", pushback=pushback)
+    for key, value in trailing:
+        if key == "grpc-retry-pushback-ms":
+            pushback = parse_grpc_pushback(value)
+    return Outcome.grpc(code.name, pushback=pushback)
 
 
 def fault_error(call: Call, target: str) -> XdsRpcError | None:
@@ -116,8 +132,7 @@ _CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 def budget_error(call: Call, err: grpc.RpcError) -> XdsRpcError:
-    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNAVAILABLE
-    details = err.details() if isinstance(err, grpc.Call) else str(err)
+    code, details, _ = _status_of(err)
     assert call.last_error is not None
     out = XdsRpcError(code, f"{details} ({call.last_error})", call.last_error)  # type: ignore[arg-type]
     out.__cause__ = err
@@ -468,7 +483,8 @@ class XdsChannel(grpc.Channel):
             if code is grpc.StatusCode.OK:
                 call.attempt_done(attempt, SUCCESS)
             else:
-                call.attempt_done(attempt, grpc_outcome(c, attempt, call))
+                # Streams are not retried: record the outcome only.
+                call.attempt_done(attempt, grpc_outcome(c, attempt, call), may_retry=False)
             call.end()
 
         inner.add_done_callback(done)

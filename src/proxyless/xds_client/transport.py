@@ -33,9 +33,10 @@ _ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggr
 # Generous message limit: a 10k-endpoint EDS response is several MB.
 _CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
+    # Keepalive as grpc-go's xDS client does it: every 5 minutes, so servers
+    # with grpc's default ping enforcement (5 min) never answer "too many pings".
+    ("grpc.keepalive_time_ms", 300_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
     # The stream's own backoff (proxyless.xds_client.backoff) paces reconnects;
     # keep the channel's connection backoff short so it does not add to it.

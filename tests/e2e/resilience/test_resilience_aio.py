@@ -32,12 +32,6 @@ from proxyless.testing.backends import ECHO_METHOD, EchoServer
 Backends = Callable[..., list[EchoServer]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: grpc_outcome() classifies every grpc.aio.AioRpcError as UNKNOWN "
-    "(AioRpcError is not a grpc.Call), so retry_on never matches on aio channels",
-)
 def test_aio_two_failures_then_success_takes_three_attempts(
     service: Service, backends: Backends, echo: Echo, mesh: Mesh
 ) -> None:
@@ -120,12 +114,6 @@ def test_aio_max_requests_overflow_fails_fast_and_is_not_retried(
     assert breaker.requests == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: the done callback of aio streaming calls reads c._exception, which "
-    "grpc.aio calls do not have, so every streaming attempt is recorded as a success",
-)
 def test_aio_streaming_failures_feed_outlier_detection(
     service: Service, backends: Backends, echo: Echo, mesh: Mesh
 ) -> None:

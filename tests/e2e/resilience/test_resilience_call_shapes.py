@@ -153,13 +153,6 @@ def test_sync_streaming_failures_feed_outlier_detection(
     assert bad.calls == 3 and failures == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: the done callback of XdsChannel._start_streaming calls "
-    "Call.attempt_done without may_retry=False, so a failed streaming attempt asks "
-    "the retry budget for a retry that is never made (and counts its refusal)",
-)
 def test_streaming_failure_does_not_draw_on_the_retry_budget(
     service: Service, backends: Backends, echo: Echo, mesh: Mesh
 ) -> None:

@@ -122,23 +122,24 @@ def test_previous_hosts_sends_the_retry_to_another_endpoint(
 def test_per_try_timeout_cuts_a_slow_attempt_and_retries(
     service: Service, backends: Backends, echo: Echo, mesh: Mesh
 ) -> None:
-    # One slow endpoint (answers after 1.5 s) and one fast. Every call has a
-    # 1 s deadline, so a call whose first attempt lands on the slow endpoint
-    # succeeds only if the 0.2 s per-try timeout cut that attempt and the
-    # retry went to the fast endpoint (previous_hosts).
+    # One slow endpoint (answers after 2.5 s) and one fast. Every call has a
+    # 2 s deadline, so a call whose first attempt lands on the slow endpoint
+    # succeeds only if the 0.5 s per-try timeout cut that attempt and the
+    # retry went to the fast endpoint (previous_hosts). The margins are wide
+    # so a loaded machine cannot make a fast attempt look slow.
     slow, fast = backends("slow", "fast")
     service.publish(
         [slow, fast],
         retry_policy=retry_policy(
-            "unavailable,deadline-exceeded", 2, per_try_timeout=0.2, previous_hosts=True
+            "unavailable,deadline-exceeded", 2, per_try_timeout=0.5, previous_hosts=True
         ),
     )
     wait_served(echo, [slow, fast])
     reset_counts([slow, fast])
-    slow.delay = 1.5
+    slow.delay = 2.5
 
     calls = 4
-    served = [backend_of(echo(b"x", timeout=1.0)) for _ in range(calls)]
+    served = [backend_of(echo(b"x", timeout=2.0)) for _ in range(calls)]
 
     assert served == ["fast"] * calls
     assert slow.calls >= 1, "round robin never started a call on the slow endpoint"
