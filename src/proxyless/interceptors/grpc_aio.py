@@ -36,6 +36,9 @@ __all__ = ["AioXdsChannel", "channel"]
 #: The process-wide per-endpoint channel pool for grpc.aio (keyed by loop too).
 AIO_POOL = ChannelPool()
 
+#: Bookkeeping tasks still running (held so they are not garbage collected).
+_PENDING: set[asyncio.Future[None]] = set()
+
 
 def _aio_error(error: ProxylessError, target: str) -> grpc.aio.AioRpcError:
     details = f"{target}: {error}"
@@ -235,7 +238,9 @@ class _AioCall:
 
         def done(c: Any) -> None:
             sync._pool.call_ended(pooled)
-            asyncio.ensure_future(finish(c))
+            task = asyncio.ensure_future(finish(c))
+            _PENDING.add(task)
+            task.add_done_callback(_PENDING.discard)
 
         inner.add_done_callback(done)
         self._inner = inner

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import grpc
 import grpc.aio
-import pytest
 from tests.e2e.resilience.conftest import (
     CLUSTER,
     SERVER_STREAM_METHOD,
