@@ -28,6 +28,7 @@ import grpc
 from proxyless.errors import ProxylessError
 from proxyless.interceptors.grpc_errors import FailedCall, XdsRpcError, rpc_error
 from proxyless.interceptors.grpc_pool import ChannelPool, PooledChannel
+from proxyless.interceptors.grpc_retrying import RetryingCall
 from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
 from proxyless.resilience.fault import NO_FAULT
@@ -424,6 +425,46 @@ class XdsChannel(grpc.Channel):
             for _ in range(extra_held):
                 budget.release_retry()
 
+    def _start_retrying(
+        self,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        wait_for_ready: bool | None,
+        kwargs: dict[str, Any],
+        *,
+        streaming: bool,
+    ) -> Any:
+        """A unary ``future()`` or server-streaming call with retries
+        (:mod:`proxyless.interceptors.grpc_retrying`)."""
+        try:
+            call = self._call(method, metadata, timeout, wait_for_ready)
+        except ProxylessError as exc:
+            return FailedCall.of(self._fail(exc))
+        try:
+            if call.fault is not NO_FAULT:
+                self._apply_fault(call)
+        except XdsRpcError as err:
+            call.end()
+            return FailedCall.of(err)
+        return RetryingCall(
+            self,
+            call,
+            kind,
+            method,
+            ser,
+            deser,
+            request,
+            metadata,
+            wait_for_ready,
+            kwargs,
+            streaming,
+        )
+
     def _start_streaming(
         self,
         kind: str,
@@ -618,7 +659,7 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         compression: Any = None,
     ) -> Any:
         kwargs = {"credentials": credentials, "compression": compression}
-        return self._ch._start_streaming(
+        return self._ch._start_retrying(
             "unary_unary",
             self._method,
             self._ser,
@@ -628,7 +669,7 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
             metadata,
             wait_for_ready,
             kwargs,
-            attr="future",
+            streaming=False,
         )
 
 
@@ -768,6 +809,19 @@ class _Streaming:
         compression: Any = None,
     ) -> Any:
         kwargs = {"credentials": credentials, "compression": compression}
+        if self._kind == "unary_stream":
+            return self._ch._start_retrying(
+                self._kind,
+                self._method,
+                self._ser,
+                self._deser,
+                request,
+                timeout,
+                metadata,
+                wait_for_ready,
+                kwargs,
+                streaming=True,
+            )
         return self._ch._start_streaming(
             self._kind,
             self._method,

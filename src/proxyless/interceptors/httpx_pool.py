@@ -34,7 +34,7 @@ log = logging.getLogger("proxyless.httpx")
 class PoolEntry:
     """The httpx transport to one endpoint and its in-flight count."""
 
-    __slots__ = ("address", "closing", "in_flight", "key", "loop", "transport")
+    __slots__ = ("address", "closing", "in_flight", "key", "loop", "raw_host", "transport")
 
     def __init__(
         self, key: Hashable, address: str, transport: Any, loop: asyncio.AbstractEventLoop | None
@@ -45,6 +45,8 @@ class PoolEntry:
         self.loop = loop
         self.in_flight = 0
         self.closing = False
+        #: the endpoint's address as bytes, filled in on first use
+        self.raw_host: bytes | None = None
 
     def __repr__(self) -> str:
         state = " closing" if self.closing else ""

@@ -479,9 +479,14 @@ class _Core:
         direct response, fault abort, cluster_not_found code)."""
         raw_path = request.url.raw_path.decode("ascii")
         path, _, query = raw_path.partition("?")
-        headers = request.headers
-        raw_headers = headers.raw
-        authority = headers.get("host") or target_name(host, port)
+        raw_headers = request.headers.raw
+        authority = ""
+        for key, value in raw_headers:
+            if len(key) == 4 and key.lower() == b"host":
+                authority = value.decode("latin-1")
+                break
+        if not authority:
+            authority = target_name(host, port)
         info = RequestInfo(
             authority,
             path,
@@ -635,27 +640,32 @@ class _Core:
         ext["timeout"] = self._timeouts(ext.get("timeout"), attempt.timeout, info.connect_timeout)
         if sni is not None:
             ext["sni_hostname"] = sni
-        url = _EndpointURL(
-            b"https" if https else b"http",
-            es.endpoint.address.encode("ascii"),
-            es.endpoint.port,
-            r.target,
-        )
+        raw_host = entry.raw_host
+        if raw_host is None:
+            raw_host = entry.raw_host = es.endpoint.address.encode("ascii")
+        url = _EndpointURL(b"https" if https else b"http", raw_host, es.endpoint.port, r.target)
         return attempt, entry, _Upstream(r.request.method, url, headers, r.body, ext)
 
     @staticmethod
-    def _timeouts(user: Any, attempt_timeout: float | None, connect: float) -> dict[str, Any]:
-        base = user if isinstance(user, Mapping) else {}
-        out: dict[str, Any] = {}
-        for name in ("connect", "read", "write", "pool"):
-            value = base.get(name)
-            limit = attempt_timeout
-            if name == "connect":
-                limit = connect if limit is None else min(limit, connect)
-            if limit is not None:
-                value = limit if value is None else min(value, limit)
-            out[name] = value
-        return out
+    def _timeouts(user: Any, limit: float | None, connect: float) -> dict[str, Any]:
+        """httpx's per-operation timeouts capped by the attempt's (and connect by
+        the cluster's ``connect_timeout``)."""
+        if isinstance(user, Mapping):
+            c, rd, w, pl = (
+                user.get("connect"),
+                user.get("read"),
+                user.get("write"),
+                user.get("pool"),
+            )
+        else:
+            c = rd = w = pl = None
+        climit = connect if limit is None or connect < limit else limit
+        c = climit if c is None or climit < c else c
+        if limit is not None:
+            rd = limit if rd is None or limit < rd else rd
+            w = limit if w is None or limit < w else w
+            pl = limit if pl is None or limit < pl else pl
+        return {"connect": c, "read": rd, "write": w, "pool": pl}
 
     def response_outcome(self, r: _Routed, response: httpx.Response) -> Outcome:
         status = response.status_code

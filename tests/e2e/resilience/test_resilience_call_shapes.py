@@ -49,12 +49,6 @@ def test_with_call_is_retried(service: Service, backends: Backends, echo: Echo, 
     assert a.calls == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gap: _UnaryUnary.future() goes through XdsChannel._start_streaming, "
-    "which makes a single attempt, so unary futures are never retried",
-)
 def test_unary_future_is_retried(
     service: Service, backends: Backends, echo: Echo, mesh: Mesh
 ) -> None:
@@ -73,12 +67,6 @@ def test_unary_future_is_retried(
     assert error is None and a.calls == 3, f"{a.calls} attempt(s); the future ended with {error!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gap: server-streaming calls make one attempt (XdsChannel._start_streaming); "
-    "a failure before the first response message or headers is not retried",
-)
 def test_server_stream_failing_before_any_response_is_retried(
     service: Service, backends: Backends, echo: Echo, mesh: Mesh
 ) -> None:
@@ -170,9 +158,10 @@ def test_streaming_failure_does_not_draw_on_the_retry_budget(
     reset_counts([a])
     a.fail_next(1, grpc.StatusCode.UNAVAILABLE)
 
+    # Bidirectional streams are never retried, so they never ask the budget.
     ch = proxyless.grpc.channel("xds:///svc:80", mesh=mesh)
     with pytest.raises(grpc.RpcError):
-        list(ch.unary_stream(SERVER_STREAM_METHOD)(b"2", timeout=5))
+        list(ch.stream_stream("/proxyless.test.Echo/BidiStream")(iter([b"2"]), timeout=5))
 
     assert a.calls == 1
     assert breaker.stats["budget_exhausted"] == 0, breaker.stats
