@@ -162,9 +162,7 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
                     raise
                 # Wait for the retry decision: a new attempt, or the end.
                 with self._cond:
-                    self._cond.wait_for(
-                        lambda failed=inner: self._inner is not failed or self._finished
-                    )
+                    self._cond.wait_for(self._moved_on(inner))
                     if self._inner is not inner:
                         continue
                     final = self._final
@@ -173,6 +171,10 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
             return message
 
     next = __next__
+
+    def _moved_on(self, failed: Any) -> Callable[[], bool]:
+        """A predicate: a newer attempt replaced ``failed``, or the call ended."""
+        return lambda: self._inner is not failed or self._finished
 
     # -- grpc.Future ------------------------------------------------------------------
     def result(self, timeout: float | None = None) -> Any:
