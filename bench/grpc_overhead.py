@@ -72,7 +72,7 @@ TARGET_EDS_MS = 100.0
 @dataclasses.dataclass
 class Options:
     calls: int = 2000
-    rounds: int = 5
+    rounds: int = 7
     warmup: int = 300
     time_cap: float = 60.0
     envoy: bool = True
@@ -80,6 +80,7 @@ class Options:
     aio: bool = True
     eds_endpoints: int = 10_000
     eds_updates: int = 5
+    eds_idle_updates: int = 3
     scale_clusters: int = 1000
     scale_endpoints_per_cluster: int = 10
     services: int = 100
@@ -232,8 +233,10 @@ def eds_update(
     bases = [20000, 30000, 40000, 50000]
     svc_cla = base_resources[ENDPOINT_URL]["svc"]
     # Build every version before timing anything.
+    idle = opts.eds_idle_updates
     versions = [
-        endpoints("big", _big_endpoints(n, bases[k % 4])) for k in range(opts.eds_updates + 1)
+        endpoints("big", _big_endpoints(n, bases[k % 4]))
+        for k in range(idle + opts.eds_updates + 1)
     ]
     serve = base_resources.copy()
     big = c.serve_service(None, BIG, [], cluster_name="big")
@@ -262,19 +265,32 @@ def eds_update(
                 arrived.set()
 
     mesh.config(BIG).add_listener(on_snapshot)
-    updates = []
-    for k in range(1, opts.eds_updates + 1):
+
+    def apply(k: int) -> tuple[int, int, int]:
+        """Serve version ``k``; (sent at, server returned at, visible at) in ns."""
         arrived.clear()
         expect["port"] = bases[k % 4]
+        t0 = time.perf_counter_ns()
+        ads.set_resources(ENDPOINT_URL, {"svc": svc_cla, "big": versions[k]})
+        t_sent = time.perf_counter_ns()
+        if not arrived.wait(60.0):
+            raise RuntimeError(f"EDS update {k} of {n} endpoints not applied within 60 s")
+        return t0, t_sent, expect["at"]
+
+    # First without calls: the update alone.
+    idle_ms = []
+    for k in range(1, idle + 1):
+        gc.collect()
+        t0, _, t1 = apply(k)
+        idle_ms.append(round((t1 - t0) / 1e6, 2))
+        time.sleep(0.1)
+    # Then while another thread makes calls on the same Mesh.
+    updates = []
+    for k in range(idle + 1, idle + opts.eds_updates + 1):
         gc.collect()
         with _CallRecorder(call, max_calls=200_000, time_cap=60.0) as rec:
             time.sleep(0.3)  # a quiet window first
-            t0 = time.perf_counter_ns()
-            ads.set_resources(ENDPOINT_URL, {"svc": svc_cla, "big": versions[k]})
-            t_sent = time.perf_counter_ns()
-            if not arrived.wait(60.0):
-                raise RuntimeError(f"EDS update {k} of {n} endpoints not applied within 60 s")
-            t1 = expect["at"]
+            t0, t_sent, t1 = apply(k)
             time.sleep(0.3)
         quiet = [d for s, d in rec.samples if s + d < t0]
         during = [d for s, d in rec.samples if s < t1 and s + d > t0]
@@ -298,10 +314,13 @@ def eds_update(
         )
     # Where the time goes, measured on this thread: decode (parse + validate) of the
     # ClusterLoadAssignment, then the cluster registry applying it.
-    breakdown = _eds_breakdown(versions[:2], CLUSTER_LOAD_ASSIGNMENT, big)
+    pools = 2 if opts.aio else 1  # the sync and the aio endpoint pools follow the registry
+    breakdown = _eds_breakdown(versions[:2], CLUSTER_LOAD_ASSIGNMENT, big, pools)
     return {
         "endpoints": n,
         "first_load_ms": round(first_load_ms, 1),
+        "idle_applied_ms": idle_ms,
+        "idle_applied_ms_median": round(c.median(idle_ms), 2) if idle_ms else None,
         "updates": updates,
         "applied_ms_median": round(c.median(u["applied_ms"] for u in updates), 2),
         "applied_ms_max": max(u["applied_ms"] for u in updates),
@@ -316,7 +335,9 @@ def eds_update(
     }
 
 
-def _eds_breakdown(versions: list[Any], cla_type: Any, big: dict[str, Any]) -> dict[str, Any]:
+def _eds_breakdown(
+    versions: list[Any], cla_type: Any, big: dict[str, Any], pools: int
+) -> dict[str, Any]:
     from proxyless.config.snapshot import ClusterConfig, XdsConfig
     from proxyless.interceptors.grpc_pool import ChannelPool
     from proxyless.resources.types import CLUSTER, LISTENER, ROUTE_CONFIGURATION
@@ -341,7 +362,8 @@ def _eds_breakdown(versions: list[Any], cla_type: Any, big: dict[str, Any]) -> d
         parse_ms.append((time.perf_counter_ns() - t0) / 1e6)
         models.append(result.value)
     registry = ClusterRegistry(random.Random(1))
-    registry.add_pool(ChannelPool())
+    for _ in range(pools):
+        registry.add_pool(ChannelPool())
     apply_ms = []
     for i, model in enumerate(models):
         snap = XdsConfig(BIG, listener, rc, {"big": ClusterConfig("big", cluster, model)}, None, i)
@@ -735,8 +757,9 @@ def format_report(results: dict[str, Any]) -> str:
         e = results["eds_update"]
         lines.append("")
         lines.append(
-            f"EDS update of {e['endpoints']} endpoints: applied in {e['applied_ms_median']} ms "
-            f"median (max {e['applied_ms_max']} ms, {len(e['updates'])} updates; first load "
+            f"EDS update of {e['endpoints']} endpoints: applied in {e['idle_applied_ms_median']} ms "
+            f"median without calls, {e['applied_ms_median']} ms median while calls flow "
+            f"(max {e['applied_ms_max']} ms, {len(e['updates'])} updates; first load "
             f"{e['first_load_ms']} ms); parse {e['parse_ms']} ms, apply {e['apply_update_ms']} ms "
             f"({e['bytes'] // 1024} KiB)"
         )
@@ -769,7 +792,7 @@ def format_report(results: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--calls", type=int, default=None, help="calls per contender per round (2000)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (5)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (7)")
     p.add_argument("--quick", action="store_true", help="small counts for a fast look")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--no-envoy", action="store_true", help="skip the Envoy sidecar pair")
@@ -782,7 +805,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
     args = p.parse_args(argv)
     opts = Options()
     if args.quick:
-        opts = dataclasses.replace(opts, calls=300, rounds=3, warmup=100, eds_updates=2)
+        opts = dataclasses.replace(
+            opts, calls=300, rounds=3, warmup=100, eds_updates=2, eds_idle_updates=1
+        )
     if args.calls is not None:
         opts.calls = args.calls
     if args.rounds is not None:

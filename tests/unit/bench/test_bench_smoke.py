@@ -115,6 +115,7 @@ def test_grpc_overhead_runs_end_to_end_with_tiny_counts() -> None:
         native_xds=False,
         eds_endpoints=200,
         eds_updates=1,
+        eds_idle_updates=1,
         scale_clusters=5,
         scale_endpoints_per_cluster=2,
         services=3,
@@ -131,6 +132,7 @@ def test_grpc_overhead_runs_end_to_end_with_tiny_counts() -> None:
     assert results["aio"]["proxyless-aio"]["calls"] == 40
     eds = results["eds_update"]
     assert eds["endpoints"] == 200 and len(eds["updates"]) == 1
+    assert len(eds["idle_applied_ms"]) == 1
     assert eds["call_errors"] == 0 and eds["calls_during_total"] >= 0
     assert eds["parse_ms"] > 0 and eds["apply_update_ms"] > 0
     memory = results["memory"]
