@@ -14,9 +14,10 @@ and, in an asyncio loop, ``async-plain`` (``httpx.AsyncClient()``) against
 of this run.
 
 Contenders run interleaved: after a warm-up, ``--rounds`` rounds of
-``--calls`` requests each, the order rotated every round; reported figures
-are medians across rounds and ratios are medians of per-round p50 ratios to
-``plain`` (``async-plain`` for the async pair). RSS: this process after the
+``--calls`` requests per contender, taken in alternating slices of 50
+requests so that load from elsewhere on the machine hits both contenders of
+a pair alike; reported figures are medians across rounds and ratios are
+medians of per-round ratios to ``plain`` (``async-plain`` for the async pair). RSS: this process after the
 plain client warmed up, and after the Mesh and proxyless transports did.
 
 Run ``python bench/httpx_overhead.py [--calls N] [--rounds R] [--quick] [--json out.json]``.
@@ -49,6 +50,8 @@ import httpx
 
 SERVICE = "svc:8080"
 TARGET_P50 = 1.05
+#: Requests per contender before switching to the other one.
+SLICE = 50
 
 _BACKEND = r"""
 import asyncio, socket, sys
@@ -213,15 +216,22 @@ def run(calls: int, rounds: int, warmup: int, cap: float) -> dict[str, Any]:
         per_round: dict[str, list[dict[str, float]]] = {k: [] for k in sync}
         names = list(sync)
         for i in range(rounds):
-            order = names[i % len(names) :] + names[: i % len(names)]
-            for name in order:
-                gc.collect()
-                samples = timed(sync[name], calls, cap)
+            samples: dict[str, list[float]] = {k: [] for k in names}
+            stop_at = time.monotonic() + cap
+            # alternate in slices of SLICE requests so machine noise hits both alike
+            for j in range(max(1, calls // SLICE)):
+                order = names if (i + j) % 2 == 0 else names[::-1]
+                for name in order:
+                    samples[name].extend(timed(sync[name], SLICE, cap))
+                if time.monotonic() > stop_at:
+                    break
+            gc.collect()
+            for name in names:
                 per_round[name].append(
                     {
-                        "p50": percentile(samples, 50),
-                        "p99": percentile(samples, 99),
-                        "n": len(samples),
+                        "p50": percentile(samples[name], 50),
+                        "p99": percentile(samples[name], 99),
+                        "n": len(samples[name]),
                     }
                 )
 
@@ -239,15 +249,21 @@ def run(calls: int, rounds: int, warmup: int, cap: float) -> dict[str, Any]:
                 out: dict[str, list[dict[str, float]]] = {k: [] for k in fns}
                 keys = list(fns)
                 for i in range(rounds):
-                    order = keys[i % 2 :] + keys[: i % 2]
-                    for name in order:
-                        gc.collect()
-                        samples = await atimed(fns[name], calls, cap)
+                    got: dict[str, list[float]] = {k: [] for k in keys}
+                    stop_at = time.monotonic() + cap
+                    for j in range(max(1, calls // SLICE)):
+                        order = keys if (i + j) % 2 == 0 else keys[::-1]
+                        for name in order:
+                            got[name].extend(await atimed(fns[name], SLICE, cap))
+                        if time.monotonic() > stop_at:
+                            break
+                    gc.collect()
+                    for name in keys:
                         out[name].append(
                             {
-                                "p50": percentile(samples, 50),
-                                "p99": percentile(samples, 99),
-                                "n": len(samples),
+                                "p50": percentile(got[name], 50),
+                                "p99": percentile(got[name], 99),
+                                "n": len(got[name]),
                             }
                         )
                 return out
