@@ -30,7 +30,7 @@ from tests.e2e.httpx.conftest import (
 
 import proxyless.httpx
 from proxyless.mesh import Mesh
-from proxyless.testing.resources import header_match, route
+from proxyless.testing.resources import cluster, header_match, route
 
 
 def test_get_reaches_the_backend_with_the_original_host_and_path(
@@ -303,3 +303,16 @@ def test_mirror_is_fire_and_forget_with_shadow_host(
 
     asyncio.run(run())
     assert [r["path"] for r in shadow.requests] == ["/m", "/async"]
+
+
+def test_ring_hash_on_a_header_keeps_a_user_on_one_endpoint(
+    service: Service, backends: Callable[..., list[HttpEcho]], client: httpx.Client
+) -> None:
+    servers = backends("a", "b", "c")
+    service.cluster(CLUSTER, servers, cluster(CLUSTER, lb="ring_hash"))
+    service.routes_for(SERVICE, [route(prefix="/", cluster=CLUSTER, hash_headers=["x-user"])])
+    for user in ("alice", "bob", "carol", "dave"):
+        seen = {
+            client.get(f"{URL}/", headers={"x-user": user}).headers["x-backend"] for _ in range(10)
+        }
+        assert len(seen) == 1, (user, seen)
