@@ -191,28 +191,12 @@ class HostDecision:
 
 
 def _lds_view(mesh: Mesh, listener: str) -> tuple[str, str, bool]:
-    """(LDS nonce, resource status, cached) of ``listener``, read on the Mesh loop."""
-    client = mesh.xds_client
-
-    def read() -> tuple[str, str, bool]:
-        servers: dict[Any, Any] = getattr(client, "_servers", {})
-        try:
-            key = client._server_for(listener).key
-        except Exception:
-            return "", "", False
-        ss = servers.get(key)
-        ts = ss.types.get(LISTENER.type_url) if ss is not None else None
-        if ts is None:
-            return "", "", False
-        res = ts.resources.get(listener)
-        if res is None:
-            return ts.nonce, "", False
-        return ts.nonce, res.status.value, bool(res.cached)
-
+    """(LDS nonce, resource status, cached) of ``listener``."""
     try:
-        return client._run_on_loop(read, 2.0)
+        nonce, status, cached = mesh.xds_client.probe(LISTENER, listener)
     except Exception:
         return "", "", False
+    return nonce, status.value if status is not None else "", cached
 
 
 _probes: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()

@@ -184,6 +184,24 @@ class XdsClient:
         """Status of every subscribed resource (CSDS shape), sorted by type and name."""
         return self._run_on_loop(self._dump, timeout)
 
+    def probe(
+        self, rtype: ResourceType, name: str, timeout: float = 2.0
+    ) -> tuple[str, ClientStatus | None, bool]:
+        """``(last nonce of the type, status of name or None, cached)`` for one
+        resource: lets a caller see that a response came and went without it."""
+
+        def read() -> tuple[str, ClientStatus | None, bool]:
+            ss = self._servers.get(self._server_for(name).key)
+            ts = ss.types.get(rtype.type_url) if ss is not None else None
+            if ts is None:
+                return "", None, False
+            res = ts.resources.get(name)
+            if res is None:
+                return ts.nonce, None, False
+            return ts.nonce, res.status, res.cached
+
+        return self._run_on_loop(read, timeout)
+
     def server_states(self, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Connection state per xDS server: uri, connected, last error."""
         return self._run_on_loop(self._server_states, timeout)
