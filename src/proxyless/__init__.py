@@ -25,7 +25,7 @@ from proxyless.errors import ProxylessError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from proxyless import grpc
+    from proxyless import grpc, httpx
     from proxyless.explain import Explanation, explain
     from proxyless.mesh import Mesh
 
