@@ -168,8 +168,30 @@ def machine_info(*, envoy_version: bool = True) -> dict[str, Any]:
         "protobuf": google.protobuf.__version__,
         "envoy": envoy,
         "loadavg_1m_at_start": round(load, 2),
+        "revision": _revision(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _revision() -> str:
+    """The repository's commit, with "+changes" when src/ differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+changes" if head and dirty else head or "unknown"
 
 
 def _envoy_version() -> str:
@@ -581,31 +603,46 @@ class EnvoySidecarPair:
     """app -> Envoy A (plaintext) -> SPIFFE mTLS -> Envoy B -> backend, both Envoys
     with ``--concurrency 1``. :attr:`address` is Envoy A's listener."""
 
-    def __init__(self, certs: SpiffeCerts, backend: str) -> None:
-        from proxyless.testing.controlplane import EnvoyProcess
-
-        self.server_side = EnvoyProcess(envoy_server_sidecar(certs, backend))
-        self.client_side: Any = None
+    def __init__(self, certs: SpiffeCerts, backend: str, *, attempts: int = 3) -> None:
+        self._attempts = attempts
         self._started: list[Any] = []
+        #: Envoy starts that failed and were retried (the process died during start-up)
+        self.start_failures: list[str] = []
         atexit.register(self.stop)
         try:
-            self.server_side.start()
-            self._started.append(self.server_side)
+            self.server_side = self._start(envoy_server_sidecar(certs, backend))
             peer_port = _listener_port(self.server_side, "inbound")
-            self.client_side = EnvoyProcess(envoy_client_sidecar(certs, peer_port))
-            self.client_side.start()
-            self._started.append(self.client_side)
+            self.client_side = self._start(envoy_client_sidecar(certs, peer_port))
             self.address = f"127.0.0.1:{_listener_port(self.client_side, 'outbound')}"
         except BaseException:
             self.stop()
             raise
 
+    def _start(self, bootstrap: dict[str, Any]) -> Any:
+        from proxyless.testing.controlplane import EnvoyProcess
+
+        for attempt in range(1, self._attempts + 1):
+            envoy = EnvoyProcess(bootstrap)
+            try:
+                envoy.start()
+            except RuntimeError as exc:  # exited during start-up (EnvoyProcess stopped it)
+                if attempt == self._attempts:
+                    raise
+                self.start_failures.append(str(exc).splitlines()[0])
+                continue
+            self._started.append(envoy)
+            return envoy
+        raise AssertionError("unreachable")
+
     def pids(self) -> list[int]:
         return [e.process.pid for e in self._started if e.process is not None]
 
-    def rss(self) -> list[int]:
-        """RSS of Envoy A and Envoy B in bytes."""
-        return [rss_bytes(pid) for pid in self.pids()]
+    def rss(self) -> dict[str, int]:
+        """RSS in bytes of Envoy A (the client's sidecar) and Envoy B (the server's)."""
+        return {
+            "A": rss_bytes(self.client_side.process.pid),
+            "B": rss_bytes(self.server_side.process.pid),
+        }
 
     def stats(self) -> list[dict[str, int]]:
         return [e.stats() for e in self._started if e.process is not None]
@@ -613,7 +650,6 @@ class EnvoySidecarPair:
     def stop(self) -> None:
         while self._started:
             self._started.pop().stop()
-        self.server_side.stop()
 
     def __enter__(self) -> EnvoySidecarPair:
         return self

@@ -15,10 +15,12 @@ and, in an asyncio loop, ``aio-direct`` (``grpc.aio.insecure_channel``) against
 same in-process ADS server (:class:`proxyless.controlplane.server.AdsServer`):
 listener -> route config -> one cluster -> one endpoint.
 
-Contenders run interleaved: after a warm-up, ``--rounds`` rounds of
-``--calls`` calls each, the order rotated every round, so machine noise hits
-everyone alike; reported figures are medians across rounds, and ratios are
-medians of the per-round ratios to ``direct`` (``aio-direct`` for aio).
+Contenders run interleaved: after a warm-up, ``--rounds`` rounds in which
+the contenders take turns in blocks of ``--block`` calls (the order rotated
+every block and every round) until each made ``--calls`` calls, so load that
+comes and goes on a shared machine hits everyone alike. Reported figures are
+medians across rounds; ratios are medians of the per-round ratios to
+``direct`` (``aio-direct`` for aio).
 
 Config scale: the time to apply a 10,000-endpoint EDS update while calls
 flow (and the worst call latency during it), and the RSS a client process
@@ -44,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,7 @@ TARGET_EDS_MS = 100.0
 class Options:
     calls: int = 2000
     rounds: int = 7
+    block: int = 50
     warmup: int = 300
     time_cap: float = 60.0
     envoy: bool = True
@@ -100,16 +103,40 @@ def _orders(names: Sequence[str], rounds: int) -> list[list[str]]:
     return out
 
 
+def _blocks(calls: int, block: int) -> list[int]:
+    """``calls`` split into blocks of ``block`` calls (the last one shorter)."""
+    sizes = [block] * (calls // block)
+    if calls % block:
+        sizes.append(calls % block)
+    return sizes
+
+
+def _block_orders(order: list[str], blocks: int) -> Iterator[list[str]]:
+    """Within a round, each block rotates the round's order by one more place."""
+    for b in range(blocks):
+        k = b % len(order)
+        yield [*order[k:], *order[:k]]
+
+
 def run_rounds(contenders: dict[str, Callable[[], Any]], opts: Options) -> dict[str, list[c.Stats]]:
-    """Warm every contender up, then interleave ``opts.rounds`` rounds of calls."""
+    """Warm every contender up, then ``opts.rounds`` rounds; in each round the
+    contenders take turns in blocks of ``opts.block`` calls until each made
+    ``opts.calls``, so load that comes and goes hits them alike."""
     for fn in contenders.values():
         c.timed_calls(fn, opts.warmup, opts.time_cap)
     per_round: dict[str, list[c.Stats]] = {name: [] for name in contenders}
+    sizes = _blocks(opts.calls, opts.block)
     for order in _orders(list(contenders), opts.rounds):
-        for name in order:
-            gc.collect()
-            samples = c.timed_calls(contenders[name], opts.calls, opts.time_cap)
-            per_round[name].append(c.summarize(samples))
+        gc.collect()
+        samples: dict[str, list[int]] = {name: [] for name in contenders}
+        stop_at = time.monotonic() + opts.time_cap
+        for size, block_order in zip(sizes, _block_orders(order, len(sizes)), strict=True):
+            for name in block_order:
+                samples[name].extend(c.timed_calls(contenders[name], size, opts.time_cap))
+            if time.monotonic() > stop_at:
+                break
+        for name, got in samples.items():
+            per_round[name].append(c.summarize(got))
     return per_round
 
 
@@ -132,14 +159,24 @@ async def _timed_calls_async(
 async def run_rounds_async(
     contenders: dict[str, Callable[[], Awaitable[Any]]], opts: Options
 ) -> dict[str, list[c.Stats]]:
+    """:func:`run_rounds` for ``grpc.aio`` calls, awaited one at a time on the running loop."""
     for fn in contenders.values():
         await _timed_calls_async(fn, opts.warmup, opts.time_cap)
     per_round: dict[str, list[c.Stats]] = {name: [] for name in contenders}
+    sizes = _blocks(opts.calls, opts.block)
     for order in _orders(list(contenders), opts.rounds):
-        for name in order:
-            gc.collect()
-            samples = await _timed_calls_async(contenders[name], opts.calls, opts.time_cap)
-            per_round[name].append(c.summarize(samples))
+        gc.collect()
+        samples: dict[str, list[int]] = {name: [] for name in contenders}
+        stop_at = time.monotonic() + opts.time_cap
+        for size, block_order in zip(sizes, _block_orders(order, len(sizes)), strict=True):
+            for name in block_order:
+                samples[name].extend(
+                    await _timed_calls_async(contenders[name], size, opts.time_cap)
+                )
+            if time.monotonic() > stop_at:
+                break
+        for name, got in samples.items():
+            per_round[name].append(c.summarize(got))
     return per_round
 
 
@@ -616,7 +653,8 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
         results["sync"] = summarize_rounds(sync_rounds, "direct")
         if pair is not None:
             results["envoy"] = {
-                "rss_mb": [round(r / MB, 1) for r in pair.rss()],
+                "rss_mb": {side: round(r / MB, 1) for side, r in pair.rss().items()},
+                "start_failures": pair.start_failures,
                 "tls_handshakes": sum(
                     v for s in pair.stats() for k, v in s.items() if k.endswith("ssl.handshake")
                 ),
@@ -719,7 +757,7 @@ def format_report(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines.append(
         f"{m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, grpcio {m['grpcio']}, "
-        f"Envoy {m['envoy']}, load {m['loadavg_1m_at_start']}"
+        f"Envoy {m['envoy']}, load {m['loadavg_1m_at_start']}, revision {m.get('revision', '?')}"
     )
     o = results["options"]
 
@@ -750,8 +788,9 @@ def format_report(results: dict[str, Any]) -> str:
     if "envoy" in results:
         e = results["envoy"]
         lines.append(
-            f"Envoy RSS: A {e['rss_mb'][1] if len(e['rss_mb']) > 1 else '?'} MB, "
-            f"B {e['rss_mb'][0]} MB; TLS handshakes: {e['tls_handshakes']}"
+            f"Envoy RSS: A {e['rss_mb']['A']} MB, B {e['rss_mb']['B']} MB; "
+            f"TLS handshakes: {e['tls_handshakes']}; Envoy starts retried: "
+            f"{len(e['start_failures'])}"
         )
     if "eds_update" in results:
         e = results["eds_update"]
@@ -793,6 +832,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--calls", type=int, default=None, help="calls per contender per round (2000)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (7)")
+    p.add_argument("--block", type=int, default=None, help="calls per turn within a round (50)")
     p.add_argument("--quick", action="store_true", help="small counts for a fast look")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--no-envoy", action="store_true", help="skip the Envoy sidecar pair")
@@ -812,6 +852,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
         opts.calls = args.calls
     if args.rounds is not None:
         opts.rounds = args.rounds
+    if args.block is not None:
+        opts.block = args.block
     if args.eds_endpoints is not None:
         opts.eds_endpoints = args.eds_endpoints
     if args.clusters is not None:
@@ -821,6 +863,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
     for name, value in (
         ("calls", opts.calls),
         ("rounds", opts.rounds),
+        ("block", opts.block),
         ("eds-endpoints", opts.eds_endpoints),
         ("clusters", opts.scale_clusters),
         ("services", opts.services),

@@ -10,6 +10,11 @@ cluster -> one endpoint) and reports:
 * ``rpc``: interleaved rounds of real calls: the plain channel, the pool's
   own endpoint channel called directly, and the proxyless channel, so the
   difference between them is the per-call overhead in µs;
+* ``in situ``: each real proxyless call split into time inside grpcio and
+  time in proxyless around it, and proxyless's code alone (grpcio call
+  replaced by a no-op) in a hot loop and right after a real grpcio call —
+  which shows why the overhead in real calls is a multiple of the
+  tight-loop ``steps``;
 * ``cprofile`` (``--cprofile``): real calls under cProfile, the top functions
   by own time in µs per call (cProfile inflates small functions; read it
   for the ranking, the ``steps`` table for the size).
@@ -170,8 +175,14 @@ def step_times(w: dict[str, Any], loops: int) -> dict[str, float | str]:
     return out
 
 
-def rpc_rounds(w: dict[str, Any], calls: int, rounds: int) -> dict[str, dict[str, float]]:
-    """Real calls, interleaved: plain channel, the pool's endpoint channel, proxyless."""
+def rpc_rounds(
+    w: dict[str, Any], calls: int, rounds: int, block: int = 50
+) -> dict[str, dict[str, float]]:
+    """Real calls, interleaved in blocks as in :mod:`bench.grpc_overhead`: the plain
+    channel, proxyless's own grpcio channel to the backend called directly (as
+    proxyless calls it, with keyword arguments), and the proxyless channel."""
+    from bench.grpc_overhead import Options, run_rounds
+
     ch = w["channel"]
     # the grpcio channel proxyless keeps for the backend (the same one its calls use)
     pooled = ch._get_pooled(w["backend"], ch._runtime.authority)
@@ -189,23 +200,87 @@ def rpc_rounds(w: dict[str, Any], calls: int, rounds: int) -> dict[str, dict[str
         ),
         "proxyless": lambda: px_mc(REQUEST),
     }
-    for fn in contenders.values():
-        c.timed_calls(fn, 300, 30)
-    per: dict[str, list[c.Stats]] = {k: [] for k in contenders}
-    names = list(contenders)
-    for r in range(rounds):
-        order = [*names[r % 3 :], *names[: r % 3]]
-        for name in order:
-            gc.collect()
-            per[name].append(c.summarize(c.timed_calls(contenders[name], calls, 60)))
+    opts = Options(calls=calls, rounds=rounds, block=block, warmup=min(300, calls))
+    per = run_rounds(contenders, opts)
     out = {}
     for name, stats in per.items():
         out[name] = {
             "p50_us": round(c.median(s.p50 for s in stats), 1),
             "p99_us": round(c.median(s.p99 for s in stats), 1),
             "mean_us": round(c.median(s.mean for s in stats), 1),
+            "p50_minus_direct_us": round(
+                c.median(s.p50 - d.p50 for s, d in zip(stats, per["direct"], strict=True)), 1
+            ),
         }
     return out
+
+
+def in_situ(w: dict[str, Any], calls: int, block: int = 50) -> dict[str, float | str]:
+    """The proxyless overhead measured inside real calls, and why it exceeds the
+    tight-loop step timings.
+
+    * ``split``: proxyless's grpcio multicallable is wrapped with a timer, so each
+      real proxyless call splits into time inside grpcio and time around it
+      (proxyless's own code); direct calls interleave in blocks.
+    * ``no-op RPC``: the grpcio call replaced by a function returning at once:
+      proxyless's code alone, in a hot loop, right after a real grpcio call
+      (caches cooled by the C core), and the Python function calls it makes.
+    """
+    ch = w["channel"]
+    key = ("unary_unary", w["method"], None, None)
+    try:
+        pooled = ch._get_pooled(w["backend"], ch._runtime.authority)
+        inner = pooled._callables[key]
+    except Exception as exc:  # the internals moved
+        return {"in situ": f"n/a ({type(exc).__name__}: {exc})"}
+    spent: list[int] = []
+    clock = time.perf_counter_ns
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = clock()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent.append(clock() - t0)
+
+    px, direct = w["proxyless"], w["direct"]
+    direct_ns: list[int] = []
+    px_ns: list[int] = []
+    inside: list[int] = []
+    out: dict[str, float | str] = {}
+    try:
+        pooled._callables[key] = timed
+        for size in [block] * max(1, calls // block):
+            direct_ns.extend(c.timed_calls(lambda: direct(REQUEST), size, 60))
+            spent.clear()
+            got = c.timed_calls(lambda: px(REQUEST), size, 60)
+            px_ns.extend(got)
+            inside.extend(spent[-len(got) :])
+        around = [t - i for t, i in zip(px_ns, inside, strict=True)]
+        out["direct p50"] = c.summarize(direct_ns).p50
+        out["proxyless p50"] = c.summarize(px_ns).p50
+        out["  of which inside grpcio, p50"] = c.summarize(inside).p50
+        out["  of which proxyless around it, p50"] = c.summarize(around).p50
+        out["  of which proxyless around it, mean"] = c.summarize(around).mean
+
+        pooled._callables[key] = lambda *_a, **_k: b""
+        hot = c.timed_calls(lambda: px(REQUEST), calls, 60)
+        cold: list[int] = []
+        for _ in range(calls):
+            direct(REQUEST)
+            cold.extend(c.timed_calls(lambda: px(REQUEST), 1, 60))
+        out["no-op RPC: proxyless in a hot loop, p50"] = c.summarize(hot).p50
+        out["no-op RPC: proxyless after a real grpcio call, p50"] = c.summarize(cold).p50
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(200):
+            px(REQUEST)
+        prof.disable()
+        total_calls = pstats.Stats(prof).total_calls  # type: ignore[attr-defined]
+        out["no-op RPC: Python function calls per proxyless call"] = float(total_calls / 200)
+    finally:
+        pooled._callables[key] = inner
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def cprofile_calls(w: dict[str, Any], calls: int, top: int) -> list[tuple[str, int, float, float]]:
@@ -303,8 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, row in rpc_rounds(w, args.calls, args.rounds).items():
             print(
                 f"  {name:<26} p50 {row['p50_us']:7.1f}  p99 {row['p99_us']:7.1f}  "
-                f"mean {row['mean_us']:7.1f} µs"
+                f"mean {row['mean_us']:7.1f}  p50 - direct {row['p50_minus_direct_us']:6.1f} µs"
             )
+        print(f"in situ, {args.calls} calls each (µs, or a count):")
+        for name, value in in_situ(w, args.calls).items():
+            print(f"  {value:>8}  {name}")
         if args.cprofile:
             print(f"cProfile, {args.cprofile} calls: own µs/call, cumulative µs/call, calls")
             for name, ncalls, own, cum in cprofile_calls(w, args.cprofile, 25):

@@ -57,11 +57,29 @@ def test_rounds_rotate_the_order() -> None:
 
 
 @pytest.mark.parametrize(
+    ("calls", "block", "sizes"),
+    [
+        pytest.param(100, 50, [50, 50], id="even"),
+        pytest.param(20, 6, [6, 6, 6, 2], id="remainder"),
+        pytest.param(3, 50, [3], id="fewer-than-a-block"),
+    ],
+)
+def test_blocks_add_up_to_the_calls(calls: int, block: int, sizes: list[int]) -> None:
+    assert grpc_overhead._blocks(calls, block) == sizes
+
+
+def test_blocks_rotate_within_a_round() -> None:
+    got = list(grpc_overhead._block_orders(["a", "b"], 3))
+    assert got == [["a", "b"], ["b", "a"], ["a", "b"]]
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         pytest.param(["--calls", "0"], "--calls must be at least 1", id="calls"),
         pytest.param(["--rounds", "-1"], "--rounds must be at least 1", id="rounds"),
         pytest.param(["--eds-endpoints", "0"], "--eds-endpoints must be", id="eds"),
+        pytest.param(["--block", "0"], "--block must be at least 1", id="block"),
     ],
 )
 def test_bad_arguments_name_the_option(
@@ -110,6 +128,7 @@ def test_grpc_overhead_runs_end_to_end_with_tiny_counts() -> None:
     opts = grpc_overhead.Options(
         calls=20,
         rounds=2,
+        block=6,
         warmup=5,
         envoy=False,
         native_xds=False,
@@ -158,6 +177,9 @@ def test_profile_sync_measures_every_step(tmp_path: Path) -> None:
         assert not_measured == {}, "the request path moved; update bench/profile_sync.py"
         rounds = profile_sync.rpc_rounds(w, calls=20, rounds=1)
         assert set(rounds) == {"direct", "pooled endpoint channel", "proxyless"}
+        situ = profile_sync.in_situ(w, calls=20, block=10)
+        assert all(isinstance(v, float) for v in situ.values()), situ
+        assert situ["no-op RPC: Python function calls per proxyless call"] > 1
         top = profile_sync.cprofile_calls(w, calls=20, top=5)
         assert len(top) == 5
     collapsed = tmp_path / "stacks.txt"
