@@ -138,6 +138,7 @@ def test_grpc_overhead_runs_end_to_end_with_tiny_counts() -> None:
         scale_clusters=5,
         scale_endpoints_per_cluster=2,
         services=3,
+        memory_repeats=2,
         quiet=True,
     )
     results = grpc_overhead.run(opts)
@@ -158,6 +159,7 @@ def test_grpc_overhead_runs_end_to_end_with_tiny_counts() -> None:
     assert set(memory) == {"services_1", "services_3", "clusters_5"}
     assert memory["services_3"]["clusters"] == 6 and memory["services_3"]["endpoints"] == 18
     assert memory["clusters_5"]["endpoints"] == 10
+    assert len(memory["services_3"]["added_mb_runs"]) == 2
     assert all(p["complete"] for p in memory.values())
     assert set(results["targets"]) == {
         "p50_ratio",
