@@ -29,6 +29,7 @@ from proxyless.interceptors.grpc_channel import (
 from proxyless.interceptors.grpc_pool import ChannelPool
 from proxyless.mesh import Mesh
 from proxyless.resilience.outcome import RESET, SUCCESS, Outcome
+from proxyless.resilience.retry import HedgePlan
 from proxyless.runtime.call import Attempt, Call
 
 __all__ = ["AioXdsChannel", "channel"]
@@ -148,6 +149,15 @@ class _AioCall:
         sync = self._ch._sync
         call = await self._route(method, metadata, timeout, wait_for_ready)
         try:
+            hedge = HedgePlan.from_policy(call.route.hedge_policy)
+            if hedge.enabled:
+                kw = {
+                    "metadata": metadata,
+                    "credentials": credentials,
+                    "wait_for_ready": wait_for_ready,
+                    "compression": compression,
+                }
+                return await self._run_hedged(call, hedge, kind, method, ser, deser, request, kw)
             while True:
                 attempt = self._attempt(call)
                 pooled = attempt.conn
@@ -183,6 +193,105 @@ class _AioCall:
                 return result
         finally:
             call.end()
+
+    async def _run_hedged(
+        self,
+        call: Call,
+        hedge: HedgePlan,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Hedged unary call (Envoy ``hedge_policy``): attempts race, the first
+        response wins, the others are cancelled; extra attempts draw on the
+        retry budget. Same rules as the sync channel's ``_run_hedged``."""
+        sync = self._ch._sync
+        budget = call.breaker.retry_budget
+        per_try = call.retry_policy.per_try_timeout if hedge.hedge_on_per_try_timeout else None
+        running: dict[asyncio.Future[Any], tuple[Attempt, Any]] = {}
+        extra_held = 0
+
+        def launch() -> None:
+            attempt = self._attempt(call)
+            if per_try is not None:
+                attempt.timeout = call.remaining()
+                attempt.per_try = False
+            mc = attempt.conn.callable(kind, method, ser, deser)
+            inner = mc(request, timeout=attempt.timeout, **kwargs)
+            self._inner = inner
+            running[asyncio.ensure_future(_awaited(inner))] = (attempt, inner)
+
+        def settle(task: asyncio.Future[Any], outcome: Outcome | None) -> float | None:
+            attempt, _ = running.pop(task)
+            sync._pool.call_ended(attempt.conn)
+            if outcome is None:  # a cancelled loser
+                attempt.endpoint.active_requests -= 1
+                return None
+            return call.attempt_done(attempt, outcome, may_retry=not running)
+
+        try:
+            launch()
+            for _ in range(hedge.initial_attempts(sync._rng) - 1):
+                if not budget.try_acquire_retry():
+                    break
+                extra_held += 1
+                try:
+                    launch()
+                except grpc.aio.AioRpcError:
+                    break
+            while running:
+                wait = per_try
+                remaining = call.remaining()
+                if remaining is not None:
+                    wait = remaining if wait is None else min(wait, remaining)
+                done, _ = await asyncio.wait(
+                    list(running), timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    if per_try is not None and budget.try_acquire_retry():
+                        extra_held += 1
+                        try:
+                            launch()
+                        except grpc.aio.AioRpcError:
+                            pass
+                    continue
+                for task in done:
+                    if task not in running:
+                        continue
+                    attempt = running[task][0]
+                    err = task.exception()
+                    if err is None:
+                        settle(task, SUCCESS)
+                        for other in list(running):
+                            running[other][1].cancel()
+                            other.cancel()
+                            settle(other, None)
+                        return task.result()
+                    assert isinstance(err, grpc.RpcError)
+                    delay = settle(task, grpc_outcome(err, attempt, call))
+                    if running:
+                        continue
+                    if delay is None:
+                        if call.last_error is not None:
+                            b = budget_error(call, err)
+                            raise _status_error(b.code(), b.details()) from None
+                        raise err
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    launch()
+            raise _status_error(
+                grpc.StatusCode.UNAVAILABLE, f"{sync.target}: every hedged attempt ended"
+            )
+        finally:
+            for task in list(running):
+                running[task][1].cancel()
+                task.cancel()
+                settle(task, None)
+            for _ in range(extra_held):
+                budget.release_retry()
 
     async def _start(
         self,
@@ -336,6 +445,10 @@ class _AioCall:
 
     def time_remaining(self) -> float | None:
         return None if self._inner is None else self._inner.time_remaining()
+
+
+async def _awaited(inner: Any) -> Any:
+    return await inner
 
 
 def _status_error(code: grpc.StatusCode, details: str | None) -> grpc.aio.AioRpcError:

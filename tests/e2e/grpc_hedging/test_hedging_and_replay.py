@@ -113,3 +113,44 @@ def test_replay_buffer_commits_past_its_limit(monkeypatch):
     second = replay.attempt()  # a retry replays what was sent, then goes on
     assert list(second) == [b"12", b"34", b"56", b"78"]
     assert replay.committed and replay.buffer == []
+
+
+def test_aio_hedged_call_takes_the_first_response(mesh_env):
+    import asyncio
+
+    ads, mesh, a, b = mesh_env
+    hedged = route(cluster="c")
+    hedged.route.hedge_policy.initial_requests.value = 2
+    _routes(ads, hedged)
+    a.delay = 1.0
+
+    async def main() -> list[str]:
+        channel = proxyless.grpc.aio.channel("xds:///svc:80", mesh=mesh)
+        echo = channel.unary_unary(ECHO_METHOD)
+        return [decode_reply(await echo(b"x", timeout=5))["backend"] for _ in range(3)]
+
+    assert asyncio.run(main()) == ["b", "b", "b"]
+    rt = mesh.clusters.get("c")
+    assert rt is not None and rt.breakers.default.retry_budget.active == 0
+    assert rt.breakers.default.requests == 0
+
+
+def test_aio_hedged_call_fails_when_every_attempt_fails(mesh_env):
+    import asyncio
+
+    ads, mesh, a, b = mesh_env
+    hedged = route(cluster="c")
+    hedged.route.hedge_policy.initial_requests.value = 2
+    _routes(ads, hedged)
+    a.fail_always(grpc.StatusCode.UNAVAILABLE)
+    b.fail_always(grpc.StatusCode.UNAVAILABLE)
+
+    async def main() -> grpc.StatusCode:
+        channel = proxyless.grpc.aio.channel("xds:///svc:80", mesh=mesh)
+        try:
+            await channel.unary_unary(ECHO_METHOD)(b"x", timeout=5)
+        except grpc.aio.AioRpcError as err:
+            return err.code()
+        return grpc.StatusCode.OK
+
+    assert asyncio.run(main()) is grpc.StatusCode.UNAVAILABLE
