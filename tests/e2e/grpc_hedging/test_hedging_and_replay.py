@@ -118,7 +118,7 @@ def test_replay_buffer_commits_past_its_limit(monkeypatch):
 def test_aio_hedged_call_takes_the_first_response(mesh_env):
     import asyncio
 
-    ads, mesh, a, b = mesh_env
+    ads, mesh, a, _b = mesh_env
     hedged = route(cluster="c")
     hedged.route.hedge_policy.initial_requests.value = 2
     _routes(ads, hedged)
