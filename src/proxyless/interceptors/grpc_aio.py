@@ -12,6 +12,7 @@ cluster), with the typed error as ``.proxyless_error``.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ import grpc
 import grpc.aio
 
 from proxyless.errors import ProxylessError
+from proxyless.interceptors import grpc_channel
 from proxyless.interceptors.grpc_channel import (
     XdsChannel,
     budget_error,
@@ -74,7 +76,19 @@ class _AioCall:
     ) -> None:
         self._ch = ch
         self._inner: Any = None
-        self._unary = kind == "unary_unary"
+        # Unary responses (and client streams given as an iterator, replayed
+        # from a buffer) run the retry loop; a server stream retries until
+        # its first message; a stream written with write() makes one attempt.
+        self._unary = kind == "unary_unary" or (
+            kind == "stream_unary" and request is not _NO_REQUEST
+        )
+        self._server_stream = kind == "unary_stream"
+        self._received = False
+        self._failed: tuple[Attempt, Outcome] | None = None
+        self._failed_event = asyncio.Event()
+        self._stream_call: Call | None = None
+        self._stream_args: tuple[Any, ...] = ()
+        self._reader: AsyncIterator[Any] | None = None
         coro = self._run_unary if self._unary else self._start
         self._task: asyncio.Future[Any] = asyncio.ensure_future(
             coro(
@@ -148,9 +162,10 @@ class _AioCall:
     ) -> Any:
         sync = self._ch._sync
         call = await self._route(method, metadata, timeout, wait_for_ready)
+        replay = _AsyncReplay(request, ser) if kind == "stream_unary" else None
         try:
             hedge = HedgePlan.from_policy(call.route.hedge_policy)
-            if hedge.enabled:
+            if hedge.enabled and replay is None:
                 kw = {
                     "metadata": metadata,
                     "credentials": credentials,
@@ -164,7 +179,7 @@ class _AioCall:
                 try:
                     mc = pooled.callable(kind, method, ser, deser)
                     inner = mc(
-                        request,
+                        request if replay is None else replay.attempt(),
                         timeout=attempt.timeout,
                         metadata=metadata,
                         credentials=credentials,
@@ -175,7 +190,11 @@ class _AioCall:
                     result = await inner
                 except grpc.RpcError as err:
                     sync._pool.call_ended(pooled)
-                    delay = call.attempt_done(attempt, grpc_outcome(err, attempt, call))
+                    delay = call.attempt_done(
+                        attempt,
+                        grpc_outcome(err, attempt, call),
+                        may_retry=replay is None or not replay.committed,
+                    )
                     if delay is None:
                         if call.last_error is not None:
                             b = budget_error(call, err)
@@ -306,8 +325,32 @@ class _AioCall:
         wait_for_ready: bool | None,
         compression: Any,
     ) -> Any:
-        sync = self._ch._sync
         call = await self._route(method, metadata, timeout, wait_for_ready)
+        self._stream_call = call
+        self._stream_args = (
+            kind,
+            method,
+            ser,
+            deser,
+            request,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+        )
+        if self._server_stream:
+            # Ends the call if the caller drops it unread.
+            weakref.finalize(self, call.end)
+        return self._launch_stream()
+
+    def _launch_stream(self) -> Any:
+        """One attempt of a streaming call; its outcome is recorded when it ends."""
+        sync = self._ch._sync
+        call = self._stream_call
+        assert call is not None
+        kind, method, ser, deser, request, metadata, credentials, wait_for_ready, compression = (
+            self._stream_args
+        )
         try:
             attempt = self._attempt(call)
         except BaseException:
@@ -340,10 +383,19 @@ class _AioCall:
                     outcome = classify_status(code, details, trailing, attempt, call)
             except Exception:
                 outcome = RESET
-            finally:
-                # Streams are not retried: record the outcome only.
+            if (
+                self._server_stream
+                and outcome.kind != "success"
+                and not self._received
+                and not c.cancelled()
+                and call.retry_policy.enabled
+            ):
+                # Not committed yet: the reader decides about a retry.
+                self._failed = (attempt, outcome)
+            else:
                 call.attempt_done(attempt, outcome, may_retry=False)
                 call.end()
+            self._failed_event.set()
 
         def done(c: Any) -> None:
             sync._pool.call_ended(pooled)
@@ -355,6 +407,28 @@ class _AioCall:
         self._inner = inner
         return inner
 
+    async def _next_attempt(self, err: BaseException) -> Any:
+        """After a server stream failed before its first message: the next
+        attempt's call, or raise the final error (gRFC A6 commit rule)."""
+        await self._failed_event.wait()
+        self._failed_event.clear()
+        failed, self._failed = self._failed, None
+        call = self._stream_call
+        if failed is None or call is None:
+            raise err
+        attempt, outcome = failed
+        delay = call.attempt_done(attempt, outcome)
+        if delay is None:
+            last = call.last_error
+            call.end()
+            if last is not None and isinstance(err, grpc.RpcError):
+                b = budget_error(call, err)
+                raise _status_error(b.code(), b.details()) from None
+            raise err
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return self._launch_stream()
+
     # -- awaiting and iterating ---------------------------------------------------------
     def __await__(self) -> Generator[Any, None, Any]:
         if self._unary:
@@ -364,8 +438,16 @@ class _AioCall:
 
     async def _aiter(self) -> AsyncIterator[Any]:
         inner = await self._task
-        async for item in inner:
-            yield item
+        while True:
+            try:
+                async for item in inner:
+                    self._received = True
+                    yield item
+                return
+            except grpc.aio.AioRpcError as err:
+                if not self._server_stream or self._received:
+                    raise
+                inner = await self._next_attempt(err)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiter()
@@ -380,7 +462,14 @@ class _AioCall:
         return await self._task
 
     async def read(self) -> Any:
-        return await (await self._task).read()
+        if not self._server_stream:
+            return await (await self._task).read()
+        if self._reader is None:
+            self._reader = self._aiter()
+        try:
+            return await self._reader.__anext__()
+        except StopAsyncIteration:
+            return grpc.aio.EOF  # type: ignore[attr-defined]
 
     async def write(self, request: Any) -> None:
         await (await self._task).write(request)
@@ -445,6 +534,42 @@ class _AioCall:
 
     def time_remaining(self) -> float | None:
         return None if self._inner is None else self._inner.time_remaining()
+
+
+class _AsyncReplay:
+    """Buffers a (sync or async) request stream so a failed attempt can be
+    replayed, up to :data:`proxyless.interceptors.grpc_channel.REPLAY_LIMIT`
+    bytes; past that the call is committed (gRFC A6)."""
+
+    def __init__(self, source: Any, ser: Callable[[Any], bytes] | None) -> None:
+        self._async = hasattr(source, "__aiter__")
+        self._source = source.__aiter__() if self._async else iter(source)
+        self._ser = ser
+        self.buffer: list[Any] = []
+        self.size = 0
+        self.committed = False
+
+    def _keep(self, message: Any) -> None:
+        if self.committed:
+            return
+        self.size += len(self._ser(message) if self._ser else message)
+        if self.size > grpc_channel.REPLAY_LIMIT:
+            self.committed = True
+            self.buffer = []
+        else:
+            self.buffer.append(message)
+
+    async def attempt(self) -> AsyncIterator[Any]:
+        for message in list(self.buffer):
+            yield message
+        if self._async:
+            async for message in self._source:
+                self._keep(message)
+                yield message
+        else:
+            for message in self._source:
+                self._keep(message)
+                yield message
 
 
 async def _awaited(inner: Any) -> Any:

@@ -154,3 +154,53 @@ def test_aio_hedged_call_fails_when_every_attempt_fails(mesh_env):
         return grpc.StatusCode.OK
 
     assert asyncio.run(main()) is grpc.StatusCode.UNAVAILABLE
+
+
+def test_aio_client_stream_is_replayed_on_retry(mesh_env):
+    import asyncio
+
+    ads, mesh, a, b = mesh_env
+    _routes(ads, route(cluster="c", retry_policy=_retry_policy()))
+
+    async def requests():
+        for item in (b"1", b"2", b"3"):
+            yield item
+
+    async def main() -> dict:
+        channel = proxyless.grpc.aio.channel("xds:///svc:80", mesh=mesh)
+        send = channel.stream_unary(CLIENT_STREAM)
+        await send(iter([b"warm"]), timeout=5)
+        a.fail_next(1)
+        b.fail_next(1)
+        a.calls = b.calls = 0
+        return decode_reply(await send(requests(), timeout=5))
+
+    reply = asyncio.run(main())
+    assert reply["received"] == ["1", "2", "3"]
+    assert a.calls + b.calls == 3
+
+
+def test_aio_server_stream_retries_until_its_first_message(mesh_env):
+    import asyncio
+
+    ads, mesh, a, b = mesh_env
+    _routes(ads, route(cluster="c", retry_policy=_retry_policy()))
+
+    async def main() -> tuple[list[int], list[int]]:
+        channel = proxyless.grpc.aio.channel("xds:///svc:80", mesh=mesh)
+        stream = channel.unary_stream("/proxyless.test.Echo/ServerStream")
+        await channel.unary_unary(ECHO_METHOD)(b"warm", timeout=5)
+        a.fail_next(1)
+        b.fail_next(1)
+        first = [decode_reply(m)["index"] async for m in stream(b"3", timeout=5)]
+        call = stream(b"2", timeout=5)
+        second = []
+        while (m := await call.read()) is not grpc.aio.EOF:
+            second.append(decode_reply(m)["index"])
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert first == [0, 1, 2]  # two failed attempts, then the stream
+    assert second == [0, 1]
+    rt = mesh.clusters.get("c")
+    assert rt is not None and rt.breakers.default.requests == 0
