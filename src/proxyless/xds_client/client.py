@@ -119,6 +119,10 @@ class _TypeState:
     version: str = ""
     nonce: str = ""
     resources: dict[str, _Resource] = field(default_factory=dict)
+    #: serialized resource -> name, for skipping the decode of unchanged resources
+    by_raw: dict[bytes, str] = field(default_factory=dict)
+    #: a subscription change waits to be sent (coalesced per loop turn)
+    dirty: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -137,6 +141,7 @@ class _ServerState:
     last_error: str | None = None
     #: type URLs in the order they were first subscribed (requests keep it).
     type_order: list[str] = field(default_factory=list)
+    flush_scheduled: bool = False
 
     @property
     def connected(self) -> bool:
@@ -274,9 +279,7 @@ class XdsClient:
             if ss.transport is None:
                 self._connect(ss)
             elif ss.stream_active:
-                self._send_request(ss, ts)
-                if ss.connected:
-                    self._start_timer(res)
+                self._request_soon(ss, ts)
             elif ss.last_error is not None:
                 # The server is known to be unreachable right now: say so at once.
                 self._safe(watcher.on_resource_error, self._unreachable(ss, res))
@@ -309,8 +312,10 @@ class XdsClient:
             return
         self._cancel_timer(res)
         del ts.resources[name]
+        if res.raw is not None:
+            ts.by_raw.pop(res.raw, None)
         if ss.stream_active:
-            self._send_request(ss, ts)
+            self._request_soon(ss, ts)
 
     # -- stream lifecycle (loop) -----------------------------------------------------------
     def _connect(self, ss: _ServerState) -> None:
@@ -415,6 +420,28 @@ class XdsClient:
             ss.stream_active = False
 
     # -- requests ---------------------------------------------------------------------------
+    def _request_soon(self, ss: _ServerState, ts: _TypeState) -> None:
+        """Send ``ts``'s subscription once this loop turn is over, so a burst of
+        watches (a config with a thousand clusters) is one request, not one
+        per name — each of which the server would answer with every
+        subscribed resource."""
+        ts.dirty = True
+        if not ss.flush_scheduled:
+            ss.flush_scheduled = True
+            self._loop.call_soon(self._flush, ss)
+
+    def _flush(self, ss: _ServerState) -> None:
+        ss.flush_scheduled = False
+        if self._closed or not ss.stream_active:
+            return
+        for type_url in ss.type_order:
+            ts = ss.types[type_url]
+            if ts.dirty:
+                self._send_request(ss, ts)
+                if ss.connected:
+                    for res in ts.resources.values():
+                        self._start_timer(res)
+
     def _send_request(
         self,
         ss: _ServerState,
@@ -426,6 +453,7 @@ class XdsClient:
     ) -> None:
         if ss.transport is None or not ss.stream_active:
             return
+        ts.dirty = False
         req = discovery_pb2.DiscoveryRequest(
             version_info=ts.version if version is None else version,
             resource_names=sorted(ts.resources),
@@ -474,7 +502,12 @@ class XdsClient:
                 errors.append(f"resources[{index}]: {problem}")
                 continue
             assert raw is not None
-            result = ts.rtype.decode(raw)
+            known = ts.by_raw.get(raw)
+            res = ts.resources.get(known) if known is not None else None
+            if res is not None and res.cached and res.raw == raw and res.error is None:
+                result = DecodeResult(known, res.value)  # unchanged: no need to decode
+            else:
+                result = ts.rtype.decode(raw)
             if result.name is None:
                 errors.append(f"resources[{index}]: " + "; ".join(result.errors))
                 continue
@@ -520,6 +553,11 @@ class XdsClient:
         self, res: _Resource, value: Any, raw: bytes, version: str, now: float
     ) -> None:
         changed = not res.cached or raw != res.raw
+        if changed:
+            ts = res.server.types[res.rtype.type_url]
+            if res.raw is not None:
+                ts.by_raw.pop(res.raw, None)
+            ts.by_raw[raw] = res.name
         res.value, res.raw, res.cached = value, raw, True
         res.version = version
         res.status = ClientStatus.ACKED
@@ -561,6 +599,8 @@ class XdsClient:
                 ss.server.server_uri,
             )
             return
+        if res.raw is not None:
+            ss.types[res.rtype.type_url].by_raw.pop(res.raw, None)
         res.value, res.raw, res.cached = None, None, False
         res.status = ClientStatus.DOES_NOT_EXIST
         res.version = ""

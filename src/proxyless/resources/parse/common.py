@@ -76,7 +76,7 @@ def join(path: str, name: str) -> str:
 
 def unhandled(ctx: Ctx, msg: Message, path: str, handled: Iterable[str]) -> None:
     """Record every set field of ``msg`` that is not in ``handled`` as ignored."""
-    allowed = handled if isinstance(handled, (set, frozenset)) else frozenset(handled)
+    allowed = handled if isinstance(handled, frozenset | set) else frozenset(handled)
     for descriptor, _ in msg.ListFields():
         if descriptor.name not in allowed:
             ctx.ignore(join(path, descriptor.name))

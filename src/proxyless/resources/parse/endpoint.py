@@ -12,6 +12,8 @@ canonical form so duplicates are found whatever their spelling.
 from __future__ import annotations
 
 import ipaddress
+import re
+import time
 from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -77,6 +79,26 @@ def parse_cluster_load_assignment(msg: Any) -> ClusterLoadAssignment:
     return value
 
 
+_YIELD_EVERY = 256
+_SOCKET_FIELDS = frozenset(("protocol", "address", "port_value", "named_port", "ipv4_compat"))
+_LB_ENDPOINT_FIELDS = frozenset(("endpoint", "endpoint_name", "health_status", "load_balancing_weight"))
+_ENDPOINT_FIELDS = frozenset(("address", "hostname"))
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: dotted-quad IPv4 already in canonical form (the common case: no need to parse)
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
+def _canonical_host(host: str) -> str:
+    """IP literals in canonical form (so duplicates are caught however they
+    are written); host names unchanged."""
+    if _CANONICAL_V4.fullmatch(host):
+        return host
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host
+
+
 def socket_address(ctx: Ctx, path: str, address: Any) -> tuple[str, int] | None:
     """``envoy.config.core.v3.Address`` -> ``(host, port)`` for a TCP socket address."""
     which = address.WhichOneof("address")
@@ -85,7 +107,7 @@ def socket_address(ctx: Ctx, path: str, address: Any) -> tuple[str, int] | None:
         return None
     spath = join(path, "socket_address")
     sock = address.socket_address
-    unhandled(ctx, sock, spath, ("protocol", "address", "port_value", "named_port", "ipv4_compat"))
+    unhandled(ctx, sock, spath, _SOCKET_FIELDS)
     if int(sock.protocol) != 0:
         ctx.error(join(spath, "protocol"), "only TCP is supported")
         return None
@@ -93,10 +115,7 @@ def socket_address(ctx: Ctx, path: str, address: Any) -> tuple[str, int] | None:
     if not host:
         ctx.error(join(spath, "address"), "must not be empty")
         return None
-    try:
-        host = ipaddress.ip_address(host).compressed
-    except ValueError:
-        pass
+    host = _canonical_host(host)
     if sock.WhichOneof("port_specifier") != "port_value":
         ctx.error(join(spath, "port_value"), "is required (named ports are not supported)")
         return None
@@ -158,8 +177,14 @@ def cluster_load_assignment(
         seen_localities[priority, locality] = i
         weight_sums[priority] = weight_sums.get(priority, 0) + weight
         endpoints = []
+        lb_path = join(lpath, "lb_endpoints")
         for j, lb in enumerate(lle.lb_endpoints):
-            epath = f"{join(lpath, 'lb_endpoints')}[{j}]"
+            if j and not j % _YIELD_EVERY:
+                # A large EDS decode runs on the Mesh thread: let request
+                # threads have the interpreter now and then (GIL) instead of
+                # stalling them for the whole decode.
+                time.sleep(0)
+            epath = f"{lb_path}[{j}]"
             endpoint = _lb_endpoint(ctx, epath, lb)
             if endpoint is None:
                 continue
@@ -228,19 +253,18 @@ def cluster_load_assignment(
 
 
 def _lb_endpoint(ctx: Ctx, path: str, msg: Any) -> Endpoint | None:
-    unhandled(
-        ctx, msg, path, ("endpoint", "endpoint_name", "health_status", "load_balancing_weight")
-    )
+    unhandled(ctx, msg, path, _LB_ENDPOINT_FIELDS)
     which = msg.WhichOneof("host_identifier")
     if which != "endpoint":
         ctx.error(path, f"an endpoint is required, got {which or 'nothing'}")
         return None
     epath = join(path, "endpoint")
-    unhandled(ctx, msg.endpoint, epath, ("address", "hostname"))
-    if not msg.endpoint.HasField("address"):
+    endpoint = msg.endpoint
+    unhandled(ctx, endpoint, epath, _ENDPOINT_FIELDS)
+    if not endpoint.HasField("address"):
         ctx.error(join(epath, "address"), "is required")
         return None
-    address = socket_address(ctx, join(epath, "address"), msg.endpoint.address)
+    address = socket_address(ctx, join(epath, "address"), endpoint.address)
     weight = int(wrapped(msg, "load_balancing_weight", 1))
     if weight < 1:
         ctx.error(join(path, "load_balancing_weight"), "must be >= 1")
@@ -256,7 +280,7 @@ def _lb_endpoint(ctx: Ctx, path: str, msg: Any) -> Endpoint | None:
         port=address[1],
         health=health,  # type: ignore[arg-type]
         weight=weight,
-        hostname=msg.endpoint.hostname,
+        hostname=endpoint.hostname,
     )
 
 
