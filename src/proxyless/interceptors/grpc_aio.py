@@ -28,7 +28,8 @@ from proxyless.interceptors.grpc_channel import (
     fault_error,
     grpc_outcome,
 )
-from proxyless.interceptors.grpc_pool import ChannelPool
+from proxyless.interceptors.grpc_pool import ChannelPool, PooledChannel
+from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
 from proxyless.resilience.outcome import RESET, SUCCESS, Outcome
 from proxyless.resilience.retry import HedgePlan
@@ -164,7 +165,7 @@ class _AioCall:
         call = await self._route(method, metadata, timeout, wait_for_ready)
         replay = _AsyncReplay(request, ser) if kind == "stream_unary" else None
         try:
-            hedge = HedgePlan.from_policy(call.route.hedge_policy)
+            hedge = call.hedge
             if hedge.enabled and replay is None:
                 kw = {
                     "metadata": metadata,
@@ -712,6 +713,12 @@ class _LoopBoundChannel(XdsChannel):
     def __init__(self, target: str, **kw: Any) -> None:
         super().__init__(target, pool=AIO_POOL, **kw)
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _acquire(self, endpoint: EndpointState) -> PooledChannel:
+        # Connections belong to the running loop: look them up every time.
+        pooled: PooledChannel = self._get_pooled(endpoint.address, self._runtime.authority)
+        pooled.in_flight += 1
+        return pooled
 
     def _get_pooled(self, address: str, authority: str) -> Any:
         return self._pool.get(

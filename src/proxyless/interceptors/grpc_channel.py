@@ -162,6 +162,8 @@ class XdsChannel(grpc.Channel):
         self._security_key = (id(credentials) if credentials else None, self._options)
         self._channel_id = next(_channel_ids)
         self._bare: dict[str, RequestInfo] = {}
+        #: the pooled connection of each endpoint this channel has used
+        self._conns: dict[EndpointState, PooledChannel] = {}
         self._closed = False
         self._rng = self._mesh.rng
 
@@ -194,7 +196,13 @@ class XdsChannel(grpc.Channel):
         )
 
     def _acquire(self, endpoint: EndpointState) -> PooledChannel:
-        pooled = self._get_pooled(endpoint.address, self._runtime.authority)
+        conns = self._conns
+        pooled = conns.get(endpoint)
+        if pooled is None or pooled.closing:
+            pooled = self._get_pooled(endpoint.address, self._runtime.authority)
+            if len(conns) > 4096:
+                conns.clear()
+            conns[endpoint] = pooled
         pooled.in_flight += 1
         return pooled
 
@@ -250,7 +258,7 @@ class XdsChannel(grpc.Channel):
             if call.fault is not NO_FAULT:
                 self._apply_fault(call)
             if replay is None:
-                hedge = HedgePlan.from_policy(call.route.hedge_policy)
+                hedge = call.hedge
                 if hedge.enabled:
                     return self._run_hedged(
                         call,

@@ -31,8 +31,11 @@ from proxyless.routing.resolve import (
 )
 from proxyless.routing.timeouts import (
     DEFAULT_HTTP_ROUTE_TIMEOUT,
+    apply_cap,
     format_seconds,
+    grpc_cap,
     grpc_deadline,
+    http_cap,
     http_timeout,
 )
 from proxyless.routing.vhost import VirtualHostCache, domain_match_rank, select_virtual_host
@@ -45,12 +48,15 @@ __all__ = [
     "RouteResult",
     "VirtualHostCache",
     "action_kind",
+    "apply_cap",
     "choose_cluster",
     "cookie_value",
     "domain_match_rank",
     "format_seconds",
+    "grpc_cap",
     "grpc_deadline",
     "header_value",
+    "http_cap",
     "http_timeout",
     "match_route",
     "parse_query",

@@ -31,7 +31,15 @@ from __future__ import annotations
 
 from proxyless.resources.model import RouteAction
 
-__all__ = ["DEFAULT_HTTP_ROUTE_TIMEOUT", "format_seconds", "grpc_deadline", "http_timeout"]
+__all__ = [
+    "DEFAULT_HTTP_ROUTE_TIMEOUT",
+    "apply_cap",
+    "format_seconds",
+    "grpc_cap",
+    "grpc_deadline",
+    "http_cap",
+    "http_timeout",
+]
 
 #: Envoy's default route timeout for HTTP requests.
 DEFAULT_HTTP_ROUTE_TIMEOUT = 15.0
@@ -89,3 +97,30 @@ def http_timeout(action: RouteAction, caller_timeout: float | None) -> tuple[flo
             f"(within {where} {format_seconds(route)})"
         )
     return route, f"{where} {format_seconds(route)}"
+
+
+def grpc_cap(action: RouteAction, listener_max_stream_duration: float | None) -> float | None:
+    """The route's gRPC deadline cap in seconds, or None for no cap (the value
+    half of :func:`grpc_deadline`, for the request path)."""
+    if action.grpc_timeout_header_max is not None:
+        cap: float | None = action.grpc_timeout_header_max
+    elif action.max_stream_duration is not None:
+        cap = action.max_stream_duration
+    else:
+        cap = listener_max_stream_duration
+    return cap if cap is not None and cap > 0 else None
+
+
+def http_cap(action: RouteAction) -> float | None:
+    """The route's HTTP timeout in seconds, or None when 0 disables it."""
+    route = DEFAULT_HTTP_ROUTE_TIMEOUT if action.timeout is None else action.timeout
+    return route if route > 0 else None
+
+
+def apply_cap(caller_timeout: float | None, cap: float | None) -> float | None:
+    """The smaller of the caller's timeout and the cap (None means none)."""
+    if cap is None:
+        return caller_timeout
+    if caller_timeout is None or caller_timeout > cap:
+        return cap
+    return caller_timeout

@@ -37,7 +37,12 @@ from proxyless.errors import (
 from proxyless.lb.state import EndpointState
 from proxyless.resilience.fault import NO_FAULT, FaultDecision, FaultInjector
 from proxyless.resilience.outcome import Outcome
-from proxyless.resilience.retry import CompiledRetryPolicy, RetryState, retry_budget_exhausted
+from proxyless.resilience.retry import (
+    NO_HEDGING,
+    CompiledRetryPolicy,
+    RetryState,
+    retry_budget_exhausted,
+)
 from proxyless.resources.model import FaultFilterConfig
 from proxyless.routing import (
     RequestInfo,
@@ -80,6 +85,7 @@ class Call:
     """A routed request (see the module docstring)."""
 
     __slots__ = (
+        "_caller_timeout",
         "_rng",
         "_rt",
         "attempts",
@@ -89,6 +95,7 @@ class Call:
         "fault",
         "fault_injector",
         "hash",
+        "hedge",
         "last_error",
         "pool_get",
         "request",
@@ -96,7 +103,6 @@ class Call:
         "retry_policy",
         "route",
         "timeout",
-        "timeout_source",
     )
 
     def __init__(
@@ -141,25 +147,24 @@ class Call:
                     f"{route.describe()}: a {action_kind(route.action)} route cannot serve a gRPC call"
                 )
             self.cluster: ClusterRuntime | None = None
-            self.timeout, self.timeout_source = timeout, ""
+            self._caller_timeout = timeout
+            self.timeout = timeout
+            self.hedge = NO_HEDGING
             self.deadline = None
             self.retry_policy = CompiledRetryPolicy.from_policy(None, request.is_grpc)
             self.hash = None
             return
-        action = route.route_action
-        assert action is not None
-        if request.is_grpc:
-            listener = snap.listener
-            self.timeout, self.timeout_source = grpc_deadline(
-                action, listener.max_stream_duration if listener else None, timeout
-            )
-        else:
-            self.timeout, self.timeout_source = http_timeout(action, timeout)
-        self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
         try:
-            cluster = rt.cluster(snap, route.cluster_name)
+            plan = rt.plan(snap, route, request.is_grpc)
         except ProxylessError as exc:
             raise type(exc)(f"{route.describe()}: {exc}") from exc.__cause__
+        self._caller_timeout = timeout
+        cap = plan.cap
+        if cap is not None and (timeout is None or timeout > cap):
+            timeout = cap
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        cluster = plan.cluster
         self.cluster = cluster
         lb = cluster.lb
         if lb.drop_overloads:
@@ -169,16 +174,16 @@ class Call:
                     f"cluster {cluster.name!r} dropped the request (drop_overloads category "
                     f"{drop.category!r}, {drop.per_million / 10_000:g}%)"
                 )
-        self.retry_policy = CompiledRetryPolicy.from_policy(route.retry_policy, request.is_grpc)
+        self.retry_policy = plan.retry_policy
+        self.hedge = plan.hedge
         self.hash = (
             request_hash(route.hash_policies, request, channel_id=channel_id, rng=self._rng)
             if route.hash_policies
             else None
         )
-        faults = rt.fault_filters(snap)
-        if faults:
-            self._decide_faults(faults, route, cluster.name)
-        breaker = cluster.breakers.default
+        if plan.faults:
+            self._decide_faults(plan.faults, route, cluster.name)
+        breaker = plan.breaker
         if not breaker.try_acquire_request():
             self.end()
             raise breaker.open_error()
@@ -206,6 +211,19 @@ class Call:
             if decision.active:
                 self.fault, self.fault_injector = decision, injector
                 return
+
+    @property
+    def timeout_source(self) -> str:
+        """Where :attr:`timeout` came from, in words (computed on demand)."""
+        action = self.route.route_action
+        if action is None:
+            return ""
+        if self.request.is_grpc:
+            snap = self._rt._last
+            listener = snap.listener if snap is not None else None
+            msd = listener.max_stream_duration if listener else None
+            return grpc_deadline(action, msd, self._caller_timeout)[1]
+        return http_timeout(action, self._caller_timeout)[1]
 
     # -- attempts -------------------------------------------------------------------
     def remaining(self) -> float | None:

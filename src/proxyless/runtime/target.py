@@ -19,20 +19,74 @@ from typing import TYPE_CHECKING
 
 from proxyless.config.snapshot import XdsConfig
 from proxyless.errors import ClusterNotAvailable, ControlPlaneUnreachable, XdsConfigError
+from proxyless.resilience.retry import CompiledRetryPolicy, HedgePlan
 from proxyless.resources.model import FaultFilterConfig
-from proxyless.routing import RequestInfo, RouteResult, VirtualHostCache, resolve
+from proxyless.routing import (
+    RequestInfo,
+    RouteResult,
+    VirtualHostCache,
+    grpc_cap,
+    http_cap,
+    resolve,
+)
 from proxyless.runtime.cluster import ClusterRuntime
 from proxyless.target import Target
 
 if TYPE_CHECKING:
     from proxyless.mesh import Mesh
 
-__all__ = ["DEFAULT_CONFIG_WAIT", "TargetRuntime"]
+__all__ = ["DEFAULT_CONFIG_WAIT", "RoutePlan", "TargetRuntime"]
 
 #: How long a call waits for the first config when it has no deadline: a
 #: little longer than the does-not-exist timer, so a missing resource is
 #: reported as such rather than as a timeout.
 DEFAULT_CONFIG_WAIT = 20.0
+
+
+_ROUTE_MEMO_SIZE = 256
+_deterministic_vhosts: dict[int, tuple[object, bool]] = {}
+
+
+def _deterministic(result: RouteResult) -> bool:
+    """Whether routing this request again would give the same result: a
+    single-cluster action, and no route of the virtual host matching by a
+    random runtime fraction."""
+    action = result.route_action
+    if action is None or action.weighted_clusters is not None or action.cluster_header:
+        return False
+    vhost = result.virtual_host
+    hit = _deterministic_vhosts.get(id(vhost))
+    if hit is not None and hit[0] is vhost:
+        return hit[1]
+    value = all(r.match.runtime_fraction_per_million is None for r in vhost.routes)
+    if len(_deterministic_vhosts) > 1024:
+        _deterministic_vhosts.clear()
+    _deterministic_vhosts[id(vhost)] = (vhost, value)
+    return value
+
+
+class RoutePlan:
+    """What every request on one route of one snapshot shares, worked out once:
+    the cluster runtime and its breaker, the compiled retry policy, the
+    deadline cap and the listener's fault filters."""
+
+    __slots__ = ("breaker", "cap", "cluster", "faults", "hedge", "retry_policy", "route")
+
+    def __init__(
+        self,
+        route: RouteResult,
+        cluster: ClusterRuntime,
+        retry_policy: CompiledRetryPolicy,
+        cap: float | None,
+        faults: tuple[tuple[str, FaultFilterConfig], ...],
+    ) -> None:
+        self.route = route
+        self.cluster = cluster
+        self.breaker = cluster.breakers.default
+        self.retry_policy = retry_policy
+        self.cap = cap
+        self.faults = faults
+        self.hedge = HedgePlan.from_policy(route.hedge_policy)
 
 
 class TargetRuntime:
@@ -54,6 +108,11 @@ class TargetRuntime:
         #: so a request still routing on an older snapshot finds a cluster the
         #: newest config dropped (the runtime lives while anything holds it)
         self._runtimes: dict[int, dict[str, ClusterRuntime]] = {}
+        self._plans: tuple[XdsConfig | None, dict[tuple[int, bool], RoutePlan]] = (None, {})
+        self._route_memo: tuple[
+            tuple[XdsConfig, VirtualHostCache] | None,
+            dict[int, tuple[RequestInfo, RouteResult]],
+        ] = (None, {})
         self.watcher = mesh.config(self.listener_name)
         self.watcher.add_listener(self._on_snapshot)
 
@@ -108,7 +167,51 @@ class TargetRuntime:
                 time.sleep(min(remaining, 0.02))
 
     def route(self, request: RequestInfo, state: tuple[XdsConfig, VirtualHostCache]) -> RouteResult:
-        return resolve(state[1], request, self.rng)
+        """Route ``request``. A request object that is reused (a channel's
+        calls without metadata share one per method) whose routing involves
+        no randomness is routed once per snapshot."""
+        memo = self._route_memo
+        if memo[0] is state:
+            hit = memo[1].get(id(request))
+            if hit is not None and hit[0] is request:
+                return hit[1]
+        result = resolve(state[1], request, self.rng)
+        if _deterministic(result):
+            if memo[0] is not state:
+                memo = self._route_memo = (state, {})
+            if len(memo[1]) < _ROUTE_MEMO_SIZE:
+                memo[1][id(request)] = (request, result)
+        return result
+
+    def plan(self, snap: XdsConfig, route: RouteResult, is_grpc: bool) -> RoutePlan:
+        """The :class:`RoutePlan` of a forwarding ``route`` in ``snap``;
+        raises ClusterNotAvailable."""
+        snap_plans = self._plans
+        if snap_plans[0] is not snap:
+            snap_plans = self._plans = (snap, {})
+        key = (id(route), is_grpc)
+        plan = snap_plans[1].get(key)
+        if plan is not None and plan.route is route:
+            return plan
+        name = route.cluster_name
+        action = route.route_action
+        assert name is not None and action is not None
+        cluster = self.cluster(snap, name)
+        listener = snap.listener
+        cap = (
+            grpc_cap(action, listener.max_stream_duration if listener else None)
+            if is_grpc
+            else http_cap(action)
+        )
+        plan = RoutePlan(
+            route,
+            cluster,
+            CompiledRetryPolicy.from_policy(route.retry_policy, is_grpc),
+            cap,
+            self.fault_filters(snap),
+        )
+        snap_plans[1][key] = plan
+        return plan
 
     def fault_filters(self, snap: XdsConfig) -> tuple[tuple[str, FaultFilterConfig], ...]:
         """The listener's fault filters as (filter name, config), in chain order."""
