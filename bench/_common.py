@@ -494,8 +494,8 @@ def _hcm(stat_prefix: str, cluster: str) -> dict[str, Any]:
     }
 
 
-def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
-    return {
+def _static_cluster(name: str, host: str, port: int, *, http2: bool = True) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "5s",
@@ -503,13 +503,15 @@ def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}],
         },
-        "typed_extension_protocol_options": {
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": _H2_OPTIONS,
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
-        },
-    }
+        }
+    return cluster
 
 
 def _tls_context(cert: Path, key: Path, ca: Path, peer_id: str) -> dict[str, Any]:
@@ -525,9 +527,12 @@ def _tls_context(cert: Path, key: Path, ca: Path, peer_id: str) -> dict[str, Any
     }
 
 
-def envoy_server_sidecar(certs: SpiffeCerts, backend: str) -> dict[str, Any]:
+def envoy_server_sidecar(
+    certs: SpiffeCerts, backend: str, *, backend_http2: bool = True
+) -> dict[str, Any]:
     """Envoy B (the server's sidecar): mTLS listener on 127.0.0.1 (port chosen by the
-    kernel) that accepts only the client's SPIFFE ID, HTTP/2 to the backend."""
+    kernel) that accepts only the client's SPIFFE ID, HTTP/2 (or HTTP/1.1 with
+    ``backend_http2=False``) to the backend."""
     host, _, port = backend.rpartition(":")
     return {
         "admin": {"address": _address("127.0.0.1", 0)},
@@ -556,7 +561,7 @@ def envoy_server_sidecar(certs: SpiffeCerts, backend: str) -> dict[str, Any]:
                     ],
                 }
             ],
-            "clusters": [_static_cluster("app", host, int(port))],
+            "clusters": [_static_cluster("app", host, int(port), http2=backend_http2)],
         },
     }
 
@@ -603,14 +608,18 @@ class EnvoySidecarPair:
     """app -> Envoy A (plaintext) -> SPIFFE mTLS -> Envoy B -> backend, both Envoys
     with ``--concurrency 1``. :attr:`address` is Envoy A's listener."""
 
-    def __init__(self, certs: SpiffeCerts, backend: str, *, attempts: int = 3) -> None:
+    def __init__(
+        self, certs: SpiffeCerts, backend: str, *, attempts: int = 3, backend_http2: bool = True
+    ) -> None:
         self._attempts = attempts
         self._started: list[Any] = []
         #: Envoy starts that failed and were retried (the process died during start-up)
         self.start_failures: list[str] = []
         atexit.register(self.stop)
         try:
-            self.server_side = self._start(envoy_server_sidecar(certs, backend))
+            self.server_side = self._start(
+                envoy_server_sidecar(certs, backend, backend_http2=backend_http2)
+            )
             peer_port = _listener_port(self.server_side, "inbound")
             self.client_side = self._start(envoy_client_sidecar(certs, peer_port))
             self.address = f"127.0.0.1:{_listener_port(self.client_side, 'outbound')}"

@@ -9,9 +9,13 @@ work does not share this interpreter's lock) through:
    to ``http://svc:8080/``: listener -> route -> cluster -> one endpoint from
    an in-process ADS server (:class:`proxyless.controlplane.server.AdsServer`);
 
+3. ``envoy-mtls``        — ``httpx.Client()`` to an Envoy sidecar pair (app ->
+   Envoy A -> HTTP/2 over SPIFFE mTLS -> Envoy B -> HTTP/1.1 -> backend), the
+   Istio sidecar path, built by :class:`bench._common.EnvoySidecarPair`
+   (``--no-envoy`` skips it);
+
 and, in an asyncio loop, ``async-plain`` (``httpx.AsyncClient()``) against
-``proxyless-async`` (``AsyncTransport``). The Envoy sidecar pair is not part
-of this run.
+``proxyless-async`` (``AsyncTransport``).
 
 Contenders run interleaved: after a warm-up, ``--rounds`` rounds of
 ``--calls`` requests per contender, taken in alternating slices of 50
@@ -179,7 +183,9 @@ def _serve(ads: Any, address: str) -> None:
     ads.set_resources(LISTENER_URL, {SERVICE: listener(SERVICE, "svc-routes")})
 
 
-def run(calls: int, rounds: int, warmup: int, cap: float) -> dict[str, Any]:
+def run(calls: int, rounds: int, warmup: int, cap: float, envoy: bool = True) -> dict[str, Any]:
+    import tempfile
+
     import proxyless.httpx
     from proxyless.controlplane.server import AdsServer
     from proxyless.mesh import Mesh
@@ -213,6 +219,18 @@ def run(calls: int, rounds: int, warmup: int, cap: float) -> dict[str, Any]:
             "plain": lambda: plain.get(direct_url),
             "proxyless": lambda: mesh_client.get(mesh_url),
         }
+        pair = None
+        if envoy:
+            from bench._common import EnvoySidecarPair, make_spiffe_certs
+
+            certs = make_spiffe_certs(Path(tempfile.mkdtemp(prefix="proxyless-bench-certs-")))
+            pair = EnvoySidecarPair(certs, backend.address, backend_http2=False)
+            envoy_client = httpx.Client()
+            envoy_url = f"http://{pair.address}/"
+            for _ in range(warmup):
+                r = envoy_client.get(envoy_url)
+                assert r.status_code == 200, r
+            sync["envoy-mtls"] = lambda: envoy_client.get(envoy_url)
         per_round: dict[str, list[dict[str, float]]] = {k: [] for k in sync}
         names = list(sync)
         for i in range(rounds):
@@ -272,6 +290,10 @@ def run(calls: int, rounds: int, warmup: int, cap: float) -> dict[str, Any]:
                 await amesh.aclose()
 
         per_round.update(asyncio.run(async_rounds()))
+        if pair is not None:
+            results["envoy_rss_mb"] = {k: round(v / 2**20, 1) for k, v in pair.rss().items()}
+            results["envoy_start_failures"] = pair.start_failures
+            pair.stop()
         gc.collect()
         rss_mesh = rss_mb()
         mesh_client.close()
@@ -293,6 +315,7 @@ def run(calls: int, rounds: int, warmup: int, cap: float) -> dict[str, Any]:
         results["contenders"] = {
             "plain": summary("plain", "plain"),
             "proxyless": summary("proxyless", "plain"),
+            **({"envoy-mtls": summary("envoy-mtls", "plain")} if pair is not None else {}),
             "async-plain": summary("async-plain", "async-plain"),
             "proxyless-async": summary("proxyless-async", "async-plain"),
         }
@@ -322,9 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per batch, at most")
     parser.add_argument("--quick", action="store_true", help="300 calls x 3 rounds")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--no-envoy", action="store_true", help="skip the Envoy sidecar pair")
     args = parser.parse_args(argv)
     calls, rounds = (300, 3) if args.quick else (args.calls, args.rounds)
-    results = run(calls, rounds, min(args.warmup, calls), args.time_cap)
+    results = run(calls, rounds, min(args.warmup, calls), args.time_cap, envoy=not args.no_envoy)
     print(f"{'contender':<18}{'p50 µs':>10}{'p99 µs':>10}{'p50 x':>8}{'p99 x':>8}")
     for name, row in results["contenders"].items():
         print(

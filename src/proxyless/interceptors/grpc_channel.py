@@ -179,6 +179,7 @@ class XdsChannel(grpc.Channel):
         if self._closed:
             raise ValueError("Cannot invoke RPC on closed channel!")
         rt = self._runtime
+        shared = not metadata
         if metadata:
             request = RequestInfo(rt.authority, method, headers=metadata_headers(metadata))
         else:
@@ -193,6 +194,7 @@ class XdsChannel(grpc.Channel):
             wait_for_ready=bool(wait_for_ready),
             channel_id=self._channel_id,
             pool_get=self._acquire,
+            shared_request=shared,
         )
 
     def _acquire(self, endpoint: EndpointState) -> PooledChannel:

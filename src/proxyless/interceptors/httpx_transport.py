@@ -373,7 +373,6 @@ class _Routed:
         "scheme",
         "target",
         "up_headers",
-        "why_timeout",
     )
 
     request: httpx.Request
@@ -387,7 +386,11 @@ class _Routed:
     up_headers: list[tuple[bytes, bytes]]
     body: Any
     replayable: bool | _ReplayBody
-    why_timeout: str
+
+    @property
+    def why_timeout(self) -> str:
+        """Where the request's timeout came from (worked out only when needed)."""
+        return self.call.timeout_source or "route timeout"
 
     def can_replay(self) -> bool:
         r = self.replayable
@@ -539,7 +542,6 @@ class _Core:
         r.host = host
         r.authority = authority
         r.raw_path = raw_path
-        r.why_timeout = call.timeout_source or "route timeout"
         if plan.changes_request:
             hl2 = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw_headers]
             if plan.weighted_host_rewrite is not None:

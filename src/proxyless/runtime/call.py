@@ -115,6 +115,7 @@ class Call:
         channel_id: int,
         pool_get: Callable[[EndpointState], Any],
         allow_local_actions: bool = False,
+        shared_request: bool = False,
     ) -> None:
         """Route ``request``; raises ProxylessError when it cannot be routed.
 
@@ -139,7 +140,7 @@ class Call:
                 # Waiting for the config spends the caller's deadline (gRFC A31).
                 timeout = max(0.0, timeout - (time.monotonic() - started))
         snap = state[0]
-        route = rt.route(request, state)
+        route = rt.route(request, state, shared=shared_request)
         self.route = route
         if route.cluster_name is None:
             if not allow_local_actions:

@@ -166,10 +166,18 @@ class TargetRuntime:
             else:
                 time.sleep(min(remaining, 0.02))
 
-    def route(self, request: RequestInfo, state: tuple[XdsConfig, VirtualHostCache]) -> RouteResult:
-        """Route ``request``. A request object that is reused (a channel's
-        calls without metadata share one per method) whose routing involves
-        no randomness is routed once per snapshot."""
+    def route(
+        self,
+        request: RequestInfo,
+        state: tuple[XdsConfig, VirtualHostCache],
+        *,
+        shared: bool = False,
+    ) -> RouteResult:
+        """Route ``request``. A ``shared`` request object (a channel's calls
+        without metadata share one per method) whose routing involves no
+        randomness is routed once per snapshot."""
+        if not shared:
+            return resolve(state[1], request, self.rng)
         memo = self._route_memo
         if memo[0] is state:
             hit = memo[1].get(id(request))
