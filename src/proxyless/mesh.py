@@ -99,6 +99,10 @@ class Mesh:
                 self._configs[listener_name] = watcher
             return watcher
 
+    def watching(self, listener_name: str) -> bool:
+        """Whether this Mesh already follows ``listener_name``."""
+        return listener_name in self._configs
+
     def target(self, target: str) -> TargetRuntime:
         """The shared routing state of ``target`` (``xds:///name``)."""
         runtime = self._targets.get(target)

@@ -235,8 +235,8 @@ class HostTable:
             return d
         if d.in_mesh:
             # in the mesh while its config is usable; otherwise look again
-            return d if rt._state is not None else None
-        if rt._state is not None:  # the Listener arrived after all
+            return d if rt.current is not None else None
+        if rt.current is not None:  # the Listener arrived after all
             d = HostDecision(rt, True)
             self._decisions[(host, port)] = d
         return d
@@ -253,13 +253,13 @@ class HostTable:
         name = target_name(host, port)
         mesh = self.mesh
         listener = mesh.bootstrap.listener_resource_name(None, name)
-        fresh = listener not in getattr(mesh, "_configs", {})
+        fresh = not mesh.watching(listener)
         rt = mesh.target(f"xds:///{name}")
         nonce0 = _probe_start(mesh, listener, fresh)
         budget = DEFAULT_CONFIG_WAIT if wait is None else max(0.0, wait)
         deadline = time.monotonic() + budget
         while True:
-            if rt._state is not None:
+            if rt.current is not None:
                 decision = HostDecision(rt, True)
                 break
             snap = rt.watcher.snapshot
@@ -268,7 +268,7 @@ class HostTable:
                 if isinstance(err, ResourceDoesNotExist) and snap.listener is None:
                     decision = HostDecision(rt, False, f"listener {listener!r} does not exist")
                     break
-                raise rt._config_error(err)
+                raise rt.config_error(err)
             nonce, status, cached = _lds_view(mesh, listener)
             if status == "DOES_NOT_EXIST":
                 decision = HostDecision(rt, False, f"listener {listener!r} does not exist")
@@ -288,7 +288,7 @@ class HostTable:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise rt._config_error(None, waited=budget)
+                raise rt.config_error(None, waited=budget)
             if snap is None:
                 rt.watcher.wait(min(remaining, _POLL))
             else:

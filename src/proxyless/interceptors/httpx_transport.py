@@ -500,7 +500,7 @@ class _Core:
             "",
             scheme,
         )
-        state = rt._state
+        state = rt.current
         try:
             call = Call(
                 rt,
@@ -516,7 +516,7 @@ class _Core:
             return self._local(request, exc.response_code, [("content-length", "0")], b"")
         except ProxylessError as exc:
             raise mesh_error(exc, request) from None
-        state = state or rt._state
+        state = state or rt.current
         assert state is not None
         plan = plan_for(call.route, state[1].route_config)
         action = call.route.action
@@ -779,7 +779,7 @@ class _Core:
     def mirror_targets(self, r: _Routed) -> list[tuple[EndpointState, ClusterRuntime]]:
         """The endpoints to shadow this request to (Envoy ``request_mirror_policies``)."""
         out: list[tuple[EndpointState, ClusterRuntime]] = []
-        rt_state = r.call._rt._state
+        rt_state = r.call._rt.current
         if rt_state is None:
             return out
         snap = rt_state[0]

@@ -133,6 +133,16 @@ class TargetRuntime:
             self._state = None
 
     # -- request path -------------------------------------------------------------
+    @property
+    def current(self) -> tuple[XdsConfig, VirtualHostCache] | None:
+        """The usable snapshot and its virtual-host index, or None (no wait)."""
+        return self._state
+
+    def config_error(self, error: Exception | None, waited: float = 0.0) -> XdsConfigError:
+        """The error for "no usable config", with the status of every xDS
+        resource involved and the xDS server's connection state."""
+        return self._config_error(error, waited)
+
     def state(
         self, timeout: float | None = None, wait_for_ready: bool = False
     ) -> tuple[XdsConfig, VirtualHostCache]:
