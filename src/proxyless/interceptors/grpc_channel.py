@@ -558,7 +558,7 @@ class XdsChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> grpc.UnaryStreamMultiCallable[Any, Any]:
-        return _Streaming(self, "unary_stream", method, request_serializer, response_deserializer)  # type: ignore[return-value]
+        return _UnaryStream(self, method, request_serializer, response_deserializer)  # type: ignore[return-value]
 
     def stream_unary(
         self,
@@ -576,7 +576,7 @@ class XdsChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> grpc.StreamStreamMultiCallable[Any, Any]:
-        return _Streaming(self, "stream_stream", method, request_serializer, response_deserializer)  # type: ignore[return-value]
+        return _StreamStream(self, method, request_serializer, response_deserializer)  # type: ignore[return-value]
 
     def subscribe(
         self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False
@@ -606,7 +606,10 @@ class XdsChannel(grpc.Channel):
         return f"<proxyless XdsChannel {self.target!r}>"
 
 
-class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
+class _Method:
+    """What the multicallables of one method share; each grpc call shape is a
+    one-line method on top (the signatures are grpc's)."""
+
     __slots__ = ("_ch", "_deser", "_method", "_ser")
 
     def __init__(self, ch: XdsChannel, method: str, ser: Any, deser: Any) -> None:
@@ -615,6 +618,83 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         self._ser = ser
         self._deser = deser
 
+    def _unary(
+        self,
+        kind: str,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+        streaming_request: bool = False,
+    ) -> Any:
+        """A blocking unary-response call (retried; see ``XdsChannel._run_unary``)."""
+        return self._ch._run_unary(
+            kind,
+            self._method,
+            self._ser,
+            self._deser,
+            request,
+            timeout,
+            metadata,
+            wait_for_ready,
+            {"credentials": credentials, "compression": compression},
+            streaming_request,
+        )
+
+    def _retrying(
+        self,
+        kind: str,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+        streaming: bool,
+    ) -> Any:
+        """A call object retried behind the scenes (unary future, server stream)."""
+        return self._ch._start_retrying(
+            kind,
+            self._method,
+            self._ser,
+            self._deser,
+            request,
+            timeout,
+            metadata,
+            wait_for_ready,
+            {"credentials": credentials, "compression": compression},
+            streaming=streaming,
+        )
+
+    def _single(
+        self,
+        kind: str,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+        attr: str | None = None,
+    ) -> Any:
+        """A call object making one attempt (bidi streams, client-stream futures)."""
+        return self._ch._start_streaming(
+            kind,
+            self._method,
+            self._ser,
+            self._deser,
+            request,
+            timeout,
+            metadata,
+            wait_for_ready,
+            {"credentials": credentials, "compression": compression},
+            attr=attr,
+        )
+
+
+class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
     def __call__(
         self,
         request: Any,
@@ -624,17 +704,8 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        kwargs = {"credentials": credentials, "compression": compression}
-        return self._ch._run_unary(
-            "unary_unary",
-            self._method,
-            self._ser,
-            self._deser,
-            request,
-            timeout,
-            metadata,
-            wait_for_ready,
-            kwargs,
+        return self._unary(
+            "unary_unary", request, timeout, metadata, credentials, wait_for_ready, compression
         )
 
     def with_call(
@@ -646,17 +717,14 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        kwargs = {"credentials": credentials, "compression": compression}
-        return self._ch._run_unary(
+        return self._unary(
             "unary_unary_with_call",
-            self._method,
-            self._ser,
-            self._deser,
             request,
             timeout,
             metadata,
+            credentials,
             wait_for_ready,
-            kwargs,
+            compression,
         )
 
     def future(
@@ -668,32 +736,21 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        kwargs = {"credentials": credentials, "compression": compression}
-        return self._ch._start_retrying(
+        return self._retrying(
             "unary_unary",
-            self._method,
-            self._ser,
-            self._deser,
             request,
             timeout,
             metadata,
+            credentials,
             wait_for_ready,
-            kwargs,
+            compression,
             streaming=False,
         )
 
 
-class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
-    """Client streaming: the request iterator is consumed by the first attempt,
-    so these calls are not retried."""
-
-    __slots__ = ("_ch", "_deser", "_method", "_ser")
-
-    def __init__(self, ch: XdsChannel, method: str, ser: Any, deser: Any) -> None:
-        self._ch = ch
-        self._method = method
-        self._ser = ser
-        self._deser = deser
+class _StreamUnary(_Method, grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
+    """Client streaming: the request stream is buffered for replay up to
+    :data:`REPLAY_LIMIT` (blocking calls); ``future()`` makes one attempt."""
 
     def __call__(
         self,
@@ -704,17 +761,14 @@ class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        kwargs = {"credentials": credentials, "compression": compression}
-        return self._ch._run_unary(
+        return self._unary(
             "stream_unary",
-            self._method,
-            self._ser,
-            self._deser,
             request_iterator,
             timeout,
             metadata,
+            credentials,
             wait_for_ready,
-            kwargs,
+            compression,
             streaming_request=True,
         )
 
@@ -727,17 +781,14 @@ class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        kwargs = {"credentials": credentials, "compression": compression}
-        return self._ch._run_unary(
+        return self._unary(
             "stream_unary_with_call",
-            self._method,
-            self._ser,
-            self._deser,
             request_iterator,
             timeout,
             metadata,
+            credentials,
             wait_for_ready,
-            kwargs,
+            compression,
             streaming_request=True,
         )
 
@@ -750,18 +801,62 @@ class _StreamUnary(grpc.StreamUnaryMultiCallable):  # type: ignore[type-arg]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        kwargs = {"credentials": credentials, "compression": compression}
-        return self._ch._start_streaming(
+        return self._single(
             "stream_unary",
-            self._method,
-            self._ser,
-            self._deser,
             request_iterator,
             timeout,
             metadata,
+            credentials,
             wait_for_ready,
-            kwargs,
+            compression,
             attr="future",
+        )
+
+
+class _UnaryStream(_Method):
+    """Server streaming: retried until the first response message (commit)."""
+
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: Any = None,
+        wait_for_ready: bool | None = None,
+        compression: Any = None,
+    ) -> Any:
+        return self._retrying(
+            "unary_stream",
+            request,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+            streaming=True,
+        )
+
+
+class _StreamStream(_Method):
+    """Bidirectional streaming: one attempt, released when the call ends."""
+
+    def __call__(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: Any = None,
+        wait_for_ready: bool | None = None,
+        compression: Any = None,
+    ) -> Any:
+        return self._single(
+            "stream_stream",
+            request_iterator,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
         )
 
 
@@ -795,54 +890,6 @@ class _Replay:
                 else:
                     self.buffer.append(message)
             yield message
-
-
-class _Streaming:
-    """unary-stream and stream-stream: the endpoint's call object, released when done."""
-
-    __slots__ = ("_ch", "_deser", "_kind", "_method", "_ser")
-
-    def __init__(self, ch: XdsChannel, kind: str, method: str, ser: Any, deser: Any) -> None:
-        self._ch = ch
-        self._kind = kind
-        self._method = method
-        self._ser = ser
-        self._deser = deser
-
-    def __call__(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: Any = None,
-        wait_for_ready: bool | None = None,
-        compression: Any = None,
-    ) -> Any:
-        kwargs = {"credentials": credentials, "compression": compression}
-        if self._kind == "unary_stream":
-            return self._ch._start_retrying(
-                self._kind,
-                self._method,
-                self._ser,
-                self._deser,
-                request,
-                timeout,
-                metadata,
-                wait_for_ready,
-                kwargs,
-                streaming=True,
-            )
-        return self._ch._start_streaming(
-            self._kind,
-            self._method,
-            self._ser,
-            self._deser,
-            request,
-            timeout,
-            metadata,
-            wait_for_ready,
-            kwargs,
-        )
 
 
 def channel(
