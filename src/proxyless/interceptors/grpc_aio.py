@@ -25,7 +25,7 @@ from proxyless.interceptors.grpc_channel import (
     XdsChannel,
     budget_error,
     classify_status,
-    fault_error,
+    fault_steps,
     grpc_outcome,
 )
 from proxyless.interceptors.grpc_pool import ChannelPool, PooledChannel
@@ -124,17 +124,9 @@ class _AioCall:
         except ProxylessError as exc:
             raise _aio_error(exc, sync.target) from None
         try:
-            delay = call.fault.delay
-            if delay is not None:
-                remaining = call.remaining()
-                if remaining is not None and remaining < delay:
-                    await asyncio.sleep(max(0.0, remaining))
-                    raise _status_error(
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"{sync.target}: deadline exceeded during an injected delay of {delay:g}s",
-                    )
-                await asyncio.sleep(delay)
-            err = fault_error(call, sync.target)
+            pause, err = fault_steps(call, sync.target)
+            if pause:
+                await asyncio.sleep(pause)
             if err is not None:
                 raise _status_error(err.code(), err.details())
         except BaseException:
@@ -537,39 +529,28 @@ class _AioCall:
         return None if self._inner is None else self._inner.time_remaining()
 
 
-class _AsyncReplay:
-    """Buffers a (sync or async) request stream so a failed attempt can be
-    replayed, up to :data:`proxyless.interceptors.grpc_channel.REPLAY_LIMIT`
-    bytes; past that the call is committed (gRFC A6)."""
+class _AsyncReplay(grpc_channel._Replay):
+    """:class:`~proxyless.interceptors.grpc_channel._Replay` for ``grpc.aio``:
+    the request stream may be an iterator or an async iterator."""
+
+    __slots__ = ("_async",)
 
     def __init__(self, source: Any, ser: Callable[[Any], bytes] | None) -> None:
         self._async = hasattr(source, "__aiter__")
-        self._source = source.__aiter__() if self._async else iter(source)
-        self._ser = ser
-        self.buffer: list[Any] = []
-        self.size = 0
-        self.committed = False
+        super().__init__(() if self._async else source, ser)
+        if self._async:
+            self._source = source.__aiter__()
 
-    def _keep(self, message: Any) -> None:
-        if self.committed:
-            return
-        self.size += len(self._ser(message) if self._ser else message)
-        if self.size > grpc_channel.REPLAY_LIMIT:
-            self.committed = True
-            self.buffer = []
-        else:
-            self.buffer.append(message)
-
-    async def attempt(self) -> AsyncIterator[Any]:
+    async def attempt(self) -> AsyncIterator[Any]:  # type: ignore[override]
         for message in list(self.buffer):
             yield message
         if self._async:
             async for message in self._source:
-                self._keep(message)
+                self.keep(message)
                 yield message
         else:
             for message in self._source:
-                self._keep(message)
+                self.keep(message)
                 yield message
 
 

@@ -115,6 +115,22 @@ def classify_status(
     return Outcome.grpc(code.name, pushback=pushback)
 
 
+def fault_steps(call: Call, target: str) -> tuple[float, XdsRpcError | None]:
+    """What the fault filter does to a call (gRFC A33): seconds to wait, then
+    the error to end it with, if any. A delay longer than the call's deadline
+    waits out the deadline and ends the call with DEADLINE_EXCEEDED."""
+    delay = call.fault.delay
+    if delay is not None:
+        remaining = call.remaining()
+        if remaining is not None and remaining < delay:
+            return max(0.0, remaining), XdsRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{target}: deadline exceeded during an injected delay of {delay:g}s",
+                None,
+            )
+    return delay or 0.0, fault_error(call, target)
+
+
 def fault_error(call: Call, target: str) -> XdsRpcError | None:
     """The error an injected abort ends the call with (gRFC A33), if any."""
     fault = call.fault
@@ -216,18 +232,9 @@ class XdsChannel(grpc.Channel):
 
     def _apply_fault(self, call: Call) -> None:
         """Injected delay, then abort (gRFC A33)."""
-        delay = call.fault.delay
-        if delay is not None:
-            remaining = call.remaining()
-            if remaining is not None and remaining < delay:
-                time.sleep(max(0.0, remaining))
-                raise XdsRpcError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"{self.target}: deadline exceeded during an injected delay of {delay:g}s",
-                    None,
-                )
-            time.sleep(delay)
-        err = fault_error(call, self.target)
+        pause, err = fault_steps(call, self.target)
+        if pause:
+            time.sleep(pause)
         if err is not None:
             raise err
 
@@ -871,24 +878,28 @@ class _Replay:
     __slots__ = ("_ser", "_source", "buffer", "committed", "size")
 
     def __init__(self, source: Any, ser: Callable[[Any], bytes] | None) -> None:
-        self._source = iter(source)
+        self._source: Any = iter(source)
         self._ser = ser
         self.buffer: list[Any] = []
         self.size = 0
         self.committed = False
 
+    def keep(self, message: Any) -> None:
+        """Remember a message sent, until the buffer overflows (then commit)."""
+        if self.committed:
+            return
+        self.size += len(self._ser(message) if self._ser else message)
+        if self.size > REPLAY_LIMIT:
+            self.committed = True
+            self.buffer = []
+        else:
+            self.buffer.append(message)
+
     def attempt(self) -> Iterator[Any]:
         """The request stream for one attempt: what was sent so far, then the rest."""
-        sent = list(self.buffer)
-        yield from sent
+        yield from list(self.buffer)
         for message in self._source:
-            if not self.committed:
-                self.size += len(self._ser(message) if self._ser else message)
-                if self.size > REPLAY_LIMIT:
-                    self.committed = True
-                    self.buffer = []
-                else:
-                    self.buffer.append(message)
+            self.keep(message)
             yield message
 
 
