@@ -13,8 +13,7 @@ same).
 Errors follow the watcher semantics of :mod:`proxyless.xds_client.watcher`:
 a resource error on the Listener or RouteConfiguration replaces the snapshot
 with an error snapshot; on a Cluster or its endpoints it marks that cluster
-unusable; ambient errors keep everything and are remembered for
-diagnostics.
+unusable; ambient errors keep everything and are logged.
 
 Runs on the Mesh's loop; :attr:`ConfigWatcher.snapshot` may be read from any
 thread.
@@ -59,7 +58,7 @@ _PENDING = object()
 class _Watch:
     """One xDS watch; remembers the value or the resource error."""
 
-    __slots__ = ("_cancel", "ambient", "error", "name", "owner", "rtype", "value")
+    __slots__ = ("_cancel", "error", "name", "owner", "rtype", "value")
 
     def __init__(self, owner: ConfigWatcher, rtype: ResourceType, name: str) -> None:
         self.owner = owner
@@ -67,7 +66,6 @@ class _Watch:
         self.name = name
         self.value: Any = _PENDING
         self.error: Exception | None = None
-        self.ambient: Exception | None = None
         self._cancel: Callable[[], None] | None = None
 
     def start(self) -> _Watch:
@@ -84,7 +82,7 @@ class _Watch:
         return self.value is not _PENDING or self.error is not None
 
     def on_changed(self, value: Any) -> None:
-        self.value, self.error, self.ambient = value, None, None
+        self.value, self.error = value, None
         self.owner._changed()
 
     def on_resource_error(self, error: Exception) -> None:
@@ -92,7 +90,6 @@ class _Watch:
         self.owner._changed()
 
     def on_ambient_error(self, error: Exception) -> None:
-        self.ambient = error
         log.warning("%s", error)
 
 
@@ -349,13 +346,6 @@ class ConfigWatcher:
         return out, complete
 
     # -- diagnostics ---------------------------------------------------------------------------
-    def ambient_errors(self) -> list[Exception]:
-        return [
-            w.ambient
-            for w in [self._lds, self._rds, *self._cds.values(), *self._eds.values()]
-            if w is not None and w.ambient is not None
-        ]
-
     def __repr__(self) -> str:
         snap = self.snapshot
         state = "pending" if snap is None else ("ok" if snap.usable else f"error: {snap.error}")

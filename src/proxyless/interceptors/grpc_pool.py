@@ -142,9 +142,6 @@ class ChannelPool:
     def referenced(self, address: str) -> bool:
         return self._refs.get(address, 0) > 0
 
-    def call_started(self, entry: PooledChannel) -> None:
-        entry.in_flight += 1
-
     def call_ended(self, entry: PooledChannel) -> None:
         entry.in_flight -= 1
         if entry.in_flight <= 0 and entry.closing:

@@ -228,11 +228,6 @@ class ClusterRegistry:
             self._collect()
             self._pools.clear()
 
-    def forget_listener(self, listener_name: str) -> None:
-        with self._lock:
-            self._by_listener.pop(listener_name, None)
-            self._collect()
-
     def _collect(self) -> None:
         live: set[str] = set()
         for names in self._by_listener.values():

@@ -228,16 +228,6 @@ def _parse_document(file: str, index: int, doc: Any, out: dict[str, list[Any]]) 
     return r.issues + sub.issues
 
 
-def _dedupe(issues: list[Issue]) -> list[Issue]:
-    seen: set[Issue] = set()
-    out = []
-    for issue in issues:
-        if issue not in seen:
-            seen.add(issue)
-            out.append(issue)
-    return out
-
-
 def _load(sources: Iterable[tuple[str, str]]) -> LoadResult:
     issues: list[Issue] = []
     out: dict[str, list[Any]] = {kind: [] for kind in _KINDS}
