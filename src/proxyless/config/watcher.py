@@ -138,12 +138,21 @@ class ConfigWatcher:
 
     # -- public --------------------------------------------------------------------------
     def add_listener(self, fn: Callable[[XdsConfig], None]) -> None:
-        """Call ``fn`` with every new snapshot (on the Mesh thread)."""
+        """Call ``fn`` with the current snapshot, if any, and every new one.
+
+        Every call happens on the Mesh thread, in publication order, so
+        listeners added earlier (the Mesh's cluster registry) have always
+        seen a snapshot before listeners added later (a target's router).
+        """
         with self._lock:
             self._listeners.append(fn)
+
+        def deliver_current() -> None:
             snap = self.snapshot
-        if snap is not None:
-            fn(snap)
+            if snap is not None:
+                fn(snap)
+
+        self._client._call_on_loop(deliver_current)
 
     def wait(self, timeout: float | None) -> XdsConfig | None:
         """Block until the first snapshot (usable or error) or ``timeout``."""

@@ -254,13 +254,6 @@ class TargetRuntime:
             held = self._runtimes.get(snap.version)
             if held is not None and (rt := held.get(name)) is not None:
                 return rt
-            if snap is self._last:
-                # Published but not yet applied to the registry (the listener
-                # that applies it may still be running on the Mesh thread).
-                self.mesh.clusters.apply(snap)
-                rt = self.mesh.clusters.get(name)
-                if rt is not None:
-                    return rt
         if cc is None:
             raise ClusterNotAvailable(
                 f"cluster {name!r} is not part of the config of listener {self.listener_name!r}"
