@@ -52,6 +52,8 @@ if __package__ in (None, ""):
 
 import httpx
 
+from bench import _common
+
 SERVICE = "svc:8080"
 TARGET_P50 = 1.05
 #: Requests per contender before switching to the other one.
@@ -118,33 +120,16 @@ class Backend:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    return _common.percentile(sorted(values), q)
 
 
 def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return -1.0
+    return _common.rss_bytes() / 2**20
 
 
 def timed(call: Callable[[], Any], count: int, cap: float) -> list[float]:
-    out: list[float] = []
-    clock = time.perf_counter_ns
-    stop_at = clock() + int(cap * 1e9)
-    for _ in range(count):
-        t0 = clock()
-        call()
-        t1 = clock()
-        out.append((t1 - t0) / 1000.0)
-        if t1 > stop_at:
-            break
-    return out
+    """Durations in µs of up to ``count`` calls (see :func:`bench._common.timed_calls`)."""
+    return [ns / 1000.0 for ns in _common.timed_calls(call, count, cap)]
 
 
 async def atimed(call: Callable[[], Awaitable[Any]], count: int, cap: float) -> list[float]:
