@@ -45,13 +45,18 @@ import logging
 import threading
 import time
 import typing
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import httpx
 
-from proxyless.errors import ClusterNotAvailable, InvalidTarget, ProxylessError
+from proxyless.errors import (
+    ClusterNotAvailable,
+    InvalidTarget,
+    NoHealthyEndpoints,
+    ProxylessError,
+)
 from proxyless.interceptors.httpx_errors import (
     MeshConnectError,
     mesh_error,
@@ -91,10 +96,11 @@ from proxyless.resilience.outcome import (
     parse_retry_after,
 )
 from proxyless.resources.model import DirectResponseAction, RedirectAction
-from proxyless.routing import MissingClusterHeader, RequestInfo
+from proxyless.routing import MissingClusterHeader, RequestInfo, http_timeout
 from proxyless.runtime.call import Attempt, Call
 from proxyless.runtime.cluster import ClusterRuntime
-from proxyless.runtime.target import TargetRuntime
+from proxyless.runtime.target import RoutePlan as TargetPlan
+from proxyless.runtime.target import TargetRuntime, path_determined
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -265,26 +271,34 @@ def _body_for(request: httpx.Request, limit: int) -> tuple[Any, bool | _ReplayBo
 
 
 class _Finisher:
-    """Releases what a request holds (pool slot, breaker, fault slot) once."""
+    """Releases what a request holds (pool slot, then breaker and fault slot
+    through ``end``) once."""
 
-    __slots__ = ("_call", "_entry", "_pools")
+    __slots__ = ("_end", "_entry", "_pools")
 
-    def __init__(self, pools: EndpointPools, entry: PoolEntry | None, call: Call) -> None:
+    def __init__(
+        self, pools: EndpointPools, entry: PoolEntry | None, end: Callable[[], None]
+    ) -> None:
         self._pools = pools
         self._entry = entry
-        self._call: Call | None = call
+        self._end: Callable[[], None] | None = end
 
     def __call__(self) -> None:
         entry, self._entry = self._entry, None
         if entry is not None:
             self._pools.release_entry(entry)
-        call, self._call = self._call, None
-        if call is not None:
-            call.end()
+        end, self._end = self._end, None
+        if end is not None:
+            end()
+
+
+class _TimeoutSource(typing.Protocol):
+    @property
+    def why_timeout(self) -> str: ...
 
 
 class _SyncBody(httpx.SyncByteStream):
-    __slots__ = ("_deadline", "_done", "_inner", "_request", "_why")
+    __slots__ = ("_deadline", "_done", "_inner", "_request", "_source")
 
     def __init__(
         self,
@@ -292,20 +306,20 @@ class _SyncBody(httpx.SyncByteStream):
         done: _Finisher,
         deadline: float | None,
         request: httpx.Request,
-        why: str,
+        source: _TimeoutSource,
     ) -> None:
         self._inner = inner
         self._done = done
         self._deadline = deadline
         self._request = request
-        self._why = why
+        self._source = source
 
     def __iter__(self) -> Iterator[bytes]:
         deadline = self._deadline
         for chunk in self._inner:
             if deadline is not None and time.monotonic() > deadline:
                 self.close()
-                raise timeout_error(self._request, f"{self._why} expired", None)
+                raise timeout_error(self._request, f"{self._source.why_timeout} expired", None)
             yield chunk
 
     def close(self) -> None:
@@ -316,7 +330,7 @@ class _SyncBody(httpx.SyncByteStream):
 
 
 class _AsyncBody(httpx.AsyncByteStream):
-    __slots__ = ("_deadline", "_done", "_inner", "_request", "_why")
+    __slots__ = ("_deadline", "_done", "_inner", "_request", "_source")
 
     def __init__(
         self,
@@ -324,20 +338,20 @@ class _AsyncBody(httpx.AsyncByteStream):
         done: _Finisher,
         deadline: float | None,
         request: httpx.Request,
-        why: str,
+        source: _TimeoutSource,
     ) -> None:
         self._inner = inner
         self._done = done
         self._deadline = deadline
         self._request = request
-        self._why = why
+        self._source = source
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         deadline = self._deadline
         async for chunk in self._inner:
             if deadline is not None and time.monotonic() > deadline:
                 await self.aclose()
-                raise timeout_error(self._request, f"{self._why} expired", None)
+                raise timeout_error(self._request, f"{self._source.why_timeout} expired", None)
             yield chunk
 
     async def aclose(self) -> None:
@@ -347,7 +361,40 @@ class _AsyncBody(httpx.AsyncByteStream):
             self._done()
 
 
+def _wrap_body(
+    response: httpx.Response,
+    done: _Finisher,
+    deadline: float | None,
+    request: httpx.Request,
+    source: _TimeoutSource,
+    is_async: bool,
+) -> httpx.Response:
+    """Make ``response``'s body release ``done`` when closed and honour ``deadline``."""
+    if is_async:
+        response.stream = _AsyncBody(
+            typing.cast(httpx.AsyncByteStream, response.stream), done, deadline, request, source
+        )
+    else:
+        response.stream = _SyncBody(
+            typing.cast(httpx.SyncByteStream, response.stream), done, deadline, request, source
+        )
+    return response
+
+
 # -- the shared core ---------------------------------------------------------------------------
+
+
+def _request_info(
+    request: httpx.Request,
+    raw_headers: list[tuple[bytes, bytes]],
+    authority: str,
+    raw_path: str,
+    scheme: str,
+) -> RequestInfo:
+    path, _, query = raw_path.partition("?")
+    return RequestInfo(
+        authority, path, query, request.method, LazyHeaders(raw_headers), False, "", scheme
+    )
 
 
 def _lower_headers(headers: httpx.Headers) -> dict[str, str]:
@@ -418,6 +465,99 @@ class _ClusterInfo:
             )
 
 
+def _host_value(raw: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The first ``Host`` header's value (httpx puts it first)."""
+    for key, value in raw:
+        if len(key) == 4 and key.lower() == b"host":
+            return value
+    return None
+
+
+#: Fast-path routes kept per transport, at most (the table is emptied when full).
+_LANE_LIMIT: Final = 1024
+
+
+class _Lane:
+    """A route every request with the same target, ``Host`` and ``:path``
+    takes in one snapshot (:func:`~proxyless.runtime.target.path_determined`)
+    and that asks nothing of the request beyond an endpoint: no hash policy,
+    fault filter, hedging, mirror, header mutation or rewrite. Requests on
+    it skip routing and start their first attempt without a
+    :class:`~proxyless.runtime.call.Call`; one is made only when that attempt
+    does not simply succeed (:meth:`_Core.fast_fallback`), so retries,
+    outlier detection and errors behave exactly as on the general path."""
+
+    __slots__ = (
+        "breaker",
+        "cap",
+        "cluster",
+        "config",
+        "connect_timeout",
+        "hplan",
+        "http2",
+        "inspects_success",
+        "per_try",
+        "plan",
+        "rt",
+        "state",
+        "why_timeout",
+    )
+
+    def __init__(
+        self,
+        rt: TargetRuntime,
+        state: object,
+        plan: TargetPlan,
+        hplan: RoutePlan,
+        info: _ClusterInfo,
+    ) -> None:
+        self.rt = rt
+        self.state = state
+        self.plan = plan
+        self.hplan = hplan
+        self.cluster = plan.cluster
+        self.breaker = plan.breaker
+        self.config = info.config
+        self.http2 = info.http2
+        self.connect_timeout = info.connect_timeout
+        self.cap = plan.cap
+        self.per_try = plan.retry_policy.per_try_timeout
+        self.inspects_success = plan.retry_policy.inspects_success
+        action = plan.route.route_action
+        assert action is not None
+        self.why_timeout = http_timeout(action, None)[1]
+
+
+class _Fast:
+    """One fast-path request's first attempt (see :class:`_Lane`)."""
+
+    __slots__ = (
+        "attempt_deadline",
+        "deadline",
+        "endpoint",
+        "entry",
+        "host",
+        "lane",
+        "per_try",
+        "raw_headers",
+        "scheme",
+        "timeout",
+        "upstream",
+    )
+
+    lane: _Lane
+    endpoint: EndpointState
+    entry: PoolEntry
+    upstream: _Upstream
+    raw_headers: list[tuple[bytes, bytes]]
+    scheme: str
+    host: str
+    timeout: float | None
+    attempt_deadline: float | None
+    deadline: float | None
+    per_try: bool
+
+
 class _Core:
     """Everything both transports share; only the I/O differs."""
 
@@ -444,6 +584,7 @@ class _Core:
         self.channel_id = next(_channel_ids)
         self.rng = self.mesh.rng
         self._clusters: dict[int, _ClusterInfo] = {}
+        self.lanes: dict[tuple[TargetRuntime, bytes, bytes], _Lane] = {}
         self.closed = False
 
     # -- hosts ------------------------------------------------------------------------------
@@ -476,30 +617,20 @@ class _Core:
 
     # -- routing ------------------------------------------------------------------------------
     def route(
-        self, request: httpx.Request, rt: TargetRuntime, scheme: str, host: str, port: int | None
+        self,
+        request: httpx.Request,
+        rt: TargetRuntime,
+        scheme: str,
+        host: str,
+        port: int | None,
+        raw_headers: list[tuple[bytes, bytes]],
+        host_value: bytes | None,
     ) -> _Routed | httpx.Response:
         """Route ``request``: a :class:`_Routed`, or the local answer (redirect,
         direct response, fault abort, cluster_not_found code)."""
         raw_path = request.url.raw_path.decode("ascii")
-        path, _, query = raw_path.partition("?")
-        raw_headers = request.headers.raw
-        authority = ""
-        for key, value in raw_headers:
-            if len(key) == 4 and key.lower() == b"host":
-                authority = value.decode("latin-1")
-                break
-        if not authority:
-            authority = target_name(host, port)
-        info = RequestInfo(
-            authority,
-            path,
-            query,
-            request.method,
-            LazyHeaders(raw_headers),
-            False,
-            "",
-            scheme,
-        )
+        authority = host_value.decode("latin-1") if host_value else target_name(host, port)
+        info = _request_info(request, raw_headers, authority, raw_path, scheme)
         state = rt.current
         try:
             call = Call(
@@ -571,8 +702,166 @@ class _Core:
         else:
             r.target = request.url.raw_path
             r.up_headers = raw_headers
+            if (
+                host_value
+                and not plan.auto_host_rewrite
+                and not plan.mirrors
+                and not plan.response_levels
+                and call.hash is None
+                and not call.hedge.enabled
+            ):
+                self._add_lane(rt, state, call, plan, host_value, r.target)
         r.body, r.replayable = _body_for(request, self.retry_buffer_limit)
         return r
+
+    # -- the fast path ----------------------------------------------------------------------
+    def _add_lane(
+        self,
+        rt: TargetRuntime,
+        state: object,
+        call: Call,
+        hplan: RoutePlan,
+        host_value: bytes,
+        raw_path: bytes,
+    ) -> None:
+        cluster = call.cluster
+        if cluster is None or not path_determined(call.route):
+            return
+        snap = rt.current
+        if snap is not state or snap is None:
+            return
+        plan = rt.plan(snap[0], call.route, False)
+        info = self._cluster_info(cluster)
+        if plan.faults or plan.cluster is not cluster or info.problem:
+            return
+        lanes = self.lanes
+        if len(lanes) >= _LANE_LIMIT:
+            lanes.clear()
+        lanes[(rt, host_value, raw_path)] = _Lane(rt, state, plan, hplan, info)
+
+    def lane(
+        self, rt: TargetRuntime, host_value: bytes | None, request: httpx.Request
+    ) -> _Lane | None:
+        """The fast-path route for ``request``, if it has one (:class:`_Lane`)."""
+        if host_value is None:
+            return None
+        lane = self.lanes.get((rt, host_value, request.url.raw_path))
+        if (
+            lane is None
+            or lane.state is not rt.current
+            or not isinstance(request.stream, httpx.ByteStream)
+        ):
+            return None
+        return lane
+
+    def fast_start(
+        self,
+        lane: _Lane,
+        request: httpx.Request,
+        raw_headers: list[tuple[bytes, bytes]],
+        scheme: str,
+        host: str,
+    ) -> _Fast | None:
+        """Take the breaker slot, pick an endpoint and build the first attempt;
+        None when the general path must take the request instead."""
+        cluster = lane.cluster
+        lb = cluster.lb
+        if lb.drop_overloads or cluster.config is not lane.config:
+            return None
+        breaker = lane.breaker
+        if not breaker.try_acquire_request():
+            raise mesh_error(breaker.open_error(), request)
+        try:
+            endpoint = lb.pick(None, self.rng, ())
+            https = scheme == "https"
+            sni = host if https else None
+            entry = self.pools.acquire(endpoint.address, scheme, sni, lane.http2)
+        except NoHealthyEndpoints as exc:
+            breaker.release_request()
+            err = NoHealthyEndpoints(f"{lane.plan.route.describe()}: {exc}")
+            raise mesh_error(err, request) from None
+        except BaseException:
+            breaker.release_request()
+            raise
+        endpoint.active_requests += 1
+        endpoint.total_requests += 1
+        f = _Fast()
+        f.lane = lane
+        f.endpoint = endpoint
+        f.entry = entry
+        f.raw_headers = raw_headers
+        f.scheme = scheme
+        f.host = host
+        cap = lane.cap
+        per_try = lane.per_try
+        now = time.monotonic()
+        f.deadline = None if cap is None else now + cap
+        if per_try is not None and (cap is None or per_try < cap):
+            timeout: float | None = per_try if per_try > 0 else 0.0
+            f.per_try = True
+        else:
+            timeout = cap
+            f.per_try = False
+        f.timeout = timeout
+        f.attempt_deadline = None if timeout is None else now + timeout
+        ext = dict(request.extensions)
+        ext["timeout"] = self._timeouts(ext.get("timeout"), timeout, lane.connect_timeout)
+        if sni is not None:
+            ext["sni_hostname"] = sni
+        raw_host = entry.raw_host
+        if raw_host is None:
+            raw_host = entry.raw_host = endpoint.endpoint.address.encode("ascii")
+        url = _EndpointURL(
+            b"https" if https else b"http", raw_host, endpoint.endpoint.port, request.url.raw_path
+        )
+        f.upstream = _Upstream(request.method, url, raw_headers, request.stream, ext)
+        return f
+
+    def fast_finish(
+        self, f: _Fast, request: httpx.Request, response: httpx.Response, is_async: bool
+    ) -> httpx.Response | None:
+        """The response when the first attempt plainly succeeded, else None
+        (then :meth:`fast_fallback`)."""
+        lane = f.lane
+        if response.status_code >= 400 or lane.inspects_success:
+            return None
+        endpoint = f.endpoint
+        endpoint.active_requests -= 1
+        outlier = lane.cluster.outlier
+        if outlier is not None:
+            outlier.record_success(endpoint)
+        done = _Finisher(self.pools, f.entry, lane.breaker.release_request)
+        return _wrap_body(response, done, f.deadline, request, lane, is_async)
+
+    def fast_abort(self, f: _Fast) -> None:
+        """The first attempt ended in something other than an httpx error."""
+        self.pools.release_entry(f.entry)
+        f.endpoint.active_requests -= 1
+        f.lane.breaker.release_request()
+
+    def fast_fallback(self, f: _Fast, request: httpx.Request) -> tuple[_Routed, Attempt]:
+        """The general path's view of a fast request after its first attempt."""
+        lane = f.lane
+        raw_path = request.url.raw_path.decode("ascii")
+        host_value = _host_value(f.raw_headers)
+        assert host_value is not None
+        authority = host_value.decode("latin-1")
+        info = _request_info(request, f.raw_headers, authority, raw_path, f.scheme)
+        r = _Routed()
+        r.request = request
+        r.call = Call.resumed(
+            lane.rt, info, lane.plan, timeout=lane.cap, deadline=f.deadline, pool_get=_identity
+        )
+        r.plan = lane.hplan
+        r.scheme = f.scheme
+        r.host = f.host
+        r.authority = authority
+        r.raw_path = raw_path
+        r.target = request.url.raw_path
+        r.up_headers = f.raw_headers
+        r.body, r.replayable = _body_for(request, self.retry_buffer_limit)
+        attempt = Attempt(f.endpoint, f.endpoint, f.timeout, f.attempt_deadline, f.per_try)
+        return r, attempt
 
     def _cluster_info(self, rt: ClusterRuntime) -> _ClusterInfo:
         info = self._clusters.get(id(rt))
@@ -755,25 +1044,8 @@ class _Core:
             response.headers = httpx.Headers(
                 [(k.encode("latin-1"), v.encode("latin-1")) for k, v in hl]
             )
-        done = _Finisher(self.pools, entry, r.call)
-        deadline = r.call.deadline
-        if is_async:
-            response.stream = _AsyncBody(
-                typing.cast(httpx.AsyncByteStream, response.stream),
-                done,
-                deadline,
-                r.request,
-                r.why_timeout,
-            )
-        else:
-            response.stream = _SyncBody(
-                typing.cast(httpx.SyncByteStream, response.stream),
-                done,
-                deadline,
-                r.request,
-                r.why_timeout,
-            )
-        return response
+        done = _Finisher(self.pools, entry, r.call.end)
+        return _wrap_body(response, done, r.call.deadline, r.request, r, is_async)
 
     # -- mirrors -----------------------------------------------------------------------------
     def mirror_targets(self, r: _Routed) -> list[tuple[EndpointState, ClusterRuntime]]:
@@ -903,19 +1175,50 @@ class Transport(httpx.BaseTransport):
             if core.refuse:
                 raise core.fallback_error(request, decision)
             return self._passthrough.handle_request(request)
-        assert decision.runtime is not None
-        routed = core.route(request, decision.runtime, scheme, host, port)
-        if isinstance(routed, httpx.Response):
-            return routed
+        rt = decision.runtime
+        assert rt is not None
+        raw_headers = request.headers.raw
+        host_value = _host_value(raw_headers)
+        lane = core.lane(rt, host_value, request)
+        fast = core.fast_start(lane, request, raw_headers, scheme, host) if lane else None
+        first: tuple[Attempt, PoolEntry, httpx.Response | httpx.TransportError] | None = None
+        if fast is not None:
+            try:
+                result: httpx.Response | httpx.TransportError = fast.entry.transport.handle_request(
+                    fast.upstream
+                )
+            except httpx.TransportError as exc:
+                result = exc
+            except BaseException:
+                core.fast_abort(fast)
+                raise
+            if isinstance(result, httpx.Response):
+                done = core.fast_finish(fast, request, result, False)
+                if done is not None:
+                    return done
+            routed, attempt = core.fast_fallback(fast, request)
+            first = (attempt, fast.entry, result)
+        else:
+            got = core.route(request, rt, scheme, host, port, raw_headers, host_value)
+            if isinstance(got, httpx.Response):
+                return got
+            routed = got
         try:
-            return self._send(core, routed)
+            return self._send(core, routed, first)
         except BaseException:
             routed.call.end()
             raise
 
-    def _send(self, core: _Core, r: _Routed) -> httpx.Response:
+    def _send(
+        self,
+        core: _Core,
+        r: _Routed,
+        first: tuple[Attempt, PoolEntry, httpx.Response | httpx.TransportError] | None = None,
+    ) -> httpx.Response:
+        """The attempts of a routed request; ``first`` is an attempt the fast
+        path already made."""
         call = r.call
-        if call.fault is not NO_FAULT:
+        if first is None and call.fault is not NO_FAULT:
             delay = call.fault.delay
             if delay is not None:
                 remaining = call.remaining()
@@ -931,25 +1234,32 @@ class Transport(httpx.BaseTransport):
             if local is not None:
                 call.end()
                 return local
-        if r.plan.mirrors:
+        if first is None and r.plan.mirrors:
             self._mirror(core, r)
         while True:
-            attempt, entry, upstream = core.start_attempt(r)
-            try:
-                response = entry.transport.handle_request(upstream)
-            except httpx.TransportError as exc:
+            if first is not None:
+                attempt, entry, result = first
+                first = None
+            else:
+                attempt, entry, upstream = core.start_attempt(r)
+                try:
+                    result = entry.transport.handle_request(upstream)
+                except httpx.TransportError as exc:
+                    result = exc
+                except BaseException:
+                    core.pools.release_entry(entry)
+                    attempt.endpoint.active_requests -= 1
+                    raise
+            if isinstance(result, httpx.TransportError):
                 core.pools.release_entry(entry)
-                outcome, ours = core.error_outcome(r, attempt, exc)
+                outcome, ours = core.error_outcome(r, attempt, result)
                 delay = call.attempt_done(attempt, outcome)
                 if delay is None or not core.allows_retry(r):
-                    raise core.failure(r, attempt, exc, ours) from exc
+                    raise core.failure(r, attempt, result, ours) from result
                 if delay > 0:
                     time.sleep(delay)
                 continue
-            except BaseException:
-                core.pools.release_entry(entry)
-                attempt.endpoint.active_requests -= 1
-                raise
+            response = result
             outcome = core.response_outcome(r, response)
             if outcome.kind != "success":
                 delay = call.attempt_done(attempt, outcome)
@@ -1094,19 +1404,50 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             if core.refuse:
                 raise core.fallback_error(request, decision)
             return await self._passthrough.handle_async_request(request)
-        assert decision.runtime is not None
-        routed = core.route(request, decision.runtime, scheme, host, port)
-        if isinstance(routed, httpx.Response):
-            return routed
+        rt = decision.runtime
+        assert rt is not None
+        raw_headers = request.headers.raw
+        host_value = _host_value(raw_headers)
+        lane = core.lane(rt, host_value, request)
+        fast = core.fast_start(lane, request, raw_headers, scheme, host) if lane else None
+        first: tuple[Attempt, PoolEntry, httpx.Response | httpx.TransportError] | None = None
+        if fast is not None:
+            try:
+                result: (
+                    httpx.Response | httpx.TransportError
+                ) = await fast.entry.transport.handle_async_request(fast.upstream)
+            except httpx.TransportError as exc:
+                result = exc
+            except BaseException:
+                core.fast_abort(fast)
+                raise
+            if isinstance(result, httpx.Response):
+                done = core.fast_finish(fast, request, result, True)
+                if done is not None:
+                    return done
+            routed, attempt = core.fast_fallback(fast, request)
+            first = (attempt, fast.entry, result)
+        else:
+            got = core.route(request, rt, scheme, host, port, raw_headers, host_value)
+            if isinstance(got, httpx.Response):
+                return got
+            routed = got
         try:
-            return await self._send(core, routed)
+            return await self._send(core, routed, first)
         except BaseException:
             routed.call.end()
             raise
 
-    async def _send(self, core: _Core, r: _Routed) -> httpx.Response:
+    async def _send(
+        self,
+        core: _Core,
+        r: _Routed,
+        first: tuple[Attempt, PoolEntry, httpx.Response | httpx.TransportError] | None = None,
+    ) -> httpx.Response:
+        """The attempts of a routed request; ``first`` is an attempt the fast
+        path already made."""
         call = r.call
-        if call.fault is not NO_FAULT:
+        if first is None and call.fault is not NO_FAULT:
             delay = call.fault.delay
             if delay is not None:
                 remaining = call.remaining()
@@ -1122,25 +1463,32 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             if local is not None:
                 call.end()
                 return local
-        if r.plan.mirrors:
+        if first is None and r.plan.mirrors:
             self._mirror(core, r)
         while True:
-            attempt, entry, upstream = core.start_attempt(r)
-            try:
-                response = await entry.transport.handle_async_request(upstream)
-            except httpx.TransportError as exc:
+            if first is not None:
+                attempt, entry, result = first
+                first = None
+            else:
+                attempt, entry, upstream = core.start_attempt(r)
+                try:
+                    result = await entry.transport.handle_async_request(upstream)
+                except httpx.TransportError as exc:
+                    result = exc
+                except BaseException:
+                    core.pools.release_entry(entry)
+                    attempt.endpoint.active_requests -= 1
+                    raise
+            if isinstance(result, httpx.TransportError):
                 core.pools.release_entry(entry)
-                outcome, ours = core.error_outcome(r, attempt, exc)
+                outcome, ours = core.error_outcome(r, attempt, result)
                 delay = call.attempt_done(attempt, outcome)
                 if delay is None or not core.allows_retry(r):
-                    raise core.failure(r, attempt, exc, ours) from exc
+                    raise core.failure(r, attempt, result, ours) from result
                 if delay > 0:
                     await asyncio.sleep(delay)
                 continue
-            except BaseException:
-                core.pools.release_entry(entry)
-                attempt.endpoint.active_requests -= 1
-                raise
+            response = result
             outcome = core.response_outcome(r, response)
             if outcome.kind != "success":
                 delay = call.attempt_done(attempt, outcome)

@@ -53,7 +53,7 @@ from proxyless.routing import (
     request_hash,
 )
 from proxyless.runtime.cluster import ClusterRuntime
-from proxyless.runtime.target import TargetRuntime
+from proxyless.runtime.target import RoutePlan, TargetRuntime
 
 __all__ = ["Attempt", "Call"]
 
@@ -189,6 +189,43 @@ class Call:
             self.end()
             raise breaker.open_error()
         self.breaker = breaker
+
+    @classmethod
+    def resumed(
+        cls,
+        rt: TargetRuntime,
+        request: RequestInfo,
+        plan: RoutePlan,
+        *,
+        timeout: float | None,
+        deadline: float | None,
+        pool_get: Callable[[EndpointState], Any],
+    ) -> Call:
+        """The call of a request a transport routed and attempted once on its
+        own (its fast path: a :func:`~proxyless.runtime.target.path_determined`
+        route with no hash policy, fault filter or drops), holding the
+        breaker slot of ``plan``. Used when that first attempt did not simply
+        succeed, to carry on with retries and error reporting from here."""
+        self = cls.__new__(cls)
+        self._rt = rt
+        self._rng = rt.rng
+        self.request = request
+        self.pool_get = pool_get
+        self.attempts = 1
+        self.retry = None
+        self.last_error = None
+        self.fault = NO_FAULT
+        self.fault_injector = None
+        self.route = plan.route
+        self._caller_timeout = None
+        self.timeout = timeout
+        self.deadline = deadline
+        self.cluster = plan.cluster
+        self.retry_policy = plan.retry_policy
+        self.hedge = plan.hedge
+        self.hash = None
+        self.breaker = plan.breaker
+        return self
 
     def _decide_faults(
         self, filters: tuple[tuple[str, FaultFilterConfig], ...], route: RouteResult, cluster: str

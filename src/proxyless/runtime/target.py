@@ -35,7 +35,7 @@ from proxyless.target import Target
 if TYPE_CHECKING:
     from proxyless.mesh import Mesh
 
-__all__ = ["DEFAULT_CONFIG_WAIT", "RoutePlan", "TargetRuntime"]
+__all__ = ["DEFAULT_CONFIG_WAIT", "RoutePlan", "TargetRuntime", "path_determined"]
 
 #: How long a call waits for the first config when it has no deadline: a
 #: little longer than the does-not-exist timer, so a missing resource is
@@ -62,6 +62,38 @@ def _deterministic(result: RouteResult) -> bool:
     if len(_deterministic_vhosts) > 1024:
         _deterministic_vhosts.clear()
     _deterministic_vhosts[id(vhost)] = (vhost, value)
+    return value
+
+
+_path_determined: dict[int, tuple[object, object, bool]] = {}
+
+
+def path_determined(result: RouteResult) -> bool:
+    """Whether every request with the same authority and ``:path`` routes to
+    this same result: :func:`_deterministic`, and no route of the virtual
+    host up to and including the matched one looks at headers, query
+    parameters, the gRPC content-type or a runtime fraction. Transports use
+    it to route such requests once per snapshot (their fast path)."""
+    route = result.route
+    hit = _path_determined.get(id(route))
+    vhost = result.virtual_host
+    if hit is not None and hit[0] is route and hit[1] is vhost:
+        return hit[2]
+    value = _deterministic(result)
+    if value:
+        for r in vhost.routes:
+            m = r.match
+            if m.headers or m.query_parameters or m.grpc:
+                value = False
+                break
+            if m.runtime_fraction_per_million is not None:
+                value = False
+                break
+            if r is route:
+                break
+    if len(_path_determined) > 4096:
+        _path_determined.clear()
+    _path_determined[id(route)] = (route, vhost, value)
     return value
 
 

@@ -62,7 +62,9 @@ def test_parse_target(target, authority, name, listener):
     [
         pytest.param("reviews:9080", "not an xDS target", id="no-scheme"),
         pytest.param("dns:///reviews:9080", "not an xDS target", id="other-scheme"),
-        pytest.param("xds://reviews:9080", "did you mean 'xds:///reviews:9080'", id="missing-slash"),
+        pytest.param(
+            "xds://reviews:9080", "did you mean 'xds:///reviews:9080'", id="missing-slash"
+        ),
         pytest.param("xds:///", "names no service", id="empty-name"),
         pytest.param(42, "must be a string", id="not-a-string"),
     ],

@@ -81,7 +81,9 @@ def parse_cluster_load_assignment(msg: Any) -> ClusterLoadAssignment:
 
 _YIELD_EVERY = 256
 _SOCKET_FIELDS = frozenset(("protocol", "address", "port_value", "named_port", "ipv4_compat"))
-_LB_ENDPOINT_FIELDS = frozenset(("endpoint", "endpoint_name", "health_status", "load_balancing_weight"))
+_LB_ENDPOINT_FIELDS = frozenset(
+    ("endpoint", "endpoint_name", "health_status", "load_balancing_weight")
+)
 _ENDPOINT_FIELDS = frozenset(("address", "hostname"))
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 #: dotted-quad IPv4 already in canonical form (the common case: no need to parse)
