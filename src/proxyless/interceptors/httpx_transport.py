@@ -303,7 +303,7 @@ class _SyncBody(httpx.SyncByteStream):
     def __init__(
         self,
         inner: httpx.SyncByteStream,
-        done: _Finisher,
+        done: Callable[[], None],
         deadline: float | None,
         request: httpx.Request,
         source: _TimeoutSource,
@@ -335,7 +335,7 @@ class _AsyncBody(httpx.AsyncByteStream):
     def __init__(
         self,
         inner: httpx.AsyncByteStream,
-        done: _Finisher,
+        done: Callable[[], None],
         deadline: float | None,
         request: httpx.Request,
         source: _TimeoutSource,
@@ -363,7 +363,7 @@ class _AsyncBody(httpx.AsyncByteStream):
 
 def _wrap_body(
     response: httpx.Response,
-    done: _Finisher,
+    done: Callable[[], None],
     deadline: float | None,
     request: httpx.Request,
     source: _TimeoutSource,
@@ -493,13 +493,20 @@ class _Lane:
         "cluster",
         "config",
         "connect_timeout",
+        "first_per_try",
+        "first_timeout",
+        "host",
         "hplan",
         "http2",
         "inspects_success",
-        "per_try",
         "plan",
+        "raw_path",
         "rt",
+        "scheme",
+        "sni",
         "state",
+        "timeouts",
+        "urls",
         "why_timeout",
     )
 
@@ -510,8 +517,15 @@ class _Lane:
         plan: TargetPlan,
         hplan: RoutePlan,
         info: _ClusterInfo,
+        scheme: str,
+        host: str,
+        raw_path: bytes,
     ) -> None:
         self.rt = rt
+        self.scheme = scheme
+        self.host = host
+        self.sni = host if scheme == "https" else None
+        self.raw_path = raw_path
         self.state = state
         self.plan = plan
         self.hplan = hplan
@@ -520,42 +534,71 @@ class _Lane:
         self.config = info.config
         self.http2 = info.http2
         self.connect_timeout = info.connect_timeout
-        self.cap = plan.cap
-        self.per_try = plan.retry_policy.per_try_timeout
+        cap = self.cap = plan.cap
+        per_try = plan.retry_policy.per_try_timeout
+        # the first attempt's timeout: the per-try timeout when shorter (Call.attempt)
+        self.first_per_try = per_try is not None and (cap is None or per_try < cap)
+        self.first_timeout = (
+            (max(0.0, per_try) if per_try is not None else None) if self.first_per_try else cap
+        )
         self.inspects_success = plan.retry_policy.inspects_success
         action = plan.route.route_action
         assert action is not None
         self.why_timeout = http_timeout(action, None)[1]
+        #: (the caller's httpx timeouts, what the first attempt passes on)
+        self.timeouts: tuple[object, dict[str, Any]] = (None, {})
+        #: the upstream URL per endpoint connection pool
+        self.urls: dict[PoolEntry, _EndpointURL] = {}
+
+    def url_for(self, entry: PoolEntry, endpoint: EndpointState) -> _EndpointURL:
+        urls = self.urls
+        if len(urls) >= 64:
+            urls.clear()
+        url = urls[entry] = _EndpointURL(
+            b"https" if self.scheme == "https" else b"http",
+            endpoint.endpoint.address.encode("ascii"),
+            endpoint.endpoint.port,
+            self.raw_path,
+        )
+        return url
 
 
 class _Fast:
-    """One fast-path request's first attempt (see :class:`_Lane`)."""
+    """One fast-path request: its first attempt (see :class:`_Lane`) and,
+    once that plainly succeeded, what its response body gives back when
+    closed (called like a :class:`_Finisher`)."""
 
     __slots__ = (
         "attempt_deadline",
         "deadline",
         "endpoint",
         "entry",
-        "host",
+        "held",
         "lane",
-        "per_try",
+        "pools",
         "raw_headers",
-        "scheme",
-        "timeout",
         "upstream",
     )
+
+    @property
+    def why_timeout(self) -> str:
+        return self.lane.why_timeout
+
+    def __call__(self) -> None:
+        if self.held:
+            self.held = False
+            self.pools.release_entry(self.entry)
+            self.lane.breaker.release_request()
 
     lane: _Lane
     endpoint: EndpointState
     entry: PoolEntry
+    pools: EndpointPools
+    held: bool
     upstream: _Upstream
     raw_headers: list[tuple[bytes, bytes]]
-    scheme: str
-    host: str
-    timeout: float | None
     attempt_deadline: float | None
     deadline: float | None
-    per_try: bool
 
 
 class _Core:
@@ -584,7 +627,7 @@ class _Core:
         self.channel_id = next(_channel_ids)
         self.rng = self.mesh.rng
         self._clusters: dict[int, _ClusterInfo] = {}
-        self.lanes: dict[tuple[TargetRuntime, bytes, bytes], _Lane] = {}
+        self.lanes: dict[tuple[str, str, int | None, bytes | None, bytes], _Lane] = {}
         self.closed = False
 
     # -- hosts ------------------------------------------------------------------------------
@@ -710,9 +753,24 @@ class _Core:
                 and call.hash is None
                 and not call.hedge.enabled
             ):
-                self._add_lane(rt, state, call, plan, host_value, r.target)
+                key = (scheme, host, port, host_value, r.target)
+                self._add_lane(rt, state, call, plan, key)
         r.body, r.replayable = _body_for(request, self.retry_buffer_limit)
         return r
+
+    def route_request(
+        self,
+        request: httpx.Request,
+        decision: HostDecision,
+        scheme: str,
+        host: str,
+        port: int | None,
+    ) -> _Routed | httpx.Response:
+        """:meth:`route` for a request to a mesh host."""
+        rt = decision.runtime
+        assert rt is not None
+        raw_headers = request.headers.raw
+        return self.route(request, rt, scheme, host, port, raw_headers, _host_value(raw_headers))
 
     # -- the fast path ----------------------------------------------------------------------
     def _add_lane(
@@ -721,8 +779,7 @@ class _Core:
         state: object,
         call: Call,
         hplan: RoutePlan,
-        host_value: bytes,
-        raw_path: bytes,
+        key: tuple[str, str, int | None, bytes | None, bytes],
     ) -> None:
         cluster = call.cluster
         if cluster is None or not path_determined(call.route):
@@ -737,33 +794,26 @@ class _Core:
         lanes = self.lanes
         if len(lanes) >= _LANE_LIMIT:
             lanes.clear()
-        lanes[(rt, host_value, raw_path)] = _Lane(rt, state, plan, hplan, info)
+        scheme, host, _, _, raw_path = key
+        lanes[key] = _Lane(rt, state, plan, hplan, info, scheme, host, raw_path)
 
-    def lane(
-        self, rt: TargetRuntime, host_value: bytes | None, request: httpx.Request
-    ) -> _Lane | None:
-        """The fast-path route for ``request``, if it has one (:class:`_Lane`)."""
+    def fast(self, request: httpx.Request) -> _Fast | None:
+        """Start ``request`` on the fast path when it has a :class:`_Lane` in
+        the current snapshot: take the breaker slot, pick an endpoint and
+        build the first attempt. None sends it down the general path (which
+        also reports every error, except the two raised here the same way)."""
+        url = request.url
+        raw_headers = request.headers.raw
+        host_value = raw_headers[0][1] if raw_headers and raw_headers[0][0] == b"Host" else None
         if host_value is None:
-            return None
-        lane = self.lanes.get((rt, host_value, request.url.raw_path))
+            host_value = _host_value(raw_headers)
+        lane = self.lanes.get((url.scheme, url.host, url.port, host_value, url.raw_path))
         if (
             lane is None
-            or lane.state is not rt.current
+            or lane.state is not lane.rt.current
             or not isinstance(request.stream, httpx.ByteStream)
         ):
             return None
-        return lane
-
-    def fast_start(
-        self,
-        lane: _Lane,
-        request: httpx.Request,
-        raw_headers: list[tuple[bytes, bytes]],
-        scheme: str,
-        host: str,
-    ) -> _Fast | None:
-        """Take the breaker slot, pick an endpoint and build the first attempt;
-        None when the general path must take the request instead."""
         cluster = lane.cluster
         lb = cluster.lb
         if lb.drop_overloads or cluster.config is not lane.config:
@@ -773,9 +823,7 @@ class _Core:
             raise mesh_error(breaker.open_error(), request)
         try:
             endpoint = lb.pick(None, self.rng, ())
-            https = scheme == "https"
-            sni = host if https else None
-            entry = self.pools.acquire(endpoint.address, scheme, sni, lane.http2)
+            entry = self.pools.acquire(endpoint.address, lane.scheme, lane.sni, lane.http2)
         except NoHealthyEndpoints as exc:
             breaker.release_request()
             err = NoHealthyEndpoints(f"{lane.plan.route.describe()}: {exc}")
@@ -790,31 +838,24 @@ class _Core:
         f.endpoint = endpoint
         f.entry = entry
         f.raw_headers = raw_headers
-        f.scheme = scheme
-        f.host = host
-        cap = lane.cap
-        per_try = lane.per_try
         now = time.monotonic()
+        cap = lane.cap
+        timeout = lane.first_timeout
         f.deadline = None if cap is None else now + cap
-        if per_try is not None and (cap is None or per_try < cap):
-            timeout: float | None = per_try if per_try > 0 else 0.0
-            f.per_try = True
-        else:
-            timeout = cap
-            f.per_try = False
-        f.timeout = timeout
         f.attempt_deadline = None if timeout is None else now + timeout
         ext = dict(request.extensions)
-        ext["timeout"] = self._timeouts(ext.get("timeout"), timeout, lane.connect_timeout)
-        if sni is not None:
-            ext["sni_hostname"] = sni
-        raw_host = entry.raw_host
-        if raw_host is None:
-            raw_host = entry.raw_host = endpoint.endpoint.address.encode("ascii")
-        url = _EndpointURL(
-            b"https" if https else b"http", raw_host, endpoint.endpoint.port, request.url.raw_path
-        )
-        f.upstream = _Upstream(request.method, url, raw_headers, request.stream, ext)
+        user = ext.get("timeout")
+        cached = lane.timeouts
+        if cached[0] != user:
+            # the first attempt's limit is the same for every request on the lane
+            cached = lane.timeouts = (user, self._timeouts(user, timeout, lane.connect_timeout))
+        ext["timeout"] = cached[1]
+        if lane.sni is not None:
+            ext["sni_hostname"] = lane.sni
+        upstream_url = lane.urls.get(entry)
+        if upstream_url is None:
+            upstream_url = lane.url_for(entry, endpoint)
+        f.upstream = _Upstream(request.method, upstream_url, raw_headers, request.stream, ext)
         return f
 
     def fast_finish(
@@ -830,8 +871,9 @@ class _Core:
         outlier = lane.cluster.outlier
         if outlier is not None:
             outlier.record_success(endpoint)
-        done = _Finisher(self.pools, f.entry, lane.breaker.release_request)
-        return _wrap_body(response, done, f.deadline, request, lane, is_async)
+        f.pools = self.pools
+        f.held = True
+        return _wrap_body(response, f, f.deadline, request, f, is_async)
 
     def fast_abort(self, f: _Fast) -> None:
         """The first attempt ended in something other than an httpx error."""
@@ -846,21 +888,23 @@ class _Core:
         host_value = _host_value(f.raw_headers)
         assert host_value is not None
         authority = host_value.decode("latin-1")
-        info = _request_info(request, f.raw_headers, authority, raw_path, f.scheme)
+        info = _request_info(request, f.raw_headers, authority, raw_path, lane.scheme)
         r = _Routed()
         r.request = request
         r.call = Call.resumed(
             lane.rt, info, lane.plan, timeout=lane.cap, deadline=f.deadline, pool_get=_identity
         )
         r.plan = lane.hplan
-        r.scheme = f.scheme
-        r.host = f.host
+        r.scheme = lane.scheme
+        r.host = lane.host
         r.authority = authority
         r.raw_path = raw_path
         r.target = request.url.raw_path
         r.up_headers = f.raw_headers
         r.body, r.replayable = _body_for(request, self.retry_buffer_limit)
-        attempt = Attempt(f.endpoint, f.endpoint, f.timeout, f.attempt_deadline, f.per_try)
+        attempt = Attempt(
+            f.endpoint, f.endpoint, lane.first_timeout, f.attempt_deadline, lane.first_per_try
+        )
         return r, attempt
 
     def _cluster_info(self, rt: ClusterRuntime) -> _ClusterInfo:
@@ -1169,18 +1213,7 @@ class Transport(httpx.BaseTransport):
         core = self._core
         if core.closed:
             raise RuntimeError("the proxyless httpx transport is closed")
-        scheme, host, port = core.check_url(request)
-        decision = core.table.cached(host, port) or _decide(core, request, host, port)
-        if not decision.in_mesh:
-            if core.refuse:
-                raise core.fallback_error(request, decision)
-            return self._passthrough.handle_request(request)
-        rt = decision.runtime
-        assert rt is not None
-        raw_headers = request.headers.raw
-        host_value = _host_value(raw_headers)
-        lane = core.lane(rt, host_value, request)
-        fast = core.fast_start(lane, request, raw_headers, scheme, host) if lane else None
+        fast = core.fast(request)
         first: tuple[Attempt, PoolEntry, httpx.Response | httpx.TransportError] | None = None
         if fast is not None:
             try:
@@ -1199,7 +1232,13 @@ class Transport(httpx.BaseTransport):
             routed, attempt = core.fast_fallback(fast, request)
             first = (attempt, fast.entry, result)
         else:
-            got = core.route(request, rt, scheme, host, port, raw_headers, host_value)
+            scheme, host, port = core.check_url(request)
+            decision = core.table.cached(host, port) or _decide(core, request, host, port)
+            if not decision.in_mesh:
+                if core.refuse:
+                    raise core.fallback_error(request, decision)
+                return self._passthrough.handle_request(request)
+            got = core.route_request(request, decision, scheme, host, port)
             if isinstance(got, httpx.Response):
                 return got
             routed = got
@@ -1395,21 +1434,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         core = self._core
         if core.closed:
             raise RuntimeError("the proxyless httpx transport is closed")
-        scheme, host, port = core.check_url(request)
-        decision = core.table.cached(host, port)
-        if decision is None:
-            loop = asyncio.get_running_loop()
-            decision = await loop.run_in_executor(None, _decide, core, request, host, port)
-        if not decision.in_mesh:
-            if core.refuse:
-                raise core.fallback_error(request, decision)
-            return await self._passthrough.handle_async_request(request)
-        rt = decision.runtime
-        assert rt is not None
-        raw_headers = request.headers.raw
-        host_value = _host_value(raw_headers)
-        lane = core.lane(rt, host_value, request)
-        fast = core.fast_start(lane, request, raw_headers, scheme, host) if lane else None
+        fast = core.fast(request)
         first: tuple[Attempt, PoolEntry, httpx.Response | httpx.TransportError] | None = None
         if fast is not None:
             try:
@@ -1428,7 +1453,16 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             routed, attempt = core.fast_fallback(fast, request)
             first = (attempt, fast.entry, result)
         else:
-            got = core.route(request, rt, scheme, host, port, raw_headers, host_value)
+            scheme, host, port = core.check_url(request)
+            decision = core.table.cached(host, port)
+            if decision is None:
+                loop = asyncio.get_running_loop()
+                decision = await loop.run_in_executor(None, _decide, core, request, host, port)
+            if not decision.in_mesh:
+                if core.refuse:
+                    raise core.fallback_error(request, decision)
+                return await self._passthrough.handle_async_request(request)
+            got = core.route_request(request, decision, scheme, host, port)
             if isinstance(got, httpx.Response):
                 return got
             routed = got
