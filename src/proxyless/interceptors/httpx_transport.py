@@ -601,6 +601,10 @@ class _Fast:
     deadline: float | None
 
 
+#: An attempt the fast path made: the attempt, its pool entry, and its result.
+_First = tuple[Attempt, PoolEntry, "httpx.Response | httpx.TransportError"]
+
+
 class _Core:
     """Everything both transports share; only the I/O differs."""
 
@@ -858,14 +862,24 @@ class _Core:
         f.upstream = _Upstream(request.method, upstream_url, raw_headers, request.stream, ext)
         return f
 
-    def fast_finish(
-        self, f: _Fast, request: httpx.Request, response: httpx.Response, is_async: bool
-    ) -> httpx.Response | None:
-        """The response when the first attempt plainly succeeded, else None
-        (then :meth:`fast_fallback`)."""
+    def fast_done(
+        self,
+        f: _Fast,
+        request: httpx.Request,
+        result: httpx.Response | httpx.TransportError,
+        is_async: bool,
+    ) -> httpx.Response | tuple[_Routed, _First]:
+        """After the first attempt: the response when it plainly succeeded,
+        else the routed request and that attempt for the general path."""
         lane = f.lane
-        if response.status_code >= 400 or lane.inspects_success:
-            return None
+        if (
+            not isinstance(result, httpx.Response)
+            or result.status_code >= 400
+            or lane.inspects_success
+        ):
+            routed, attempt = self.fast_fallback(f, request)
+            return routed, (attempt, f.entry, result)
+        response = result
         endpoint = f.endpoint
         endpoint.active_requests -= 1
         outlier = lane.cluster.outlier
@@ -1214,7 +1228,7 @@ class Transport(httpx.BaseTransport):
         if core.closed:
             raise RuntimeError("the proxyless httpx transport is closed")
         fast = core.fast(request)
-        first: tuple[Attempt, PoolEntry, httpx.Response | httpx.TransportError] | None = None
+        first: _First | None = None
         if fast is not None:
             try:
                 result: httpx.Response | httpx.TransportError = fast.entry.transport.handle_request(
@@ -1225,12 +1239,10 @@ class Transport(httpx.BaseTransport):
             except BaseException:
                 core.fast_abort(fast)
                 raise
-            if isinstance(result, httpx.Response):
-                done = core.fast_finish(fast, request, result, False)
-                if done is not None:
-                    return done
-            routed, attempt = core.fast_fallback(fast, request)
-            first = (attempt, fast.entry, result)
+            done = core.fast_done(fast, request, result, False)
+            if isinstance(done, httpx.Response):
+                return done
+            routed, first = done
         else:
             scheme, host, port = core.check_url(request)
             decision = core.table.cached(host, port) or _decide(core, request, host, port)
@@ -1252,7 +1264,7 @@ class Transport(httpx.BaseTransport):
         self,
         core: _Core,
         r: _Routed,
-        first: tuple[Attempt, PoolEntry, httpx.Response | httpx.TransportError] | None = None,
+        first: _First | None = None,
     ) -> httpx.Response:
         """The attempts of a routed request; ``first`` is an attempt the fast
         path already made."""
@@ -1435,7 +1447,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         if core.closed:
             raise RuntimeError("the proxyless httpx transport is closed")
         fast = core.fast(request)
-        first: tuple[Attempt, PoolEntry, httpx.Response | httpx.TransportError] | None = None
+        first: _First | None = None
         if fast is not None:
             try:
                 result: (
@@ -1446,12 +1458,10 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             except BaseException:
                 core.fast_abort(fast)
                 raise
-            if isinstance(result, httpx.Response):
-                done = core.fast_finish(fast, request, result, True)
-                if done is not None:
-                    return done
-            routed, attempt = core.fast_fallback(fast, request)
-            first = (attempt, fast.entry, result)
+            done = core.fast_done(fast, request, result, True)
+            if isinstance(done, httpx.Response):
+                return done
+            routed, first = done
         else:
             scheme, host, port = core.check_url(request)
             decision = core.table.cached(host, port)
@@ -1476,7 +1486,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         self,
         core: _Core,
         r: _Routed,
-        first: tuple[Attempt, PoolEntry, httpx.Response | httpx.TransportError] | None = None,
+        first: _First | None = None,
     ) -> httpx.Response:
         """The attempts of a routed request; ``first`` is an attempt the fast
         path already made."""
