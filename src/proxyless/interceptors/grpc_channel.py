@@ -43,14 +43,16 @@ from proxyless.resilience.outcome import (
 )
 from proxyless.resilience.retry import HedgePlan
 from proxyless.routing import RequestInfo
-from proxyless.runtime.call import Attempt, Call
-from proxyless.runtime.target import TargetRuntime
+from proxyless.runtime.call import Attempt, Call, FirstAttempt, Lane
+from proxyless.runtime.target import TargetRuntime, deterministic
 
 __all__ = ["XdsChannel", "channel", "metadata_headers"]
 
 log = logging.getLogger("proxyless.grpc")
 
 _EMPTY: dict[str, str] = {}
+#: Fast-path lanes kept per channel, at most (the table is emptied when full).
+_LANE_LIMIT = 1024
 _channel_ids = itertools.count(1)
 
 #: The process-wide per-endpoint channel pool for sync gRPC.
@@ -178,6 +180,10 @@ class XdsChannel(grpc.Channel):
         self._security_key = (id(credentials) if credentials else None, self._options)
         self._channel_id = next(_channel_ids)
         self._bare: dict[str, RequestInfo] = {}
+        #: per method, the lane of calls without metadata (the fast path), and
+        #: the snapshot in which a method's route did not qualify for one
+        self._lanes: dict[str, Lane] = {}
+        self._no_lane: dict[str, object] = {}
         #: the pooled connection of each endpoint this channel has used
         self._conns: dict[EndpointState, PooledChannel] = {}
         self._closed = False
@@ -199,10 +205,7 @@ class XdsChannel(grpc.Channel):
         if metadata:
             request = RequestInfo(rt.authority, method, headers=metadata_headers(metadata))
         else:
-            # Calls without metadata share one immutable RequestInfo per method.
-            request = self._bare.get(method)  # type: ignore[assignment]
-            if request is None:
-                request = self._bare[method] = RequestInfo(rt.authority, method)
+            request = self._bare_request(method)
         return Call(
             rt,
             request,
@@ -212,6 +215,13 @@ class XdsChannel(grpc.Channel):
             pool_get=self._acquire,
             shared_request=shared,
         )
+
+    def _bare_request(self, method: str) -> RequestInfo:
+        """Calls without metadata share one immutable RequestInfo per method."""
+        request = self._bare.get(method)
+        if request is None:
+            request = self._bare[method] = RequestInfo(self._runtime.authority, method)
+        return request
 
     def _acquire(self, endpoint: EndpointState) -> PooledChannel:
         conns = self._conns
@@ -256,12 +266,38 @@ class XdsChannel(grpc.Channel):
 
         A client-streaming request is buffered for replay up to
         :data:`REPLAY_LIMIT` bytes; past that the call is committed to its
-        attempt and not retried (gRFC A6).
+        attempt and not retried (gRFC A6). A unary request without metadata
+        on a :class:`~proxyless.runtime.call.Lane` takes the fast path.
         """
+        rt = self._runtime
+        plain = not metadata and not streaming_request
+        if plain:
+            lane = self._lanes.get(method)
+            if lane is not None and lane.state is rt._state and not self._closed:
+                try:
+                    first = lane.begin(self._rng, timeout)
+                except ProxylessError as exc:
+                    raise self._fail(exc) from None
+                if first is not None:
+                    return self._run_fast(
+                        lane,
+                        first,
+                        kind,
+                        method,
+                        ser,
+                        deser,
+                        request,
+                        metadata,
+                        wait_for_ready,
+                        kwargs,
+                    )
+        state = rt._state
         try:
             call = self._call(method, metadata, timeout, wait_for_ready)
         except ProxylessError as exc:
             raise self._fail(exc) from None
+        if plain:
+            self._learn(method, state, call)
         replay = _Replay(request, ser) if streaming_request else None
         try:
             if call.fault is not NO_FAULT:
@@ -281,7 +317,107 @@ class XdsChannel(grpc.Channel):
                         wait_for_ready,
                         kwargs,
                     )
-            while True:
+            return self._attempts(
+                call, kind, method, ser, deser, request, replay, metadata, wait_for_ready, kwargs
+            )
+        finally:
+            call.end()
+
+    def _learn(self, method: str, state: object, call: Call) -> None:
+        """Remember ``call``'s route as ``method``'s lane when it qualifies:
+        a call without metadata routes the same way every time, so a
+        deterministic route (one cluster, no runtime fraction) is enough."""
+        if self._no_lane.get(method) is state:
+            return
+        lane = Lane.for_call(self._runtime, state, call, is_grpc=True)
+        if lane is None or not deterministic(call.route):
+            if len(self._no_lane) >= _LANE_LIMIT:
+                self._no_lane.clear()
+            self._no_lane[method] = state
+            return
+        if len(self._lanes) >= _LANE_LIMIT:
+            self._lanes.clear()
+        self._lanes[method] = lane
+
+    def _run_fast(
+        self,
+        lane: Lane,
+        first: FirstAttempt,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        metadata: Any,
+        wait_for_ready: bool | None,
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """The first attempt of a call on ``lane``; a :class:`Call` is made
+        only when it fails, to carry on as :meth:`_run_unary` would."""
+        endpoint = first.endpoint
+        try:
+            pooled = self._acquire(endpoint)
+        except BaseException:
+            lane.abandon(first)
+            raise
+        first.conn = pooled
+        try:
+            result = pooled.callable(kind, method, ser, deser)(
+                request,
+                timeout=first.timeout,
+                metadata=metadata,
+                wait_for_ready=wait_for_ready,
+                **kwargs,
+            )
+        except grpc.RpcError as err:
+            self._pool.call_ended(pooled)
+            call = lane.resume(self._runtime, self._bare_request(method), first, self._acquire)
+            try:
+                return self._attempts(
+                    call,
+                    kind,
+                    method,
+                    ser,
+                    deser,
+                    request,
+                    None,
+                    metadata,
+                    wait_for_ready,
+                    kwargs,
+                    (first, err),
+                )
+            finally:
+                call.end()
+        except BaseException:
+            self._pool.call_ended(pooled)
+            lane.abandon(first)
+            raise
+        self._pool.call_ended(pooled)
+        lane.succeeded(endpoint)
+        lane.breaker.release_request()
+        return result
+
+    def _attempts(
+        self,
+        call: Call,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        replay: _Replay | None,
+        metadata: Any,
+        wait_for_ready: bool | None,
+        kwargs: dict[str, Any],
+        first: tuple[Attempt, grpc.RpcError] | None = None,
+    ) -> Any:
+        """Attempts until one succeeds or the retry policy stops; ``first`` is
+        an attempt the fast path already made and its error."""
+        while True:
+            if first is not None:
+                attempt, err = first
+                first = None
+            else:
                 try:
                     attempt = call.attempt()
                 except ProxylessError as exc:
@@ -296,28 +432,27 @@ class XdsChannel(grpc.Channel):
                         wait_for_ready=wait_for_ready,
                         **kwargs,
                     )
-                except grpc.RpcError as err:
+                except grpc.RpcError as exc:
                     self._pool.call_ended(pooled)
-                    may_retry = replay is None or not replay.committed
-                    delay = call.attempt_done(
-                        attempt, grpc_outcome(err, attempt, call), may_retry=may_retry
-                    )
-                    if delay is None:
-                        if call.last_error is not None:
-                            raise budget_error(call, err) from None
-                        raise
-                    if delay > 0:
-                        time.sleep(delay)
-                    continue
+                    err = exc
                 except BaseException:
                     self._pool.call_ended(pooled)
                     attempt.endpoint.active_requests -= 1
                     raise
-                self._pool.call_ended(pooled)
-                call.attempt_done(attempt, SUCCESS)
-                return result
-        finally:
-            call.end()
+                else:
+                    self._pool.call_ended(pooled)
+                    call.attempt_done(attempt, SUCCESS)
+                    return result
+            may_retry = replay is None or not replay.committed
+            delay = call.attempt_done(
+                attempt, grpc_outcome(err, attempt, call), may_retry=may_retry
+            )
+            if delay is None:
+                if call.last_error is not None:
+                    raise budget_error(call, err) from None
+                raise err
+            if delay > 0:
+                time.sleep(delay)
 
     def _run_hedged(
         self,

@@ -54,7 +54,6 @@ import httpx
 from proxyless.errors import (
     ClusterNotAvailable,
     InvalidTarget,
-    NoHealthyEndpoints,
     ProxylessError,
 )
 from proxyless.interceptors.httpx_errors import (
@@ -97,9 +96,8 @@ from proxyless.resilience.outcome import (
 )
 from proxyless.resources.model import DirectResponseAction, RedirectAction
 from proxyless.routing import MissingClusterHeader, RequestInfo, http_timeout
-from proxyless.runtime.call import Attempt, Call
+from proxyless.runtime.call import Attempt, Call, FirstAttempt, Lane
 from proxyless.runtime.cluster import ClusterRuntime
-from proxyless.runtime.target import RoutePlan as TargetPlan
 from proxyless.runtime.target import TargetRuntime, path_determined
 
 __all__ = [
@@ -478,33 +476,29 @@ _LANE_LIMIT: Final = 1024
 
 
 class _Lane:
-    """A route every request with the same target, ``Host`` and ``:path``
-    takes in one snapshot (:func:`~proxyless.runtime.target.path_determined`)
-    and that asks nothing of the request beyond an endpoint: no hash policy,
-    fault filter, hedging, mirror, header mutation or rewrite. Requests on
-    it skip routing and start their first attempt without a
-    :class:`~proxyless.runtime.call.Call`; one is made only when that attempt
-    does not simply succeed (:meth:`_Core.fast_fallback`), so retries,
-    outlier detection and errors behave exactly as on the general path."""
+    """The httpx side of a :class:`~proxyless.runtime.call.Lane`: a route
+    every request with the same URL scheme, host, port, ``Host`` header and
+    ``:path`` takes in one snapshot
+    (:func:`~proxyless.runtime.target.path_determined`) and that asks
+    nothing of the request beyond an endpoint: besides what the runtime
+    lane rules out, no mirror, header mutation or rewrite. Requests on it
+    skip routing and make their first attempt without a
+    :class:`~proxyless.runtime.call.Call`; one is made only when that
+    attempt does not plainly succeed (:meth:`_Core.fast_fallback`)."""
 
     __slots__ = (
         "breaker",
-        "cap",
-        "cluster",
         "config",
         "connect_timeout",
-        "first_per_try",
-        "first_timeout",
+        "core",
         "host",
         "hplan",
         "http2",
         "inspects_success",
-        "plan",
         "raw_path",
         "rt",
         "scheme",
         "sni",
-        "state",
         "timeouts",
         "urls",
         "why_timeout",
@@ -513,8 +507,7 @@ class _Lane:
     def __init__(
         self,
         rt: TargetRuntime,
-        state: object,
-        plan: TargetPlan,
+        core: Lane,
         hplan: RoutePlan,
         info: _ClusterInfo,
         scheme: str,
@@ -522,31 +515,22 @@ class _Lane:
         raw_path: bytes,
     ) -> None:
         self.rt = rt
+        self.core = core
+        self.breaker = core.breaker
         self.scheme = scheme
         self.host = host
         self.sni = host if scheme == "https" else None
         self.raw_path = raw_path
-        self.state = state
-        self.plan = plan
         self.hplan = hplan
-        self.cluster = plan.cluster
-        self.breaker = plan.breaker
         self.config = info.config
         self.http2 = info.http2
         self.connect_timeout = info.connect_timeout
-        cap = self.cap = plan.cap
-        per_try = plan.retry_policy.per_try_timeout
-        # the first attempt's timeout: the per-try timeout when shorter (Call.attempt)
-        self.first_per_try = per_try is not None and (cap is None or per_try < cap)
-        self.first_timeout = (
-            (max(0.0, per_try) if per_try is not None else None) if self.first_per_try else cap
-        )
-        self.inspects_success = plan.retry_policy.inspects_success
-        action = plan.route.route_action
+        self.inspects_success = core.plan.retry_policy.inspects_success
+        action = core.plan.route.route_action
         assert action is not None
         self.why_timeout = http_timeout(action, None)[1]
-        #: (the caller's httpx timeouts, what the first attempt passes on)
-        self.timeouts: tuple[object, dict[str, Any]] = (None, {})
+        #: (the caller's httpx timeouts, the attempt's timeout, what is passed on)
+        self.timeouts: tuple[object, float | None, dict[str, Any]] = (None, None, {})
         #: the upstream URL per endpoint connection pool
         self.urls: dict[PoolEntry, _EndpointURL] = {}
 
@@ -568,17 +552,15 @@ class _Fast:
     once that plainly succeeded, what its response body gives back when
     closed (called like a :class:`_Finisher`)."""
 
-    __slots__ = (
-        "attempt_deadline",
-        "deadline",
-        "endpoint",
-        "entry",
-        "held",
-        "lane",
-        "pools",
-        "raw_headers",
-        "upstream",
-    )
+    __slots__ = ("attempt", "entry", "held", "lane", "pools", "raw_headers", "upstream")
+
+    lane: _Lane
+    attempt: FirstAttempt
+    entry: PoolEntry
+    pools: EndpointPools
+    held: bool
+    upstream: _Upstream
+    raw_headers: list[tuple[bytes, bytes]]
 
     @property
     def why_timeout(self) -> str:
@@ -589,16 +571,6 @@ class _Fast:
             self.held = False
             self.pools.release_entry(self.entry)
             self.lane.breaker.release_request()
-
-    lane: _Lane
-    endpoint: EndpointState
-    entry: PoolEntry
-    pools: EndpointPools
-    held: bool
-    upstream: _Upstream
-    raw_headers: list[tuple[bytes, bytes]]
-    attempt_deadline: float | None
-    deadline: float | None
 
 
 #: An attempt the fast path made: the attempt, its pool entry, and its result.
@@ -788,18 +760,17 @@ class _Core:
         cluster = call.cluster
         if cluster is None or not path_determined(call.route):
             return
-        snap = rt.current
-        if snap is not state or snap is None:
-            return
-        plan = rt.plan(snap[0], call.route, False)
         info = self._cluster_info(cluster)
-        if plan.faults or plan.cluster is not cluster or info.problem:
+        if info.problem:
+            return
+        core = Lane.for_call(rt, state, call, is_grpc=False)
+        if core is None:
             return
         lanes = self.lanes
         if len(lanes) >= _LANE_LIMIT:
             lanes.clear()
         scheme, host, _, _, raw_path = key
-        lanes[key] = _Lane(rt, state, plan, hplan, info, scheme, host, raw_path)
+        lanes[key] = _Lane(rt, core, hplan, info, scheme, host, raw_path)
 
     def fast(self, request: httpx.Request) -> _Fast | None:
         """Start ``request`` on the fast path when it has a :class:`_Lane` in
@@ -814,46 +785,38 @@ class _Core:
         lane = self.lanes.get((url.scheme, url.host, url.port, host_value, url.raw_path))
         if (
             lane is None
-            or lane.state is not lane.rt.current
+            or lane.core.state is not lane.rt.current
             or not isinstance(request.stream, httpx.ByteStream)
+            or lane.core.cluster.config is not lane.config
         ):
             return None
-        cluster = lane.cluster
-        lb = cluster.lb
-        if lb.drop_overloads or cluster.config is not lane.config:
-            return None
-        breaker = lane.breaker
-        if not breaker.try_acquire_request():
-            raise mesh_error(breaker.open_error(), request)
+        core = lane.core
         try:
-            endpoint = lb.pick(None, self.rng, ())
+            attempt = core.begin(self.rng, None)
+        except ProxylessError as exc:
+            raise mesh_error(exc, request) from None
+        if attempt is None:
+            return None
+        endpoint = attempt.endpoint
+        try:
             entry = self.pools.acquire(endpoint.address, lane.scheme, lane.sni, lane.http2)
-        except NoHealthyEndpoints as exc:
-            breaker.release_request()
-            err = NoHealthyEndpoints(f"{lane.plan.route.describe()}: {exc}")
-            raise mesh_error(err, request) from None
         except BaseException:
-            breaker.release_request()
+            core.abandon(attempt)
             raise
-        endpoint.active_requests += 1
-        endpoint.total_requests += 1
+        attempt.conn = endpoint
         f = _Fast()
         f.lane = lane
-        f.endpoint = endpoint
+        f.attempt = attempt
         f.entry = entry
         f.raw_headers = raw_headers
-        now = time.monotonic()
-        cap = lane.cap
-        timeout = lane.first_timeout
-        f.deadline = None if cap is None else now + cap
-        f.attempt_deadline = None if timeout is None else now + timeout
         ext = dict(request.extensions)
         user = ext.get("timeout")
+        timeout = attempt.timeout
         cached = lane.timeouts
-        if cached[0] != user:
-            # the first attempt's limit is the same for every request on the lane
-            cached = lane.timeouts = (user, self._timeouts(user, timeout, lane.connect_timeout))
-        ext["timeout"] = cached[1]
+        if cached[0] != user or cached[1] != timeout:
+            limits = self._timeouts(user, timeout, lane.connect_timeout)
+            cached = lane.timeouts = (user, timeout, limits)
+        ext["timeout"] = cached[2]
         if lane.sni is not None:
             ext["sni_hostname"] = lane.sni
         upstream_url = lane.urls.get(entry)
@@ -877,25 +840,18 @@ class _Core:
             or result.status_code >= 400
             or lane.inspects_success
         ):
-            routed, attempt = self.fast_fallback(f, request)
-            return routed, (attempt, f.entry, result)
-        response = result
-        endpoint = f.endpoint
-        endpoint.active_requests -= 1
-        outlier = lane.cluster.outlier
-        if outlier is not None:
-            outlier.record_success(endpoint)
+            return self.fast_fallback(f, request), (f.attempt, f.entry, result)
+        lane.core.succeeded(f.attempt.endpoint)
         f.pools = self.pools
         f.held = True
-        return _wrap_body(response, f, f.deadline, request, f, is_async)
+        return _wrap_body(result, f, f.attempt.call_deadline, request, f, is_async)
 
     def fast_abort(self, f: _Fast) -> None:
         """The first attempt ended in something other than an httpx error."""
         self.pools.release_entry(f.entry)
-        f.endpoint.active_requests -= 1
-        f.lane.breaker.release_request()
+        f.lane.core.abandon(f.attempt)
 
-    def fast_fallback(self, f: _Fast, request: httpx.Request) -> tuple[_Routed, Attempt]:
+    def fast_fallback(self, f: _Fast, request: httpx.Request) -> _Routed:
         """The general path's view of a fast request after its first attempt."""
         lane = f.lane
         raw_path = request.url.raw_path.decode("ascii")
@@ -905,9 +861,7 @@ class _Core:
         info = _request_info(request, f.raw_headers, authority, raw_path, lane.scheme)
         r = _Routed()
         r.request = request
-        r.call = Call.resumed(
-            lane.rt, info, lane.plan, timeout=lane.cap, deadline=f.deadline, pool_get=_identity
-        )
+        r.call = lane.core.resume(lane.rt, info, f.attempt, _identity)
         r.plan = lane.hplan
         r.scheme = lane.scheme
         r.host = lane.host
@@ -916,10 +870,7 @@ class _Core:
         r.target = request.url.raw_path
         r.up_headers = f.raw_headers
         r.body, r.replayable = _body_for(request, self.retry_buffer_limit)
-        attempt = Attempt(
-            f.endpoint, f.endpoint, lane.first_timeout, f.attempt_deadline, lane.first_per_try
-        )
-        return r, attempt
+        return r
 
     def _cluster_info(self, rt: ClusterRuntime) -> _ClusterInfo:
         info = self._clusters.get(id(rt))

@@ -55,7 +55,7 @@ from proxyless.routing import (
 from proxyless.runtime.cluster import ClusterRuntime
 from proxyless.runtime.target import RoutePlan, TargetRuntime
 
-__all__ = ["Attempt", "Call"]
+__all__ = ["Attempt", "Call", "FirstAttempt", "Lane"]
 
 
 class Attempt:
@@ -79,6 +79,133 @@ class Attempt:
 
     def timed_out(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline - 0.001
+
+
+class FirstAttempt(Attempt):
+    """The first attempt of a request on a :class:`Lane`, with what its
+    :class:`Call` needs should one be made (:meth:`Lane.resume`)."""
+
+    __slots__ = ("call_deadline", "call_timeout", "caller_timeout")
+
+    call_timeout: float | None
+    call_deadline: float | None
+    caller_timeout: float | None
+
+
+class Lane:
+    """A forwarding route that requests can take again, without being
+    routed, while the target's snapshot ``state`` is current: the
+    transports' fast path.
+
+    A lane is made from a routed call (:meth:`for_call`) whose route gives
+    the same answer for every request the transport maps to the lane (the
+    transport's business: same method and no metadata for gRPC,
+    :func:`~proxyless.runtime.target.path_determined` and same path for
+    HTTP) and asks nothing of it beyond an endpoint: a single cluster, no
+    hash policy, no fault filter on the listener, no hedging. A request on
+    the lane takes the breaker slot and an endpoint (:meth:`begin`) and
+    makes its first attempt without a :class:`Call`; only when that attempt
+    does not plainly succeed does the transport make one (:meth:`resume`)
+    and carry on exactly as the general path would (retries, outlier
+    detection, budgets, errors).
+    """
+
+    __slots__ = ("breaker", "cap", "cluster", "per_try", "plan", "state")
+
+    def __init__(self, state: object, plan: RoutePlan) -> None:
+        self.state = state
+        self.plan = plan
+        self.cluster = plan.cluster
+        self.breaker = plan.breaker
+        self.cap = plan.cap
+        self.per_try = plan.retry_policy.per_try_timeout
+
+    @classmethod
+    def for_call(
+        cls, rt: TargetRuntime, state: object, call: Call, *, is_grpc: bool
+    ) -> Lane | None:
+        """The lane of ``call``'s route, routed on ``state``; None when the
+        route does not qualify or the snapshot moved on meanwhile."""
+        if (
+            call.cluster is None
+            or call.hash is not None
+            or call.fault is not NO_FAULT
+            or call.hedge.enabled
+        ):
+            return None
+        snap = rt._state
+        if snap is None or snap is not state:
+            return None
+        plan = rt.plan(snap[0], call.route, is_grpc)
+        if plan.faults or plan.cluster is not call.cluster:
+            return None
+        return cls(state, plan)
+
+    def begin(self, rng: Any, caller_timeout: float | None) -> FirstAttempt | None:
+        """Take the breaker slot and an endpoint for the first attempt; None
+        when the cluster may drop requests (the general path decides).
+        Raises :class:`~proxyless.errors.ProxylessError` like :class:`Call`."""
+        lb = self.cluster.lb
+        if lb.drop_overloads:
+            return None
+        breaker = self.breaker
+        if not breaker.try_acquire_request():
+            raise breaker.open_error()
+        try:
+            endpoint = lb.pick(None, rng, ())
+        except NoHealthyEndpoints as exc:
+            breaker.release_request()
+            raise NoHealthyEndpoints(f"{self.plan.route.describe()}: {exc}") from None
+        endpoint.active_requests += 1
+        endpoint.total_requests += 1
+        cap = self.cap
+        timeout = caller_timeout
+        if cap is not None and (timeout is None or timeout > cap):
+            timeout = cap
+        now = time.monotonic()
+        per_try = self.per_try
+        if per_try is not None and (timeout is None or per_try < timeout):
+            first: float | None = per_try if per_try > 0 else 0.0
+            is_per_try = True
+        else:
+            first, is_per_try = timeout, False
+        attempt = FirstAttempt(
+            endpoint, None, first, None if first is None else now + first, is_per_try
+        )
+        attempt.call_timeout = timeout
+        attempt.call_deadline = None if timeout is None else now + timeout
+        attempt.caller_timeout = caller_timeout
+        return attempt
+
+    def succeeded(self, endpoint: EndpointState) -> None:
+        """The first attempt succeeded (the breaker slot is still held)."""
+        endpoint.active_requests -= 1
+        outlier = self.cluster.outlier
+        if outlier is not None:
+            outlier.record_success(endpoint)
+
+    def abandon(self, attempt: Attempt) -> None:
+        """The first attempt ended without an outcome (the caller's exception)."""
+        attempt.endpoint.active_requests -= 1
+        self.breaker.release_request()
+
+    def resume(
+        self,
+        rt: TargetRuntime,
+        request: RequestInfo,
+        attempt: FirstAttempt,
+        pool_get: Callable[[EndpointState], Any],
+    ) -> Call:
+        """The :class:`Call` carrying on after ``attempt`` (it holds the slot)."""
+        return Call.resumed(
+            rt,
+            request,
+            self.plan,
+            timeout=attempt.call_timeout,
+            deadline=attempt.call_deadline,
+            pool_get=pool_get,
+            caller_timeout=attempt.caller_timeout,
+        )
 
 
 class Call:
@@ -200,6 +327,7 @@ class Call:
         timeout: float | None,
         deadline: float | None,
         pool_get: Callable[[EndpointState], Any],
+        caller_timeout: float | None = None,
     ) -> Call:
         """The call of a request a transport routed and attempted once on its
         own (its fast path: a :func:`~proxyless.runtime.target.path_determined`
@@ -217,7 +345,7 @@ class Call:
         self.fault = NO_FAULT
         self.fault_injector = None
         self.route = plan.route
-        self._caller_timeout = None
+        self._caller_timeout = caller_timeout
         self.timeout = timeout
         self.deadline = deadline
         self.cluster = plan.cluster

@@ -35,7 +35,7 @@ from proxyless.target import Target
 if TYPE_CHECKING:
     from proxyless.mesh import Mesh
 
-__all__ = ["DEFAULT_CONFIG_WAIT", "RoutePlan", "TargetRuntime", "path_determined"]
+__all__ = ["DEFAULT_CONFIG_WAIT", "RoutePlan", "TargetRuntime", "deterministic", "path_determined"]
 
 #: How long a call waits for the first config when it has no deadline: a
 #: little longer than the does-not-exist timer, so a missing resource is
@@ -47,7 +47,7 @@ _ROUTE_MEMO_SIZE = 256
 _deterministic_vhosts: dict[int, tuple[object, bool]] = {}
 
 
-def _deterministic(result: RouteResult) -> bool:
+def deterministic(result: RouteResult) -> bool:
     """Whether routing this request again would give the same result: a
     single-cluster action, and no route of the virtual host matching by a
     random runtime fraction."""
@@ -70,7 +70,7 @@ _path_determined: dict[int, tuple[object, object, bool]] = {}
 
 def path_determined(result: RouteResult) -> bool:
     """Whether every request with the same authority and ``:path`` routes to
-    this same result: :func:`_deterministic`, and no route of the virtual
+    this same result: :func:`deterministic`, and no route of the virtual
     host up to and including the matched one looks at headers, query
     parameters, the gRPC content-type or a runtime fraction. Transports use
     it to route such requests once per snapshot (their fast path)."""
@@ -79,7 +79,7 @@ def path_determined(result: RouteResult) -> bool:
     vhost = result.virtual_host
     if hit is not None and hit[0] is route and hit[1] is vhost:
         return hit[2]
-    value = _deterministic(result)
+    value = deterministic(result)
     if value:
         for r in vhost.routes:
             m = r.match
@@ -226,7 +226,7 @@ class TargetRuntime:
             if hit is not None and hit[0] is request:
                 return hit[1]
         result = resolve(state[1], request, self.rng)
-        if _deterministic(result):
+        if deterministic(result):
             if memo[0] is not state:
                 memo = self._route_memo = (state, {})
             if len(memo[1]) < _ROUTE_MEMO_SIZE:

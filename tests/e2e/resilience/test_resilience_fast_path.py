@@ -1,0 +1,186 @@
+"""The sync gRPC channel's fast path behaves exactly like the general one.
+
+A unary call without metadata on a route that routes every such call the
+same way (one cluster, no hash policy, fault filter or hedging) skips
+routing once the route was seen in the current snapshot, and makes its
+first attempt without a Call. These tests warm that path, check that it is
+taken, then make the first attempt fail in each way the general path
+handles: retries, per-try timeouts, ejection, the breaker, deadlines, errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import pytest
+from tests.e2e.resilience.conftest import (
+    CLUSTER,
+    Echo,
+    Service,
+    backend_of,
+    breaker_cluster,
+    outlier_detection,
+    reset_counts,
+    retry_policy,
+    runtime,
+    wait_served,
+    wait_until,
+)
+
+import proxyless.grpc
+from proxyless.interceptors.grpc_channel import XdsChannel
+from proxyless.mesh import Mesh
+from proxyless.testing.backends import ECHO_METHOD, EchoServer
+from proxyless.testing.resources import (
+    CLUSTER_URL,
+    ENDPOINT_URL,
+    cluster,
+    endpoints,
+    header_match,
+    route,
+)
+
+Backends = Callable[..., list[EchoServer]]
+TARGET = "xds:///svc:80"
+
+
+@pytest.fixture
+def chan(mesh: Mesh) -> XdsChannel:
+    return proxyless.grpc.channel(TARGET, mesh=mesh)
+
+
+def warm(ch: XdsChannel, servers: list[EchoServer], calls: int = 4) -> Echo:
+    """Serve a few calls, then check the method has a lane in the current snapshot."""
+    echo: Echo = ch.unary_unary(ECHO_METHOD)
+    wait_served(echo, servers)
+    for _ in range(calls):
+        echo(b"warm", timeout=5)
+    lane = ch._lanes.get(ECHO_METHOD)
+    assert lane is not None and lane.state is ch._runtime.current, "no fast path"
+    reset_counts(servers)
+    return echo
+
+
+def test_two_failures_then_success_takes_three_attempts(
+    service: Service, backends: Backends, chan: XdsChannel, mesh: Mesh
+) -> None:
+    (a,) = backends("a")
+    service.publish([a], retry_policy=retry_policy("unavailable", 2))
+    echo = warm(chan, [a])
+    a.fail_next(2, grpc.StatusCode.UNAVAILABLE)
+    assert backend_of(echo(b"x", timeout=5)) == "a"
+    assert a.calls == 3
+    assert runtime(mesh).breakers.default.requests == 0
+
+
+def test_last_error_when_retries_run_out_and_not_retried_codes(
+    service: Service, backends: Backends, chan: XdsChannel
+) -> None:
+    (a,) = backends("a")
+    service.publish([a], retry_policy=retry_policy("unavailable", 2))
+    echo = warm(chan, [a])
+    a.fail_next(3, grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(grpc.RpcError) as info:
+        echo(b"x", timeout=5)
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert a.calls == 3
+    a.fail_next(1, grpc.StatusCode.INTERNAL)
+    with pytest.raises(grpc.RpcError) as info:
+        echo(b"x", timeout=5)
+    assert info.value.code() is grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
+    assert a.calls == 4
+
+
+def test_per_try_timeout_moves_the_retry_to_the_fast_endpoint(
+    service: Service, backends: Backends, chan: XdsChannel
+) -> None:
+    slow, fast = backends("slow", "fast")
+    service.publish(
+        [slow, fast],
+        retry_policy=retry_policy(
+            "unavailable,deadline-exceeded", 2, per_try_timeout=0.5, previous_hosts=True
+        ),
+    )
+    echo = warm(chan, [slow, fast])
+    slow.delay = 2.5
+    try:
+        for _ in range(4):
+            assert backend_of(echo(b"x", timeout=2.0)) == "fast"
+    finally:
+        slow.delay = 0.0
+    assert slow.calls >= 1
+
+
+def test_failing_endpoint_is_ejected(
+    service: Service, backends: Backends, chan: XdsChannel, mesh: Mesh
+) -> None:
+    a, bad = backends("a", "bad")
+    od = outlier_detection(consecutive_5xx=2, base_ejection_time=30.0, max_ejection_percent=50)
+    service.publish(
+        [a, bad],
+        cluster_proto=breaker_cluster(outlier=od),
+        retry_policy=retry_policy("unavailable", 2, previous_hosts=True),
+    )
+    echo = warm(chan, [a, bad])
+    bad.fail_always(grpc.StatusCode.UNAVAILABLE)
+    for _ in range(10):
+        assert backend_of(echo(b"x", timeout=5)) == "a"
+    assert bad.calls == 2
+    ejected = {es.address: es.ejected for es in runtime(mesh).endpoints()}
+    assert ejected == {a.address: False, bad.address: True}
+    assert all(es.active_requests == 0 for es in runtime(mesh).endpoints())
+
+
+def test_deadline_and_open_breaker_errors_match_the_general_path(
+    service: Service, backends: Backends, chan: XdsChannel, mesh: Mesh
+) -> None:
+    (a,) = backends("a")
+    service.publish([a], cluster_proto=breaker_cluster(max_requests=1))
+    echo = warm(chan, [a])
+    a.delay = 0.5
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            echo(b"x", timeout=0.1)
+        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+        # hold the only request slot with a slow call, then call again
+        future = chan.unary_unary(ECHO_METHOD).future(b"slow", timeout=5)
+        wait_until(lambda: runtime(mesh).breakers.default.requests == 1, what="the slow call")
+        with pytest.raises(grpc.RpcError) as info:
+            echo(b"x", timeout=5)
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        assert "max_requests=1" in info.value.details()  # type: ignore[attr-defined]
+        future.result(timeout=5)
+    finally:
+        a.delay = 0.0
+    wait_until(lambda: runtime(mesh).breakers.default.requests == 0, what="slots given back")
+
+
+def test_metadata_and_config_changes_take_the_general_path(
+    service: Service, backends: Backends, chan: XdsChannel
+) -> None:
+    a, b = backends("a", "b")
+    service.publish([a])
+    echo = warm(chan, [a])
+    # a header route to b before the catch-all: calls with the header go to b,
+    # calls without metadata keep a lane (they can never match the header)
+    service.ads.set_resources(
+        ENDPOINT_URL, {CLUSTER: endpoints(CLUSTER, [a.address]), "b": endpoints("b", [b.address])}
+    )
+    service.ads.set_resources(CLUSTER_URL, {CLUSTER: cluster(CLUSTER), "b": cluster("b")})
+    service.set_routes(
+        [
+            route(prefix="/", cluster="b", headers=[header_match("x-to", exact="b")]),
+            route(prefix="/", cluster=CLUSTER),
+        ]
+    )
+    md = (("x-to", "b"),)
+    wait_until(
+        lambda: backend_of(echo(b"x", timeout=5, metadata=md)) == "b", what="the header route"
+    )
+    assert {backend_of(echo(b"x", timeout=5)) for _ in range(5)} == {"a"}
+    assert chan._lanes[ECHO_METHOD].state is chan._runtime.current
+    # the route moves: the lane of the old snapshot is not used
+    service.set_routes([route(prefix="/", cluster="b")])
+    wait_until(lambda: backend_of(echo(b"x", timeout=5)) == "b", what="the move to b")
+    assert {backend_of(echo(b"x", timeout=5)) for _ in range(5)} == {"b"}
