@@ -33,7 +33,7 @@ from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
 from proxyless.resilience.outcome import RESET, SUCCESS, Outcome
 from proxyless.resilience.retry import HedgePlan
-from proxyless.runtime.call import Attempt, Call
+from proxyless.runtime.call import Attempt, Call, FirstAttempt, Lane
 
 __all__ = ["AioXdsChannel", "channel"]
 
@@ -86,7 +86,8 @@ class _AioCall:
         self._server_stream = kind == "unary_stream"
         self._received = False
         self._failed: tuple[Attempt, Outcome] | None = None
-        self._failed_event = asyncio.Event()
+        #: set when a stream's attempt ended (unary calls need none)
+        self._failed_event: asyncio.Event | None = None if self._unary else asyncio.Event()
         self._stream_call: Call | None = None
         self._stream_args: tuple[Any, ...] = ()
         self._reader: AsyncIterator[Any] | None = None
@@ -154,19 +155,98 @@ class _AioCall:
         compression: Any,
     ) -> Any:
         sync = self._ch._sync
+        kw = {
+            "metadata": metadata,
+            "credentials": credentials,
+            "wait_for_ready": wait_for_ready,
+            "compression": compression,
+        }
+        plain = not metadata and kind == "unary_unary"
+        if plain:
+            lane = sync._lanes.get(method)
+            if lane is not None and lane.state is sync._runtime._state and not sync._closed:
+                try:
+                    first = lane.begin(sync._rng, timeout)
+                except ProxylessError as exc:
+                    raise _aio_error(exc, sync.target) from None
+                if first is not None:
+                    return await self._run_fast(lane, first, kind, method, ser, deser, request, kw)
+        state = sync._runtime._state
         call = await self._route(method, metadata, timeout, wait_for_ready)
+        if plain:
+            sync._learn(method, state, call)
         replay = _AsyncReplay(request, ser) if kind == "stream_unary" else None
         try:
             hedge = call.hedge
             if hedge.enabled and replay is None:
-                kw = {
-                    "metadata": metadata,
-                    "credentials": credentials,
-                    "wait_for_ready": wait_for_ready,
-                    "compression": compression,
-                }
                 return await self._run_hedged(call, hedge, kind, method, ser, deser, request, kw)
-            while True:
+            return await self._attempts(call, kind, method, ser, deser, request, replay, kw)
+        finally:
+            call.end()
+
+    async def _run_fast(
+        self,
+        lane: Lane,
+        first: FirstAttempt,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        kw: dict[str, Any],
+    ) -> Any:
+        """The first attempt of a call on ``lane`` (see ``XdsChannel._run_fast``)."""
+        sync = self._ch._sync
+        sync._loop = asyncio.get_running_loop()
+        endpoint = first.endpoint
+        try:
+            pooled = sync._acquire(endpoint)
+        except BaseException:
+            lane.abandon(first)
+            raise
+        first.conn = pooled
+        try:
+            inner = pooled.callable(kind, method, ser, deser)(request, timeout=first.timeout, **kw)
+            self._inner = inner
+            result = await inner
+        except grpc.RpcError as err:
+            sync._pool.call_ended(pooled)
+            call = lane.resume(sync._runtime, sync._bare_request(method), first, sync._acquire)
+            try:
+                return await self._attempts(
+                    call, kind, method, ser, deser, request, None, kw, (first, err)
+                )
+            finally:
+                call.end()
+        except BaseException:
+            sync._pool.call_ended(pooled)
+            lane.abandon(first)
+            raise
+        sync._pool.call_ended(pooled)
+        lane.succeeded(endpoint)
+        lane.breaker.release_request()
+        return result
+
+    async def _attempts(
+        self,
+        call: Call,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        replay: _AsyncReplay | None,
+        kw: dict[str, Any],
+        first: tuple[Attempt, grpc.RpcError] | None = None,
+    ) -> Any:
+        """Attempts until one succeeds or the retry policy stops; ``first`` is
+        an attempt the fast path already made and its error."""
+        sync = self._ch._sync
+        while True:
+            if first is not None:
+                attempt, err = first
+                first = None
+            else:
                 attempt = self._attempt(call)
                 pooled = attempt.conn
                 try:
@@ -174,37 +254,33 @@ class _AioCall:
                     inner = mc(
                         request if replay is None else replay.attempt(),
                         timeout=attempt.timeout,
-                        metadata=metadata,
-                        credentials=credentials,
-                        wait_for_ready=wait_for_ready,
-                        compression=compression,
+                        **kw,
                     )
                     self._inner = inner
                     result = await inner
-                except grpc.RpcError as err:
+                except grpc.RpcError as exc:
                     sync._pool.call_ended(pooled)
-                    delay = call.attempt_done(
-                        attempt,
-                        grpc_outcome(err, attempt, call),
-                        may_retry=replay is None or not replay.committed,
-                    )
-                    if delay is None:
-                        if call.last_error is not None:
-                            b = budget_error(call, err)
-                            raise _status_error(b.code(), b.details()) from None
-                        raise
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    continue
+                    err = exc
                 except BaseException:
                     sync._pool.call_ended(pooled)
                     attempt.endpoint.active_requests -= 1
                     raise
-                sync._pool.call_ended(pooled)
-                call.attempt_done(attempt, SUCCESS)
-                return result
-        finally:
-            call.end()
+                else:
+                    sync._pool.call_ended(pooled)
+                    call.attempt_done(attempt, SUCCESS)
+                    return result
+            delay = call.attempt_done(
+                attempt,
+                grpc_outcome(err, attempt, call),
+                may_retry=replay is None or not replay.committed,
+            )
+            if delay is None:
+                if call.last_error is not None:
+                    b = budget_error(call, err)
+                    raise _status_error(b.code(), b.details()) from None
+                raise err
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     async def _run_hedged(
         self,
@@ -388,7 +464,8 @@ class _AioCall:
             else:
                 call.attempt_done(attempt, outcome, may_retry=False)
                 call.end()
-            self._failed_event.set()
+            if self._failed_event is not None:
+                self._failed_event.set()
 
         def done(c: Any) -> None:
             sync._pool.call_ended(pooled)
@@ -403,8 +480,10 @@ class _AioCall:
     async def _next_attempt(self, err: BaseException) -> Any:
         """After a server stream failed before its first message: the next
         attempt's call, or raise the final error (gRFC A6 commit rule)."""
-        await self._failed_event.wait()
-        self._failed_event.clear()
+        event = self._failed_event
+        assert event is not None
+        await event.wait()
+        event.clear()
         failed, self._failed = self._failed, None
         call = self._stream_call
         if failed is None or call is None:

@@ -10,9 +10,11 @@ handles: retries, per-try timeouts, ejection, the breaker, deadlines, errors.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import grpc
+import grpc.aio
 import pytest
 from tests.e2e.resilience.conftest import (
     CLUSTER,
@@ -29,6 +31,7 @@ from tests.e2e.resilience.conftest import (
 )
 
 import proxyless.grpc
+import proxyless.grpc.aio
 from proxyless.interceptors.grpc_channel import XdsChannel
 from proxyless.mesh import Mesh
 from proxyless.testing.backends import ECHO_METHOD, EchoServer
@@ -184,3 +187,45 @@ def test_metadata_and_config_changes_take_the_general_path(
     service.set_routes([route(prefix="/", cluster="b")])
     wait_until(lambda: backend_of(echo(b"x", timeout=5)) == "b", what="the move to b")
     assert {backend_of(echo(b"x", timeout=5)) for _ in range(5)} == {"b"}
+
+
+def test_aio_fast_path_retries_ejects_and_gives_slots_back(
+    service: Service, backends: Backends, mesh: Mesh
+) -> None:
+    a, bad = backends("a", "bad")
+    od = outlier_detection(consecutive_5xx=2, base_ejection_time=30.0, max_ejection_percent=50)
+    service.publish(
+        [a, bad],
+        cluster_proto=breaker_cluster(outlier=od),
+        retry_policy=retry_policy("unavailable", 2, previous_hosts=True),
+    )
+
+    async def main() -> None:
+        async with proxyless.grpc.aio.channel(TARGET, mesh=mesh) as ch:
+            echo = ch.unary_unary(ECHO_METHOD)
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # the config reaches the data path
+                try:
+                    await echo(b"warm", timeout=5)
+                    break
+                except grpc.aio.AioRpcError:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.01)
+            for _ in range(4):
+                await echo(b"warm", timeout=5)
+            sync = ch._sync
+            lane = sync._lanes.get(ECHO_METHOD)
+            assert lane is not None and lane.state is sync._runtime.current, "no fast path"
+            reset_counts([a, bad])
+            a.fail_next(1, grpc.StatusCode.UNAVAILABLE)
+            bad.fail_always(grpc.StatusCode.UNAVAILABLE)
+            for _ in range(10):
+                assert backend_of(await echo(b"x", timeout=5)) == "a"
+
+    asyncio.run(main())
+    assert bad.calls == 2
+    ejected = {es.address: es.ejected for es in runtime(mesh).endpoints()}
+    assert ejected == {a.address: False, bad.address: True}
+    assert runtime(mesh).breakers.default.requests == 0
+    assert all(es.active_requests == 0 for es in runtime(mesh).endpoints())
