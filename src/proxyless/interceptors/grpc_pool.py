@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import grpc
 import grpc.aio
+
+from proxyless.runtime.cluster import release_refs, retain_refs
 
 __all__ = ["ChannelPool", "PooledChannel"]
 
@@ -115,22 +117,20 @@ class ChannelPool:
                 self._entries[key] = entry
         return entry
 
-    def retain(self, address: str) -> None:
-        """An EDS update listed ``address`` in one more cluster."""
+    def retain(self, addresses: Sequence[str]) -> None:
+        """An EDS update listed each of ``addresses`` in one more cluster."""
         with self._lock:
-            self._refs[address] = self._refs.get(address, 0) + 1
+            retain_refs(self._refs, addresses)
 
-    def release(self, address: str) -> None:
-        """``address`` left a cluster; close its channels once nothing uses them."""
+    def release(self, addresses: Sequence[str]) -> None:
+        """``addresses`` left a cluster; close their channels once nothing uses them."""
         with self._lock:
-            left = self._refs.get(address, 0) - 1
-            if left > 0:
-                self._refs[address] = left
+            gone = release_refs(self._refs, addresses)
+            if not gone:
                 return
-            self._refs.pop(address, None)
             doomed = []
             for entry in self._entries.values():
-                if entry.address == address:
+                if entry.address in gone:
                     entry.closing = True
                     if entry.in_flight <= 0:
                         doomed.append(entry)

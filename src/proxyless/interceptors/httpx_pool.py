@@ -23,8 +23,10 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
+
+from proxyless.runtime.cluster import release_refs, retain_refs
 
 __all__ = ["EndpointPools", "PoolEntry", "attach"]
 
@@ -114,22 +116,20 @@ class EndpointPools:
         self._close(entry)
 
     # -- EndpointPool protocol (Mesh thread) ----------------------------------------------
-    def retain(self, address: str) -> None:
-        """An EDS update listed ``address`` in one more cluster."""
+    def retain(self, addresses: Sequence[str]) -> None:
+        """An EDS update listed each of ``addresses`` in one more cluster."""
         with self._lock:
-            self._refs[address] = self._refs.get(address, 0) + 1
+            retain_refs(self._refs, addresses)
 
-    def release(self, address: str) -> None:
-        """``address`` left a cluster: drain its transports once no cluster lists it."""
+    def release(self, addresses: Sequence[str]) -> None:
+        """``addresses`` left a cluster: drain their transports once no cluster lists them."""
         doomed: list[PoolEntry] = []
         with self._lock:
-            left = self._refs.get(address, 0) - 1
-            if left > 0:
-                self._refs[address] = left
+            gone = release_refs(self._refs, addresses)
+            if not gone:
                 return
-            self._refs.pop(address, None)
             for entry in list(self._entries.values()):
-                if entry.address == address:
+                if entry.address in gone:
                     entry.closing = True
                     if entry.in_flight <= 0:
                         del self._entries[entry.key]
@@ -196,15 +196,15 @@ class _Handle:
     def __init__(self, pools: EndpointPools) -> None:
         self._ref = weakref.ref(pools)
 
-    def retain(self, address: str) -> None:
+    def retain(self, addresses: Sequence[str]) -> None:
         pools = self._ref()
         if pools is not None:
-            pools.retain(address)
+            pools.retain(addresses)
 
-    def release(self, address: str) -> None:
+    def release(self, addresses: Sequence[str]) -> None:
         pools = self._ref()
         if pools is not None:
-            pools.release(address)
+            pools.release(addresses)
 
 
 def attach(mesh: Any, pools: EndpointPools) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from proxyless.clock import Clock, SystemClock, TimerHandle
@@ -29,15 +29,37 @@ from proxyless.lb.state import EndpointState
 from proxyless.resilience.breaker import ClusterCircuitBreakers
 from proxyless.resilience.outlier import OutlierDetector
 
-__all__ = ["ClusterRegistry", "ClusterRuntime", "EndpointPool"]
+__all__ = ["ClusterRegistry", "ClusterRuntime", "EndpointPool", "release_refs", "retain_refs"]
 
 log = logging.getLogger("proxyless.runtime")
 
 
 class EndpointPool(Protocol):
-    def retain(self, address: str) -> None: ...
+    """Connections per endpoint address, told when addresses join (``retain``)
+    or leave (``release``) a cluster; each call carries a whole update."""
 
-    def release(self, address: str) -> None: ...
+    def retain(self, addresses: Sequence[str]) -> None: ...
+
+    def release(self, addresses: Sequence[str]) -> None: ...
+
+
+def retain_refs(refs: dict[str, int], addresses: Sequence[str]) -> None:
+    """Count one more cluster listing each of ``addresses`` (an EndpointPool's books)."""
+    for address in addresses:
+        refs[address] = refs.get(address, 0) + 1
+
+
+def release_refs(refs: dict[str, int], addresses: Sequence[str]) -> set[str]:
+    """Count one cluster less for each of ``addresses``; return those no cluster lists now."""
+    gone: set[str] = set()
+    for address in addresses:
+        left = refs.get(address, 0) - 1
+        if left > 0:
+            refs[address] = left
+        else:
+            refs.pop(address, None)
+            gone.add(address)
+    return gone
 
 
 class ClusterRuntime:
@@ -179,8 +201,7 @@ class ClusterRegistry:
                 return
             self._pools.append(pool)
             for rt in self._clusters.values():
-                for es in rt.endpoints():
-                    pool.retain(es.address)
+                pool.retain([es.address for es in rt.endpoints()])
 
     def get(self, name: str) -> ClusterRuntime | None:
         return self._clusters.get(name)
@@ -239,10 +260,10 @@ class ClusterRegistry:
 
     def _notify(self, added: list[str], removed: list[str]) -> None:
         for pool in self._pools:
-            for address in added:
-                pool.retain(address)
-            for address in removed:
-                pool.release(address)
+            if added:
+                pool.retain(added)
+            if removed:
+                pool.release(removed)
 
     def __iter__(self) -> Any:
         return iter(list(self._clusters.values()))

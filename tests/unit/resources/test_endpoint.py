@@ -265,3 +265,70 @@ def test_parse_cluster_load_assignment() -> None:
         parse_cluster_load_assignment(b.assignment(localities=[b.locality(priority=1)]))
     assert info.value.type_name == "ClusterLoadAssignment"
     assert info.value.errors == ["endpoints: priorities [1] are not contiguous from 0"]
+
+
+def _shapes() -> list[Any]:
+    """LbEndpoints of every shape the quick reader must agree with the full parser on."""
+    plain = b.lb_endpoint()
+    weighted = b.lb_endpoint(weight=7, health=1)
+    named = b.lb_endpoint("10.0.0.2")
+    named.endpoint.hostname = "reviews-v1.default"
+    v6 = b.lb_endpoint("0:0::1")
+    draining = b.lb_endpoint(health=3)
+    with_meta = b.lb_endpoint()
+    with_meta.metadata.filter_metadata["istio"].fields["workload"].string_value = "w"
+    zero_weight = b.lb_endpoint(weight=0)
+    udp = b.lb_endpoint()
+    udp.endpoint.address.socket_address.protocol = address_pb2.SocketAddress.UDP
+    no_port = b.lb_endpoint(port=0)
+    pipe = endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(
+            address=address_pb2.Address(pipe=address_pb2.Pipe(path="/tmp/s"))
+        )
+    )
+    health_check = b.lb_endpoint()
+    health_check.endpoint.health_check_config.port_value = 9
+    return [
+        plain, weighted, named, v6, draining, with_meta, zero_weight, udp, no_port, pipe,
+        health_check,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(11))
+def test_quick_reader_agrees_with_the_full_parser(index: int) -> None:
+    from proxyless.resources.parse.common import Ctx
+    from proxyless.resources.parse.endpoint import _lb_endpoint, _plain_lb_endpoint
+
+    msg = _shapes()[index]
+    quick = _plain_lb_endpoint(msg)
+    ctx = Ctx()
+    full = _lb_endpoint(ctx, "p", msg)
+    if index <= 5:  # the common shapes, istiod's included, are read quickly
+        assert quick is not None
+    if quick is not None:  # and only when the full parser has nothing else to say
+        assert quick == full and not ctx.errors
+        assert ctx.ignored in ([], ["p.metadata"])
+
+
+def test_endpoint_metadata_is_listed_once_per_locality() -> None:
+    eps = []
+    for i in range(3):
+        ep = b.lb_endpoint(f"10.0.0.{i + 1}")
+        ep.metadata.filter_metadata["istio"].fields["workload"].string_value = "w"
+        eps.append(ep)
+    other = b.lb_endpoint("10.0.1.1")
+    other.metadata.filter_metadata["istio"].fields["workload"].string_value = "w"
+    cla = _decode(
+        b.assignment(
+            localities=[b.locality(endpoints=eps), b.locality(zone="z2", endpoints=[other])]
+        )
+    )
+    assert cla.ignored_fields == (
+        "endpoints[0].lb_endpoints[0].metadata",
+        "endpoints[1].lb_endpoints[0].metadata",
+    )
+    assert [e.address for e in cla.priorities[0][0].endpoints] == [
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+    ]

@@ -138,7 +138,7 @@ def cluster_load_assignment(
     by_priority: dict[int, list[LocalityEndpoints]] = {}
     weight_sums: dict[int, int] = {}
     seen_localities: dict[tuple[int, Locality], int] = {}
-    seen_addresses: dict[tuple[str, int], str] = {}
+    seen_addresses: dict[tuple[str, int], _Path] = {}
     for i, lle in enumerate(msg.endpoints):
         lpath = f"{join(path, 'endpoints')}[{i}]"
         unhandled(
@@ -180,24 +180,30 @@ def cluster_load_assignment(
         weight_sums[priority] = weight_sums.get(priority, 0) + weight
         endpoints = []
         lb_path = join(lpath, "lb_endpoints")
+        metadata_noted = False
         for j, lb in enumerate(lle.lb_endpoints):
             if j and not j % _YIELD_EVERY:
                 # A large EDS decode runs on the Mesh thread: let request
                 # threads have the interpreter now and then (GIL) instead of
                 # stalling them for the whole decode.
                 time.sleep(0)
-            epath = f"{lb_path}[{j}]"
-            endpoint = _lb_endpoint(ctx, epath, lb)
+            endpoint = _plain_lb_endpoint(lb)
             if endpoint is None:
-                continue
-            if endpoint.key in seen_addresses:
+                endpoint = _lb_endpoint(ctx, f"{lb_path}[{j}]", lb)
+                if endpoint is None:
+                    continue
+            elif not metadata_noted and lb.HasField("metadata"):
+                # listed once per locality, not once per endpoint
+                ctx.ignore(f"{lb_path}[{j}].metadata")
+                metadata_noted = True
+            key = endpoint.key
+            if key in seen_addresses:
                 ctx.error(
-                    epath,
-                    f"duplicate endpoint address {_address_text(endpoint.key)} "
-                    f"(also {seen_addresses[endpoint.key]})",
+                    f"{lb_path}[{j}]",
+                    f"duplicate endpoint address {_address_text(key)} (also {seen_addresses[key]})",
                 )
                 continue
-            seen_addresses[endpoint.key] = epath
+            seen_addresses[key] = _Path(lb_path, j)
             endpoints.append(endpoint)
         by_priority.setdefault(priority, []).append(
             LocalityEndpoints(
@@ -251,6 +257,55 @@ def cluster_load_assignment(
         drop_overloads=tuple(drops),
         endpoint_stale_after=stale_after,
         ignored_fields=tuple(ctx.ignored),
+    )
+
+
+class _Path:
+    """``lb_endpoints[j]`` under a locality's path, formatted only when an
+    error names it (most assignments have none)."""
+
+    __slots__ = ("base", "index")
+
+    def __init__(self, base: str, index: int) -> None:
+        self.base = base
+        self.index = index
+
+    def __str__(self) -> str:
+        return f"{self.base}[{self.index}]"
+
+
+def _plain_lb_endpoint(msg: Any) -> Endpoint | None:
+    """The common ``LbEndpoint`` (a TCP socket address with a port, an
+    optional weight, health status, host name and metadata, nothing else
+    set), read without building field paths; None for anything else, which
+    :func:`_lb_endpoint` then parses with full error reporting. The caller
+    notes ignored ``metadata`` (istiod sets it on every endpoint)."""
+    if msg.WhichOneof("host_identifier") != "endpoint":
+        return None
+    endpoint = msg.endpoint
+    sock = endpoint.address.socket_address
+    host: str = sock.address
+    port = int(sock.port_value)
+    if not host or not 1 <= port <= 65535 or len(sock.ListFields()) != 2:
+        return None  # protocol, named port, ipv4_compat, resolver...: the full parser
+    hostname: str = endpoint.hostname
+    if len(endpoint.ListFields()) != (2 if hostname else 1):
+        return None
+    has_weight = msg.HasField("load_balancing_weight")
+    status = int(msg.health_status)
+    expected = 1 + has_weight + (status != 0) + msg.HasField("metadata")
+    if len(msg.ListFields()) != expected:
+        return None
+    weight = int(msg.load_balancing_weight.value) if has_weight else 1
+    health = _HEALTH.get(status)
+    if weight < 1 or health is None:
+        return None
+    return Endpoint(
+        address=_canonical_host(host),
+        port=port,
+        health=health,  # type: ignore[arg-type]
+        weight=weight,
+        hostname=hostname,
     )
 
 
