@@ -23,11 +23,12 @@ from proxyless.errors import ProxylessError
 from proxyless.interceptors import grpc_channel
 from proxyless.interceptors.grpc_channel import (
     XdsChannel,
-    budget_error,
     classify_status,
+    end_error,
     fault_steps,
     grpc_outcome,
 )
+from proxyless.interceptors.grpc_errors import XdsRpcError
 from proxyless.interceptors.grpc_pool import ChannelPool, PooledChannel
 from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
@@ -275,10 +276,7 @@ class _AioCall:
                 may_retry=replay is None or not replay.committed,
             )
             if delay is None:
-                if call.last_error is not None:
-                    b = budget_error(call, err)
-                    raise _status_error(b.code(), b.details()) from None
-                raise err
+                raise _as_aio(end_error(call, err)) from None
             if delay > 0:
                 await asyncio.sleep(delay)
 
@@ -363,10 +361,7 @@ class _AioCall:
                     if running:
                         continue
                     if delay is None:
-                        if call.last_error is not None:
-                            b = budget_error(call, err)
-                            raise _status_error(b.code(), b.details()) from None
-                        raise err
+                        raise _as_aio(end_error(call, err)) from None
                     if delay > 0:
                         await asyncio.sleep(delay)
                     launch()
@@ -491,12 +486,9 @@ class _AioCall:
         attempt, outcome = failed
         delay = call.attempt_done(attempt, outcome)
         if delay is None:
-            last = call.last_error
+            final = end_error(call, err) if isinstance(err, grpc.RpcError) else err
             call.end()
-            if last is not None and isinstance(err, grpc.RpcError):
-                b = budget_error(call, err)
-                raise _status_error(b.code(), b.details()) from None
-            raise err
+            raise _as_aio(final) if isinstance(final, grpc.RpcError) else final
         if delay > 0:
             await asyncio.sleep(delay)
         return self._launch_stream()
@@ -635,6 +627,13 @@ class _AsyncReplay(grpc_channel._Replay):
 
 async def _awaited(inner: Any) -> Any:
     return await inner
+
+
+def _as_aio(err: grpc.RpcError) -> grpc.RpcError:
+    """``err`` as grpc.aio code expects it: our own errors become AioRpcError."""
+    if isinstance(err, XdsRpcError):
+        return _status_error(err.code(), err.details())
+    return err
 
 
 def _status_error(code: grpc.StatusCode, details: str | None) -> grpc.aio.AioRpcError:

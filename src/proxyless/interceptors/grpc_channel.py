@@ -150,6 +150,12 @@ def fault_error(call: Call, target: str) -> XdsRpcError | None:
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
+def end_error(call: Call, err: grpc.RpcError) -> grpc.RpcError:
+    """What a call ends with when it stops after ``err``: the retry budget's
+    refusal when that is what stopped it, else ``err`` itself."""
+    return budget_error(call, err) if call.last_error is not None else err
+
+
 def budget_error(call: Call, err: grpc.RpcError) -> XdsRpcError:
     code, details, _ = _status_of(err)
     assert call.last_error is not None
@@ -448,9 +454,7 @@ class XdsChannel(grpc.Channel):
                 attempt, grpc_outcome(err, attempt, call), may_retry=may_retry
             )
             if delay is None:
-                if call.last_error is not None:
-                    raise budget_error(call, err) from None
-                raise err
+                raise end_error(call, err) from None
             if delay > 0:
                 time.sleep(delay)
 
@@ -559,9 +563,7 @@ class XdsChannel(grpc.Channel):
                     if running:
                         continue
                     if delay is None:
-                        if call.last_error is not None:
-                            raise budget_error(call, err) from None
-                        raise err
+                        raise end_error(call, err) from None
                     if delay > 0:
                         time.sleep(delay)
                     try:
