@@ -18,9 +18,9 @@ and, in an asyncio loop, ``async-plain`` (``httpx.AsyncClient()``) against
 ``proxyless-async`` (``AsyncTransport``).
 
 Contenders run interleaved: after a warm-up, ``--rounds`` rounds of
-``--calls`` requests per contender, taken in alternating slices of 50
-requests so that load from elsewhere on the machine hits both contenders of
-a pair alike; reported figures are medians across rounds and ratios are
+``--calls`` requests per contender, taken in slices of 50 requests whose
+order rotates every slice, so that load from elsewhere on the machine (and
+the Envoy pair's own after-work) hits every contender alike; reported figures are medians across rounds and ratios are
 medians of per-round ratios to ``plain`` (``async-plain`` for the async pair). RSS: this process after the
 plain client warmed up, and after the Mesh and proxyless transports did.
 
@@ -223,7 +223,10 @@ def run(calls: int, rounds: int, warmup: int, cap: float, envoy: bool = True) ->
             stop_at = time.monotonic() + cap
             # alternate in slices of SLICE requests so machine noise hits both alike
             for j in range(max(1, calls // SLICE)):
-                order = names if (i + j) % 2 == 0 else names[::-1]
+                # rotate the order every slice: each contender follows each other one
+                # (a slice right after the Envoy pair's runs on a busier machine)
+                k = (i + j) % len(names)
+                order = names[k:] + names[:k]
                 for name in order:
                     samples[name].extend(timed(sync[name], SLICE, cap))
                 if time.monotonic() > stop_at:
@@ -293,6 +296,7 @@ def run(calls: int, rounds: int, warmup: int, cap: float, envoy: bool = True) ->
                 "p50_us": round(statistics.median(r["p50"] for r in rows), 1),
                 "p99_us": round(statistics.median(r["p99"] for r in rows), 1),
                 "p50_ratio": round(statistics.median(ratios), 3),
+                "p50_ratio_rounds": [round(r, 3) for r in ratios],
                 "p99_ratio": round(statistics.median(ratios99), 3),
                 "requests": int(sum(r["n"] for r in rows)),
             }
