@@ -22,6 +22,8 @@ import grpc.aio
 from proxyless.errors import ProxylessError
 from proxyless.interceptors import grpc_channel
 from proxyless.interceptors.grpc_channel import (
+    NO_REQUEST,
+    Invocation,
     XdsChannel,
     classify_status,
     end_error,
@@ -62,27 +64,15 @@ class _AioCall:
     """A call of any shape. Unary-unary calls run the retry loop (gRFC A44);
     the other shapes make one attempt whose endpoint call starts once routed."""
 
-    def __init__(
-        self,
-        ch: AioXdsChannel,
-        kind: str,
-        method: str,
-        ser: Callable[[Any], bytes] | None,
-        deser: Callable[[bytes], Any] | None,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-    ) -> None:
+    def __init__(self, ch: AioXdsChannel, inv: Invocation, timeout: float | None) -> None:
         self._ch = ch
         self._inner: Any = None
         # Unary responses (and client streams given as an iterator, replayed
         # from a buffer) run the retry loop; a server stream retries until
         # its first message; a stream written with write() makes one attempt.
+        kind = inv.kind
         self._unary = kind == "unary_unary" or (
-            kind == "stream_unary" and request is not _NO_REQUEST
+            kind == "stream_unary" and inv.request is not NO_REQUEST
         )
         self._server_stream = kind == "unary_stream"
         self._received = False
@@ -90,23 +80,10 @@ class _AioCall:
         #: set when a stream's attempt ended (unary calls need none)
         self._failed_event: asyncio.Event | None = None if self._unary else asyncio.Event()
         self._stream_call: Call | None = None
-        self._stream_args: tuple[Any, ...] = ()
+        self._inv = inv
         self._reader: AsyncIterator[Any] | None = None
         coro = self._run_unary if self._unary else self._start
-        self._task: asyncio.Future[Any] = asyncio.ensure_future(
-            coro(
-                kind,
-                method,
-                ser,
-                deser,
-                request,
-                timeout,
-                metadata,
-                credentials,
-                wait_for_ready,
-                compression,
-            )
-        )
+        self._task: asyncio.Future[Any] = asyncio.ensure_future(coro(inv, timeout))
 
     async def _route(
         self, method: str, metadata: Any, timeout: float | None, wait_for_ready: bool | None
@@ -142,27 +119,10 @@ class _AioCall:
         except ProxylessError as exc:
             raise _aio_error(exc, self._ch._sync.target) from None
 
-    async def _run_unary(
-        self,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-    ) -> Any:
+    async def _run_unary(self, inv: Invocation, timeout: float | None) -> Any:
         sync = self._ch._sync
-        kw = {
-            "metadata": metadata,
-            "credentials": credentials,
-            "wait_for_ready": wait_for_ready,
-            "compression": compression,
-        }
-        plain = not metadata and kind == "unary_unary"
+        method = inv.method
+        plain = not inv.metadata and inv.kind == "unary_unary"
         if plain:
             lane = sync._lanes.get(method)
             if lane is not None and lane.state is sync._runtime._state and not sync._closed:
@@ -171,31 +131,21 @@ class _AioCall:
                 except ProxylessError as exc:
                     raise _aio_error(exc, sync.target) from None
                 if first is not None:
-                    return await self._run_fast(lane, first, kind, method, ser, deser, request, kw)
+                    return await self._run_fast(lane, first, inv)
         state = sync._runtime._state
-        call = await self._route(method, metadata, timeout, wait_for_ready)
+        call = await self._route(method, inv.metadata, timeout, inv.wait_for_ready)
         if plain:
             sync._learn(method, state, call)
-        replay = _AsyncReplay(request, ser) if kind == "stream_unary" else None
+        replay = _AsyncReplay(inv.request, inv.ser) if inv.kind == "stream_unary" else None
         try:
             hedge = call.hedge
             if hedge.enabled and replay is None:
-                return await self._run_hedged(call, hedge, kind, method, ser, deser, request, kw)
-            return await self._attempts(call, kind, method, ser, deser, request, replay, kw)
+                return await self._run_hedged(call, hedge, inv)
+            return await self._attempts(call, inv, replay)
         finally:
             call.end()
 
-    async def _run_fast(
-        self,
-        lane: Lane,
-        first: FirstAttempt,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
-        kw: dict[str, Any],
-    ) -> Any:
+    async def _run_fast(self, lane: Lane, first: FirstAttempt, inv: Invocation) -> Any:
         """The first attempt of a call on ``lane`` (see ``XdsChannel._run_fast``)."""
         sync = self._ch._sync
         sync._loop = asyncio.get_running_loop()
@@ -207,16 +157,13 @@ class _AioCall:
             raise
         first.conn = pooled
         try:
-            inner = pooled.callable(kind, method, ser, deser)(request, timeout=first.timeout, **kw)
-            self._inner = inner
+            inner = self._inner = inv.start(pooled, first.timeout)
             result = await inner
         except grpc.RpcError as err:
             sync._pool.call_ended(pooled)
-            call = lane.resume(sync._runtime, sync._bare_request(method), first, sync._acquire)
+            call = lane.resume(sync._runtime, sync._bare_request(inv.method), first, sync._acquire)
             try:
-                return await self._attempts(
-                    call, kind, method, ser, deser, request, None, kw, (first, err)
-                )
+                return await self._attempts(call, inv, None, (first, err))
             finally:
                 call.end()
         except BaseException:
@@ -231,13 +178,8 @@ class _AioCall:
     async def _attempts(
         self,
         call: Call,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
+        inv: Invocation,
         replay: _AsyncReplay | None,
-        kw: dict[str, Any],
         first: tuple[Attempt, grpc.RpcError] | None = None,
     ) -> Any:
         """Attempts until one succeeds or the retry policy stops; ``first`` is
@@ -251,13 +193,8 @@ class _AioCall:
                 attempt = self._attempt(call)
                 pooled = attempt.conn
                 try:
-                    mc = pooled.callable(kind, method, ser, deser)
-                    inner = mc(
-                        request if replay is None else replay.attempt(),
-                        timeout=attempt.timeout,
-                        **kw,
-                    )
-                    self._inner = inner
+                    request = inv.request if replay is None else replay.attempt()
+                    inner = self._inner = inv.start(pooled, attempt.timeout, request=request)
                     result = await inner
                 except grpc.RpcError as exc:
                     sync._pool.call_ended(pooled)
@@ -280,17 +217,7 @@ class _AioCall:
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    async def _run_hedged(
-        self,
-        call: Call,
-        hedge: HedgePlan,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _run_hedged(self, call: Call, hedge: HedgePlan, inv: Invocation) -> Any:
         """Hedged unary call (Envoy ``hedge_policy``): attempts race, the first
         response wins, the others are cancelled; extra attempts draw on the
         retry budget. Same rules as the sync channel's ``_run_hedged``."""
@@ -305,9 +232,7 @@ class _AioCall:
             if per_try is not None:
                 attempt.timeout = call.remaining()
                 attempt.per_try = False
-            mc = attempt.conn.callable(kind, method, ser, deser)
-            inner = mc(request, timeout=attempt.timeout, **kwargs)
-            self._inner = inner
+            inner = self._inner = inv.start(attempt.conn, attempt.timeout)
             running[asyncio.ensure_future(_awaited(inner))] = (attempt, inner)
 
         def settle(task: asyncio.Future[Any], outcome: Outcome | None) -> float | None:
@@ -376,32 +301,9 @@ class _AioCall:
             for _ in range(extra_held):
                 budget.release_retry()
 
-    async def _start(
-        self,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-    ) -> Any:
-        call = await self._route(method, metadata, timeout, wait_for_ready)
+    async def _start(self, inv: Invocation, timeout: float | None) -> Any:
+        call = await self._route(inv.method, inv.metadata, timeout, inv.wait_for_ready)
         self._stream_call = call
-        self._stream_args = (
-            kind,
-            method,
-            ser,
-            deser,
-            request,
-            metadata,
-            credentials,
-            wait_for_ready,
-            compression,
-        )
         if self._server_stream:
             # Ends the call if the caller drops it unread.
             weakref.finalize(self, call.end)
@@ -412,9 +314,6 @@ class _AioCall:
         sync = self._ch._sync
         call = self._stream_call
         assert call is not None
-        kind, method, ser, deser, request, metadata, credentials, wait_for_ready, compression = (
-            self._stream_args
-        )
         try:
             attempt = self._attempt(call)
         except BaseException:
@@ -422,15 +321,7 @@ class _AioCall:
             raise
         pooled = attempt.conn
         try:
-            mc = pooled.callable(kind, method, ser, deser)
-            kwargs: dict[str, Any] = {
-                "timeout": attempt.timeout,
-                "metadata": metadata,
-                "credentials": credentials,
-                "wait_for_ready": wait_for_ready,
-                "compression": compression,
-            }
-            inner = mc(request, **kwargs) if request is not _NO_REQUEST else mc(**kwargs)
+            inner = self._inv.start(pooled, attempt.timeout)
         except BaseException:
             sync._pool.call_ended(pooled)
             attempt.endpoint.active_requests -= 1
@@ -640,9 +531,6 @@ def _status_error(code: grpc.StatusCode, details: str | None) -> grpc.aio.AioRpc
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
 
 
-_NO_REQUEST = object()
-
-
 class _AioMultiCallable:
     __slots__ = ("_ch", "_deser", "_kind", "_method", "_ser")
 
@@ -662,7 +550,7 @@ class _AioMultiCallable:
 
     def __call__(
         self,
-        request: Any = _NO_REQUEST,
+        request: Any = NO_REQUEST,
         *,
         timeout: float | None = None,
         metadata: Any = None,
@@ -670,19 +558,18 @@ class _AioMultiCallable:
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> _AioCall:
-        return _AioCall(
-            self._ch,
+        inv = Invocation(
             self._kind,
             self._method,
             self._ser,
             self._deser,
             request,
-            timeout,
             metadata,
             credentials,
             wait_for_ready,
             compression,
         )
+        return _AioCall(self._ch, inv, timeout)
 
 
 class AioXdsChannel:

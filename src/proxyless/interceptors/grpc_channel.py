@@ -164,6 +164,77 @@ def budget_error(call: Call, err: grpc.RpcError) -> XdsRpcError:
     return out
 
 
+_SAME = object()
+#: The request of a streaming call the caller feeds with ``write()`` (aio).
+NO_REQUEST = object()
+
+
+class Invocation:
+    """One call's arguments as the application gave them: the call shape
+    (``kind``, grpc's multicallable name), method, (de)serializers, request
+    and the keyword arguments passed on to every attempt. The sync and aio
+    channels and :class:`~proxyless.interceptors.grpc_retrying.RetryingCall`
+    hand this around instead of the nine values."""
+
+    __slots__ = (
+        "compression",
+        "credentials",
+        "deser",
+        "kind",
+        "metadata",
+        "method",
+        "request",
+        "ser",
+        "wait_for_ready",
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        method: str,
+        ser: Any,
+        deser: Any,
+        request: Any,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+    ) -> None:
+        self.kind = kind
+        self.method = method
+        self.ser = ser
+        self.deser = deser
+        self.request = request
+        self.metadata = metadata
+        self.credentials = credentials
+        self.wait_for_ready = wait_for_ready
+        self.compression = compression
+
+    def start(
+        self,
+        pooled: PooledChannel,
+        timeout: float | None,
+        *,
+        request: Any = _SAME,
+        kind: str | None = None,
+        attr: str | None = None,
+    ) -> Any:
+        """Make the call on an endpoint's channel: the multicallable for
+        ``kind`` (default: the call's own), its ``attr`` (``future``,
+        ``with_call``) if given, with ``request`` (default: the call's)."""
+        mc = pooled.callable(kind or self.kind, self.method, self.ser, self.deser)
+        fn = mc if attr is None else getattr(mc, attr)
+        request = self.request if request is _SAME else request
+        kwargs = {
+            "timeout": timeout,
+            "metadata": self.metadata,
+            "credentials": self.credentials,
+            "wait_for_ready": self.wait_for_ready,
+            "compression": self.compression,
+        }
+        return fn(**kwargs) if request is NO_REQUEST else fn(request, **kwargs)
+
+
 class XdsChannel(grpc.Channel):
     """A channel to ``xds:///name`` (see the module docstring)."""
 
@@ -255,17 +326,7 @@ class XdsChannel(grpc.Channel):
             raise err
 
     def _run_unary(
-        self,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        wait_for_ready: bool | None,
-        kwargs: dict[str, Any],
-        streaming_request: bool = False,
+        self, inv: Invocation, timeout: float | None, streaming_request: bool = False
     ) -> Any:
         """A unary-response call with retries (gRFC A44; Envoy retry policy)
         and, for unary requests, hedging (Envoy ``hedge_policy``).
@@ -276,7 +337,8 @@ class XdsChannel(grpc.Channel):
         on a :class:`~proxyless.runtime.call.Lane` takes the fast path.
         """
         rt = self._runtime
-        plain = not metadata and not streaming_request
+        method = inv.method
+        plain = not inv.metadata and not streaming_request
         if plain:
             lane = self._lanes.get(method)
             if lane is not None and lane.state is rt._state and not self._closed:
@@ -285,47 +347,23 @@ class XdsChannel(grpc.Channel):
                 except ProxylessError as exc:
                     raise self._fail(exc) from None
                 if first is not None:
-                    return self._run_fast(
-                        lane,
-                        first,
-                        kind,
-                        method,
-                        ser,
-                        deser,
-                        request,
-                        metadata,
-                        wait_for_ready,
-                        kwargs,
-                    )
+                    return self._run_fast(lane, first, inv)
         state = rt._state
         try:
-            call = self._call(method, metadata, timeout, wait_for_ready)
+            call = self._call(method, inv.metadata, timeout, inv.wait_for_ready)
         except ProxylessError as exc:
             raise self._fail(exc) from None
         if plain:
             self._learn(method, state, call)
-        replay = _Replay(request, ser) if streaming_request else None
+        replay = _Replay(inv.request, inv.ser) if streaming_request else None
         try:
             if call.fault is not NO_FAULT:
                 self._apply_fault(call)
             if replay is None:
                 hedge = call.hedge
                 if hedge.enabled:
-                    return self._run_hedged(
-                        call,
-                        hedge,
-                        kind,
-                        method,
-                        ser,
-                        deser,
-                        request,
-                        metadata,
-                        wait_for_ready,
-                        kwargs,
-                    )
-            return self._attempts(
-                call, kind, method, ser, deser, request, replay, metadata, wait_for_ready, kwargs
-            )
+                    return self._run_hedged(call, hedge, inv)
+            return self._attempts(call, inv, replay)
         finally:
             call.end()
 
@@ -345,19 +383,7 @@ class XdsChannel(grpc.Channel):
             self._lanes.clear()
         self._lanes[method] = lane
 
-    def _run_fast(
-        self,
-        lane: Lane,
-        first: FirstAttempt,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
-        metadata: Any,
-        wait_for_ready: bool | None,
-        kwargs: dict[str, Any],
-    ) -> Any:
+    def _run_fast(self, lane: Lane, first: FirstAttempt, inv: Invocation) -> Any:
         """The first attempt of a call on ``lane``; a :class:`Call` is made
         only when it fails, to carry on as :meth:`_run_unary` would."""
         endpoint = first.endpoint
@@ -368,30 +394,12 @@ class XdsChannel(grpc.Channel):
             raise
         first.conn = pooled
         try:
-            result = pooled.callable(kind, method, ser, deser)(
-                request,
-                timeout=first.timeout,
-                metadata=metadata,
-                wait_for_ready=wait_for_ready,
-                **kwargs,
-            )
+            result = inv.start(pooled, first.timeout)
         except grpc.RpcError as err:
             self._pool.call_ended(pooled)
-            call = lane.resume(self._runtime, self._bare_request(method), first, self._acquire)
+            call = lane.resume(self._runtime, self._bare_request(inv.method), first, self._acquire)
             try:
-                return self._attempts(
-                    call,
-                    kind,
-                    method,
-                    ser,
-                    deser,
-                    request,
-                    None,
-                    metadata,
-                    wait_for_ready,
-                    kwargs,
-                    (first, err),
-                )
+                return self._attempts(call, inv, None, (first, err))
             finally:
                 call.end()
         except BaseException:
@@ -406,15 +414,8 @@ class XdsChannel(grpc.Channel):
     def _attempts(
         self,
         call: Call,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
+        inv: Invocation,
         replay: _Replay | None,
-        metadata: Any,
-        wait_for_ready: bool | None,
-        kwargs: dict[str, Any],
         first: tuple[Attempt, grpc.RpcError] | None = None,
     ) -> Any:
         """Attempts until one succeeds or the retry policy stops; ``first`` is
@@ -429,14 +430,11 @@ class XdsChannel(grpc.Channel):
                 except ProxylessError as exc:
                     raise self._fail(exc) from None
                 pooled: PooledChannel = attempt.conn
-                mc = pooled.callable(kind, method, ser, deser)
                 try:
-                    result = mc(
-                        request if replay is None else replay.attempt(),
-                        timeout=attempt.timeout,
-                        metadata=metadata,
-                        wait_for_ready=wait_for_ready,
-                        **kwargs,
+                    result = inv.start(
+                        pooled,
+                        attempt.timeout,
+                        request=_SAME if replay is None else replay.attempt(),
                     )
                 except grpc.RpcError as exc:
                     self._pool.call_ended(pooled)
@@ -458,25 +456,13 @@ class XdsChannel(grpc.Channel):
             if delay > 0:
                 time.sleep(delay)
 
-    def _run_hedged(
-        self,
-        call: Call,
-        hedge: HedgePlan,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
-        metadata: Any,
-        wait_for_ready: bool | None,
-        kwargs: dict[str, Any],
-    ) -> Any:
+    def _run_hedged(self, call: Call, hedge: HedgePlan, inv: Invocation) -> Any:
         """Hedged unary call: several attempts race, the first response wins
         and the others are cancelled. Extra attempts draw on the retry budget
         like retries do (Envoy). With ``hedge_on_per_try_timeout`` a per-try
         timeout starts another attempt without cancelling the slow one."""
-        want_call = kind.endswith("_with_call")
-        base = kind[: -len("_with_call")] if want_call else kind
+        want_call = inv.kind.endswith("_with_call")
+        base = inv.kind[: -len("_with_call")] if want_call else inv.kind
         done = threading.Condition()
         finished: list[tuple[Attempt, Any]] = []
         running: list[tuple[Attempt, Any]] = []
@@ -490,14 +476,7 @@ class XdsChannel(grpc.Channel):
                 # The slow attempt keeps running; only the call's deadline ends it.
                 attempt.timeout = call.remaining()
                 attempt.per_try = False
-            mc = attempt.conn.callable(base, method, ser, deser)
-            fut = mc.future(
-                request,
-                timeout=attempt.timeout,
-                metadata=metadata,
-                wait_for_ready=wait_for_ready,
-                **kwargs,
-            )
+            fut = inv.start(attempt.conn, attempt.timeout, kind=base, attr="future")
             entry = (attempt, fut)
             running.append(entry)
 
@@ -579,24 +558,11 @@ class XdsChannel(grpc.Channel):
             for _ in range(extra_held):
                 budget.release_retry()
 
-    def _start_retrying(
-        self,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        wait_for_ready: bool | None,
-        kwargs: dict[str, Any],
-        *,
-        streaming: bool,
-    ) -> Any:
+    def _start_retrying(self, inv: Invocation, timeout: float | None, *, streaming: bool) -> Any:
         """A unary ``future()`` or server-streaming call with retries
         (:mod:`proxyless.interceptors.grpc_retrying`)."""
         try:
-            call = self._call(method, metadata, timeout, wait_for_ready)
+            call = self._call(inv.method, inv.metadata, timeout, inv.wait_for_ready)
         except ProxylessError as exc:
             return FailedCall.of(self._fail(exc))
         try:
@@ -605,32 +571,10 @@ class XdsChannel(grpc.Channel):
         except XdsRpcError as err:
             call.end()
             return FailedCall.of(err)
-        return RetryingCall(
-            self,
-            call,
-            kind,
-            method,
-            ser,
-            deser,
-            request,
-            metadata,
-            wait_for_ready,
-            kwargs,
-            streaming,
-        )
+        return RetryingCall(self, call, inv, streaming)
 
     def _start_streaming(
-        self,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        wait_for_ready: bool | None,
-        kwargs: dict[str, Any],
-        attr: str | None = None,
+        self, inv: Invocation, timeout: float | None, attr: str | None = None
     ) -> Any:
         """A call returning the endpoint's call object: one attempt, released when done.
 
@@ -639,7 +583,7 @@ class XdsChannel(grpc.Channel):
         ``result()``/iteration raises and whose ``exception()`` returns it.
         """
         try:
-            call = self._call(method, metadata, timeout, wait_for_ready)
+            call = self._call(inv.method, inv.metadata, timeout, inv.wait_for_ready)
         except ProxylessError as exc:
             return FailedCall.of(self._fail(exc))
         try:
@@ -657,15 +601,7 @@ class XdsChannel(grpc.Channel):
             raise
         pooled: PooledChannel = attempt.conn
         try:
-            mc = pooled.callable(kind, method, ser, deser)
-            fn = mc if attr is None else getattr(mc, attr)
-            inner = fn(
-                request,
-                timeout=attempt.timeout,
-                metadata=metadata,
-                wait_for_ready=wait_for_ready,
-                **kwargs,
-            )
+            inner = inv.start(pooled, attempt.timeout, attr=attr)
         except BaseException:
             self._pool.call_ended(pooled)
             attempt.endpoint.active_requests -= 1
@@ -762,6 +698,27 @@ class _Method:
         self._ser = ser
         self._deser = deser
 
+    def _inv(
+        self,
+        kind: str,
+        request: Any,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+    ) -> Invocation:
+        return Invocation(
+            kind,
+            self._method,
+            self._ser,
+            self._deser,
+            request,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+        )
+
     def _unary(
         self,
         kind: str,
@@ -774,18 +731,8 @@ class _Method:
         streaming_request: bool = False,
     ) -> Any:
         """A blocking unary-response call (retried; see ``XdsChannel._run_unary``)."""
-        return self._ch._run_unary(
-            kind,
-            self._method,
-            self._ser,
-            self._deser,
-            request,
-            timeout,
-            metadata,
-            wait_for_ready,
-            {"credentials": credentials, "compression": compression},
-            streaming_request,
-        )
+        inv = self._inv(kind, request, metadata, credentials, wait_for_ready, compression)
+        return self._ch._run_unary(inv, timeout, streaming_request)
 
     def _retrying(
         self,
@@ -799,18 +746,8 @@ class _Method:
         streaming: bool,
     ) -> Any:
         """A call object retried behind the scenes (unary future, server stream)."""
-        return self._ch._start_retrying(
-            kind,
-            self._method,
-            self._ser,
-            self._deser,
-            request,
-            timeout,
-            metadata,
-            wait_for_ready,
-            {"credentials": credentials, "compression": compression},
-            streaming=streaming,
-        )
+        inv = self._inv(kind, request, metadata, credentials, wait_for_ready, compression)
+        return self._ch._start_retrying(inv, timeout, streaming=streaming)
 
     def _single(
         self,
@@ -824,18 +761,8 @@ class _Method:
         attr: str | None = None,
     ) -> Any:
         """A call object making one attempt (bidi streams, client-stream futures)."""
-        return self._ch._start_streaming(
-            kind,
-            self._method,
-            self._ser,
-            self._deser,
-            request,
-            timeout,
-            metadata,
-            wait_for_ready,
-            {"credentials": credentials, "compression": compression},
-            attr=attr,
-        )
+        inv = self._inv(kind, request, metadata, credentials, wait_for_ready, compression)
+        return self._ch._start_streaming(inv, timeout, attr=attr)
 
 
 class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]

@@ -26,7 +26,7 @@ from proxyless.resilience.outcome import RESET, SUCCESS, Outcome
 from proxyless.runtime.call import Attempt, Call
 
 if TYPE_CHECKING:
-    from proxyless.interceptors.grpc_channel import XdsChannel
+    from proxyless.interceptors.grpc_channel import Invocation, XdsChannel
 
 __all__ = ["RetryingCall"]
 
@@ -34,30 +34,10 @@ __all__ = ["RetryingCall"]
 class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
     """See the module docstring."""
 
-    def __init__(
-        self,
-        ch: XdsChannel,
-        call: Call,
-        kind: str,
-        method: str,
-        ser: Any,
-        deser: Any,
-        request: Any,
-        metadata: Any,
-        wait_for_ready: bool | None,
-        kwargs: dict[str, Any],
-        streaming: bool,
-    ) -> None:
+    def __init__(self, ch: XdsChannel, call: Call, inv: Invocation, streaming: bool) -> None:
         self._ch = ch
         self._call = call
-        self._kind = kind
-        self._method = method
-        self._ser = ser
-        self._deser = deser
-        self._request = request
-        self._metadata = metadata
-        self._wait_for_ready = wait_for_ready
-        self._kwargs = kwargs
+        self._inv = inv
         self._streaming = streaming
         self._cond = threading.Condition()
         self._inner: Any = None
@@ -77,14 +57,8 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
             self._finish(self._ch._fail(exc))
             return
         try:
-            mc = attempt.conn.callable(self._kind, self._method, self._ser, self._deser)
-            fn = mc if self._streaming else mc.future
-            inner = fn(
-                self._request,
-                timeout=attempt.timeout,
-                metadata=self._metadata,
-                wait_for_ready=self._wait_for_ready,
-                **self._kwargs,
+            inner = self._inv.start(
+                attempt.conn, attempt.timeout, attr=None if self._streaming else "future"
             )
         except BaseException as exc:
             self._ch._pool.call_ended(attempt.conn)
@@ -268,7 +242,7 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         state = "done" if self._finished else "active"
-        return f"<proxyless RetryingCall {self._method} {state}>"
+        return f"<proxyless RetryingCall {self._inv.method} {state}>"
 
 
 def _cancelled_error() -> grpc.RpcError:
