@@ -967,6 +967,49 @@ class _Core:
             pl = limit if pl is None or limit < pl else pl
         return {"connect": c, "read": rd, "write": w, "pool": pl}
 
+    def fault_delay(self, r: _Routed) -> tuple[float, Exception | None]:
+        """The fault filter's delay (Envoy HTTP fault filter): seconds to wait,
+        then the error to end the request with when the delay outlasts the
+        request's timeout."""
+        delay = r.call.fault.delay
+        if delay is None:
+            return 0.0, None
+        remaining = r.call.remaining()
+        if remaining is not None and remaining < delay:
+            why = f"{r.why_timeout} expired during an injected delay of {delay:g}s"
+            return max(0.0, remaining), timeout_error(r.request, why, None)
+        return delay, None
+
+    def settle(
+        self,
+        r: _Routed,
+        attempt: Attempt,
+        entry: PoolEntry,
+        result: httpx.Response | httpx.TransportError,
+        is_async: bool,
+    ) -> tuple[float | None, httpx.Response | None]:
+        """Record an attempt's result and decide: ``(None, response)`` to hand
+        the response to the caller; ``(delay, failed)`` to retry after
+        ``delay`` seconds, once the caller has drained the failed response
+        (if any) and released ``entry`` for it. Raises the request's error
+        when there is no retry."""
+        call = r.call
+        if isinstance(result, httpx.TransportError):
+            self.pools.release_entry(entry)
+            outcome, ours = self.error_outcome(r, attempt, result)
+            delay = call.attempt_done(attempt, outcome)
+            if delay is None or not self.allows_retry(r):
+                raise self.failure(r, attempt, result, ours) from result
+            return delay, None
+        outcome = self.response_outcome(r, result)
+        if outcome.kind != "success":
+            delay = call.attempt_done(attempt, outcome)
+            if delay is not None and self.allows_retry(r):
+                return delay, result
+        else:
+            call.attempt_done(attempt, outcome)
+        return None, self.finish_response(r, entry, result, is_async)
+
     def response_outcome(self, r: _Routed, response: httpx.Response) -> Outcome:
         status = response.status_code
         policy = r.call.retry_policy
@@ -1221,17 +1264,11 @@ class Transport(httpx.BaseTransport):
         path already made."""
         call = r.call
         if first is None and call.fault is not NO_FAULT:
-            delay = call.fault.delay
-            if delay is not None:
-                remaining = call.remaining()
-                if remaining is not None and remaining < delay:
-                    time.sleep(max(0.0, remaining))
-                    raise timeout_error(
-                        r.request,
-                        f"{r.why_timeout} expired during an injected delay of {delay:g}s",
-                        None,
-                    )
-                time.sleep(delay)
+            pause, err = core.fault_delay(r)
+            if pause:
+                time.sleep(pause)
+            if err is not None:
+                raise err
             local = core.fault_response(r)
             if local is not None:
                 call.end()
@@ -1252,28 +1289,15 @@ class Transport(httpx.BaseTransport):
                     core.pools.release_entry(entry)
                     attempt.endpoint.active_requests -= 1
                     raise
-            if isinstance(result, httpx.TransportError):
+            delay, response = core.settle(r, attempt, entry, result, False)
+            if delay is None:
+                assert response is not None
+                return response
+            if response is not None:  # a failed response: read it to keep its connection
+                _drain(response)
                 core.pools.release_entry(entry)
-                outcome, ours = core.error_outcome(r, attempt, result)
-                delay = call.attempt_done(attempt, outcome)
-                if delay is None or not core.allows_retry(r):
-                    raise core.failure(r, attempt, result, ours) from result
-                if delay > 0:
-                    time.sleep(delay)
-                continue
-            response = result
-            outcome = core.response_outcome(r, response)
-            if outcome.kind != "success":
-                delay = call.attempt_done(attempt, outcome)
-                if delay is not None and core.allows_retry(r):
-                    _drain(response)
-                    core.pools.release_entry(entry)
-                    if delay > 0:
-                        time.sleep(delay)
-                    continue
-            else:
-                call.attempt_done(attempt, outcome)
-            return core.finish_response(r, entry, response, False)
+            if delay > 0:
+                time.sleep(delay)
 
     def _mirror(self, core: _Core, r: _Routed) -> None:
         for endpoint, cluster in core.mirror_targets(r):
@@ -1443,17 +1467,11 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         path already made."""
         call = r.call
         if first is None and call.fault is not NO_FAULT:
-            delay = call.fault.delay
-            if delay is not None:
-                remaining = call.remaining()
-                if remaining is not None and remaining < delay:
-                    await asyncio.sleep(max(0.0, remaining))
-                    raise timeout_error(
-                        r.request,
-                        f"{r.why_timeout} expired during an injected delay of {delay:g}s",
-                        None,
-                    )
-                await asyncio.sleep(delay)
+            pause, err = core.fault_delay(r)
+            if pause:
+                await asyncio.sleep(pause)
+            if err is not None:
+                raise err
             local = core.fault_response(r)
             if local is not None:
                 call.end()
@@ -1474,28 +1492,15 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                     core.pools.release_entry(entry)
                     attempt.endpoint.active_requests -= 1
                     raise
-            if isinstance(result, httpx.TransportError):
+            delay, response = core.settle(r, attempt, entry, result, True)
+            if delay is None:
+                assert response is not None
+                return response
+            if response is not None:  # a failed response: read it to keep its connection
+                await _adrain(response)
                 core.pools.release_entry(entry)
-                outcome, ours = core.error_outcome(r, attempt, result)
-                delay = call.attempt_done(attempt, outcome)
-                if delay is None or not core.allows_retry(r):
-                    raise core.failure(r, attempt, result, ours) from result
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                continue
-            response = result
-            outcome = core.response_outcome(r, response)
-            if outcome.kind != "success":
-                delay = call.attempt_done(attempt, outcome)
-                if delay is not None and core.allows_retry(r):
-                    await _adrain(response)
-                    core.pools.release_entry(entry)
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    continue
-            else:
-                call.attempt_done(attempt, outcome)
-            return core.finish_response(r, entry, response, True)
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     def _mirror(self, core: _Core, r: _Routed) -> None:
         for endpoint, cluster in core.mirror_targets(r):
