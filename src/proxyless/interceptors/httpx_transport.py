@@ -295,12 +295,16 @@ class _TimeoutSource(typing.Protocol):
     def why_timeout(self) -> str: ...
 
 
-class _SyncBody(httpx.SyncByteStream):
+class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body (sync or async, as the transport reads it) that
+    enforces the request's deadline between chunks and calls ``done`` once
+    when closed, giving back what the request holds."""
+
     __slots__ = ("_deadline", "_done", "_inner", "_request", "_source")
 
     def __init__(
         self,
-        inner: httpx.SyncByteStream,
+        inner: Any,
         done: Callable[[], None],
         deadline: float | None,
         request: httpx.Request,
@@ -312,12 +316,23 @@ class _SyncBody(httpx.SyncByteStream):
         self._request = request
         self._source = source
 
+    def _expired(self) -> httpx.TimeoutException:
+        return timeout_error(self._request, f"{self._source.why_timeout} expired", None)
+
     def __iter__(self) -> Iterator[bytes]:
         deadline = self._deadline
         for chunk in self._inner:
             if deadline is not None and time.monotonic() > deadline:
                 self.close()
-                raise timeout_error(self._request, f"{self._source.why_timeout} expired", None)
+                raise self._expired()
+            yield chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        deadline = self._deadline
+        async for chunk in self._inner:
+            if deadline is not None and time.monotonic() > deadline:
+                await self.aclose()
+                raise self._expired()
             yield chunk
 
     def close(self) -> None:
@@ -325,32 +340,6 @@ class _SyncBody(httpx.SyncByteStream):
             self._inner.close()
         finally:
             self._done()
-
-
-class _AsyncBody(httpx.AsyncByteStream):
-    __slots__ = ("_deadline", "_done", "_inner", "_request", "_source")
-
-    def __init__(
-        self,
-        inner: httpx.AsyncByteStream,
-        done: Callable[[], None],
-        deadline: float | None,
-        request: httpx.Request,
-        source: _TimeoutSource,
-    ) -> None:
-        self._inner = inner
-        self._done = done
-        self._deadline = deadline
-        self._request = request
-        self._source = source
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        deadline = self._deadline
-        async for chunk in self._inner:
-            if deadline is not None and time.monotonic() > deadline:
-                await self.aclose()
-                raise timeout_error(self._request, f"{self._source.why_timeout} expired", None)
-            yield chunk
 
     async def aclose(self) -> None:
         try:
@@ -365,17 +354,9 @@ def _wrap_body(
     deadline: float | None,
     request: httpx.Request,
     source: _TimeoutSource,
-    is_async: bool,
 ) -> httpx.Response:
     """Make ``response``'s body release ``done`` when closed and honour ``deadline``."""
-    if is_async:
-        response.stream = _AsyncBody(
-            typing.cast(httpx.AsyncByteStream, response.stream), done, deadline, request, source
-        )
-    else:
-        response.stream = _SyncBody(
-            typing.cast(httpx.SyncByteStream, response.stream), done, deadline, request, source
-        )
+    response.stream = _Body(response.stream, done, deadline, request, source)
     return response
 
 
@@ -830,7 +811,6 @@ class _Core:
         f: _Fast,
         request: httpx.Request,
         result: httpx.Response | httpx.TransportError,
-        is_async: bool,
     ) -> httpx.Response | tuple[_Routed, _First]:
         """After the first attempt: the response when it plainly succeeded,
         else the routed request and that attempt for the general path."""
@@ -844,7 +824,7 @@ class _Core:
         lane.core.succeeded(f.attempt.endpoint)
         f.pools = self.pools
         f.held = True
-        return _wrap_body(result, f, f.attempt.call_deadline, request, f, is_async)
+        return _wrap_body(result, f, f.attempt.call_deadline, request, f)
 
     def fast_abort(self, f: _Fast) -> None:
         """The first attempt ended in something other than an httpx error."""
@@ -986,7 +966,6 @@ class _Core:
         attempt: Attempt,
         entry: PoolEntry,
         result: httpx.Response | httpx.TransportError,
-        is_async: bool,
     ) -> tuple[float | None, httpx.Response | None]:
         """Record an attempt's result and decide: ``(None, response)`` to hand
         the response to the caller; ``(delay, failed)`` to retry after
@@ -1008,7 +987,7 @@ class _Core:
                 return delay, result
         else:
             call.attempt_done(attempt, outcome)
-        return None, self.finish_response(r, entry, result, is_async)
+        return None, self.finish_response(r, entry, result)
 
     def response_outcome(self, r: _Routed, response: httpx.Response) -> Outcome:
         status = response.status_code
@@ -1085,7 +1064,6 @@ class _Core:
         r: _Routed,
         entry: PoolEntry,
         response: httpx.Response,
-        is_async: bool,
     ) -> httpx.Response:
         plan = r.plan
         if plan.response_levels:
@@ -1097,7 +1075,7 @@ class _Core:
                 [(k.encode("latin-1"), v.encode("latin-1")) for k, v in hl]
             )
         done = _Finisher(self.pools, entry, r.call.end)
-        return _wrap_body(response, done, r.call.deadline, r.request, r, is_async)
+        return _wrap_body(response, done, r.call.deadline, r.request, r)
 
     # -- mirrors -----------------------------------------------------------------------------
     def mirror_targets(self, r: _Routed) -> list[tuple[EndpointState, ClusterRuntime]]:
@@ -1233,7 +1211,7 @@ class Transport(httpx.BaseTransport):
             except BaseException:
                 core.fast_abort(fast)
                 raise
-            done = core.fast_done(fast, request, result, False)
+            done = core.fast_done(fast, request, result)
             if isinstance(done, httpx.Response):
                 return done
             routed, first = done
@@ -1289,7 +1267,7 @@ class Transport(httpx.BaseTransport):
                     core.pools.release_entry(entry)
                     attempt.endpoint.active_requests -= 1
                     raise
-            delay, response = core.settle(r, attempt, entry, result, False)
+            delay, response = core.settle(r, attempt, entry, result)
             if delay is None:
                 assert response is not None
                 return response
@@ -1433,7 +1411,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             except BaseException:
                 core.fast_abort(fast)
                 raise
-            done = core.fast_done(fast, request, result, True)
+            done = core.fast_done(fast, request, result)
             if isinstance(done, httpx.Response):
                 return done
             routed, first = done
@@ -1492,7 +1470,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                     core.pools.release_entry(entry)
                     attempt.endpoint.active_requests -= 1
                     raise
-            delay, response = core.settle(r, attempt, entry, result, True)
+            delay, response = core.settle(r, attempt, entry, result)
             if delay is None:
                 assert response is not None
                 return response
