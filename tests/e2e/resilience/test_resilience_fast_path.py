@@ -229,3 +229,42 @@ def test_aio_fast_path_retries_ejects_and_gives_slots_back(
     assert ejected == {a.address: False, bad.address: True}
     assert runtime(mesh).breakers.default.requests == 0
     assert all(es.active_requests == 0 for es in runtime(mesh).endpoints())
+
+
+def test_aio_fast_call_cancelled_at_once_gives_its_slots_back(
+    service: Service, backends: Backends, mesh: Mesh
+) -> None:
+    (a,) = backends("a")
+    service.publish([a])
+
+    async def main() -> None:
+        async with proxyless.grpc.aio.channel(TARGET, mesh=mesh) as ch:
+            echo = ch.unary_unary(ECHO_METHOD)
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                try:
+                    await echo(b"warm", timeout=5)
+                    break
+                except grpc.aio.AioRpcError:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.01)
+            for _ in range(3):
+                await echo(b"warm", timeout=5)
+            assert ch._sync._lanes.get(ECHO_METHOD) is not None, "no fast path"
+            a.delay = 0.3
+            calls = [echo(b"x", timeout=5) for _ in range(5)]
+            assert runtime(mesh).breakers.default.requests == 5  # started on the lane
+            for c in calls:
+                c.cancel()
+            for c in calls:
+                with pytest.raises(asyncio.CancelledError):
+                    await c
+            await asyncio.sleep(0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        a.delay = 0.0
+    assert runtime(mesh).breakers.default.requests == 0
+    assert all(es.active_requests == 0 for es in runtime(mesh).endpoints())
