@@ -289,14 +289,19 @@ def eds_update(
     runtime.state(60.0)
     first_load_ms = (time.perf_counter_ns() - t_load) / 1e6
     arrived = threading.Event()
-    expect: dict[str, Any] = {"port": bases[0], "at": 0}
+    expect: dict[str, Any] = {"port": bases[0], "last": bases[0] + n - 1, "at": 0}
 
     def on_snapshot(snap: Any) -> None:
         cc = snap.clusters.get("big")
         if cc is None or cc.endpoints is None:
             return
         eps = cc.endpoints.priorities[0][0].endpoints
-        if eps and eps[0].port == expect["port"] and len(eps) == n:
+        if (
+            eps
+            and eps[0].port == expect["port"]
+            and eps[-1].port == expect["last"]
+            and len(eps) == n
+        ):
             rt = mesh.clusters.get("big")
             if rt is not None and len(rt.endpoints()) == n:
                 expect["at"] = time.perf_counter_ns()
@@ -304,12 +309,16 @@ def eds_update(
 
     mesh.config(BIG).add_listener(on_snapshot)
 
-    def apply(k: int) -> tuple[int, int, int]:
-        """Serve version ``k``; (sent at, server returned at, visible at) in ns."""
+    def apply(k: int, cla: Any = None, last: int | None = None) -> tuple[int, int, int]:
+        """Serve version ``k`` (or ``cla``, whose last endpoint's port is
+        ``last``); (sent at, server returned at, visible at) in ns."""
         arrived.clear()
         expect["port"] = bases[k % 4]
+        expect["last"] = bases[k % 4] + n - 1 if last is None else last
         t0 = time.perf_counter_ns()
-        ads.set_resources(ENDPOINT_URL, {"svc": svc_cla, "big": versions[k]})
+        ads.set_resources(
+            ENDPOINT_URL, {"svc": svc_cla, "big": versions[k] if cla is None else cla}
+        )
         t_sent = time.perf_counter_ns()
         if not arrived.wait(60.0):
             raise RuntimeError(f"EDS update {k} of {n} endpoints not applied within 60 s")
@@ -350,6 +359,23 @@ def eds_update(
                 "call_errors": rec.errors,
             }
         )
+    # The common push: the same assignment with one endpoint changed (a pod
+    # replaced), back and forth, nothing else running.
+    k_last = idle + opts.eds_updates
+    changed = type(versions[k_last])()
+    changed.CopyFrom(versions[k_last])
+    moved_port = bases[k_last % 4] + n + 7
+    last_sock = changed.endpoints[0].lb_endpoints[n - 1].endpoint.address.socket_address
+    last_sock.port_value = moved_port
+    one_ms = []
+    for r in range(4):
+        gc.collect()
+        if r % 2 == 0:
+            t0, _, t1 = apply(k_last, changed, moved_port)
+        else:
+            t0, _, t1 = apply(k_last)
+        one_ms.append(round((t1 - t0) / 1e6, 2))
+        time.sleep(0.1)
     # Where the time goes, measured on this thread: decode (parse + validate) of the
     # ClusterLoadAssignment, then the cluster registry applying it.
     pools = 2 if opts.aio else 1  # the sync and the aio endpoint pools follow the registry
@@ -359,6 +385,8 @@ def eds_update(
         "first_load_ms": round(first_load_ms, 1),
         "idle_applied_ms": idle_ms,
         "idle_applied_ms_median": round(c.median(idle_ms), 2) if idle_ms else None,
+        "one_changed_applied_ms": one_ms,
+        "one_changed_applied_ms_median": round(c.median(one_ms), 2),
         "updates": updates,
         "applied_ms_median": round(c.median(u["applied_ms"] for u in updates), 2),
         "applied_ms_max": max(u["applied_ms"] for u in updates),
@@ -813,7 +841,8 @@ def format_report(results: dict[str, Any]) -> str:
             f"median without calls, {e['applied_ms_median']} ms median while calls flow "
             f"(max {e['applied_ms_max']} ms, {len(e['updates'])} updates; first load "
             f"{e['first_load_ms']} ms); parse {e['parse_ms']} ms, apply {e['apply_update_ms']} ms "
-            f"({e['bytes'] // 1024} KiB)"
+            f"({e['bytes'] // 1024} KiB); with one endpoint changed: "
+            f"{e['one_changed_applied_ms_median']} ms median"
         )
         quiet_max = max((u["quiet_max_us"] or 0) for u in e["updates"])
         quiet_p99 = c.median(u["quiet_p99_us"] or 0 for u in e["updates"])

@@ -332,3 +332,31 @@ def test_endpoint_metadata_is_listed_once_per_locality() -> None:
         "10.0.0.2",
         "10.0.0.3",
     ]
+
+
+def _big(first_port: int, n: int = 300, odd: Any = None) -> endpoint_pb2.ClusterLoadAssignment:
+    eps = [b.lb_endpoint("10.1.0.1", port=first_port + i) for i in range(n)]
+    if odd is not None:
+        eps[7] = odd
+    return b.assignment(localities=[b.locality(endpoints=eps)])
+
+
+def test_big_assignment_reuses_unchanged_endpoints() -> None:
+    first = _decode(_big(1000))
+    again = _decode(_big(1000))
+    one_moved = _big(1000)
+    one_moved.endpoints[0].lb_endpoints[3].endpoint.address.socket_address.port_value = 9
+    moved = _decode(one_moved)
+    old, new = first.priorities[0][0].endpoints, moved.priorities[0][0].endpoints
+    assert again == first
+    assert all(a is b for a, b in zip(old, again.priorities[0][0].endpoints, strict=True))
+    assert new[3].port == 9 and new[3] is not old[3]
+    assert all(new[i] is old[i] for i in range(len(old)) if i != 3)
+
+
+def test_big_assignment_still_reports_unusual_endpoints_every_time() -> None:
+    odd = b.lb_endpoint("10.1.0.1", port=1)
+    odd.endpoint.health_check_config.port_value = 9
+    for _ in range(2):
+        cla = _decode(_big(2000, odd=odd))
+        assert cla.ignored_fields == ("endpoints[0].lb_endpoints[7].endpoint.health_check_config",)

@@ -80,6 +80,12 @@ def parse_cluster_load_assignment(msg: Any) -> ClusterLoadAssignment:
 
 
 _YIELD_EVERY = 256
+#: Assignments with at least this many endpoints remember them by their
+#: serialized ``LbEndpoint``, per cluster (see :func:`cluster_load_assignment`).
+_MEMO_MIN = 256
+#: Clusters whose endpoints are remembered, at most (forgotten all at once).
+_MEMO_CLUSTERS = 1024
+_last_endpoints: dict[str, dict[bytes, Endpoint]] = {}
 _SOCKET_FIELDS = frozenset(("protocol", "address", "port_value", "named_port", "ipv4_compat"))
 _LB_ENDPOINT_FIELDS = frozenset(
     ("endpoint", "endpoint_name", "health_status", "load_balancing_weight")
@@ -135,6 +141,15 @@ def cluster_load_assignment(
     unhandled(ctx, msg, path, ("cluster_name", "endpoints", "policy"))
     if not msg.cluster_name and not inline:
         ctx.error(join(path, "cluster_name"), "must not be empty")
+    # A control plane resends the whole assignment when one endpoint changes
+    # (istiod does): in a big one, endpoints whose serialized LbEndpoint is
+    # the same as in this cluster's last assignment are taken as they were.
+    memo: dict[bytes, Endpoint] | None = None
+    last: dict[bytes, Endpoint] = {}
+    if not inline and msg.cluster_name:
+        if sum(len(lle.lb_endpoints) for lle in msg.endpoints) >= _MEMO_MIN:
+            memo = {}
+            last = _last_endpoints.get(msg.cluster_name, last)
     by_priority: dict[int, list[LocalityEndpoints]] = {}
     weight_sums: dict[int, int] = {}
     seen_localities: dict[tuple[int, Locality], int] = {}
@@ -187,7 +202,13 @@ def cluster_load_assignment(
                 # threads have the interpreter now and then (GIL) instead of
                 # stalling them for the whole decode.
                 time.sleep(0)
-            endpoint = _plain_lb_endpoint(lb)
+            if memo is not None:
+                raw = lb.SerializeToString()
+                endpoint = last.get(raw) or _plain_lb_endpoint(lb)
+                if endpoint is not None:
+                    memo[raw] = endpoint
+            else:
+                endpoint = _plain_lb_endpoint(lb)
             if endpoint is None:
                 endpoint = _lb_endpoint(ctx, f"{lb_path}[{j}]", lb)
                 if endpoint is None:
@@ -250,6 +271,10 @@ def cluster_load_assignment(
         stale_after = opt_duration(ctx, policy, "endpoint_stale_after", ppath, positive=True)
     if ctx.errors:
         return None
+    if memo is not None:
+        if len(_last_endpoints) >= _MEMO_CLUSTERS and msg.cluster_name not in _last_endpoints:
+            _last_endpoints.clear()
+        _last_endpoints[msg.cluster_name] = memo
     return ClusterLoadAssignment(
         cluster_name=msg.cluster_name,
         priorities=tuple(tuple(by_priority[p]) for p in sorted(by_priority)),
