@@ -34,6 +34,11 @@ not stop a retry; ``retriable_request_headers`` (e.g. a ``:method``
 matcher) restricts retries to the requests it matches.
 
 Failures become httpx exceptions (:mod:`proxyless.interceptors.httpx_errors`).
+
+Requests whose route depends only on the URL and the ``Host`` header, and
+asks nothing of the request but an endpoint, take a fast path (see
+:class:`_Lane`): no routing, no :class:`~proxyless.runtime.call.Call`
+unless the first attempt fails; documented in ``docs/httpx.md``.
 """
 
 from __future__ import annotations

@@ -20,6 +20,14 @@ Transports (the gRPC channels, the httpx transports) run the attempts and
 classify their results into :class:`~proxyless.resilience.outcome.Outcome`;
 they share everything else here. Sleeping between attempts is theirs too
 (``time.sleep`` or ``await asyncio.sleep``).
+
+The fast path: a :class:`Lane` is a route that requests can take again
+without routing while the snapshot is current. A request on a lane does
+steps 2 and 3 with :meth:`Lane.begin` (no fault filter, no drops, no hash:
+the lane rules them out) and makes its first attempt without a
+:class:`Call`; only when that attempt does not plainly succeed does the
+transport make one (:meth:`Lane.resume`) and continue at step 4, so every
+policy behaves as on the general path.
 """
 
 from __future__ import annotations
