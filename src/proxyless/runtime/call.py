@@ -141,7 +141,7 @@ class Lane:
             or call.hedge.enabled
         ):
             return None
-        snap = rt._state
+        snap = rt.current
         if snap is None or snap is not state:
             return None
         plan = rt.plan(snap[0], call.route, is_grpc)
@@ -337,11 +337,10 @@ class Call:
         pool_get: Callable[[EndpointState], Any],
         caller_timeout: float | None = None,
     ) -> Call:
-        """The call of a request a transport routed and attempted once on its
-        own (its fast path: a :func:`~proxyless.runtime.target.path_determined`
-        route with no hash policy, fault filter or drops), holding the
-        breaker slot of ``plan``. Used when that first attempt did not simply
-        succeed, to carry on with retries and error reporting from here."""
+        """The call of a request that made its first attempt on a
+        :class:`Lane` of ``plan``'s route, holding its breaker slot: made when
+        that attempt did not plainly succeed, to carry on with retries and
+        error reporting from there (see :meth:`Lane.resume`)."""
         self = cls.__new__(cls)
         self._rt = rt
         self._rng = rt.rng

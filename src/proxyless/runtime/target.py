@@ -83,10 +83,12 @@ def path_determined(result: RouteResult) -> bool:
     if value:
         for r in vhost.routes:
             m = r.match
-            if m.headers or m.query_parameters or m.grpc:
-                value = False
-                break
-            if m.runtime_fraction_per_million is not None:
+            if (
+                m.headers
+                or m.query_parameters
+                or m.grpc
+                or m.runtime_fraction_per_million is not None
+            ):
                 value = False
                 break
             if r is route:
