@@ -82,8 +82,92 @@ class _AioCall:
         self._stream_call: Call | None = None
         self._inv = inv
         self._reader: AsyncIterator[Any] | None = None
+        #: a unary call started on its method's lane (see _start_fast), and
+        #: whether an ``await`` of this object is driving it
+        self._fast_started = False
+        self._fast = self._start_fast(inv, timeout) if kind == "unary_unary" else None
+        self._inline = False
+        self._outcome: tuple[Any, BaseException | None] | None = None
+        if self._fast is not None:
+            # No task of our own unless needed: the caller's ``await`` drives
+            # the call (__await__); if the call ends before anyone awaits it,
+            # or a method needs it to run, a task takes over (_task).
+            self._task_obj: asyncio.Future[Any] | None = None
+            self._fast[3].add_done_callback(self._fast_inner_done)
+            return
         coro = self._run_unary if self._unary else self._start
-        self._task: asyncio.Future[Any] = asyncio.ensure_future(coro(inv, timeout))
+        self._task_obj = asyncio.ensure_future(coro(inv, timeout))
+
+    @property
+    def _task(self) -> asyncio.Future[Any]:
+        """What the call's result comes from: the task running it, or for a
+        call on the fast path a task made now (nobody drives it yet) or a
+        future the driving ``await`` resolves."""
+        task = self._task_obj
+        if task is None:
+            fast = self._fast
+            assert fast is not None
+            if self._outcome is not None:
+                task = asyncio.get_running_loop().create_future()
+                result, exc = self._outcome
+                if exc is not None:
+                    task.set_exception(exc)
+                else:
+                    task.set_result(result)
+            elif self._inline:
+                task = asyncio.get_running_loop().create_future()
+            else:
+                self._inline = True  # the task drives it now
+                task = asyncio.ensure_future(self._run_fast(*fast, self._inv))
+                task.add_done_callback(self._fast_never_ran)
+            self._task_obj = task
+        return task
+
+    def _fast_inner_done(self, _inner: Any) -> None:
+        """The fast path's endpoint call ended: if nobody is driving this
+        call yet, a task must record the outcome (and retry)."""
+        if not self._inline and self._task_obj is None:
+            _ = self._task
+
+    def _fast_never_ran(self, task: asyncio.Future[Any]) -> None:
+        """A task driving a fast call was cancelled before it started: give
+        back what the endpoint call holds."""
+        fast, self._fast = self._fast, None
+        if fast is not None and task.cancelled() and not self._fast_started:
+            lane, first, pooled, _inner = fast
+            self._ch._sync._pool.call_ended(pooled)
+            lane.abandon(first)
+
+    def _start_fast(
+        self, inv: Invocation, timeout: float | None
+    ) -> tuple[Lane, FirstAttempt, PooledChannel, Any] | None:
+        """Start a unary call without metadata on its method's lane, now
+        (see ``XdsChannel._run_fast``); None leaves it to :meth:`_run_unary`,
+        which also reports every error."""
+        sync = self._ch._sync
+        lane = sync._lanes.get(inv.method)
+        if inv.metadata or lane is None or lane.state is not sync._runtime._state or sync._closed:
+            return None
+        try:
+            first = lane.begin(sync._rng, timeout)
+        except ProxylessError:
+            return None
+        if first is None:
+            return None
+        try:
+            sync._loop = asyncio.get_running_loop()
+            pooled = sync._acquire(first.endpoint)
+        except BaseException:
+            lane.abandon(first)
+            return None
+        first.conn = pooled
+        try:
+            inner = self._inner = inv.start(pooled, first.timeout)
+        except BaseException:
+            sync._pool.call_ended(pooled)
+            lane.abandon(first)
+            return None
+        return lane, first, pooled, inner
 
     async def _route(
         self, method: str, metadata: Any, timeout: float | None, wait_for_ready: bool | None
@@ -123,15 +207,6 @@ class _AioCall:
         sync = self._ch._sync
         method = inv.method
         plain = not inv.metadata and inv.kind == "unary_unary"
-        if plain:
-            lane = sync._lanes.get(method)
-            if lane is not None and lane.state is sync._runtime._state and not sync._closed:
-                try:
-                    first = lane.begin(sync._rng, timeout)
-                except ProxylessError as exc:
-                    raise _aio_error(exc, sync.target) from None
-                if first is not None:
-                    return await self._run_fast(lane, first, inv)
         state = sync._runtime._state
         call = await self._route(method, inv.metadata, timeout, inv.wait_for_ready)
         if plain:
@@ -145,19 +220,15 @@ class _AioCall:
         finally:
             call.end()
 
-    async def _run_fast(self, lane: Lane, first: FirstAttempt, inv: Invocation) -> Any:
-        """The first attempt of a call on ``lane`` (see ``XdsChannel._run_fast``)."""
+    async def _run_fast(
+        self, lane: Lane, first: FirstAttempt, pooled: PooledChannel, inner: Any, inv: Invocation
+    ) -> Any:
+        """The rest of a call started on ``lane`` (:meth:`_start_fast`): its
+        outcome, and the general path's retries should it fail."""
+        self._fast_started = True
         sync = self._ch._sync
-        sync._loop = asyncio.get_running_loop()
         endpoint = first.endpoint
         try:
-            pooled = sync._acquire(endpoint)
-        except BaseException:
-            lane.abandon(first)
-            raise
-        first.conn = pooled
-        try:
-            inner = self._inner = inv.start(pooled, first.timeout)
             result = await inner
         except grpc.RpcError as err:
             sync._pool.call_ended(pooled)
@@ -386,6 +457,27 @@ class _AioCall:
 
     # -- awaiting and iterating ---------------------------------------------------------
     def __await__(self) -> Generator[Any, None, Any]:
+        fast = self._fast
+        if fast is not None and self._task_obj is None and not self._inline:
+            # The fast path, driven right here: no task, no extra loop turns.
+            self._inline = True
+            try:
+                result = yield from self._run_fast(*fast, self._inv).__await__()
+            except BaseException as exc:
+                self._outcome = (None, exc)
+                waiter = self._task_obj
+                if waiter is not None and not waiter.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        waiter.cancel()
+                    else:
+                        waiter.set_exception(exc)
+                        waiter.exception()  # retrieved: whoever waits sees it
+                raise
+            self._outcome = (result, None)
+            waiter = self._task_obj
+            if waiter is not None and not waiter.done():
+                waiter.set_result(result)
+            return result
         if self._unary:
             return (yield from self._task.__await__())
         inner = yield from self._task.__await__()

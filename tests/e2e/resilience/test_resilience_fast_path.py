@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -272,3 +273,91 @@ def test_aio_fast_calls_cancelled_give_their_slots_back(
         a.delay = 0.0
     assert runtime(mesh).breakers.default.requests == 0
     assert all(es.active_requests == 0 for es in runtime(mesh).endpoints())
+
+
+async def _warm_aio(ch: Any, echo: Any) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        try:
+            await echo(b"warm", timeout=5)
+            break
+        except grpc.aio.AioRpcError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.01)
+    for _ in range(3):
+        await echo(b"warm", timeout=5)
+    assert ch._sync._lanes.get(ECHO_METHOD) is not None, "no fast path"
+
+
+async def _until(cond: Callable[[], bool], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def test_aio_fast_call_objects_behave_like_grpc_aio_calls(
+    service: Service, backends: Backends, mesh: Mesh
+) -> None:
+    (a,) = backends("a")
+    service.publish([a], retry_policy=retry_policy("unavailable", 2))
+    breaker = lambda: runtime(mesh).breakers.default.requests  # noqa: E731
+
+    async def main() -> None:
+        async with proxyless.grpc.aio.channel(TARGET, mesh=mesh) as ch:
+            echo = ch.unary_unary(ECHO_METHOD)
+            await _warm_aio(ch, echo)
+            reset_counts([a])
+
+            # awaited only after it ended: the outcome was recorded meanwhile
+            late = echo(b"late", timeout=5)
+            await _until(lambda: breaker() == 0 and a.calls == 1, "the late call to end")
+            assert late.done()
+            assert backend_of(await late) == "a"
+            assert backend_of(await late) == "a"  # awaiting again gives the same answer
+            assert await late.code() is grpc.StatusCode.OK
+
+            # never awaited: still sent, and its slots come back
+            echo(b"fire-and-forget", timeout=5)
+            await _until(lambda: breaker() == 0 and a.calls == 2, "the unawaited call")
+
+            # a failure nobody awaits yet is retried all the same
+            a.fail_next(1, grpc.StatusCode.UNAVAILABLE)
+            retried = echo(b"retried", timeout=5)
+            await _until(lambda: a.calls == 4 and breaker() == 0, "the retry")
+            assert backend_of(await retried) == "a"
+
+            # methods used while another coroutine awaits the call
+            a.delay = 0.2
+            watched = echo(b"watched", timeout=5)
+            waiting = asyncio.ensure_future(_awaited_in_task(watched))
+            await asyncio.sleep(0.05)  # the other task now drives the call
+            seen: list[Any] = []
+            watched.add_done_callback(seen.append)
+            assert not watched.done()
+            assert await watched.code() is grpc.StatusCode.OK
+            assert backend_of(await waiting) == "a"
+            await _until(lambda: seen == [watched], "the done callback")
+
+            # the same for a call that fails for good
+            a.fail_next(1, grpc.StatusCode.INTERNAL)
+            failing = echo(b"failing", timeout=5)
+            waiting = asyncio.ensure_future(_awaited_in_task(failing))
+            await asyncio.sleep(0.05)
+            assert await failing.code() is grpc.StatusCode.INTERNAL
+            with pytest.raises(grpc.aio.AioRpcError):
+                await waiting
+            a.delay = 0.0
+
+    try:
+        asyncio.run(main())
+    finally:
+        a.delay = 0.0
+    assert runtime(mesh).breakers.default.requests == 0
+    assert all(es.active_requests == 0 for es in runtime(mesh).endpoints())
+
+
+async def _awaited_in_task(call: Any) -> Any:
+    return await call
