@@ -261,6 +261,7 @@ class XdsChannel(grpc.Channel):
         #: the snapshot in which a method's route did not qualify for one
         self._lanes: dict[str, Lane] = {}
         self._no_lane: dict[str, object] = {}
+        self._lanes_state: object = None
         #: the pooled connection of each endpoint this channel has used
         self._conns: dict[EndpointState, PooledChannel] = {}
         self._closed = False
@@ -373,6 +374,12 @@ class XdsChannel(grpc.Channel):
         deterministic route (one cluster, no runtime fraction) is enough."""
         if self._no_lane.get(method) is state:
             return
+        if self._lanes_state is not state:
+            # A new snapshot: every lane is stale; drop them rather than keep
+            # old snapshots alive through methods that are not called again.
+            self._lanes.clear()
+            self._no_lane.clear()
+            self._lanes_state = state
         lane = Lane.for_call(self._runtime, state, call, is_grpc=True)
         if lane is None or not deterministic(call.route):
             if len(self._no_lane) >= _LANE_LIMIT:

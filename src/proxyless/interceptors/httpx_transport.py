@@ -590,6 +590,8 @@ class _Core:
         self.rng = self.mesh.rng
         self._clusters: dict[int, _ClusterInfo] = {}
         self.lanes: dict[tuple[str, str, int | None, bytes | None, bytes], _Lane] = {}
+        #: the snapshot each target's lanes belong to
+        self._lanes_state: dict[TargetRuntime, object] = {}
         self.closed = False
 
     # -- hosts ------------------------------------------------------------------------------
@@ -753,6 +755,12 @@ class _Core:
         if core is None:
             return
         lanes = self.lanes
+        if self._lanes_state.get(rt) is not state:
+            # A new snapshot of this target: its lanes are stale; drop them
+            # rather than keep old snapshots alive through unused paths.
+            for old in [k for k, lane in list(lanes.items()) if lane.rt is rt]:
+                lanes.pop(old, None)  # (another thread may be at it too)
+            self._lanes_state[rt] = state
         if len(lanes) >= _LANE_LIMIT:
             lanes.clear()
         scheme, host, _, _, raw_path = key

@@ -284,3 +284,19 @@ def test_async_warm_retry_timeout_and_ejection(
     assert runtime is not None
     assert {es.address: es.ejected for es in runtime.endpoints()}[bad.address] is True
     assert runtime.breakers.default.requests == 0
+
+
+def test_a_new_snapshot_drops_the_target_s_old_lanes(
+    service: Service, backends: Callable[..., list[HttpEcho]], client: httpx.Client
+) -> None:
+    a, b = backends("a", "b")
+    service.cluster("a", [a])
+    service.cluster("b", [b])
+    service.routes_for(SERVICE, [route(prefix="/", cluster="a")])
+    warm(client, "/one")
+    warm(client, "/two")
+    assert lanes(client) == 2
+    service.routes_for(SERVICE, [route(prefix="/", cluster="b")])
+    wait_until(lambda: reply(client.get(f"{URL}/one"))["backend"] == "b", what="the move to b")
+    assert reply(client.get(f"{URL}/one"))["backend"] == "b"
+    assert lanes(client) == 1  # /two's lane of the old snapshot is gone, not kept

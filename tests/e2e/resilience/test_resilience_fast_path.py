@@ -188,6 +188,8 @@ def test_metadata_and_config_changes_take_the_general_path(
     service.set_routes([route(prefix="/", cluster="b")])
     wait_until(lambda: backend_of(echo(b"x", timeout=5)) == "b", what="the move to b")
     assert {backend_of(echo(b"x", timeout=5)) for _ in range(5)} == {"b"}
+    current = chan._runtime.current
+    assert all(lane.state is current for lane in chan._lanes.values())
 
 
 def test_aio_fast_path_retries_ejects_and_gives_slots_back(
