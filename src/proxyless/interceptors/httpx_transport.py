@@ -1146,6 +1146,29 @@ class _Core:
         return self.pools.take_all()
 
 
+def _setup(
+    transport_cls: Any,
+    mesh: Mesh | None,
+    hosts: Iterable[str] | str | None,
+    fallback: Fallback,
+    retry_buffer_limit: int,
+    max_retry_after: float,
+    options: dict[str, Any],
+    passthrough: Any,
+) -> tuple[_Core, Any]:
+    """The core of a sync or async transport, and its pass-through transport
+    (the caller's, else one made like the endpoints' with the caller's
+    ``verify``/``cert``/``trust_env``/``limits``; ``transport_cls`` is
+    ``HTTPTransport`` or ``AsyncHTTPTransport``)."""
+
+    def factory(http2: bool) -> Any:
+        return transport_cls(http1=not http2, http2=http2, **options)
+
+    is_async = transport_cls is httpx.AsyncHTTPTransport
+    core = _Core(mesh, hosts, fallback, retry_buffer_limit, max_retry_after, is_async, factory)
+    return core, passthrough if passthrough is not None else transport_cls(**options)
+
+
 def _decide(core: _Core, request: httpx.Request, host: str, port: int | None) -> HostDecision:
     try:
         return core.table.decide(host, port, core.config_wait(request))
@@ -1184,21 +1207,16 @@ class Transport(httpx.BaseTransport):
         retry_buffer_limit: int = DEFAULT_RETRY_BUFFER_LIMIT,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
-        def factory(http2: bool) -> httpx.HTTPTransport:
-            return httpx.HTTPTransport(
-                verify=verify,
-                cert=cert,
-                trust_env=trust_env,
-                http1=not http2,
-                http2=http2,
-                limits=limits,
-            )
-
-        self._core = _Core(
-            mesh, hosts, fallback, retry_buffer_limit, max_retry_after, False, factory
-        )
-        self._passthrough = passthrough or httpx.HTTPTransport(
-            verify=verify, cert=cert, trust_env=trust_env, limits=limits
+        self._passthrough: httpx.BaseTransport
+        self._core, self._passthrough = _setup(
+            httpx.HTTPTransport,
+            mesh,
+            hosts,
+            fallback,
+            retry_buffer_limit,
+            max_retry_after,
+            {"verify": verify, "cert": cert, "trust_env": trust_env, "limits": limits},
+            passthrough,
         )
         self._mirror_pool: ThreadPoolExecutor | None = None
         self._mirror_pending = 0
@@ -1386,21 +1404,16 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         retry_buffer_limit: int = DEFAULT_RETRY_BUFFER_LIMIT,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
-        def factory(http2: bool) -> httpx.AsyncHTTPTransport:
-            return httpx.AsyncHTTPTransport(
-                verify=verify,
-                cert=cert,
-                trust_env=trust_env,
-                http1=not http2,
-                http2=http2,
-                limits=limits,
-            )
-
-        self._core = _Core(
-            mesh, hosts, fallback, retry_buffer_limit, max_retry_after, True, factory
-        )
-        self._passthrough = passthrough or httpx.AsyncHTTPTransport(
-            verify=verify, cert=cert, trust_env=trust_env, limits=limits
+        self._passthrough: httpx.AsyncBaseTransport
+        self._core, self._passthrough = _setup(
+            httpx.AsyncHTTPTransport,
+            mesh,
+            hosts,
+            fallback,
+            retry_buffer_limit,
+            max_retry_after,
+            {"verify": verify, "cert": cert, "trust_env": trust_env, "limits": limits},
+            passthrough,
         )
         self._mirrors: set[asyncio.Task[None]] = set()
 
