@@ -29,6 +29,7 @@ from proxyless.interceptors.grpc_channel import (
     end_error,
     fault_steps,
     grpc_outcome,
+    retry_delay,
 )
 from proxyless.interceptors.grpc_errors import XdsRpcError
 from proxyless.interceptors.grpc_pool import ChannelPool, PooledChannel
@@ -278,13 +279,10 @@ class _AioCall:
                     sync._pool.call_ended(pooled)
                     call.attempt_done(attempt, SUCCESS)
                     return result
-            delay = call.attempt_done(
-                attempt,
-                grpc_outcome(err, attempt, call),
-                may_retry=replay is None or not replay.committed,
-            )
-            if delay is None:
-                raise _as_aio(end_error(call, err)) from None
+            try:
+                delay = retry_delay(call, attempt, err, replay is not None and replay.committed)
+            except grpc.RpcError as final:
+                raise _as_aio(final) from None
             if delay > 0:
                 await asyncio.sleep(delay)
 

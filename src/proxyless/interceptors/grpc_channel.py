@@ -156,6 +156,16 @@ def end_error(call: Call, err: grpc.RpcError) -> grpc.RpcError:
     return budget_error(call, err) if call.last_error is not None else err
 
 
+def retry_delay(call: Call, attempt: Attempt, err: grpc.RpcError, committed: bool) -> float:
+    """Record a failed attempt (``committed``: its request cannot be
+    replayed); return the delay before the next attempt, or raise what the
+    call ends with (:func:`end_error`)."""
+    delay = call.attempt_done(attempt, grpc_outcome(err, attempt, call), may_retry=not committed)
+    if delay is None:
+        raise end_error(call, err) from None
+    return delay
+
+
 def budget_error(call: Call, err: grpc.RpcError) -> XdsRpcError:
     code, details, _ = _status_of(err)
     assert call.last_error is not None
@@ -454,12 +464,7 @@ class XdsChannel(grpc.Channel):
                     self._pool.call_ended(pooled)
                     call.attempt_done(attempt, SUCCESS)
                     return result
-            may_retry = replay is None or not replay.committed
-            delay = call.attempt_done(
-                attempt, grpc_outcome(err, attempt, call), may_retry=may_retry
-            )
-            if delay is None:
-                raise end_error(call, err) from None
+            delay = retry_delay(call, attempt, err, replay is not None and replay.committed)
             if delay > 0:
                 time.sleep(delay)
 
