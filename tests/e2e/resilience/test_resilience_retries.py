@@ -191,7 +191,10 @@ def test_hedged_call_takes_the_first_response(
     served = [backend_of(echo(b"x", timeout=1.0)) for _ in range(3)]
 
     assert served == ["fast"] * 3
-    assert fast.calls == 3
+    # At least the 3 winners: the warm-up's hedged call also sent an attempt
+    # to each endpoint, and its cancelled loser can reach a server after
+    # reset_counts, so exact server counts are racy.
+    assert fast.calls >= 3
     # Both endpoints got an attempt of every call (the slow one may be
     # cancelled before its server saw it, so count attempts on our side).
     started = {addr: es.total_requests - before[addr] for addr, es in states.items()}
