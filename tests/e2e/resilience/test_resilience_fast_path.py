@@ -206,20 +206,7 @@ def test_aio_fast_path_retries_ejects_and_gives_slots_back(
     async def main() -> None:
         async with proxyless.grpc.aio.channel(TARGET, mesh=mesh) as ch:
             echo = ch.unary_unary(ECHO_METHOD)
-            deadline = asyncio.get_running_loop().time() + 10
-            while True:  # the config reaches the data path
-                try:
-                    await echo(b"warm", timeout=5)
-                    break
-                except grpc.aio.AioRpcError:
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise
-                    await asyncio.sleep(0.01)
-            for _ in range(4):
-                await echo(b"warm", timeout=5)
-            sync = ch._sync
-            lane = sync._lanes.get(ECHO_METHOD)
-            assert lane is not None and lane.state is sync._runtime.current, "no fast path"
+            await _warm_aio(ch, echo, calls=4)  # round robin back where the test expects it
             reset_counts([a, bad])
             a.fail_next(1, grpc.StatusCode.UNAVAILABLE)
             bad.fail_always(grpc.StatusCode.UNAVAILABLE)
@@ -243,18 +230,7 @@ def test_aio_fast_calls_cancelled_give_their_slots_back(
     async def main() -> None:
         async with proxyless.grpc.aio.channel(TARGET, mesh=mesh) as ch:
             echo = ch.unary_unary(ECHO_METHOD)
-            deadline = asyncio.get_running_loop().time() + 10
-            while True:
-                try:
-                    await echo(b"warm", timeout=5)
-                    break
-                except grpc.aio.AioRpcError:
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise
-                    await asyncio.sleep(0.01)
-            for _ in range(3):
-                await echo(b"warm", timeout=5)
-            assert ch._sync._lanes.get(ECHO_METHOD) is not None, "no fast path"
+            await _warm_aio(ch, echo)
             a.delay = 0.3
             at_once = [echo(b"x", timeout=5) for _ in range(3)]
             for c in at_once:  # before the call's task ran at all
@@ -277,7 +253,8 @@ def test_aio_fast_calls_cancelled_give_their_slots_back(
     assert all(es.active_requests == 0 for es in runtime(mesh).endpoints())
 
 
-async def _warm_aio(ch: Any, echo: Any) -> None:
+async def _warm_aio(ch: Any, echo: Any, calls: int = 3) -> None:
+    """Serve until a call succeeds (bounded), a few more, then check the lane."""
     deadline = asyncio.get_running_loop().time() + 10
     while True:
         try:
@@ -287,9 +264,10 @@ async def _warm_aio(ch: Any, echo: Any) -> None:
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.01)
-    for _ in range(3):
+    for _ in range(calls):
         await echo(b"warm", timeout=5)
-    assert ch._sync._lanes.get(ECHO_METHOD) is not None, "no fast path"
+    lane = ch._sync._lanes.get(ECHO_METHOD)
+    assert lane is not None and lane.state is ch._sync._runtime.current, "no fast path"
 
 
 async def _until(cond: Callable[[], bool], what: str) -> None:
