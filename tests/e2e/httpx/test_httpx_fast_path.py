@@ -39,6 +39,14 @@ def lanes(client: httpx.Client | httpx.AsyncClient) -> int:
     return len(client._transport._core.lanes)  # type: ignore[union-attr]
 
 
+def _clusters_a_and_b(service: Service, backends: Callable[..., list[HttpEcho]]) -> None:
+    """Clusters ``a`` and ``b``, one backend each, and a route to ``a``."""
+    a, b = backends("a", "b")
+    service.cluster("a", [a])
+    service.cluster("b", [b])
+    service.routes_for(SERVICE, [route(prefix="/", cluster="a")])
+
+
 def warm(client: httpx.Client, path: str = "/", times: int = 2) -> None:
     for _ in range(times):
         assert client.get(f"{URL}{path}").status_code == 200
@@ -48,9 +56,7 @@ def warm(client: httpx.Client, path: str = "/", times: int = 2) -> None:
 def test_plain_route_gets_a_fast_path_header_routes_do_not(
     service: Service, backends: Callable[..., list[HttpEcho]], client: httpx.Client
 ) -> None:
-    a, b = backends("a", "b")
-    service.cluster("a", [a])
-    service.cluster("b", [b])
+    _clusters_a_and_b(service, backends)
     service.routes_for(
         SERVICE,
         [
@@ -218,10 +224,7 @@ def test_warm_retriable_request_headers_still_apply(
 def test_config_change_retires_the_fast_path(
     service: Service, backends: Callable[..., list[HttpEcho]], client: httpx.Client
 ) -> None:
-    a, b = backends("a", "b")
-    service.cluster("a", [a])
-    service.cluster("b", [b])
-    service.routes_for(SERVICE, [route(prefix="/", cluster="a")])
+    _clusters_a_and_b(service, backends)
     warm(client)
     service.routes_for(SERVICE, [route(prefix="/", cluster="b")])
     wait_until(lambda: reply(client.get(f"{URL}/"))["backend"] == "b", what="the move to b")
@@ -289,10 +292,7 @@ def test_async_warm_retry_timeout_and_ejection(
 def test_a_new_snapshot_drops_the_target_s_old_lanes(
     service: Service, backends: Callable[..., list[HttpEcho]], client: httpx.Client
 ) -> None:
-    a, b = backends("a", "b")
-    service.cluster("a", [a])
-    service.cluster("b", [b])
-    service.routes_for(SERVICE, [route(prefix="/", cluster="a")])
+    _clusters_a_and_b(service, backends)
     warm(client, "/one")
     warm(client, "/two")
     assert lanes(client) == 2
