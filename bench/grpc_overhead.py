@@ -405,7 +405,7 @@ def _eds_breakdown(
     versions: list[Any], cla_type: Any, big: dict[str, Any], pools: int
 ) -> dict[str, Any]:
     from proxyless.config.snapshot import ClusterConfig, XdsConfig
-    from proxyless.interceptors.grpc_pool import ChannelPool
+    from proxyless.grpc._pool import ChannelPool
     from proxyless.resources.types import CLUSTER, LISTENER, ROUTE_CONFIGURATION
     from proxyless.runtime.cluster import ClusterRegistry
     from proxyless.testing.resources import CLUSTER_URL, LISTENER_URL, ROUTE_URL

@@ -116,7 +116,7 @@ def step_times(w: dict[str, Any], loops: int) -> dict[str, float | str]:
         from proxyless.resilience.retry import CompiledRetryPolicy, HedgePlan
         from proxyless.routing import RequestInfo, grpc_deadline
 
-        rt = ch._runtime
+        rt = ch._core.runtime
         state = rt._state
         snap = state[0]
         request = RequestInfo(rt.authority, method)
@@ -125,19 +125,19 @@ def step_times(w: dict[str, Any], loops: int) -> dict[str, float | str]:
         action = route.route_action
         lb = cluster.lb
         breaker = cluster.breakers.default
-        rng = ch._rng
+        rng = ch._core.rng
         endpoint = lb.pick(None, rng, ())
-        pooled = ch._get_pooled(endpoint.address, rt.authority)
+        pooled = _pooled(ch, endpoint.address)
 
         def whole() -> None:
-            call = ch._call(method, None, None, None)
+            call = ch._core.route(method, None, None, None)
             attempt = call.attempt()
-            ch._pool.call_ended(attempt.conn)
+            ch._core.pool.call_ended(attempt.conn)
             call.attempt_done(attempt, SUCCESS)
             call.end()
 
         def routed_call() -> None:
-            ch._call(method, None, None, None).end()
+            ch._core.route(method, None, None, None).end()
 
         def breaker_cycle() -> None:
             breaker.try_acquire_request()
@@ -157,7 +157,7 @@ def step_times(w: dict[str, Any], loops: int) -> dict[str, float | str]:
             "HedgePlan.from_policy": lambda: HedgePlan.from_policy(route.hedge_policy),
             "breaker acquire + release": breaker_cycle,
             "ClusterLoadBalancer.pick": lambda: lb.pick(None, rng, ()),
-            "ChannelPool.get": lambda: ch._get_pooled(endpoint.address, rt.authority),
+            "ChannelPool.get": lambda: _pooled(ch, endpoint.address),
             "PooledChannel.callable": lambda: pooled.callable("unary_unary", method, None, None),
             "empty lambda (loop cost)": lambda: None,
         }
@@ -175,6 +175,14 @@ def step_times(w: dict[str, Any], loops: int) -> dict[str, float | str]:
     return out
 
 
+def _pooled(ch: Any, address: str) -> Any:
+    """The grpcio channel a proxyless channel uses for ``address``."""
+    core = ch._core
+    return core.pool.get(
+        address, core.credentials, core.security_key, authority=core.runtime.authority
+    )
+
+
 def rpc_rounds(
     w: dict[str, Any], calls: int, rounds: int, block: int = 50
 ) -> dict[str, dict[str, float]]:
@@ -185,7 +193,7 @@ def rpc_rounds(
 
     ch = w["channel"]
     # the grpcio channel proxyless keeps for the backend (the same one its calls use)
-    pooled = ch._get_pooled(w["backend"], ch._runtime.authority)
+    pooled = _pooled(ch, w["backend"])
     pooled_mc = pooled.callable("unary_unary", w["method"], None, None)
     direct_mc, px_mc = w["direct"], w["proxyless"]
     contenders: dict[str, Callable[[], Any]] = {
@@ -229,7 +237,7 @@ def in_situ(w: dict[str, Any], calls: int, block: int = 50) -> dict[str, float |
     ch = w["channel"]
     key = ("unary_unary", w["method"], None, None)
     try:
-        pooled = ch._get_pooled(w["backend"], ch._runtime.authority)
+        pooled = _pooled(ch, w["backend"])
         inner = pooled._callables[key]
     except Exception as exc:  # the internals moved
         return {"in situ": f"n/a ({type(exc).__name__}: {exc})"}
@@ -310,7 +318,7 @@ def cprofile_calls(w: dict[str, Any], calls: int, top: int) -> list[tuple[str, i
 def summarize_collapsed(
     path: str,
     top: int = 20,
-    call_frame: str = "XdsChannel._run_unary",
+    call_frame: str = "XdsChannel.run_unary",
     rpc_frame: str = "_UnaryUnaryMultiCallable.__call__",
 ) -> str:
     """Read py-spy raw output (collapsed stacks): of the samples inside

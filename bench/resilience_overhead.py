@@ -341,9 +341,9 @@ def run(rounds: int, batch: int, warmup: int, time_cap: float, path_rounds: int)
     finally:
         if mesh is not None:
             mesh.close()
-        from proxyless.interceptors import grpc_channel
+        from proxyless.grpc._pool import POOL
 
-        grpc_channel.POOL.close_all()
+        POOL.close_all()
         ads.stop()
         stop_backend(proc)
 

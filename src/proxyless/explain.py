@@ -105,7 +105,7 @@ def explain(
     wait: float = 5.0,
 ) -> Explanation:
     """Explain how a call to ``target`` with ``method`` and ``metadata`` is routed."""
-    from proxyless.interceptors.grpc_channel import metadata_headers
+    from proxyless.grpc._invocation import metadata_headers
 
     mesh = mesh or Mesh.default()
     rt: TargetRuntime = mesh.target(target)

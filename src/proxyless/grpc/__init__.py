@@ -1,12 +1,23 @@
 """gRPC with xDS: ``proxyless.grpc.channel("xds:///reviews:9080")``.
 
 A drop-in for ``grpc.insecure_channel(...)``: the returned object works
-wherever a ``grpc.Channel`` does. ``proxyless.grpc.aio.channel`` is the same
-for ``grpc.aio``. See :mod:`proxyless.interceptors.grpc_channel`.
+wherever a ``grpc.Channel`` does (generated stubs, ``grpc.intercept_channel``).
+``proxyless.grpc.aio.channel`` is the same for ``grpc.aio``. How a call is
+routed, retried and reported: docs/grpc.md; where the pieces sit:
+docs/architecture.md.
+
+Inside the package: ``_core`` (what a channel keeps: runtime, endpoint
+connections, fast-path lanes), ``_driver`` (retries, hedging, per-try
+timeouts and stream retries, free of I/O), ``_sync`` and ``_aio_exec`` (its
+blocking and ``grpc.aio`` executors), ``_retrying`` (call objects driven by
+grpc's callbacks), ``_channel``/``_multicallables`` (the sync channel),
+``_aio_channel``/``_aio_call`` (the aio channel), ``_pool`` (per-endpoint
+grpcio channels), ``_invocation`` (a call's arguments and replay buffer),
+``_errors``.
 """
 
 from proxyless.grpc import aio
-from proxyless.interceptors.grpc_channel import XdsChannel, channel
-from proxyless.interceptors.grpc_errors import XdsRpcError
+from proxyless.grpc._channel import XdsChannel, channel
+from proxyless.grpc._errors import XdsRpcError
 
 __all__ = ["XdsChannel", "XdsRpcError", "aio", "channel"]

@@ -221,10 +221,10 @@ def make_mesh(ads: AdsServer) -> Iterator[Callable[..., Mesh]]:
     yield make
     for mesh in made:
         mesh.close()
-    from proxyless.interceptors import grpc_aio, grpc_channel
+    from proxyless.grpc._pool import AIO_POOL, POOL
 
-    grpc_channel.POOL.close_all()
-    grpc_aio.AIO_POOL.close_all()
+    POOL.close_all()
+    AIO_POOL.close_all()
 
 
 @pytest.fixture

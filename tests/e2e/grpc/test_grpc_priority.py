@@ -114,7 +114,7 @@ def test_endpoint_removed_after_an_earlier_mesh_closed_is_released(
     """Endpoint connections are process-wide and closed once no cluster
     lists the endpoint. A Mesh that was closed lists nothing any more, so it
     must not keep a removed endpoint's connection open for a later Mesh."""
-    from proxyless.interceptors.grpc_channel import POOL
+    from proxyless.grpc._pool import POOL
 
     a, b = backends("a", "b")
     xds.simple(SERVICE, [a, b], lb="round_robin")

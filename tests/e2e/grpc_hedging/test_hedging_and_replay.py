@@ -9,7 +9,6 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 
 import proxyless.grpc
 from proxyless.controlplane.server import AdsServer
-from proxyless.interceptors import grpc_channel
 from proxyless.mesh import Mesh
 from proxyless.testing.backends import ECHO_METHOD, EchoServer, decode_reply
 from proxyless.testing.resources import (
@@ -102,17 +101,6 @@ def test_client_stream_is_replayed_on_retry(mesh_env):
     reply = decode_reply(send(iter([b"1", b"2", b"3"]), timeout=5))
     assert reply["received"] == ["1", "2", "3"]
     assert a.calls + b.calls == 3  # two failures, then the replayed stream
-
-
-def test_replay_buffer_commits_past_its_limit(monkeypatch):
-    monkeypatch.setattr(grpc_channel, "REPLAY_LIMIT", 5)
-    replay = grpc_channel._Replay(iter([b"12", b"34", b"56", b"78"]), None)
-    first = replay.attempt()
-    assert [next(first), next(first)] == [b"12", b"34"]
-    assert not replay.committed and replay.buffer == [b"12", b"34"]
-    second = replay.attempt()  # a retry replays what was sent, then goes on
-    assert list(second) == [b"12", b"34", b"56", b"78"]
-    assert replay.committed and replay.buffer == []
 
 
 def test_aio_hedged_call_takes_the_first_response(mesh_env):

@@ -237,10 +237,10 @@ def mesh(ads: AdsServer, clock: FakeClock) -> Iterator[Mesh]:
     m = Mesh(bootstrap, clock=clock, rng=random.Random(1234))
     yield m
     m.close()
-    from proxyless.interceptors import grpc_aio, grpc_channel
+    from proxyless.grpc._pool import AIO_POOL, POOL
 
-    grpc_channel.POOL.close_all()
-    grpc_aio.AIO_POOL.close_all()
+    POOL.close_all()
+    AIO_POOL.close_all()
 
 
 @pytest.fixture

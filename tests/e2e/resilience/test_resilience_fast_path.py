@@ -33,7 +33,7 @@ from tests.e2e.resilience.conftest import (
 
 import proxyless.grpc
 import proxyless.grpc.aio
-from proxyless.interceptors.grpc_channel import XdsChannel
+from proxyless.grpc import XdsChannel
 from proxyless.mesh import Mesh
 from proxyless.testing.backends import ECHO_METHOD, EchoServer
 from proxyless.testing.resources import (
@@ -60,8 +60,8 @@ def warm(ch: XdsChannel, servers: list[EchoServer], calls: int = 4) -> Echo:
     wait_served(echo, servers)
     for _ in range(calls):
         echo(b"warm", timeout=5)
-    lane = ch._lanes.get(ECHO_METHOD)
-    assert lane is not None and lane.state is ch._runtime.current, "no fast path"
+    lane = ch._core.lanes.get(ECHO_METHOD)
+    assert lane is not None and lane.state is ch._core.runtime.current, "no fast path"
     reset_counts(servers)
     return echo
 
@@ -183,13 +183,13 @@ def test_metadata_and_config_changes_take_the_general_path(
         lambda: backend_of(echo(b"x", timeout=5, metadata=md)) == "b", what="the header route"
     )
     assert {backend_of(echo(b"x", timeout=5)) for _ in range(5)} == {"a"}
-    assert chan._lanes[ECHO_METHOD].state is chan._runtime.current
+    assert chan._core.lanes[ECHO_METHOD].state is chan._core.runtime.current
     # the route moves: the lane of the old snapshot is not used
     service.set_routes([route(prefix="/", cluster="b")])
     wait_until(lambda: backend_of(echo(b"x", timeout=5)) == "b", what="the move to b")
     assert {backend_of(echo(b"x", timeout=5)) for _ in range(5)} == {"b"}
-    current = chan._runtime.current
-    assert all(lane.state is current for lane in chan._lanes.values())
+    current = chan._core.runtime.current
+    assert all(lane.state is current for lane in chan._core.lanes.values())
 
 
 def test_aio_fast_path_retries_ejects_and_gives_slots_back(
@@ -266,8 +266,8 @@ async def _warm_aio(ch: Any, echo: Any, calls: int = 3) -> None:
             await asyncio.sleep(0.01)
     for _ in range(calls):
         await echo(b"warm", timeout=5)
-    lane = ch._sync._lanes.get(ECHO_METHOD)
-    assert lane is not None and lane.state is ch._sync._runtime.current, "no fast path"
+    lane = ch._core.lanes.get(ECHO_METHOD)
+    assert lane is not None and lane.state is ch._core.runtime.current, "no fast path"
 
 
 async def _until(cond: Callable[[], bool], what: str) -> None:

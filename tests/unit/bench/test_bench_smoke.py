@@ -186,9 +186,9 @@ def test_profile_sync_measures_every_step(tmp_path: Path) -> None:
         assert len(top) == 5
     collapsed = tmp_path / "stacks.txt"
     collapsed.write_text(
-        "main (x.py:1);XdsChannel._run_unary (proxyless/grpc_channel.py:9);"
+        "main (x.py:1);XdsChannel.run_unary (proxyless/grpc/_channel.py:9);"
         "_UnaryUnaryMultiCallable.__call__ (grpc/_channel.py:1) 90\n"
-        "main (x.py:1);XdsChannel._run_unary (proxyless/grpc_channel.py:9);"
+        "main (x.py:1);XdsChannel.run_unary (proxyless/grpc/_channel.py:9);"
         "resolve (routing/resolve.py:3) 10\n"
         "main (x.py:1);import (x.py:2) 500\n"
     )

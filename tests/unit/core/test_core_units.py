@@ -8,7 +8,7 @@ import pytest
 
 from proxyless.bootstrap import load_bootstrap
 from proxyless.errors import BootstrapError, InvalidTarget
-from proxyless.interceptors.grpc_channel import metadata_headers
+from proxyless.grpc._invocation import metadata_headers
 from proxyless.target import parse_target
 from proxyless.testing import FakeClock
 from proxyless.xds_client.backoff import Backoff

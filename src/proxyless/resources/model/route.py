@@ -105,7 +105,7 @@ class RetryPolicy:
     """``envoy.config.route.v3.RetryPolicy`` (gRFC A44; Envoy for HTTP).
 
     ``retry_on`` holds the raw comma-separated conditions, trimmed and
-    lower-cased, unknown ones included (the gRPC and HTTP interceptors each
+    lower-cased, unknown ones included (the gRPC and HTTP data paths each
     pick the ones they understand). ``num_retries`` defaults to 1;
     ``base_interval`` to 25 ms and ``max_interval`` to 10 x base.
     ``per_try_timeout``/``per_try_idle_timeout`` None = unset.

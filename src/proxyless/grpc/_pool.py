@@ -22,9 +22,10 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from proxyless.runtime.call import Attempt
 from proxyless.runtime.cluster import release_refs, retain_refs
 
-__all__ = ["ChannelPool", "PooledChannel"]
+__all__ = ["AIO_POOL", "POOL", "ChannelPool", "PooledChannel", "attempt_failed"]
 
 log = logging.getLogger("proxyless.grpc")
 
@@ -175,3 +176,21 @@ class ChannelPool:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+#: The process-wide per-endpoint channel pool of sync channels.
+POOL = ChannelPool()
+#: The process-wide per-endpoint channel pool of ``grpc.aio`` channels (keyed by loop too).
+AIO_POOL = ChannelPool()
+
+
+def attempt_failed(pool: ChannelPool, attempt: Attempt, exc: BaseException) -> grpc.RpcError:
+    """An attempt's call raised ``exc``: give back its connection. A
+    ``grpc.RpcError`` is the attempt's result and is returned; anything else
+    (the caller's own exception) also gives back the endpoint's count and
+    propagates."""
+    pool.call_ended(attempt.conn)
+    if isinstance(exc, grpc.RpcError):
+        return exc
+    attempt.endpoint.active_requests -= 1
+    raise exc

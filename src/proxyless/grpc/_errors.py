@@ -6,7 +6,8 @@ channels keeps working: ``code()`` is UNAVAILABLE unless a gRFC says
 otherwise (never NOT_FOUND from the control plane: gRFC A54/A88), and
 ``details()`` says where it broke — the target, the route and the cluster.
 The typed exception from :mod:`proxyless.errors` is ``.proxyless_error``
-(and the ``__cause__``).
+(and the ``__cause__``). ``grpc.aio`` channels raise the same failures as
+``grpc.aio.AioRpcError`` (:func:`as_aio`), with ``.proxyless_error`` too.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import grpc.aio
 
-from proxyless.errors import DroppedByOverload, ProxylessError
+from proxyless.errors import ProxylessError
 
-__all__ = ["FailedCall", "XdsRpcError", "rpc_error"]
+__all__ = ["FailedCall", "XdsRpcError", "as_aio", "rpc_error", "status_error"]
 
 
 class XdsRpcError(grpc.RpcError, grpc.Call):
@@ -110,8 +112,6 @@ class FailedCall(XdsRpcError, grpc.Future):  # type: ignore[type-arg]
 def rpc_error(error: ProxylessError, target: str) -> XdsRpcError:
     """The gRPC error for a proxyless failure on ``target``."""
     code = grpc.StatusCode.UNAVAILABLE
-    if isinstance(error, DroppedByOverload):
-        code = grpc.StatusCode.UNAVAILABLE
     details = f"{target}: {error}"
     flag = getattr(error, "flag", "")
     if flag:
@@ -119,3 +119,20 @@ def rpc_error(error: ProxylessError, target: str) -> XdsRpcError:
     err = XdsRpcError(code, details, error)
     err.__cause__ = error
     return err
+
+
+def as_aio(err: grpc.RpcError) -> grpc.RpcError:
+    """``err`` as ``grpc.aio`` code expects it: our own errors become
+    ``grpc.aio.AioRpcError`` (same code and details, with ``.proxyless_error``
+    and the cause kept); grpc's own pass through."""
+    if not isinstance(err, XdsRpcError):
+        return err
+    out = status_error(err.code(), err.details())
+    out.proxyless_error = err.proxyless_error  # type: ignore[attr-defined]
+    out.__cause__ = err.__cause__
+    return out
+
+
+def status_error(code: grpc.StatusCode, details: str | None) -> grpc.aio.AioRpcError:
+    """A ``grpc.aio`` error with ``code`` and ``details`` and no metadata."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)

@@ -1,43 +1,91 @@
-"""Retried calls that hand the caller an object at once: unary ``future()``
-calls and server-streaming calls.
+"""Call objects handed to the caller at once, driven by grpc's completion
+callbacks: retried unary ``future()`` calls and server-streaming calls
+(:class:`RetryingCall`), and one-attempt streams (:func:`start_single`).
 
-A :class:`RetryingCall` runs attempts one after another, driven by their
-completion callbacks (no thread of its own; a backoff waits on a timer).
-It is a ``grpc.Future`` and a ``grpc.Call`` like the objects grpc returns,
-delegating to the newest attempt.
+Both carry out the attempt driver's stream steps
+(:func:`~proxyless.grpc._driver.stream_steps`) without a thread of their
+own: each attempt's completion callback sends its outcome to the driver,
+and a backoff waits on a timer.
 
 - For a unary ``future()``, every failed attempt is handed to the route's
   retry policy (gRFC A44, the cluster's retry budget), as blocking calls are.
 - A server-streaming call is retried only until it commits: once the first
   response message has been read, a failure ends the call (gRFC A6's commit
   rule). Messages are never replayed to the reader.
+- Bidirectional streams and client-stream ``future()`` calls make one
+  attempt, whose outcome is recorded (outlier detection) when it ends.
+
+A :class:`RetryingCall` is a ``grpc.Future`` and a ``grpc.Call`` like the
+objects grpc returns, delegating to the newest attempt.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
-from proxyless.errors import ProxylessError
+from proxyless.grpc._driver import Sleep, Start, Steps, grpc_outcome
+from proxyless.grpc._errors import XdsRpcError
+from proxyless.grpc._invocation import Invocation
+from proxyless.grpc._pool import ChannelPool
 from proxyless.resilience.outcome import RESET, SUCCESS, Outcome
 from proxyless.runtime.call import Attempt, Call
 
-if TYPE_CHECKING:
-    from proxyless.interceptors.grpc_channel import Invocation, XdsChannel
+__all__ = ["RetryingCall", "start_single"]
 
-__all__ = ["RetryingCall"]
+
+def _outcome(inner: Any, attempt: Attempt, call: Call) -> tuple[Outcome, Any]:
+    """The outcome of an attempt whose call object has ended, and its error."""
+    if inner.cancelled():
+        return RESET, None
+    if inner.code() is grpc.StatusCode.OK:
+        return SUCCESS, None
+    return grpc_outcome(inner, attempt, call), inner
+
+
+def start_single(
+    steps: Steps, call: Call, inv: Invocation, pool: ChannelPool, attr: str | None
+) -> Any:
+    """Make a streaming call's one attempt and return the endpoint's call
+    object; its outcome is recorded and the call released when it ends."""
+    step = next(steps)
+    assert isinstance(step, Start)
+    attempt = step.attempt
+    pooled = attempt.conn
+    try:
+        inner = inv.start(pooled, attempt.timeout, attr=attr)
+    except BaseException:
+        pool.call_ended(pooled)
+        attempt.endpoint.active_requests -= 1
+        raise
+
+    def done(c: Any) -> None:
+        pool.call_ended(pooled)
+        outcome, err = _outcome(c, attempt, call)
+        try:
+            steps.send((outcome, err, True))
+        except StopIteration:
+            pass
+        finally:
+            call.end()
+
+    inner.add_done_callback(done)
+    return inner
 
 
 class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
     """See the module docstring."""
 
-    def __init__(self, ch: XdsChannel, call: Call, inv: Invocation, streaming: bool) -> None:
-        self._ch = ch
+    def __init__(
+        self, steps: Steps, call: Call, inv: Invocation, pool: ChannelPool, *, streaming: bool
+    ) -> None:
+        self._steps = steps
         self._call = call
         self._inv = inv
+        self._pool = pool
         self._streaming = streaming
         self._cond = threading.Condition()
         self._inner: Any = None
@@ -46,23 +94,34 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
         self._finished = False
         self._cancelled = False
         self._callbacks: list[Callable[[Any], None]] = []
-        self._launch()
+        self._advance(None)
 
     # -- attempts -------------------------------------------------------------------
-    def _launch(self) -> None:
-        call = self._call
+    def _advance(self, send: Any) -> None:
+        """Send ``send`` to the driver and carry out its next step."""
         try:
-            attempt = call.attempt()
-        except ProxylessError as exc:
-            self._finish(self._ch._fail(exc))
+            step = self._steps.send(send)
+        except StopIteration as stop:
+            self._finish(_cancelled_error() if self._cancelled else stop.value)
             return
+        except grpc.RpcError as err:
+            self._finish(err)
+            return
+        if isinstance(step, Sleep):
+            timer = threading.Timer(step.seconds, self._advance, (None,))
+            timer.daemon = True
+            timer.start()
+            return
+        assert isinstance(step, Start)
+        attempt = step.attempt
         try:
             inner = self._inv.start(
                 attempt.conn, attempt.timeout, attr=None if self._streaming else "future"
             )
         except BaseException as exc:
-            self._ch._pool.call_ended(attempt.conn)
+            self._pool.call_ended(attempt.conn)
             attempt.endpoint.active_requests -= 1
+            self._steps.close()
             self._finish(exc)
             return
         with self._cond:
@@ -71,30 +130,12 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
         inner.add_done_callback(lambda f: self._attempt_done(attempt, f))
 
     def _attempt_done(self, attempt: Attempt, inner: Any) -> None:
-        from proxyless.interceptors.grpc_channel import budget_error, grpc_outcome
-
-        self._ch._pool.call_ended(attempt.conn)
-        call = self._call
-        if inner.cancelled() or self._cancelled:
-            call.attempt_done(attempt, RESET, may_retry=False)
-            self._finish(None if not self._cancelled else _cancelled_error())
+        self._pool.call_ended(attempt.conn)
+        if self._cancelled:
+            self._advance((RESET, None, True))
             return
-        code = inner.code()
-        if code is grpc.StatusCode.OK:
-            call.attempt_done(attempt, SUCCESS)
-            self._finish(None)
-            return
-        outcome: Outcome = grpc_outcome(inner, attempt, call)
-        delay = call.attempt_done(attempt, outcome, may_retry=not self._received)
-        if delay is None:
-            self._finish(budget_error(call, inner) if call.last_error is not None else None)
-            return
-        if delay > 0:
-            timer = threading.Timer(delay, self._launch)
-            timer.daemon = True
-            timer.start()
-        else:
-            self._launch()
+        outcome, err = _outcome(inner, attempt, self._call)
+        self._advance((outcome, err, self._received or outcome is RESET))
 
     def _finish(self, error: BaseException | None) -> None:
         with self._cond:
@@ -246,6 +287,4 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
 
 
 def _cancelled_error() -> grpc.RpcError:
-    from proxyless.interceptors.grpc_errors import XdsRpcError
-
     return XdsRpcError(grpc.StatusCode.CANCELLED, "the call was cancelled", None)
