@@ -38,9 +38,9 @@ from proxyless.controlplane.istio.model import (
     WorkloadEntry,
 )
 from proxyless.controlplane.istio.reader import DocReader
+from proxyless.status_codes import GRPC_STATUS_NAMES
 
 __all__ = [
-    "GRPC_STATUS_NAMES",
     "RETRY_ON_VALUES",
     "parse_destination_rule",
     "parse_service_entry",
@@ -72,26 +72,6 @@ RETRY_ON_VALUES = frozenset(
         "resource-exhausted",
         "unavailable",
     }
-)
-
-GRPC_STATUS_NAMES = (
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
 )
 
 _ONLY_MESH = "only the mesh (sidecar/proxyless) data plane is configured"
