@@ -3,7 +3,8 @@
 Type URLs of the v3 xDS resources, the :class:`NodeInfo` a stream identifies
 itself with, the per-node :class:`Snapshot` a snapshot function returns, and
 the :class:`ReceivedRequest` record the server keeps of every DiscoveryRequest
-(State of the World) or DeltaDiscoveryRequest it receives.
+(State of the World) or DeltaDiscoveryRequest it receives, and the
+:class:`SentResponse` record of every response it sends.
 
 Reference: Envoy's xDS protocol document (api-docs/xds_protocol.rst),
 "Resource types" and "Type URLs".
@@ -30,6 +31,7 @@ __all__ = [
     "NodeInfo",
     "ReceivedRequest",
     "Resource",
+    "SentResponse",
     "Snapshot",
 ]
 
@@ -131,3 +133,17 @@ class ReceivedRequest:
         if self.error_detail is not None:
             parts.append(f"NACK={self.error_detail.message!r}")
         return f"{kind}Request({', '.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True)
+class SentResponse:
+    """One response sent on an ADS stream."""
+
+    stream_id: int
+    node_id: str
+    type_url: str
+    version_info: str
+    nonce: str
+    resource_names: tuple[str, ...]
+    removed_resources: tuple[str, ...] = ()
+    delta: bool = False

@@ -69,6 +69,8 @@ from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Final, Literal, TypeAlias
 
+from proxyless.status_codes import GRPC_STATUS_NAMES
+
 __all__ = [
     "CONNECT_FAILURE",
     "GRPC_STATUS_CODES",
@@ -101,27 +103,6 @@ OutcomeKind: TypeAlias = Literal[
 #: Seconds to wait before the next attempt, ``"stop"`` (the server asked for
 #: no retry), or None (no pushback: use the policy's backoff).
 Pushback: TypeAlias = float | Literal["stop"] | None
-
-#: Canonical gRPC status names by code (``grpc/doc/statuscodes.md``).
-GRPC_STATUS_NAMES: Final[tuple[str, ...]] = (
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-)
 
 #: gRPC status codes by canonical name.
 GRPC_STATUS_CODES: Final[Mapping[str, int]] = MappingProxyType(

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from proxyless.controlplane.istio.destination_rule import parse_destination_rule
 from proxyless.controlplane.istio.model import (
     AuthorizationPolicy,
     DestinationRule,
@@ -35,18 +36,14 @@ from proxyless.controlplane.istio.model import (
     VirtualService,
     WorkloadEntry,
 )
-from proxyless.controlplane.istio.networking import (
-    parse_destination_rule,
-    parse_service_entry,
-    parse_virtual_service,
-    parse_workload_entry,
-)
 from proxyless.controlplane.istio.reader import DocReader
 from proxyless.controlplane.istio.refs import check_references
 from proxyless.controlplane.istio.security import (
     parse_authorization_policy,
     parse_peer_authentication,
 )
+from proxyless.controlplane.istio.service_entry import parse_service_entry, parse_workload_entry
+from proxyless.controlplane.istio.virtual_service import parse_virtual_service
 from proxyless.errors import ProxylessError
 
 __all__ = ["LoadResult", "MeshConfigError", "load_files", "load_mesh", "load_text"]

@@ -54,8 +54,8 @@ from proxyless.controlplane.istio.model import (
     StringMatch,
     VirtualService,
 )
-from proxyless.controlplane.istio.networking import GRPC_STATUS_NAMES
 from proxyless.controlplane.istio.registry import Registry, Service, cluster_name, domains
+from proxyless.status_codes import GRPC_STATUS_NAMES
 
 __all__ = ["FAULT_FILTER", "build_route_configuration", "resolve_destination"]
 
