@@ -19,9 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.route.v3 import route_pb2
-from google.protobuf.message import DecodeError
 
-from proxyless.errors import ResourceValidationError
 from proxyless.resources.model.route import (
     Action,
     DirectResponseAction,
@@ -45,6 +43,7 @@ from proxyless.resources.parse.common import (
 )
 from proxyless.resources.parse.filters import per_filter_configs
 from proxyless.resources.parse.header_mutation import header_mutations
+from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.resources.parse.route_action import hedge_policy, retry_policy, route_action
 from proxyless.xds_client.resource_type import DecodeResult
 
@@ -54,31 +53,17 @@ __all__ = [
     "route_configuration",
 ]
 
-_TYPE = route_pb2.RouteConfiguration.DESCRIPTOR.full_name
 _REDIRECT_CODES = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
 
 
 def decode_route_configuration(data: bytes) -> DecodeResult:
     """Decode serialized RouteConfiguration bytes; never raises."""
-    msg = route_pb2.RouteConfiguration()
-    try:
-        msg.ParseFromString(data)
-    except (DecodeError, ValueError, TypeError) as exc:
-        return DecodeResult(name=None, value=None, errors=(f"could not decode {_TYPE}: {exc}",))
-    ctx = Ctx()
-    value = _top_level(ctx, msg)
-    if ctx.errors or value is None:
-        return DecodeResult(name=msg.name, value=None, errors=tuple(ctx.errors))
-    return DecodeResult(name=msg.name, value=value)
+    return decode_resource(data, route_pb2.RouteConfiguration, _top_level)
 
 
 def parse_route_configuration(msg: Any) -> RouteConfiguration:
     """Validate a RouteConfiguration message; raise ResourceValidationError."""
-    ctx = Ctx()
-    value = _top_level(ctx, msg)
-    if ctx.errors or value is None:
-        raise ResourceValidationError("RouteConfiguration", msg.name, ctx.errors)
-    return value
+    return parse_resource(msg, _top_level)
 
 
 def _top_level(ctx: Ctx, msg: Any) -> RouteConfiguration | None:
