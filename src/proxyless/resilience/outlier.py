@@ -34,10 +34,11 @@ consecutive-error ejection:
 
 Pickers learn of ejections through ``EndpointState.ejected``. What happens
 when every endpoint is ejected or unhealthy (panic routing) is the load
-balancer's decision. How outcomes count (the gRPC status mapping) is in
-:mod:`proxyless.resilience.outcome`. Every ejection, un-ejection and skipped
-ejection is logged on ``proxyless.resilience.outlier`` and counted in
-:attr:`OutlierDetector.stats` (Envoy ``outlier_detection.*`` names).
+balancer's decision. How outcomes count (the gRPC status mapping) and the
+per-endpoint counters are in :mod:`proxyless.resilience.outlier_state`.
+Every ejection, un-ejection and skipped ejection is logged on
+``proxyless.resilience.outlier`` and counted in :attr:`OutlierDetector.stats`
+(Envoy ``outlier_detection.*`` names).
 """
 
 from __future__ import annotations
@@ -47,186 +48,29 @@ import math
 import random
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, final
 
 from proxyless.resilience.outcome import Outcome
+from proxyless.resilience.outlier_state import (
+    EXT_5XX,
+    EXT_GATEWAY,
+    IGNORED,
+    LOCAL_CONNECT,
+    SUCCESS,
+    EjectionType,
+    EndpointOutlierState,
+    classify,
+    new_stats,
+)
 from proxyless.resources.model import OutlierDetection
 
 if TYPE_CHECKING:  # no runtime import: proxyless.lb may import this package
     from proxyless.clock import Clock
     from proxyless.lb.state import EndpointState
 
-__all__ = [
-    "EjectionType",
-    "EndpointOutlierState",
-    "OutlierClass",
-    "OutlierDetector",
-    "outlier_class",
-]
+__all__ = ["OutlierDetector"]
 
 _log = logging.getLogger("proxyless.resilience.outlier")
-
-EjectionType: TypeAlias = Literal[
-    "consecutive_5xx",
-    "consecutive_gateway_failure",
-    "consecutive_local_origin_failure",
-    "success_rate",
-    "local_origin_success_rate",
-    "failure_percentage",
-    "local_origin_failure_percentage",
-]
-_EJECTION_TYPES: Final[tuple[EjectionType, ...]] = (
-    "consecutive_5xx",
-    "consecutive_gateway_failure",
-    "consecutive_local_origin_failure",
-    "success_rate",
-    "local_origin_success_rate",
-    "failure_percentage",
-    "local_origin_failure_percentage",
-)
-
-OutlierClass: TypeAlias = Literal[
-    "success", "external_5xx", "external_gateway", "local_connect", "local_timeout", "ignored"
-]
-
-# Internal codes of OutlierClass, ordered so that "local" codes are >= _LOCAL_CONNECT.
-_SUCCESS: Final = 0
-_EXT_5XX: Final = 1
-_EXT_GATEWAY: Final = 2
-_LOCAL_CONNECT: Final = 3
-_LOCAL_TIMEOUT: Final = 4
-_IGNORED: Final = 5
-_CLASS_NAMES: Final[tuple[OutlierClass, ...]] = (
-    "success",
-    "external_5xx",
-    "external_gateway",
-    "local_connect",
-    "local_timeout",
-    "ignored",
-)
-#: gRPC statuses that count against an endpoint (others are the caller's
-#: problem, like HTTP 4xx). Envoy maps UNAVAILABLE to 503 and
-#: DEADLINE_EXCEEDED to 504 (gateway errors); INTERNAL, UNKNOWN and
-#: DATA_LOSS to 500.
-_GRPC_CLASS: Final[dict[str, int]] = {
-    "INTERNAL": _EXT_5XX,
-    "UNKNOWN": _EXT_5XX,
-    "DATA_LOSS": _EXT_5XX,
-    "UNAVAILABLE": _EXT_GATEWAY,
-    "DEADLINE_EXCEEDED": _EXT_GATEWAY,
-}
-_KIND_CLASS: Final[dict[str, int]] = {
-    "success": _SUCCESS,
-    "reset": _EXT_GATEWAY,
-    "connect_failure": _LOCAL_CONNECT,
-    "refused_stream": _LOCAL_CONNECT,
-    "timeout": _LOCAL_TIMEOUT,
-    "local_circuit_open": _IGNORED,
-}
-
-
-def _classify(outcome: Outcome) -> int:
-    kind = outcome.kind
-    if kind != "error_status":
-        return _KIND_CLASS.get(kind, _IGNORED)
-    status = outcome.status
-    if isinstance(status, int):
-        if status < 500:
-            return _SUCCESS
-        return _EXT_GATEWAY if status in (502, 503, 504) else _EXT_5XX
-    return _GRPC_CLASS.get(str(status), _SUCCESS)
-
-
-def outlier_class(outcome: Outcome) -> OutlierClass:
-    """How outlier detection counts ``outcome`` (see :mod:`proxyless.resilience.outcome`).
-
-    ``local_*`` classes count as gateway 5xx (503 / 504) unless
-    ``split_external_local_origin_errors`` is set.
-    """
-    return _CLASS_NAMES[_classify(outcome)]
-
-
-@final
-class _Bucket:
-    __slots__ = ("ext_ok", "ext_total", "local_ok", "local_total")
-
-    def __init__(self) -> None:
-        self.ext_total = 0
-        self.ext_ok = 0
-        self.local_total = 0
-        self.local_ok = 0
-
-    def clear(self) -> None:
-        self.ext_total = 0
-        self.ext_ok = 0
-        self.local_total = 0
-        self.local_ok = 0
-
-
-@final
-class EndpointOutlierState:
-    """What outlier detection keeps per endpoint (``EndpointState.outlier``).
-
-    ``active`` is the bucket the request path writes; ``inactive`` holds the
-    previous interval's counts that the sweep reads. ``multiplier`` is
-    Envoy's ejection time backoff; ``ejected_at`` / ``unejected_at`` are
-    monotonic times; ``jitter`` is the extra ejection time drawn at ejection.
-    """
-
-    __slots__ = (
-        "active",
-        "consecutive_5xx",
-        "consecutive_gateway",
-        "consecutive_local",
-        "ejected_at",
-        "ejection_type",
-        "inactive",
-        "jitter",
-        "multiplier",
-        "num_ejections",
-        "owner",
-        "unejected_at",
-    )
-
-    def __init__(self, owner: OutlierDetector) -> None:
-        self.owner = owner
-        self.active = _Bucket()
-        self.inactive = _Bucket()
-        self.consecutive_5xx = 0
-        self.consecutive_gateway = 0
-        self.consecutive_local = 0
-        self.multiplier = 0
-        self.ejected_at: float | None = None
-        self.unejected_at: float | None = None
-        self.jitter = 0.0
-        self.num_ejections = 0
-        self.ejection_type: EjectionType | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"EndpointOutlierState(c5xx={self.consecutive_5xx} cgw={self.consecutive_gateway} "
-            f"clocal={self.consecutive_local} multiplier={self.multiplier} "
-            f"ejections={self.num_ejections} ejected_at={self.ejected_at})"
-        )
-
-
-def _new_stats() -> dict[str, int]:
-    stats = {
-        "ejections_active": 0,
-        "ejections_total": 0,
-        "ejections_enforced_total": 0,
-        "ejections_overflow": 0,
-        "ejections_skipped_enforcement": 0,
-        "unejections_total": 0,
-    }
-    for kind in _EJECTION_TYPES:
-        stats[f"ejections_detected_{kind}"] = 0
-        stats[f"ejections_enforced_{kind}"] = 0
-    for prefix in ("", "local_origin_"):
-        for algo in ("success_rate", "failure_percentage"):
-            stats[f"{prefix}{algo}_skipped_minimum_hosts"] = 0
-            stats[f"{prefix}{algo}_skipped_request_volume"] = 0
-    return stats
 
 
 @final
@@ -279,7 +123,7 @@ class OutlierDetector:
         self._endpoints: dict[tuple[str, int], EndpointState] = {}
         self._ejected = 0
         self._last_sweep = clock.monotonic()
-        self.stats = _new_stats()
+        self.stats = new_stats()
         self._config = config
         self._split = config.split_external_local_origin_errors
         self._c5xx = config.consecutive_5xx
@@ -384,16 +228,16 @@ class OutlierDetector:
         state = es.outlier
         if state is None or state.owner is not self:
             return
-        cls = _classify(outcome)
-        if cls == _SUCCESS:
+        cls = classify(outcome)
+        if cls == SUCCESS:
             self.record_success(es)
             return
-        if cls == _IGNORED:
+        if cls == IGNORED:
             return
         bucket = state.active
         if self._split:
             bucket.local_total += 1
-            if cls >= _LOCAL_CONNECT:
+            if cls >= LOCAL_CONNECT:
                 state.consecutive_local += 1
                 threshold = self._clocal
                 if threshold > 0 and state.consecutive_local >= threshold:
@@ -401,9 +245,9 @@ class OutlierDetector:
                 return
             bucket.local_ok += 1  # the connection worked; the answer was an error
             state.consecutive_local = 0
-            gateway = cls == _EXT_GATEWAY
+            gateway = cls == EXT_GATEWAY
         else:
-            gateway = cls != _EXT_5XX  # local failures count as 503 / 504
+            gateway = cls != EXT_5XX  # local failures count as 503 / 504
         bucket.ext_total += 1
         if gateway:
             state.consecutive_gateway += 1
