@@ -44,14 +44,15 @@ Every ejection, un-ejection and skipped ejection is logged on
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, final
 
 from proxyless.resilience.outcome import Outcome
+from proxyless.resilience.outlier_rates import scan_rates
 from proxyless.resilience.outlier_state import (
+    ENFORCING_FIELDS,
     EXT_5XX,
     EXT_GATEWAY,
     IGNORED,
@@ -290,20 +291,8 @@ class OutlierDetector:
     # -- ejection -------------------------------------------------------------------
 
     def _enforcing(self, kind: EjectionType) -> int:
-        c = self._config
-        if kind == "consecutive_5xx":
-            return c.enforcing_consecutive_5xx
-        if kind == "consecutive_gateway_failure":
-            return c.enforcing_consecutive_gateway_failure
-        if kind == "consecutive_local_origin_failure":
-            return c.enforcing_consecutive_local_origin_failure
-        if kind == "success_rate":
-            return c.enforcing_success_rate
-        if kind == "local_origin_success_rate":
-            return c.enforcing_local_origin_success_rate
-        if kind == "failure_percentage":
-            return c.enforcing_failure_percentage
-        return c.enforcing_failure_percentage_local_origin
+        enforcing: int = getattr(self._config, ENFORCING_FIELDS[kind])
+        return enforcing
 
     def _ejection_allowed(self) -> bool:
         c = self._config
@@ -458,46 +447,19 @@ class OutlierDetector:
     def _rate_pass(self, now: float, local: bool) -> None:
         """Success rate and failure percentage over the inactive buckets (lock held)."""
         c = self._config
+        scan = scan_rates(self._endpoints.values(), self, c, local=local)
+        if scan is None:
+            return
         stats = self.stats
         prefix = "local_origin_" if local else ""
-        sr_volume = c.success_rate_request_volume
-        fp_volume = c.failure_percentage_request_volume
-        sr_hosts: list[tuple[EndpointState, float]] = []
-        fp_hosts: list[tuple[EndpointState, float]] = []
-        sr_low = fp_low = 0
-        any_failure = False
-        for es in self._endpoints.values():
-            state = es.outlier
-            if es.ejected or state is None or state.owner is not self:
-                continue
-            bucket = state.inactive
-            total = bucket.local_total if local else bucket.ext_total
-            if total <= 0:
-                continue
-            ok = bucket.local_ok if local else bucket.ext_ok
-            failed = total - ok
-            if failed:
-                any_failure = True
-            rate = ok * 100.0 / total
-            if total >= sr_volume:
-                sr_hosts.append((es, rate))
-            elif failed:
-                sr_low += 1
-            if total >= fp_volume:
-                fp_hosts.append((es, rate))
-            elif failed:
-                fp_low += 1
-        if not any_failure:
-            return
-        stats[f"{prefix}success_rate_skipped_request_volume"] += sr_low
-        stats[f"{prefix}failure_percentage_skipped_request_volume"] += fp_low
+        stats[f"{prefix}success_rate_skipped_request_volume"] += scan.success_rate_low_volume
+        stats[f"{prefix}failure_percentage_skipped_request_volume"] += (
+            scan.failure_percentage_low_volume
+        )
         sr_kind: EjectionType = "local_origin_success_rate" if local else "success_rate"
         fp_kind: EjectionType = "local_origin_failure_percentage" if local else "failure_percentage"
-        if sr_hosts and len(sr_hosts) >= c.success_rate_minimum_hosts:
-            rates = [rate for _, rate in sr_hosts]
-            mean = sum(rates) / len(rates)
-            stdev = math.sqrt(sum((r - mean) ** 2 for r in rates) / len(rates))
-            threshold = mean - (c.success_rate_stdev_factor / 1000.0) * stdev
+        if scan.success_rate is not None:
+            mean, stdev, threshold = scan.success_rate
             _log.debug(
                 "cluster %r: %ssuccess rate mean %.2f%% stdev %.2f threshold %.2f%% over %d",
                 self.cluster,
@@ -505,31 +467,21 @@ class OutlierDetector:
                 mean,
                 stdev,
                 threshold,
-                len(rates),
+                scan.success_rate_hosts,
             )
-            for es, rate in sr_hosts:
-                if rate < threshold and not es.ejected:
-                    stats[f"ejections_detected_{sr_kind}"] += 1
-                    detail = f": success rate {rate:.1f}% < threshold {threshold:.1f}%"
-                    self._try_eject(es, es.outlier, sr_kind, now, detail)
+            self._eject_outliers(scan.success_rate_outliers, sr_kind, now)
         else:
             stats[f"{prefix}success_rate_skipped_minimum_hosts"] += 1
             _log.debug(
                 "cluster %r: %ssuccess rate skipped: %d endpoints with >= %d requests, %d needed",
                 self.cluster,
                 prefix,
-                len(sr_hosts),
-                sr_volume,
+                scan.success_rate_hosts,
+                c.success_rate_request_volume,
                 c.success_rate_minimum_hosts,
             )
-        if fp_hosts and len(fp_hosts) >= c.failure_percentage_minimum_hosts:
-            limit = c.failure_percentage_threshold
-            for es, rate in fp_hosts:
-                failure = 100.0 - rate
-                if failure >= limit and not es.ejected:
-                    stats[f"ejections_detected_{fp_kind}"] += 1
-                    detail = f": failure percentage {failure:.1f}% >= {limit}%"
-                    self._try_eject(es, es.outlier, fp_kind, now, detail)
+        if scan.failure_percentage_ran:
+            self._eject_outliers(scan.failure_percentage_outliers, fp_kind, now)
         else:
             stats[f"{prefix}failure_percentage_skipped_minimum_hosts"] += 1
             _log.debug(
@@ -537,10 +489,18 @@ class OutlierDetector:
                 "%d needed",
                 self.cluster,
                 prefix,
-                len(fp_hosts),
-                fp_volume,
+                scan.failure_percentage_hosts,
+                c.failure_percentage_request_volume,
                 c.failure_percentage_minimum_hosts,
             )
+
+    def _eject_outliers(
+        self, outliers: Iterable[tuple[EndpointState, str]], kind: EjectionType, now: float
+    ) -> None:
+        for es, detail in outliers:
+            if not es.ejected:
+                self.stats[f"ejections_detected_{kind}"] += 1
+                self._try_eject(es, es.outlier, kind, now, detail)
 
     def __repr__(self) -> str:
         return (

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EJECTION_TYPES",
+    "ENFORCING_FIELDS",
     "EXT_5XX",
     "EXT_GATEWAY",
     "IGNORED",
@@ -62,6 +63,17 @@ EJECTION_TYPES: Final[tuple[EjectionType, ...]] = (
     "failure_percentage",
     "local_origin_failure_percentage",
 )
+
+#: The ``OutlierDetection`` field giving the enforcement percentage of each ejection type.
+ENFORCING_FIELDS: Final[dict[EjectionType, str]] = {
+    "consecutive_5xx": "enforcing_consecutive_5xx",
+    "consecutive_gateway_failure": "enforcing_consecutive_gateway_failure",
+    "consecutive_local_origin_failure": "enforcing_consecutive_local_origin_failure",
+    "success_rate": "enforcing_success_rate",
+    "local_origin_success_rate": "enforcing_local_origin_success_rate",
+    "failure_percentage": "enforcing_failure_percentage",
+    "local_origin_failure_percentage": "enforcing_failure_percentage_local_origin",
+}
 
 OutlierClass: TypeAlias = Literal[
     "success", "external_5xx", "external_gateway", "local_connect", "local_timeout", "ignored"
