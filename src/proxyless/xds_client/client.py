@@ -117,7 +117,7 @@ class XdsClient:
 
     def dump(self, timeout: float = 5.0) -> list[ResourceStatus]:
         """Status of every subscribed resource (CSDS shape), sorted by type and name."""
-        return run_on_loop(self._loop, self._dump, timeout)
+        return run_on_loop(self._loop, lambda: status_dump(self._servers.values()), timeout)
 
     def probe(
         self, rtype: ResourceType, name: str, timeout: float = 2.0
@@ -127,19 +127,13 @@ class XdsClient:
 
         def read() -> tuple[str, ClientStatus | None, bool]:
             ss = self._servers.get(self._server_for(name).key)
-            ts = ss.types.get(rtype.type_url) if ss is not None else None
-            if ts is None:
-                return "", None, False
-            res = ts.resources.get(name)
-            if res is None:
-                return ts.nonce, None, False
-            return ts.nonce, res.status, res.cached
+            return ("", None, False) if ss is None else ss.probe(rtype.type_url, name)
 
         return run_on_loop(self._loop, read, timeout)
 
     def server_states(self, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Connection state per xDS server: uri, connected, last error."""
-        return run_on_loop(self._loop, self._server_states, timeout)
+        return run_on_loop(self._loop, lambda: server_summaries(self._servers.values()), timeout)
 
     def close(self) -> None:
         if self._closed:
@@ -509,10 +503,3 @@ class XdsClient:
             fn(arg)
         except Exception:
             log.exception("xDS watcher %r failed", fn)
-
-    # -- status ---------------------------------------------------------------------------------------
-    def _dump(self) -> list[ResourceStatus]:
-        return status_dump(self._servers.values())
-
-    def _server_states(self) -> list[dict[str, Any]]:
-        return server_summaries(self._servers.values())

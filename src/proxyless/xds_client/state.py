@@ -164,6 +164,16 @@ class ServerState:
     def connected(self) -> bool:
         return self.stream_active and (self.channel_ready or self.got_response)
 
+    def probe(self, type_url: str, name: str) -> tuple[str, ClientStatus | None, bool]:
+        """``(last nonce of the type, status of name or None, cached)``."""
+        ts = self.types.get(type_url)
+        if ts is None:
+            return "", None, False
+        res = ts.resources.get(name)
+        if res is None:
+            return ts.nonce, None, False
+        return ts.nonce, res.status, res.cached
+
     def all_resources(self) -> list[ResourceState]:
         return [res for ts in self.types.values() for res in ts.resources.values()]
 
