@@ -28,6 +28,7 @@ from collections.abc import Container, Sequence
 
 import xxhash
 
+from proxyless.lb.hash_walk import walk_from
 from proxyless.lb.pickers import EndpointKey, Picker
 from proxyless.lb.state import EndpointState
 
@@ -128,29 +129,7 @@ class MaglevPicker(Picker):
             chosen = endpoints[table[(h ^ ((_MASK - attempt + 1) & _MASK)) % size]]
             if (panic or chosen.healthy) and chosen.key not in exclude:
                 return chosen
-        return self._walk(h % size, exclude)
-
-    def _walk(self, slot: int, exclude: Container[EndpointKey]) -> EndpointState | None:
-        table = self._table
-        size = self.table_size
-        endpoints = self.endpoints
-        seen: set[int] = set()
-        fallback: EndpointState | None = None
-        panic = self.panic
-        for step in range(size):
-            index = table[(slot + step) % size]
-            if index in seen:
-                continue
-            seen.add(index)
-            endpoint = endpoints[index]
-            if panic or endpoint.healthy:
-                if endpoint.key not in exclude:
-                    return endpoint
-                if fallback is None:
-                    fallback = endpoint
-            if len(seen) == len(endpoints):
-                break
-        return fallback
+        return walk_from(table, h % size, endpoints, exclude, panic=panic)
 
     def entries_per_endpoint(self) -> dict[str, int]:
         """How many table slots each endpoint owns (for tests and debugging)."""

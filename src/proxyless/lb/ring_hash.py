@@ -41,6 +41,7 @@ from collections.abc import Container, Sequence
 
 import xxhash
 
+from proxyless.lb.hash_walk import walk_from
 from proxyless.lb.pickers import EndpointKey, Picker
 from proxyless.lb.state import EndpointState
 
@@ -121,29 +122,7 @@ class RingHashPicker(Picker):
         chosen = endpoints[self._owners[slot]]
         if (self.panic or chosen.healthy) and chosen.key not in exclude:
             return chosen
-        return self._walk(slot, exclude)
-
-    def _walk(self, slot: int, exclude: Container[EndpointKey]) -> EndpointState | None:
-        endpoints = self.endpoints
-        owners = self._owners
-        size = self.size
-        seen: set[int] = set()
-        fallback: EndpointState | None = None
-        panic = self.panic
-        for step in range(size):
-            owner = owners[(slot + step) % size]
-            if owner in seen:
-                continue
-            seen.add(owner)
-            endpoint = endpoints[owner]
-            if panic or endpoint.healthy:
-                if endpoint.key not in exclude:
-                    return endpoint
-                if fallback is None:
-                    fallback = endpoint
-            if len(seen) == len(endpoints):
-                break
-        return fallback
+        return walk_from(self._owners, slot, endpoints, exclude, panic=self.panic)
 
     def __repr__(self) -> str:
         return f"RingHashPicker({len(self.endpoints)} endpoints, {self.size} entries)"

@@ -39,11 +39,11 @@ from proxyless.resilience.outcome import (
     parse_grpc_pushback,
     parse_retry_after,
 )
-from proxyless.resilience.outlier import (
+from proxyless.resilience.outlier import OutlierDetector
+from proxyless.resilience.outlier_state import (
     EjectionType,
     EndpointOutlierState,
     OutlierClass,
-    OutlierDetector,
     outlier_class,
 )
 from proxyless.resilience.retry import (

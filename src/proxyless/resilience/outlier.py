@@ -34,199 +34,44 @@ consecutive-error ejection:
 
 Pickers learn of ejections through ``EndpointState.ejected``. What happens
 when every endpoint is ejected or unhealthy (panic routing) is the load
-balancer's decision. How outcomes count (the gRPC status mapping) is in
-:mod:`proxyless.resilience.outcome`. Every ejection, un-ejection and skipped
-ejection is logged on ``proxyless.resilience.outlier`` and counted in
-:attr:`OutlierDetector.stats` (Envoy ``outlier_detection.*`` names).
+balancer's decision. How outcomes count (the gRPC status mapping) and the
+per-endpoint counters are in :mod:`proxyless.resilience.outlier_state`.
+Every ejection, un-ejection and skipped ejection is logged on
+``proxyless.resilience.outlier`` and counted in :attr:`OutlierDetector.stats`
+(Envoy ``outlier_detection.*`` names).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, final
 
 from proxyless.resilience.outcome import Outcome
+from proxyless.resilience.outlier_rates import scan_rates
+from proxyless.resilience.outlier_state import (
+    ENFORCING_FIELDS,
+    EXT_5XX,
+    EXT_GATEWAY,
+    IGNORED,
+    LOCAL_CONNECT,
+    SUCCESS,
+    EjectionType,
+    EndpointOutlierState,
+    classify,
+    new_stats,
+)
 from proxyless.resources.model import OutlierDetection
 
 if TYPE_CHECKING:  # no runtime import: proxyless.lb may import this package
     from proxyless.clock import Clock
     from proxyless.lb.state import EndpointState
 
-__all__ = [
-    "EjectionType",
-    "EndpointOutlierState",
-    "OutlierClass",
-    "OutlierDetector",
-    "outlier_class",
-]
+__all__ = ["OutlierDetector"]
 
 _log = logging.getLogger("proxyless.resilience.outlier")
-
-EjectionType: TypeAlias = Literal[
-    "consecutive_5xx",
-    "consecutive_gateway_failure",
-    "consecutive_local_origin_failure",
-    "success_rate",
-    "local_origin_success_rate",
-    "failure_percentage",
-    "local_origin_failure_percentage",
-]
-_EJECTION_TYPES: Final[tuple[EjectionType, ...]] = (
-    "consecutive_5xx",
-    "consecutive_gateway_failure",
-    "consecutive_local_origin_failure",
-    "success_rate",
-    "local_origin_success_rate",
-    "failure_percentage",
-    "local_origin_failure_percentage",
-)
-
-OutlierClass: TypeAlias = Literal[
-    "success", "external_5xx", "external_gateway", "local_connect", "local_timeout", "ignored"
-]
-
-# Internal codes of OutlierClass, ordered so that "local" codes are >= _LOCAL_CONNECT.
-_SUCCESS: Final = 0
-_EXT_5XX: Final = 1
-_EXT_GATEWAY: Final = 2
-_LOCAL_CONNECT: Final = 3
-_LOCAL_TIMEOUT: Final = 4
-_IGNORED: Final = 5
-_CLASS_NAMES: Final[tuple[OutlierClass, ...]] = (
-    "success",
-    "external_5xx",
-    "external_gateway",
-    "local_connect",
-    "local_timeout",
-    "ignored",
-)
-#: gRPC statuses that count against an endpoint (others are the caller's
-#: problem, like HTTP 4xx). Envoy maps UNAVAILABLE to 503 and
-#: DEADLINE_EXCEEDED to 504 (gateway errors); INTERNAL, UNKNOWN and
-#: DATA_LOSS to 500.
-_GRPC_CLASS: Final[dict[str, int]] = {
-    "INTERNAL": _EXT_5XX,
-    "UNKNOWN": _EXT_5XX,
-    "DATA_LOSS": _EXT_5XX,
-    "UNAVAILABLE": _EXT_GATEWAY,
-    "DEADLINE_EXCEEDED": _EXT_GATEWAY,
-}
-_KIND_CLASS: Final[dict[str, int]] = {
-    "success": _SUCCESS,
-    "reset": _EXT_GATEWAY,
-    "connect_failure": _LOCAL_CONNECT,
-    "refused_stream": _LOCAL_CONNECT,
-    "timeout": _LOCAL_TIMEOUT,
-    "local_circuit_open": _IGNORED,
-}
-
-
-def _classify(outcome: Outcome) -> int:
-    kind = outcome.kind
-    if kind != "error_status":
-        return _KIND_CLASS.get(kind, _IGNORED)
-    status = outcome.status
-    if isinstance(status, int):
-        if status < 500:
-            return _SUCCESS
-        return _EXT_GATEWAY if status in (502, 503, 504) else _EXT_5XX
-    return _GRPC_CLASS.get(str(status), _SUCCESS)
-
-
-def outlier_class(outcome: Outcome) -> OutlierClass:
-    """How outlier detection counts ``outcome`` (see :mod:`proxyless.resilience.outcome`).
-
-    ``local_*`` classes count as gateway 5xx (503 / 504) unless
-    ``split_external_local_origin_errors`` is set.
-    """
-    return _CLASS_NAMES[_classify(outcome)]
-
-
-@final
-class _Bucket:
-    __slots__ = ("ext_ok", "ext_total", "local_ok", "local_total")
-
-    def __init__(self) -> None:
-        self.ext_total = 0
-        self.ext_ok = 0
-        self.local_total = 0
-        self.local_ok = 0
-
-    def clear(self) -> None:
-        self.ext_total = 0
-        self.ext_ok = 0
-        self.local_total = 0
-        self.local_ok = 0
-
-
-@final
-class EndpointOutlierState:
-    """What outlier detection keeps per endpoint (``EndpointState.outlier``).
-
-    ``active`` is the bucket the request path writes; ``inactive`` holds the
-    previous interval's counts that the sweep reads. ``multiplier`` is
-    Envoy's ejection time backoff; ``ejected_at`` / ``unejected_at`` are
-    monotonic times; ``jitter`` is the extra ejection time drawn at ejection.
-    """
-
-    __slots__ = (
-        "active",
-        "consecutive_5xx",
-        "consecutive_gateway",
-        "consecutive_local",
-        "ejected_at",
-        "ejection_type",
-        "inactive",
-        "jitter",
-        "multiplier",
-        "num_ejections",
-        "owner",
-        "unejected_at",
-    )
-
-    def __init__(self, owner: OutlierDetector) -> None:
-        self.owner = owner
-        self.active = _Bucket()
-        self.inactive = _Bucket()
-        self.consecutive_5xx = 0
-        self.consecutive_gateway = 0
-        self.consecutive_local = 0
-        self.multiplier = 0
-        self.ejected_at: float | None = None
-        self.unejected_at: float | None = None
-        self.jitter = 0.0
-        self.num_ejections = 0
-        self.ejection_type: EjectionType | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"EndpointOutlierState(c5xx={self.consecutive_5xx} cgw={self.consecutive_gateway} "
-            f"clocal={self.consecutive_local} multiplier={self.multiplier} "
-            f"ejections={self.num_ejections} ejected_at={self.ejected_at})"
-        )
-
-
-def _new_stats() -> dict[str, int]:
-    stats = {
-        "ejections_active": 0,
-        "ejections_total": 0,
-        "ejections_enforced_total": 0,
-        "ejections_overflow": 0,
-        "ejections_skipped_enforcement": 0,
-        "unejections_total": 0,
-    }
-    for kind in _EJECTION_TYPES:
-        stats[f"ejections_detected_{kind}"] = 0
-        stats[f"ejections_enforced_{kind}"] = 0
-    for prefix in ("", "local_origin_"):
-        for algo in ("success_rate", "failure_percentage"):
-            stats[f"{prefix}{algo}_skipped_minimum_hosts"] = 0
-            stats[f"{prefix}{algo}_skipped_request_volume"] = 0
-    return stats
 
 
 @final
@@ -279,7 +124,7 @@ class OutlierDetector:
         self._endpoints: dict[tuple[str, int], EndpointState] = {}
         self._ejected = 0
         self._last_sweep = clock.monotonic()
-        self.stats = _new_stats()
+        self.stats = new_stats()
         self._config = config
         self._split = config.split_external_local_origin_errors
         self._c5xx = config.consecutive_5xx
@@ -384,16 +229,16 @@ class OutlierDetector:
         state = es.outlier
         if state is None or state.owner is not self:
             return
-        cls = _classify(outcome)
-        if cls == _SUCCESS:
+        cls = classify(outcome)
+        if cls == SUCCESS:
             self.record_success(es)
             return
-        if cls == _IGNORED:
+        if cls == IGNORED:
             return
         bucket = state.active
         if self._split:
             bucket.local_total += 1
-            if cls >= _LOCAL_CONNECT:
+            if cls >= LOCAL_CONNECT:
                 state.consecutive_local += 1
                 threshold = self._clocal
                 if threshold > 0 and state.consecutive_local >= threshold:
@@ -401,9 +246,9 @@ class OutlierDetector:
                 return
             bucket.local_ok += 1  # the connection worked; the answer was an error
             state.consecutive_local = 0
-            gateway = cls == _EXT_GATEWAY
+            gateway = cls == EXT_GATEWAY
         else:
-            gateway = cls != _EXT_5XX  # local failures count as 503 / 504
+            gateway = cls != EXT_5XX  # local failures count as 503 / 504
         bucket.ext_total += 1
         if gateway:
             state.consecutive_gateway += 1
@@ -446,20 +291,8 @@ class OutlierDetector:
     # -- ejection -------------------------------------------------------------------
 
     def _enforcing(self, kind: EjectionType) -> int:
-        c = self._config
-        if kind == "consecutive_5xx":
-            return c.enforcing_consecutive_5xx
-        if kind == "consecutive_gateway_failure":
-            return c.enforcing_consecutive_gateway_failure
-        if kind == "consecutive_local_origin_failure":
-            return c.enforcing_consecutive_local_origin_failure
-        if kind == "success_rate":
-            return c.enforcing_success_rate
-        if kind == "local_origin_success_rate":
-            return c.enforcing_local_origin_success_rate
-        if kind == "failure_percentage":
-            return c.enforcing_failure_percentage
-        return c.enforcing_failure_percentage_local_origin
+        enforcing: int = getattr(self._config, ENFORCING_FIELDS[kind])
+        return enforcing
 
     def _ejection_allowed(self) -> bool:
         c = self._config
@@ -614,46 +447,19 @@ class OutlierDetector:
     def _rate_pass(self, now: float, local: bool) -> None:
         """Success rate and failure percentage over the inactive buckets (lock held)."""
         c = self._config
+        scan = scan_rates(self._endpoints.values(), self, c, local=local)
+        if scan is None:
+            return
         stats = self.stats
         prefix = "local_origin_" if local else ""
-        sr_volume = c.success_rate_request_volume
-        fp_volume = c.failure_percentage_request_volume
-        sr_hosts: list[tuple[EndpointState, float]] = []
-        fp_hosts: list[tuple[EndpointState, float]] = []
-        sr_low = fp_low = 0
-        any_failure = False
-        for es in self._endpoints.values():
-            state = es.outlier
-            if es.ejected or state is None or state.owner is not self:
-                continue
-            bucket = state.inactive
-            total = bucket.local_total if local else bucket.ext_total
-            if total <= 0:
-                continue
-            ok = bucket.local_ok if local else bucket.ext_ok
-            failed = total - ok
-            if failed:
-                any_failure = True
-            rate = ok * 100.0 / total
-            if total >= sr_volume:
-                sr_hosts.append((es, rate))
-            elif failed:
-                sr_low += 1
-            if total >= fp_volume:
-                fp_hosts.append((es, rate))
-            elif failed:
-                fp_low += 1
-        if not any_failure:
-            return
-        stats[f"{prefix}success_rate_skipped_request_volume"] += sr_low
-        stats[f"{prefix}failure_percentage_skipped_request_volume"] += fp_low
+        stats[f"{prefix}success_rate_skipped_request_volume"] += scan.success_rate_low_volume
+        stats[f"{prefix}failure_percentage_skipped_request_volume"] += (
+            scan.failure_percentage_low_volume
+        )
         sr_kind: EjectionType = "local_origin_success_rate" if local else "success_rate"
         fp_kind: EjectionType = "local_origin_failure_percentage" if local else "failure_percentage"
-        if sr_hosts and len(sr_hosts) >= c.success_rate_minimum_hosts:
-            rates = [rate for _, rate in sr_hosts]
-            mean = sum(rates) / len(rates)
-            stdev = math.sqrt(sum((r - mean) ** 2 for r in rates) / len(rates))
-            threshold = mean - (c.success_rate_stdev_factor / 1000.0) * stdev
+        if scan.success_rate is not None:
+            mean, stdev, threshold = scan.success_rate
             _log.debug(
                 "cluster %r: %ssuccess rate mean %.2f%% stdev %.2f threshold %.2f%% over %d",
                 self.cluster,
@@ -661,31 +467,21 @@ class OutlierDetector:
                 mean,
                 stdev,
                 threshold,
-                len(rates),
+                scan.success_rate_hosts,
             )
-            for es, rate in sr_hosts:
-                if rate < threshold and not es.ejected:
-                    stats[f"ejections_detected_{sr_kind}"] += 1
-                    detail = f": success rate {rate:.1f}% < threshold {threshold:.1f}%"
-                    self._try_eject(es, es.outlier, sr_kind, now, detail)
+            self._eject_outliers(scan.success_rate_outliers, sr_kind, now)
         else:
             stats[f"{prefix}success_rate_skipped_minimum_hosts"] += 1
             _log.debug(
                 "cluster %r: %ssuccess rate skipped: %d endpoints with >= %d requests, %d needed",
                 self.cluster,
                 prefix,
-                len(sr_hosts),
-                sr_volume,
+                scan.success_rate_hosts,
+                c.success_rate_request_volume,
                 c.success_rate_minimum_hosts,
             )
-        if fp_hosts and len(fp_hosts) >= c.failure_percentage_minimum_hosts:
-            limit = c.failure_percentage_threshold
-            for es, rate in fp_hosts:
-                failure = 100.0 - rate
-                if failure >= limit and not es.ejected:
-                    stats[f"ejections_detected_{fp_kind}"] += 1
-                    detail = f": failure percentage {failure:.1f}% >= {limit}%"
-                    self._try_eject(es, es.outlier, fp_kind, now, detail)
+        if scan.failure_percentage_ran:
+            self._eject_outliers(scan.failure_percentage_outliers, fp_kind, now)
         else:
             stats[f"{prefix}failure_percentage_skipped_minimum_hosts"] += 1
             _log.debug(
@@ -693,10 +489,18 @@ class OutlierDetector:
                 "%d needed",
                 self.cluster,
                 prefix,
-                len(fp_hosts),
-                fp_volume,
+                scan.failure_percentage_hosts,
+                c.failure_percentage_request_volume,
                 c.failure_percentage_minimum_hosts,
             )
+
+    def _eject_outliers(
+        self, outliers: Iterable[tuple[EndpointState, str]], kind: EjectionType, now: float
+    ) -> None:
+        for es, detail in outliers:
+            if not es.ejected:
+                self.stats[f"ejections_detected_{kind}"] += 1
+                self._try_eject(es, es.outlier, kind, now, detail)
 
     def __repr__(self) -> str:
         return (

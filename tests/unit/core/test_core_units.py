@@ -90,6 +90,16 @@ def test_backoff_grows_with_jitter_and_resets():
     assert 0.8 <= b.next_delay() <= 1.2
 
 
+def test_backoff_without_jitter_is_initial_times_multiplier_powers_capped():
+    b = Backoff(jitter=0.0, rng=random.Random(0))
+    delays = [b.next_delay() for _ in range(13)]
+    expected = [min(1.6**n, 120.0) for n in range(13)]
+    assert delays == pytest.approx(expected)
+    assert delays[-1] == 120.0
+    b.reset()
+    assert b.next_delay() == 1.0
+
+
 def test_fake_clock_fires_due_timers_in_order():
     clock = FakeClock(start=0.0)
     fired: list[str] = []

@@ -18,9 +18,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf.message import DecodeError
 
-from proxyless.errors import ResourceValidationError
 from proxyless.resources.model.cluster import (
     CircuitBreakers,
     Cluster,
@@ -43,12 +41,12 @@ from proxyless.resources.parse.common import (
 )
 from proxyless.resources.parse.endpoint import cluster_load_assignment
 from proxyless.resources.parse.lb_policy import cluster_lb_policy
+from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.resources.parse.secret import upstream_tls_context
 from proxyless.xds_client.resource_type import DecodeResult
 
 __all__ = ["decode_cluster", "parse_cluster"]
 
-_TYPE = cluster_pb2.Cluster.DESCRIPTOR.full_name
 _AGGREGATE_TYPE = aggregate_pb2.ClusterConfig.DESCRIPTOR.full_name
 _TLS_TYPE = tls_pb2.UpstreamTlsContext.DESCRIPTOR.full_name
 _HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -114,25 +112,12 @@ _OUTLIER_BOOLS = (
 
 def decode_cluster(data: bytes) -> DecodeResult:
     """Decode serialized Cluster bytes; never raises."""
-    msg = cluster_pb2.Cluster()
-    try:
-        msg.ParseFromString(data)
-    except (DecodeError, ValueError, TypeError) as exc:
-        return DecodeResult(name=None, value=None, errors=(f"could not decode {_TYPE}: {exc}",))
-    ctx = Ctx()
-    value = _cluster(ctx, msg)
-    if ctx.errors or value is None:
-        return DecodeResult(name=msg.name, value=None, errors=tuple(ctx.errors))
-    return DecodeResult(name=msg.name, value=value)
+    return decode_resource(data, cluster_pb2.Cluster, _cluster)
 
 
 def parse_cluster(msg: Any) -> Cluster:
     """Validate a Cluster message; raise ResourceValidationError."""
-    ctx = Ctx()
-    value = _cluster(ctx, msg)
-    if ctx.errors or value is None:
-        raise ResourceValidationError("Cluster", msg.name, ctx.errors)
-    return value
+    return parse_resource(msg, _cluster)
 
 
 def _cluster(ctx: Ctx, msg: Any) -> Cluster | None:

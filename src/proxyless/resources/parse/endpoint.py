@@ -17,9 +17,7 @@ import time
 from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_pb2
-from google.protobuf.message import DecodeError
 
-from proxyless.errors import ResourceValidationError
 from proxyless.resources.model.endpoint import (
     ClusterLoadAssignment,
     DropOverload,
@@ -36,6 +34,7 @@ from proxyless.resources.parse.common import (
     unhandled,
     wrapped,
 )
+from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.xds_client.resource_type import DecodeResult
 
 __all__ = [
@@ -45,7 +44,6 @@ __all__ = [
     "socket_address",
 ]
 
-_TYPE = endpoint_pb2.ClusterLoadAssignment.DESCRIPTOR.full_name
 _HEALTH = {
     0: "UNKNOWN",
     1: "HEALTHY",
@@ -58,25 +56,18 @@ _HEALTH = {
 
 def decode_cluster_load_assignment(data: bytes) -> DecodeResult:
     """Decode serialized ClusterLoadAssignment bytes; never raises."""
-    msg = endpoint_pb2.ClusterLoadAssignment()
-    try:
-        msg.ParseFromString(data)
-    except (DecodeError, ValueError, TypeError) as exc:
-        return DecodeResult(name=None, value=None, errors=(f"could not decode {_TYPE}: {exc}",))
-    ctx = Ctx()
-    value = cluster_load_assignment(ctx, "", msg)
-    if ctx.errors or value is None:
-        return DecodeResult(name=msg.cluster_name, value=None, errors=tuple(ctx.errors))
-    return DecodeResult(name=msg.cluster_name, value=value)
+    return decode_resource(
+        data, endpoint_pb2.ClusterLoadAssignment, _top_level, name_field="cluster_name"
+    )
 
 
 def parse_cluster_load_assignment(msg: Any) -> ClusterLoadAssignment:
     """Validate a ClusterLoadAssignment message; raise ResourceValidationError."""
-    ctx = Ctx()
-    value = cluster_load_assignment(ctx, "", msg)
-    if ctx.errors or value is None:
-        raise ResourceValidationError("ClusterLoadAssignment", msg.cluster_name, ctx.errors)
-    return value
+    return parse_resource(msg, _top_level, name_field="cluster_name")
+
+
+def _top_level(ctx: Ctx, msg: Any) -> ClusterLoadAssignment | None:
+    return cluster_load_assignment(ctx, "", msg)
 
 
 _YIELD_EVERY = 256

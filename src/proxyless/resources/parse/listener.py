@@ -17,9 +17,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf.message import DecodeError
 
-from proxyless.errors import ResourceValidationError
 from proxyless.resources.model.filters import RouterFilterConfig
 from proxyless.resources.model.listener import HttpFilter, Listener
 from proxyless.resources.model.route import RouteConfiguration
@@ -33,36 +31,23 @@ from proxyless.resources.parse.common import (
     unpack,
 )
 from proxyless.resources.parse.filters import UNKNOWN, filter_config
+from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.resources.parse.route import route_configuration
 from proxyless.xds_client.resource_type import DecodeResult
 
 __all__ = ["decode_listener", "parse_listener"]
 
-_TYPE = listener_pb2.Listener.DESCRIPTOR.full_name
 HCM_TYPE = hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
 
 def decode_listener(data: bytes) -> DecodeResult:
     """Decode serialized Listener bytes; never raises."""
-    msg = listener_pb2.Listener()
-    try:
-        msg.ParseFromString(data)
-    except (DecodeError, ValueError, TypeError) as exc:
-        return DecodeResult(name=None, value=None, errors=(f"could not decode {_TYPE}: {exc}",))
-    ctx = Ctx()
-    value = _listener(ctx, msg)
-    if ctx.errors or value is None:
-        return DecodeResult(name=msg.name, value=None, errors=tuple(ctx.errors))
-    return DecodeResult(name=msg.name, value=value)
+    return decode_resource(data, listener_pb2.Listener, _listener)
 
 
 def parse_listener(msg: Any) -> Listener:
     """Validate a Listener message; raise ResourceValidationError."""
-    ctx = Ctx()
-    value = _listener(ctx, msg)
-    if ctx.errors or value is None:
-        raise ResourceValidationError("Listener", msg.name, ctx.errors)
-    return value
+    return parse_resource(msg, _listener)
 
 
 def _listener(ctx: Ctx, msg: Any) -> Listener | None:

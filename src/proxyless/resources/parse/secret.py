@@ -14,9 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
-from google.protobuf.message import DecodeError
 
-from proxyless.errors import ResourceValidationError
 from proxyless.resources.model.security import (
     CertificateProviderInstance,
     CertificateValidationContext,
@@ -35,6 +33,7 @@ from proxyless.resources.parse.common import (
     string_matcher,
     unhandled,
 )
+from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.xds_client.resource_type import DecodeResult
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "upstream_tls_context",
 ]
 
-_TYPE = secret_pb2.Secret.DESCRIPTOR.full_name
 _SAN_TYPES = {1: "EMAIL", 2: "DNS", 3: "URI", 4: "IP_ADDRESS", 5: "OTHER_NAME"}
 _UNSUPPORTED_VALIDATION = (
     "verify_certificate_spki",
@@ -56,25 +54,12 @@ _UNSUPPORTED_VALIDATION = (
 
 def decode_secret(data: bytes) -> DecodeResult:
     """Decode serialized Secret bytes; never raises."""
-    msg = secret_pb2.Secret()
-    try:
-        msg.ParseFromString(data)
-    except (DecodeError, ValueError, TypeError) as exc:
-        return DecodeResult(name=None, value=None, errors=(f"could not decode {_TYPE}: {exc}",))
-    ctx = Ctx()
-    value = _secret(ctx, msg)
-    if ctx.errors or value is None:
-        return DecodeResult(name=msg.name, value=None, errors=tuple(ctx.errors))
-    return DecodeResult(name=msg.name, value=value)
+    return decode_resource(data, secret_pb2.Secret, _secret)
 
 
 def parse_secret(msg: Any) -> Secret:
     """Validate a Secret message; raise ResourceValidationError."""
-    ctx = Ctx()
-    value = _secret(ctx, msg)
-    if ctx.errors or value is None:
-        raise ResourceValidationError("Secret", msg.name, ctx.errors)
-    return value
+    return parse_resource(msg, _secret)
 
 
 def _secret(ctx: Ctx, msg: Any) -> Secret | None:
