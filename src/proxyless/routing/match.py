@@ -51,7 +51,7 @@ def path_matches(match: RouteMatch, request: RequestInfo) -> bool:
         return path.lower() == expected.lower()
     if kind == "safe_regex":
         assert match.regex is not None
-        return match.regex.fullmatch(path) is not None
+        return match.regex.full_match(path)
     # path_separated_prefix
     if not match.case_sensitive:
         path, expected = path.lower(), expected.lower()

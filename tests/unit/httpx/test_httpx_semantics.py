@@ -4,8 +4,6 @@ error mapping and the public names."""
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import pytest
 
@@ -30,6 +28,7 @@ from proxyless.resources.model import (
     RouteAction,
     RouteMatch,
 )
+from proxyless.resources.parse.regex import compile_re2
 
 
 def _opt(
@@ -97,7 +96,7 @@ def test_evaluate_headers(
 
 
 def _route(kind: str, path: str, *, regex: str | None = None) -> Route:
-    compiled = re.compile(regex) if regex else None
+    compiled = compile_re2(regex) if regex else None
     return Route(RouteMatch(kind, path, compiled), RouteAction(cluster="c"))  # type: ignore[arg-type]
 
 
@@ -134,7 +133,7 @@ def _route(kind: str, path: str, *, regex: str | None = None) -> Route:
         ),
         pytest.param(
             _route("prefix", "/"),
-            RouteAction(regex_rewrite=RegexRewrite(re.compile(r"^/(\w+)/(\w+)$"), r"/\g<2>/\g<1>")),
+            RouteAction(regex_rewrite=RegexRewrite(compile_re2(r"^/(\w+)/(\w+)$"), r"/\2/\1")),
             "/a/b?k=v",
             "/b/a?k=v",
             id="regex-rewrite-keeps-query",

@@ -382,7 +382,7 @@ def test_safe_regex_path() -> None:
     match = rc.RouteMatch(safe_regex=regex_pb2.RegexMatcher(regex="/svc/.*"))
     parsed = _decode(_one_route(_route_with(match, cluster="c"))).virtual_hosts[0].routes[0].match
     assert parsed.path_kind == "safe_regex"
-    assert parsed.regex is not None and parsed.regex.fullmatch("/svc/x")
+    assert parsed.regex is not None and parsed.regex.full_match("/svc/x")
 
 
 def test_timeouts() -> None:

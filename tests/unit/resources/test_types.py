@@ -101,6 +101,7 @@ def test_valid_resources_decode() -> None:
             "proxyless.resources.types",
             "proxyless.resources.model",
             "proxyless.resources.model.matchers",
+            "proxyless.resources.model.regex",
             "proxyless.resources.model.filters",
             "proxyless.resources.model.route",
             "proxyless.resources.model.listener",
@@ -108,6 +109,7 @@ def test_valid_resources_decode() -> None:
             "proxyless.resources.model.endpoint",
             "proxyless.resources.model.security",
             "proxyless.resources.parse",
+            "proxyless.resources.parse.regex",
         )
     ],
 )

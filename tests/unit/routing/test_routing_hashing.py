@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 
 import pytest
 import xxhash
 
 from proxyless.resources.model import HashPolicy, RegexRewrite
+from proxyless.resources.parse.regex import compile_re2
 from proxyless.routing import RequestInfo, cookie_value, request_hash
 
 MASK = (1 << 64) - 1
@@ -47,7 +47,7 @@ CASES = [
             HashPolicy(
                 "header",
                 "x-user",
-                regex_rewrite=RegexRewrite(re.compile("^(a)lice$"), r"\g<1>nyone"),
+                regex_rewrite=RegexRewrite(compile_re2("^(a)lice$"), r"\1nyone"),
             )
         ],
         GRPC,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Mapping
 
 import pytest
@@ -17,6 +16,7 @@ from proxyless.resources.model import (
     StringMatcher,
     VirtualHost,
 )
+from proxyless.resources.parse.regex import compile_re2
 from proxyless.routing import RequestInfo, header_value, match_route, parse_query, path_matches
 
 
@@ -67,25 +67,25 @@ PATH_CASES = [
         RouteMatch("prefix", "/a?x"), http("/a", query="x=1"), True, id="prefix-sees-query"
     ),
     pytest.param(
-        RouteMatch("safe_regex", r"/pkg\..*", regex=re.compile(r"/pkg\..*")),
+        RouteMatch("safe_regex", r"/pkg\..*", regex=compile_re2(r"/pkg\..*")),
         grpc(),
         True,
         id="regex-full",
     ),
     pytest.param(
-        RouteMatch("safe_regex", "/pkg", regex=re.compile("/pkg")),
+        RouteMatch("safe_regex", "/pkg", regex=compile_re2("/pkg")),
         grpc(),
         False,
         id="regex-must-match-whole-path",
     ),
     pytest.param(
-        RouteMatch("safe_regex", "/PKG.*", regex=re.compile("/PKG.*"), case_sensitive=False),
+        RouteMatch("safe_regex", "/PKG.*", regex=compile_re2("/PKG.*"), case_sensitive=False),
         grpc(),
         False,
         id="regex-ignores-case-flag",
     ),
     pytest.param(
-        RouteMatch("safe_regex", "/a", regex=re.compile("/a")),
+        RouteMatch("safe_regex", "/a", regex=compile_re2("/a")),
         http("/a", query="q=1"),
         True,
         id="regex-without-query",

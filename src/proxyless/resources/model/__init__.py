@@ -48,6 +48,7 @@ from proxyless.resources.model.matchers import (
     StringMatcher,
     StringMatcherKind,
 )
+from proxyless.resources.model.regex import Regex
 from proxyless.resources.model.route import (
     Action,
     AppendAction,
@@ -126,6 +127,7 @@ __all__ = [
     "RateLimitedRetryBackOff",
     "RbacFilterConfig",
     "RedirectAction",
+    "Regex",
     "RegexRewrite",
     "ResetHeader",
     "RetryBudget",

@@ -8,9 +8,9 @@ matches, except a ``present_match`` whose value equals ``invert_match``
 (and except when ``treat_missing_header_as_empty`` is set, in which case the
 header is matched as the empty string).
 
-Regexes (``safe_regex``) are Envoy RE2 patterns translated to Python ``re``
-at parse time and always matched against the *whole* value (``fullmatch``),
-as RE2's full-match in Envoy. ``ignore_case`` does not apply to regexes
+Regexes (``safe_regex``) are compiled by RE2 at parse time
+(:mod:`proxyless.resources.model.regex`) and always matched against the
+*whole* value (``RE2::FullMatch``, as in Envoy), in time linear in its length. ``ignore_case`` does not apply to regexes
 (Envoy: "has no effect for the safe_regex match").
 
 Matching is pure: no I/O, no clock; callers join repeated header values with
@@ -19,9 +19,10 @@ Matching is pure: no I/O, no clock; callers join repeated header values with
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
+
+from proxyless.resources.model.regex import Regex
 
 __all__ = [
     "HeaderMatcher",
@@ -58,14 +59,14 @@ class StringMatcher:
     kind: StringMatcherKind
     value: str
     ignore_case: bool = False
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
 
     def matches(self, value: str) -> bool:
         """True when ``value`` satisfies this matcher."""
         kind = self.kind
         if kind == "safe_regex":
             assert self.regex is not None
-            return self.regex.fullmatch(value) is not None
+            return self.regex.full_match(value)
         expected = self.value
         if self.ignore_case:
             expected = expected.lower()
@@ -160,14 +161,14 @@ class QueryParameterMatcher:
 class RegexRewrite:
     """``envoy.type.matcher.v3.RegexMatchAndSubstitute``.
 
-    ``substitution`` is a Python ``re.sub`` template: the parser translates
-    RE2's ``\\0``-``\\9`` group references to ``\\g<N>``. Every match is
-    replaced, as in Envoy.
+    ``substitution`` is RE2's rewrite string: ``\\0``-``\\9`` name a group
+    and ``\\\\`` is a backslash (checked against ``pattern`` by the parser).
+    Every match is replaced (``RE2::GlobalReplace``), as in Envoy.
     """
 
-    pattern: re.Pattern[str]
+    pattern: Regex
     substitution: str
 
     def apply(self, value: str) -> str:
         """Return ``value`` with every match of ``pattern`` substituted."""
-        return self.pattern.sub(self.substitution, value)
+        return self.pattern.replace_all(self.substitution, value)

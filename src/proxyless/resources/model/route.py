@@ -15,7 +15,6 @@ million. Weighted-cluster entries with weight 0 are dropped at parse time.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -27,6 +26,7 @@ from proxyless.resources.model.matchers import (
     QueryParameterMatcher,
     RegexRewrite,
 )
+from proxyless.resources.model.regex import Regex
 
 __all__ = [
     "Action",
@@ -194,7 +194,7 @@ class RouteMatch:
 
     path_kind: PathKind
     path: str
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
     case_sensitive: bool = True
     headers: tuple[HeaderMatcher, ...] = ()
     query_parameters: tuple[QueryParameterMatcher, ...] = ()

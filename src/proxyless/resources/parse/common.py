@@ -25,7 +25,8 @@ from proxyless.resources.model.matchers import (
     RegexRewrite,
     StringMatcher,
 )
-from proxyless.resources.parse.regex import RegexError, compile_re2, translate_substitution
+from proxyless.resources.model.regex import Regex
+from proxyless.resources.parse.regex import RegexError, check_substitution, compile_re2
 
 __all__ = [
     "MAX_UINT32",
@@ -174,7 +175,7 @@ def check_config_source(ctx: Ctx, path: str, source: Any) -> None:
     )
 
 
-def regex(ctx: Ctx, path: str, matcher: Any) -> Any:
+def regex(ctx: Ctx, path: str, matcher: Any) -> Regex | None:
     """Compile an ``envoy.type.matcher.v3.RegexMatcher``; None (and a problem) if invalid."""
     if matcher.HasField("google_re2"):
         ctx.ignore(join(path, "google_re2"))
@@ -191,7 +192,7 @@ def regex_rewrite(ctx: Ctx, path: str, msg: Any) -> RegexRewrite | None:
     if pattern is None:
         return None
     try:
-        template = translate_substitution(msg.substitution, pattern.groups)
+        template = check_substitution(msg.substitution, pattern.groups)
     except RegexError as exc:
         ctx.error(join(path, "substitution"), str(exc))
         return None

@@ -6,6 +6,22 @@ Envoy's SDS docs for secrets by name). Settings that would make verification
 weaker or stricter in ways proxyless cannot honour (SPKI/hash pinning, CRLs,
 custom validators, SCTs) make the resource invalid rather than being
 silently dropped; data sources must be inline or a file name.
+
+Certificate provider instances have two generations of fields: the current
+``tls_certificate_provider_instance`` and
+``default_validation_context.ca_certificate_provider_instance``
+(``CertificateProviderPluginInstance``) and the deprecated
+``tls_certificate_certificate_provider_instance`` and
+``combined_validation_context.validation_context_certificate_provider_instance``.
+istiod's gRPC generator sets both generations on every ISTIO_MUTUAL cluster
+(instance ``default``, certificates ``default`` and ``ROOTCA``) so that old
+gRPC clients find theirs. When both are set they must name the same instance
+and certificate, and the current field is used (gRPC C-core reads the current
+field first); when they disagree the resource is NACKed at the deprecated
+field. The deprecated ``match_subject_alt_names`` (where istiod puts the
+destination's SPIFFE IDs as exact matchers) are kept as ``"ANY"`` SAN
+matchers: checked against DNS, URI, email and IP SANs (gRFC A29), so the
+SPIFFE ID in a peer's URI SAN is matched as a typed URI matcher would.
 """
 
 from __future__ import annotations
@@ -43,6 +59,8 @@ __all__ = [
 ]
 
 _SAN_TYPES = {1: "EMAIL", 2: "DNS", 3: "URI", 4: "IP_ADDRESS", 5: "OTHER_NAME"}
+_IDENTITY = "tls_certificate_provider_instance"
+_IDENTITY_DEPRECATED = "tls_certificate_certificate_provider_instance"
 _UNSUPPORTED_VALIDATION = (
     "verify_certificate_spki",
     "verify_certificate_hash",
@@ -134,6 +152,28 @@ def _provider(ctx: Ctx, path: str, msg: Any) -> CertificateProviderInstance | No
     return CertificateProviderInstance(
         instance_name=msg.instance_name, certificate_name=msg.certificate_name
     )
+
+
+def _agree(
+    ctx: Ctx,
+    path: str,
+    deprecated: CertificateProviderInstance | None,
+    current_field: str,
+    current: CertificateProviderInstance | None,
+) -> None:
+    """Record a problem at ``path`` when a deprecated provider field names
+    another instance or certificate than its current counterpart."""
+    if deprecated is None or current is None or deprecated == current:
+        return
+    ctx.error(
+        path,
+        f"names {_describe(deprecated)} but {current_field} names {_describe(current)}; "
+        "when both generations are set they must agree",
+    )
+
+
+def _describe(provider: CertificateProviderInstance) -> str:
+    return f"instance {provider.instance_name!r} certificate {provider.certificate_name!r}"
 
 
 def _sds(ctx: Ctx, path: str, msg: Any) -> SdsSecretConfig | None:
@@ -245,12 +285,16 @@ def upstream_tls_context(ctx: Ctx, path: str, msg: Any) -> UpstreamTlsContext | 
         identities.append(
             _sds(ctx, f"{join(cpath, 'tls_certificate_sds_secret_configs')}[{i}]", sds)
         )
-    for field in (
-        "tls_certificate_provider_instance",
-        "tls_certificate_certificate_provider_instance",
-    ):
-        if common.HasField(field):
-            identities.append(_provider(ctx, join(cpath, field), getattr(common, field)))
+    # istiod sets both generations of the identity provider: one identity.
+    current = deprecated = None
+    if common.HasField(_IDENTITY):
+        current = _provider(ctx, join(cpath, _IDENTITY), getattr(common, _IDENTITY))
+    if common.HasField(_IDENTITY_DEPRECATED):
+        dpath = join(cpath, _IDENTITY_DEPRECATED)
+        deprecated = _provider(ctx, dpath, getattr(common, _IDENTITY_DEPRECATED))
+        _agree(ctx, dpath, deprecated, _IDENTITY, current)
+    if common.HasField(_IDENTITY) or common.HasField(_IDENTITY_DEPRECATED):
+        identities.append(current or deprecated)
     if len(identities) > 1:
         ctx.error(cpath, "more than one client certificate is configured; only one is supported")
     identity = identities[0] if identities else None
@@ -290,15 +334,21 @@ def upstream_tls_context(ctx: Ctx, path: str, msg: Any) -> UpstreamTlsContext | 
             )
             validation_sds = sds.name if sds is not None else None
         elif combined.HasField("validation_context_certificate_provider_instance"):
+            dpath = join(vpath, "validation_context_certificate_provider_instance")
             provider = _provider(
-                ctx,
-                join(vpath, "validation_context_certificate_provider_instance"),
-                combined.validation_context_certificate_provider_instance,
+                ctx, dpath, combined.validation_context_certificate_provider_instance
             )
-            if validation is not None and validation.ca_certificate_provider is None:
-                validation = replace(validation, ca_certificate_provider=provider)
-            elif validation is None:
-                validation = CertificateValidationContext(ca_certificate_provider=provider)
+            base = validation or CertificateValidationContext()
+            if base.ca_certificate_provider is None:
+                validation = replace(base, ca_certificate_provider=provider)
+            else:
+                _agree(
+                    ctx,
+                    dpath,
+                    provider,
+                    "default_validation_context.ca_certificate_provider_instance",
+                    base.ca_certificate_provider,
+                )
     elif which is not None:
         ctx.error(vpath, "unsupported validation context type")
     if len(ctx.errors) != errors:
