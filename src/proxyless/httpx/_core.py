@@ -146,7 +146,7 @@ class Core:
         self._lanes_state: dict[TargetRuntime, object] = {}
         self.closed = False
 
-    # -- hosts ------------------------------------------------------------------------------
+    # -- the request URL ------------------------------------------------------------
     @staticmethod
     def check_url(request: httpx.Request) -> tuple[str, str, int | None]:
         url = request.url
