@@ -8,13 +8,14 @@ mirrors, fault injection, circuit breaking and outlier detection, on the
 same request path as :func:`proxyless.grpc.channel`. Hosts the control plane
 does not know go to a plain httpx transport (``fallback="passthrough"``, the
 default) or are refused (``fallback="refuse"``). See docs/httpx.md and
-:mod:`proxyless.interceptors.httpx_transport`.
+docs/architecture.md.
 
 Failures are httpx exceptions; those proxyless raises itself are the
 ``Mesh*`` classes below, with ``.stage`` and ``.proxyless_error``.
 """
 
-from proxyless.interceptors.httpx_errors import (
+from proxyless.httpx._async_transport import AsyncTransport
+from proxyless.httpx._errors import (
     MeshConnectError,
     MeshConnectTimeout,
     MeshHTTPError,
@@ -22,8 +23,8 @@ from proxyless.interceptors.httpx_errors import (
     MeshRequestError,
     UpstreamTimeout,
 )
-from proxyless.interceptors.httpx_hosts import MeshHosts
-from proxyless.interceptors.httpx_transport import AsyncTransport, Transport
+from proxyless.httpx._hosts import MeshHosts
+from proxyless.httpx._sync_transport import Transport
 
 __all__ = [
     "AsyncTransport",

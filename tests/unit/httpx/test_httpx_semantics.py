@@ -9,9 +9,9 @@ import pytest
 
 import proxyless.httpx
 from proxyless.errors import NoMatchingRoute, ResourceNacked, RetryBudgetExhausted
-from proxyless.interceptors.httpx_errors import mesh_error, timeout_error, upstream_error
-from proxyless.interceptors.httpx_hosts import MeshHosts, is_ip_literal, target_name
-from proxyless.interceptors.httpx_request import (
+from proxyless.httpx._errors import mesh_error, timeout_error, upstream_error
+from proxyless.httpx._hosts import MeshHosts, is_ip_literal, target_name
+from proxyless.httpx._router import (
     HeaderLevel,
     LazyHeaders,
     evaluate_headers,

@@ -18,17 +18,19 @@ Deciding, per host, without stalling (:class:`MeshHosts`, :class:`HostTable`):
    ``*`` for every host name. Other hosts go straight to the fallback.
 3. **Candidates** (every other host name when ``hosts`` is None) are looked
    up once: the first request subscribes to the Listener and waits for the
-   control plane's answer. It is in the mesh as soon as the Listener
-   arrives; it is *not* in the mesh as soon as an LDS response that answers
-   the subscription arrives without it (a fast negative answer: one round
-   trip, not the 15 s does-not-exist timer), or the resource is reported
-   deleted or does not exist. The subscription stays open, so a Listener
-   created later takes over the host's next requests, and one deleted later
-   sends them back to the fallback.
+   control plane's answer (at most the request's connect timeout, when it
+   has one; :func:`decide`, or :func:`decide_async` off the event loop).
+   It is in the mesh as soon as the Listener arrives; it is *not* in the
+   mesh as soon as an LDS response that answers the subscription arrives
+   without it (a fast negative answer: one round trip, not the 15 s
+   does-not-exist timer), or the resource is reported deleted or does not
+   exist. The subscription stays open, so a Listener created later takes
+   over the host's next requests, and one deleted later sends them back to
+   the fallback.
 4. Hosts not in the mesh follow ``fallback``: ``"passthrough"`` (default,
    like Istio's ``outboundTrafficPolicy: ALLOW_ANY``) sends them through a
    plain httpx transport; ``"refuse"`` (like ``REGISTRY_ONLY``) fails them
-   with :class:`~proxyless.interceptors.httpx_errors.MeshConnectError`.
+   with :class:`~proxyless.httpx.MeshConnectError`.
 
 A Listener that is NACKed or a control plane that cannot be reached never
 falls back: the request fails with the reason (the mesh knows the host but
@@ -43,15 +45,19 @@ Listener arrives, and uses the mesh from then on.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
-from proxyless.errors import ResourceDoesNotExist
+import httpx
+
+from proxyless.errors import ClusterNotAvailable, ProxylessError, ResourceDoesNotExist
+from proxyless.httpx._errors import MeshConnectError, mesh_error
 from proxyless.resources.types import LISTENER
 from proxyless.runtime.target import DEFAULT_CONFIG_WAIT, TargetRuntime
 
@@ -64,7 +70,10 @@ __all__ = [
     "HostDecision",
     "HostTable",
     "MeshHosts",
+    "decide",
+    "decide_async",
     "is_ip_literal",
+    "refused",
     "target_name",
 ]
 
@@ -296,3 +305,40 @@ class HostTable:
         with self._lock:
             self._decisions[key] = decision
         return decision
+
+
+def _config_wait(request: httpx.Request) -> float | None:
+    """How long a host's first lookup may wait: the request's connect timeout."""
+    timeouts = request.extensions.get("timeout")
+    if isinstance(timeouts, Mapping):
+        wait = timeouts.get("connect")
+        if isinstance(wait, (int, float)):
+            return float(wait)
+    return None
+
+
+def decide(table: HostTable, request: httpx.Request, host: str, port: int | None) -> HostDecision:
+    """:meth:`HostTable.decide` for ``request``'s host, waiting at most its
+    connect timeout; a failure becomes the request's httpx error."""
+    try:
+        return table.decide(host, port, _config_wait(request))
+    except ProxylessError as exc:
+        raise mesh_error(exc, request) from None
+
+
+async def decide_async(
+    table: HostTable, request: httpx.Request, host: str, port: int | None
+) -> HostDecision:
+    """:func:`decide` in the default executor, so its wait never blocks the event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, decide, table, request, host, port)
+
+
+def refused(request: httpx.Request, decision: HostDecision) -> MeshConnectError:
+    """The error for a host outside the mesh with ``fallback="refuse"``."""
+    err = ClusterNotAvailable(
+        f"{decision.reason}; hosts outside the mesh are refused (fallback='refuse')"
+    )
+    exc = mesh_error(err, request, "config")
+    assert isinstance(exc, MeshConnectError)
+    return exc

@@ -1,0 +1,267 @@
+"""``proxyless.httpx.AsyncTransport``: the I/O of httpx on the mesh request path.
+
+Used as ``httpx.AsyncClient(transport=proxyless.httpx.AsyncTransport())``
+(or in ``mounts``), the transport sends each request the way an Envoy
+sidecar would with the same xDS config. Everything but sending, sleeping
+and reading is the shared :class:`~proxyless.httpx._core.Core` (routing,
+the fast path, attempt bookkeeping, outcome classification; see
+``docs/architecture.md``, "The request path", and ``docs/httpx.md``); this
+module holds the request loop: the fast path's first attempt, then the
+fault filter's delay, mirrors, attempts and the backoff between them
+(Envoy's router, "Retry semantics").
+
+Retries resend the body only when it can be replayed: a body given as
+bytes (``content=``, ``data=``, ``json=``) up to ``retry_buffer_limit``
+bytes, or a streamed body that was not read at all (a connect failure) or
+was read completely within that limit. Like Envoy, the method alone does
+not stop a retry; ``retriable_request_headers`` (e.g. a ``:method``
+matcher) restricts retries to the requests it matches. Failures become
+httpx exceptions (:mod:`proxyless.httpx._errors`).
+
+The code is written once, for asyncio, in ``_async_transport.py``;
+``_sync_transport.py`` is generated from it by ``tools/unasync.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpx
+
+from proxyless.httpx._bodies import DRAIN_LIMIT, ReplayBody, ResponseBody
+from proxyless.httpx._core import (
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_RETRY_BUFFER_LIMIT,
+    Core,
+    log,
+    make_core,
+)
+from proxyless.httpx._hosts import Fallback, decide_async, refused
+from proxyless.httpx._lane import FirstTry
+from proxyless.httpx._mirror import AsyncMirrors, mirror_request, mirror_targets
+from proxyless.httpx._outcome import fault_delay, fault_response
+from proxyless.httpx._pool import PoolEntry
+from proxyless.httpx._upstream import Routed, Upstream
+from proxyless.mesh import Mesh
+from proxyless.resilience.fault import NO_FAULT
+
+__all__ = ["AsyncReplayStream", "AsyncResponseStream", "AsyncTransport"]
+
+
+class AsyncReplayStream(ReplayBody, httpx.AsyncByteStream):
+    """A streamed request body, kept for retries while it is sent."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._start():
+            for chunk in self._chunks:
+                yield chunk
+            return
+        async for chunk in self._source:
+            self._keep(chunk)
+            yield chunk
+        self._end()
+
+
+class AsyncResponseStream(ResponseBody, httpx.AsyncByteStream):
+    """A response body bounded by the request's deadline, giving back what
+    the request holds when closed."""
+
+    __slots__ = ()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        deadline = self._deadline
+        async for chunk in self._inner:
+            if deadline is not None and time.monotonic() > deadline:
+                await self.aclose()
+                raise self._expired()
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._done()
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read a small failed response (keeps its connection), else just close it."""
+    try:
+        length = int(response.headers.get("content-length", "-1"))
+        if 0 <= length <= DRAIN_LIMIT:
+            await response.aread()
+    except (httpx.HTTPError, ValueError):
+        pass
+    finally:
+        await response.aclose()
+
+
+class AsyncTransport(httpx.AsyncBaseTransport):
+    """An ``httpx.AsyncBaseTransport`` routing by xDS (see :mod:`proxyless.httpx`).
+
+    ``mesh``: the :class:`~proxyless.mesh.Mesh` (default: the process-wide
+    one from ``GRPC_XDS_BOOTSTRAP``). ``hosts`` / ``fallback``: which hosts
+    go through the mesh and what happens to the others
+    (:class:`~proxyless.httpx.MeshHosts`). ``verify``, ``cert``,
+    ``trust_env``, ``limits`` configure every endpoint's httpx transport and
+    the pass-through one (or give your own ``passthrough`` transport).
+    ``retry_buffer_limit``: the largest request body kept for retries.
+    ``max_retry_after``: the longest ``Retry-After`` waited for before a
+    retry. Routing and picking never wait; only a host's first lookup waits
+    for the control plane (off the event loop, in the default executor, for
+    the async transport).
+    """
+
+    def __init__(
+        self,
+        mesh: Mesh | None = None,
+        *,
+        hosts: Iterable[str] | str | None = None,
+        fallback: Fallback = "passthrough",
+        verify: Any = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        passthrough: httpx.AsyncBaseTransport | None = None,
+        retry_buffer_limit: int = DEFAULT_RETRY_BUFFER_LIMIT,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+    ) -> None:
+        self._passthrough: httpx.AsyncBaseTransport
+        self._core, self._passthrough = make_core(
+            httpx.AsyncHTTPTransport,
+            AsyncReplayStream,
+            AsyncResponseStream,
+            mesh,
+            hosts,
+            fallback,
+            retry_buffer_limit,
+            max_retry_after,
+            {"verify": verify, "cert": cert, "trust_env": trust_env, "limits": limits},
+            passthrough,
+        )
+        self._mirrors = AsyncMirrors()
+
+    @property
+    def mesh(self) -> Mesh:
+        return self._core.mesh
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        core = self._core
+        if core.closed:
+            raise RuntimeError("the proxyless httpx transport is closed")
+        fast = core.fast(request)
+        first: FirstTry | None = None
+        if fast is not None:
+            result: httpx.Response | httpx.TransportError
+            try:
+                result = await fast.entry.transport.handle_async_request(fast.upstream)
+            except httpx.TransportError as exc:
+                result = exc
+            except BaseException:
+                core.fast_abort(fast)
+                raise
+            done = core.fast_done(fast, request, result)
+            if isinstance(done, httpx.Response):
+                return done
+            routed, first = done
+        else:
+            scheme, host, port = core.check_url(request)
+            decision = core.table.cached(host, port)
+            if decision is None:
+                decision = await decide_async(core.table, request, host, port)
+            if not decision.in_mesh:
+                if core.refuse:
+                    raise refused(request, decision)
+                return await self._passthrough.handle_async_request(request)
+            got = core.route_request(request, decision, scheme, host, port)
+            if isinstance(got, httpx.Response):
+                return got
+            routed = got
+        try:
+            return await self._send(core, routed, first)
+        except BaseException:
+            routed.call.end()
+            raise
+
+    async def _send(self, core: Core, r: Routed, first: FirstTry | None = None) -> httpx.Response:
+        """The attempts of a routed request; ``first`` is an attempt the fast
+        path already made."""
+        call = r.call
+        if first is None and call.fault is not NO_FAULT:
+            pause, err = fault_delay(r)
+            if pause:
+                await asyncio.sleep(pause)
+            if err is not None:
+                raise err
+            local = fault_response(r)
+            if local is not None:
+                call.end()
+                return local
+        if first is None and r.plan.mirrors:
+            self._mirror(core, r)
+        while True:
+            if first is not None:
+                attempt, entry, result = first
+                first = None
+            else:
+                attempt, entry, upstream = core.start_attempt(r)
+                try:
+                    result = await entry.transport.handle_async_request(upstream)
+                except httpx.TransportError as exc:
+                    result = exc
+                except BaseException:
+                    core.pools.release_entry(entry)
+                    attempt.endpoint.active_requests -= 1
+                    raise
+            delay, response = core.settle(r, attempt, entry, result)
+            if delay is None:
+                assert response is not None
+                return response
+            if response is not None:  # a failed response: read it to keep its connection
+                await _drain(response)
+                core.pools.release_entry(entry)
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def _mirror(self, core: Core, r: Routed) -> None:
+        mirrors = self._mirrors
+        for endpoint, cluster in mirror_targets(core, r):
+            if mirrors.full():
+                return
+            built = mirror_request(core, r, endpoint, cluster)
+            if built is None:
+                continue
+            entry, upstream = built
+            if not mirrors.start(self._send_mirror, entry, upstream):
+                core.pools.release_entry(entry)
+
+    async def _send_mirror(self, entry: PoolEntry, upstream: Upstream) -> None:
+        try:
+            response = await entry.transport.handle_async_request(upstream)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except Exception as exc:
+            log.debug("mirror request to %s failed: %s", entry.address, exc)
+        finally:
+            self._core.pools.release_entry(entry)
+
+    async def aclose(self) -> None:
+        """Close every endpoint connection and the pass-through transport."""
+        if self._core.closed:
+            return
+        self._mirrors.cancel()
+        for transport in self._core.close_pools():
+            try:
+                await transport.aclose()
+            except Exception:
+                log.debug("closing an endpoint transport failed", exc_info=True)
+        await self._passthrough.aclose()
+
+    def __repr__(self) -> str:
+        hosts, endpoints = self._core.hosts, len(self._core.pools)
+        return f"<proxyless.httpx.AsyncTransport {hosts!r} endpoints={endpoints}>"
