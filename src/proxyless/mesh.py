@@ -4,7 +4,7 @@ A :class:`Mesh` reads a bootstrap, starts one daemon thread running an
 asyncio loop, and on it the :class:`~proxyless.xds_client.XdsClient` (one ADS
 stream per xDS server), the timers, and the per-target config watchers.
 Request paths never run on this thread: they read immutable snapshots the
-thread publishes (DESIGN.md, "Threading model").
+thread publishes (``docs/architecture.md``, "Threading model").
 
 :meth:`Mesh.default` is the process-wide Mesh built from the environment
 (``GRPC_XDS_BOOTSTRAP`` / ``GRPC_XDS_BOOTSTRAP_CONFIG``). Every channel and

@@ -1,5 +1,5 @@
 """The sync channel's multicallables: grpc's four call shapes, each a thin
-layer over :class:`~proxyless.grpc._channel.XdsChannel` (the signatures are
+layer over the channel's :class:`Dispatch` (``XdsChannel``; the signatures are
 grpc's own, so generated stubs and interceptors work unchanged).
 
 - :class:`UnaryUnary`: ``__call__``/``with_call`` block and retry;
@@ -13,16 +13,23 @@ grpc's own, so generated stubs and interceptors work unchanged).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
 from proxyless.grpc._invocation import Invocation
 
-if TYPE_CHECKING:
-    from proxyless.grpc._channel import XdsChannel
+__all__ = ["Dispatch", "StreamStream", "StreamUnary", "UnaryStream", "UnaryUnary"]
 
-__all__ = ["StreamStream", "StreamUnary", "UnaryStream", "UnaryUnary"]
+
+class Dispatch(Protocol):
+    """What the multicallables ask of their channel (``XdsChannel``)."""
+
+    def run_unary(self, inv: Invocation, timeout: float | None, streaming_request: bool) -> Any: ...
+
+    def start_retrying(self, inv: Invocation, timeout: float | None, *, streaming: bool) -> Any: ...
+
+    def start_single(self, inv: Invocation, timeout: float | None, attr: str | None) -> Any: ...
 
 
 class _Method:
@@ -30,7 +37,7 @@ class _Method:
 
     __slots__ = ("_ch", "_deser", "_method", "_ser")
 
-    def __init__(self, ch: XdsChannel, method: str, ser: Any, deser: Any) -> None:
+    def __init__(self, ch: Dispatch, method: str, ser: Any, deser: Any) -> None:
         self._ch = ch
         self._method = method
         self._ser = ser

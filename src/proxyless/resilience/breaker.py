@@ -91,7 +91,11 @@ class CircuitBreaker:
             "upstream_rq_retry_overflow": 0,
             "budget_exhausted": 0,
         }
-        self.retry_budget = RetryBudget(self, self._lock, t)
+        self.retry_budget = RetryBudget(self._in_flight, self._lock, t, self.stats)
+
+    def _in_flight(self) -> int:
+        """Active plus pending requests: what the retry budget is a share of."""
+        return self.requests + self.pending_requests
 
     # -- requests -------------------------------------------------------------
 

@@ -26,13 +26,11 @@ exhausted" (:func:`proxyless.resilience.retry.retry_budget_exhausted`).
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Final, final
+from collections.abc import Callable, MutableMapping
+from typing import Final, final
 
 from proxyless.resources.model import RetryBudget as RetryBudgetConfig
 from proxyless.resources.model import Thresholds
-
-if TYPE_CHECKING:
-    from proxyless.resilience.breaker import CircuitBreaker
 
 __all__ = ["DEFAULT_RETRY_BUDGET", "RetryBudget"]
 
@@ -42,15 +40,18 @@ DEFAULT_RETRY_BUDGET: Final = RetryBudgetConfig(budget_percent=20.0, min_retry_c
 
 @final
 class RetryBudget:
-    """Outstanding-retry accounting of one :class:`CircuitBreaker`.
+    """Outstanding-retry accounting of one
+    :class:`~proxyless.resilience.breaker.CircuitBreaker`.
 
-    Created by the breaker, sharing its lock and reading its active and
-    pending request counts. ``active`` is the number of retries outstanding.
+    Created by the breaker, sharing its lock: ``in_flight`` returns the
+    breaker's active plus pending requests, and refusals are counted in the
+    breaker's ``stats``. ``active`` is the number of retries outstanding.
     """
 
     __slots__ = (
-        "_breaker",
+        "_in_flight",
         "_lock",
+        "_stats",
         "active",
         "budget_percent",
         "max_retries",
@@ -59,10 +60,15 @@ class RetryBudget:
     )
 
     def __init__(
-        self, breaker: CircuitBreaker, lock: threading.Lock, thresholds: Thresholds
+        self,
+        in_flight: Callable[[], int],
+        lock: threading.Lock,
+        thresholds: Thresholds,
+        stats: MutableMapping[str, int],
     ) -> None:
-        self._breaker = breaker
+        self._in_flight = in_flight
         self._lock = lock
+        self._stats = stats
         self.active = 0
         self.uses_budget = True
         self.budget_percent = DEFAULT_RETRY_BUDGET.budget_percent
@@ -88,15 +94,14 @@ class RetryBudget:
         """How many retries may be outstanding right now."""
         if not self.uses_budget:
             return self.max_retries
-        breaker = self._breaker
-        in_flight = breaker.requests + breaker.pending_requests
+        in_flight = self._in_flight()
         return max(self.min_retry_concurrency, int(self.budget_percent * in_flight / 100.0))
 
     def try_acquire_retry(self) -> bool:
         """Admit one retry; False (and counted) when the budget or ``max_retries`` is spent."""
         with self._lock:
             if self.active >= self.limit():
-                stats = self._breaker.stats
+                stats = self._stats
                 stats["upstream_rq_retry_overflow"] += 1
                 if self.uses_budget:
                     stats["budget_exhausted"] += 1

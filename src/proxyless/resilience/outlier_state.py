@@ -20,12 +20,9 @@ ejection bookkeeping. The algorithm that reads them is
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
+from typing import Final, Literal, TypeAlias, final
 
 from proxyless.resilience.outcome import Outcome
-
-if TYPE_CHECKING:
-    from proxyless.resilience.outlier import OutlierDetector
 
 __all__ = [
     "EJECTION_TYPES",
@@ -182,7 +179,8 @@ class EndpointOutlierState:
         "unejected_at",
     )
 
-    def __init__(self, owner: OutlierDetector) -> None:
+    def __init__(self, owner: object) -> None:
+        #: the OutlierDetector keeping this state (compared by identity only)
         self.owner = owner
         self.active = CallBucket()
         self.inactive = CallBucket()

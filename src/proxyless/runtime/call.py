@@ -1,7 +1,7 @@
 """One request on the request path, transport-agnostic.
 
 A :class:`Call` is routed once and attempted one or more times
-(DESIGN.md, "The request path"):
+(``docs/architecture.md``, "The request path"):
 
 1. the target's snapshot, virtual host and route (:mod:`proxyless.routing`);
 2. the cluster's circuit breaker (one ``max_requests`` slot for the whole

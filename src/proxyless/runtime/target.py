@@ -2,20 +2,21 @@
 
 A :class:`TargetRuntime` follows the target's :class:`~proxyless.config.ConfigWatcher`
 and keeps the newest usable snapshot with its virtual-host index, swapped
-by reference. Per request it answers, without locks or I/O (DESIGN.md, "The
-request path"): which route and cluster (:func:`proxyless.routing.resolve`),
+by reference. Per request it answers, without locks or I/O
+(``docs/architecture.md``, "The request path"): which route and cluster (:func:`proxyless.routing.resolve`),
 which cluster runtime, and — when there is no usable config yet — an error
 that says why, with the status of every xDS resource involved.
 
 The gRPC channel and the httpx transports both call it; neither knows
-about xDS resources.
+about xDS resources. It reads what it needs of its Mesh through
+:class:`MeshView`, so this module does not depend on ``proxyless.mesh``.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxyless.config.snapshot import XdsConfig
 from proxyless.errors import ClusterNotAvailable, ControlPlaneUnreachable, XdsConfigError
@@ -29,13 +30,22 @@ from proxyless.routing import (
     http_cap,
     resolve,
 )
-from proxyless.runtime.cluster import ClusterRuntime
+from proxyless.runtime.cluster import ClusterRegistry, ClusterRuntime
 from proxyless.target import Target
 
 if TYPE_CHECKING:
-    from proxyless.mesh import Mesh
+    from proxyless.bootstrap import Bootstrap
+    from proxyless.config import ConfigWatcher
+    from proxyless.xds_client import XdsClient
 
-__all__ = ["DEFAULT_CONFIG_WAIT", "RoutePlan", "TargetRuntime", "deterministic", "path_determined"]
+__all__ = [
+    "DEFAULT_CONFIG_WAIT",
+    "MeshView",
+    "RoutePlan",
+    "TargetRuntime",
+    "deterministic",
+    "path_determined",
+]
 
 #: How long a call waits for the first config when it has no deadline: a
 #: little longer than the does-not-exist timer, so a missing resource is
@@ -99,6 +109,27 @@ def path_determined(result: RouteResult) -> bool:
     return value
 
 
+class MeshView(Protocol):
+    """What a :class:`TargetRuntime` reads of the Mesh that owns it: the
+    bootstrap (listener name, node id), the shared RNG, the cluster
+    registry, the xDS client (resource status for errors) and the shared
+    config watcher of a listener. :class:`proxyless.Mesh` provides it."""
+
+    @property
+    def bootstrap(self) -> Bootstrap: ...
+
+    @property
+    def rng(self) -> random.Random: ...
+
+    @property
+    def clusters(self) -> ClusterRegistry: ...
+
+    @property
+    def xds_client(self) -> XdsClient: ...
+
+    def config(self, listener_name: str) -> ConfigWatcher: ...
+
+
 class RoutePlan:
     """What every request on one route of one snapshot shares, worked out once:
     the cluster runtime and its breaker, the compiled retry policy, the
@@ -126,7 +157,7 @@ class RoutePlan:
 class TargetRuntime:
     """Routing state of one target (see the module docstring)."""
 
-    def __init__(self, mesh: Mesh, target: Target) -> None:
+    def __init__(self, mesh: MeshView, target: Target) -> None:
         self.mesh = mesh
         self.target = target
         self.authority = target.name

@@ -51,14 +51,6 @@ def _serve_chain(ads: AdsServer, *, bad_cluster: bool = False) -> None:
     )
 
 
-@pytest.fixture
-def ads():
-    server = AdsServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_config_watcher_publishes_the_whole_chain(ads):
     _serve_chain(ads)
     with Mesh(_bootstrap(ads.target)) as mesh:

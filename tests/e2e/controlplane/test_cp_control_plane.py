@@ -219,11 +219,6 @@ def test_bootstrap_points_at_the_server(mesh: ControlPlane) -> None:
     }
 
 
-def test_initial_config_errors_raise() -> None:
-    with pytest.raises(MeshConfigError, match="unknown kind"):
-        ControlPlane("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")
-
-
 def test_cli_serves_and_stops_on_sigterm(mesh_file: Path, tmp_path: Path) -> None:
     bootstrap = tmp_path / "bootstrap.json"
     process = subprocess.Popen(

@@ -1,11 +1,9 @@
 """Fixtures for end-to-end tests of the gRPC data path.
 
-A real ADS server (:class:`proxyless.controlplane.server.AdsServer`), real
-gRPC echo backends (:class:`proxyless.testing.backends.EchoServer`) and a
-:class:`proxyless.mesh.Mesh` pointed at the ADS server, all on 127.0.0.1.
-Helpers here publish a service's config (listener -> route configuration
--> clusters -> endpoints) and wait, in bounded loops, for the data path to
-follow it.
+The ADS server, the echo backends, ``make_mesh`` and ``echo`` come from
+``tests/e2e/conftest.py``. Helpers here publish a service's config
+(listener -> route configuration -> clusters -> endpoints) and wait, in
+bounded loops, for the data path to follow it.
 """
 
 from __future__ import annotations
@@ -22,11 +20,18 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2
+from tests.e2e.conftest import (
+    PUSH_WAIT,
+    SERVICE,
+    TARGET,
+    backend_of,
+    bootstrap_for,
+    wait_until,
+)
 
-import proxyless.grpc
 from proxyless.controlplane.server import AdsServer
 from proxyless.mesh import Mesh
-from proxyless.testing.backends import ECHO_METHOD, EchoServer, decode_reply
+from proxyless.testing.backends import EchoServer
 from proxyless.testing.resources import (
     CLUSTER_URL,
     ENDPOINT_URL,
@@ -45,32 +50,11 @@ __all__ = [
     "AnyMethodServer",
     "Xds",
     "backend_of",
+    "bootstrap_for",
     "call_until",
     "count_backends",
     "wait_until",
 ]
-
-#: The service every test talks to unless it needs more than one.
-SERVICE = "svc:80"
-TARGET = f"xds:///{SERVICE}"
-
-#: Upper bound of any wait for the data path to follow a config push.
-PUSH_WAIT = 10.0
-
-
-def wait_until(cond: Callable[[], bool], *, timeout: float = PUSH_WAIT, what: str) -> None:
-    """Poll ``cond`` until it holds; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.01)
-
-
-def backend_of(reply: bytes) -> str:
-    """The name of the EchoServer that produced ``reply``."""
-    name: str = decode_reply(reply)["backend"]
-    return name
 
 
 def count_backends(
@@ -187,72 +171,13 @@ class Xds:
 
 
 @pytest.fixture
-def ads() -> Iterator[AdsServer]:
-    server = AdsServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def xds(ads: AdsServer) -> Xds:
     return Xds(ads)
-
-
-def bootstrap_for(ads: AdsServer, node_id: str = "e2e-grpc") -> dict[str, Any]:
-    return {
-        "xds_servers": [{"server_uri": ads.target, "channel_creds": [{"type": "insecure"}]}],
-        "node": {"id": node_id},
-    }
-
-
-@pytest.fixture
-def make_mesh(ads: AdsServer) -> Iterator[Callable[..., Mesh]]:
-    """Build Meshes on the test's ADS server; all are closed at teardown,
-    and the process-wide endpoint channel pools are emptied so no test
-    inherits a channel to a backend port an earlier test used."""
-    made: list[Mesh] = []
-
-    def make(**kwargs: Any) -> Mesh:
-        mesh = Mesh(bootstrap_for(ads), **kwargs)
-        made.append(mesh)
-        return mesh
-
-    yield make
-    for mesh in made:
-        mesh.close()
-    from proxyless.grpc._pool import AIO_POOL, POOL
-
-    POOL.close_all()
-    AIO_POOL.close_all()
 
 
 @pytest.fixture
 def mesh(make_mesh: Callable[..., Mesh]) -> Mesh:
     return make_mesh()
-
-
-@pytest.fixture
-def backends() -> Iterator[Callable[..., list[EchoServer]]]:
-    """``backends("a", "b")`` starts one EchoServer per name; all stop at teardown."""
-    started: list[EchoServer] = []
-
-    def start(*names: str, max_workers: int = 16) -> list[EchoServer]:
-        servers = [EchoServer(n, max_workers=max_workers).start() for n in names]
-        started.extend(servers)
-        return servers
-
-    yield start
-    for server in started:
-        server.stop(0)
-
-
-@pytest.fixture
-def echo(mesh: Mesh) -> Callable[..., bytes]:
-    """Unary echo on ``xds:///svc:80`` through a sync proxyless channel."""
-    ch = proxyless.grpc.channel(TARGET, mesh=mesh)
-    fn: Callable[..., bytes] = ch.unary_unary(ECHO_METHOD)
-    return fn
 
 
 def weights_of(counts: Mapping[str, int]) -> dict[str, float]:

@@ -1,13 +1,14 @@
 """Fixtures for end-to-end tests of the httpx transports.
 
-Everything is real and on 127.0.0.1: an ADS server
-(:class:`proxyless.controlplane.server.AdsServer`), HTTP/1.1 echo backends
-(:class:`HttpEcho`, a threaded ``http.server`` that answers with JSON
-naming itself and echoing the method, path, query, headers, host and body it
-received, and that fails or holds requests on demand), and a
-:class:`proxyless.mesh.Mesh` with a :class:`~proxyless.testing.FakeClock`
-(the does-not-exist timer, outlier sweeps and ejection times move only when
-a test advances it) and a seeded RNG. Every wait is bounded in time and count.
+Everything is real and on 127.0.0.1: the ADS server of
+``tests/e2e/conftest.py``, HTTP/1.1 echo backends (:class:`HttpEcho`, a
+threaded ``http.server`` that answers with JSON naming itself and echoing
+the method, path, query, headers, host and body it received, and that fails
+or holds requests on demand; ``backends`` here overrides the shared gRPC
+one), and a :class:`proxyless.mesh.Mesh` with a
+:class:`~proxyless.testing.FakeClock` (the does-not-exist timer, outlier
+sweeps and ejection times move only when a test advances it) and a seeded
+RNG. Every wait is bounded in time and count.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import random
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,11 +26,13 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
-from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf import wrappers_pb2
+from tests.e2e.conftest import bootstrap_for as bootstrap_for
+from tests.e2e.conftest import fault_filter as fault_filter
+from tests.e2e.conftest import wait_until as wait_until
 
 import proxyless.httpx
 from proxyless.controlplane.server import AdsServer
@@ -52,17 +54,6 @@ from proxyless.testing.resources import (
 SERVICE = "svc:8080"
 URL = "http://svc:8080"
 CLUSTER = "c"
-FAULT_FILTER = "envoy.filters.http.fault"
-PUSH_WAIT = 10.0
-
-
-def wait_until(cond: Callable[[], bool], *, timeout: float = PUSH_WAIT, what: str) -> None:
-    """Poll ``cond`` until it holds; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.005)
 
 
 # -- the HTTP echo backend ------------------------------------------------------------------
@@ -241,12 +232,6 @@ def outlier_detection(
     )
 
 
-def fault_filter(fault: fault_pb2.HTTPFault | None = None) -> hcm_pb2.HttpFilter:
-    packed = any_pb2.Any()
-    packed.Pack(fault or fault_pb2.HTTPFault())
-    return hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=packed)
-
-
 class Service:
     """Publishes a service (listener -> route configuration -> clusters -> endpoints)."""
 
@@ -319,36 +304,14 @@ class Service:
 
 
 @pytest.fixture
-def ads() -> Iterator[AdsServer]:
-    server = AdsServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def service(ads: AdsServer) -> Service:
     return Service(ads)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-def bootstrap_for(ads: AdsServer, node_id: str = "e2e-httpx", **extra: Any) -> dict[str, Any]:
-    return {
-        "xds_servers": [{"server_uri": ads.target, "channel_creds": [{"type": "insecure"}]}],
-        "node": {"id": node_id},
-        **extra,
-    }
-
-
-@pytest.fixture
-def mesh(ads: AdsServer, clock: FakeClock) -> Iterator[Mesh]:
-    m = Mesh(bootstrap_for(ads), clock=clock, rng=random.Random(1234))
-    yield m
-    m.close()
+def mesh(make_mesh: Callable[..., Mesh], clock: FakeClock) -> Mesh:
+    """A Mesh on the test's ADS server with the fake clock and a seeded RNG."""
+    return make_mesh(clock=clock, rng=random.Random(1234))
 
 
 @pytest.fixture

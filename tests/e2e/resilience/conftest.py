@@ -1,11 +1,11 @@
 """Fixtures for end-to-end tests of the resilience layer on the gRPC channel.
 
-Everything is real and on 127.0.0.1: an ADS server
-(:class:`proxyless.controlplane.server.AdsServer`), gRPC echo backends that
-fail or stall on demand (:class:`proxyless.testing.backends.EchoServer`),
-and a :class:`proxyless.mesh.Mesh` with a :class:`~proxyless.testing.FakeClock`
-(outlier-detection sweeps and ejection times move only when a test
-advances it) and a seeded RNG.
+Everything is real and on 127.0.0.1. From ``tests/e2e/conftest.py``: the
+ADS server, gRPC echo backends that fail or stall on demand
+(:class:`proxyless.testing.backends.EchoServer`), ``echo`` and the fake
+clock. Here: a :class:`proxyless.mesh.Mesh` with that
+:class:`~proxyless.testing.FakeClock` (outlier-detection sweeps and ejection
+times move only when a test advances it) and a seeded RNG.
 
 :class:`Service` publishes one service: listener ``svc:80`` (optionally with
 HTTP fault filters) -> route configuration ``svc:80-routes`` -> cluster
@@ -18,26 +18,28 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
 from envoy.config.route.v3 import route_components_pb2
-from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
-from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf import wrappers_pb2
+from tests.e2e.conftest import PUSH_WAIT, SERVICE, TARGET
+from tests.e2e.conftest import backend_of as backend_of
+from tests.e2e.conftest import fault_filter as fault_filter
+from tests.e2e.conftest import wait_until as wait_until
 
-import proxyless.grpc
 from proxyless.controlplane.server import AdsServer
 from proxyless.mesh import Mesh
 from proxyless.runtime.cluster import ClusterRuntime
 from proxyless.testing import FakeClock
-from proxyless.testing.backends import ECHO_METHOD, EchoServer, decode_reply
+from proxyless.testing.backends import EchoServer
 from proxyless.testing.resources import (
     CLUSTER_URL,
     ENDPOINT_URL,
@@ -51,32 +53,12 @@ from proxyless.testing.resources import (
     route_config,
 )
 
-SERVICE = "svc:80"
-TARGET = f"xds:///{SERVICE}"
 CLUSTER = "c"
-FAULT_FILTER = "envoy.filters.http.fault"
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 SERVER_STREAM_METHOD = "/proxyless.test.Echo/ServerStream"
 CLIENT_STREAM_METHOD = "/proxyless.test.Echo/ClientStream"
 
-#: Upper bound of any wait for the data path to follow a config push.
-PUSH_WAIT = 10.0
-
 Echo = Callable[..., bytes]
-
-
-def wait_until(cond: Callable[[], bool], *, timeout: float = PUSH_WAIT, what: str) -> None:
-    """Poll ``cond`` until it holds; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.005)
-
-
-def backend_of(reply: bytes) -> str:
-    name: str = decode_reply(reply)["backend"]
-    return name
 
 
 # -- proto builders -------------------------------------------------------------------
@@ -155,12 +137,6 @@ def outlier_detection(
     return od
 
 
-def fault_filter(fault: fault_pb2.HTTPFault) -> hcm_pb2.HttpFilter:
-    packed = any_pb2.Any()
-    packed.Pack(fault)
-    return hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=packed)
-
-
 # -- publishing -----------------------------------------------------------------------
 
 
@@ -206,64 +182,15 @@ class Service:
 
 
 @pytest.fixture
-def ads() -> Iterator[AdsServer]:
-    server = AdsServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def service(ads: AdsServer) -> Service:
     return Service(ads)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def mesh(ads: AdsServer, clock: FakeClock) -> Iterator[Mesh]:
-    """A Mesh on the test's ADS server with a fake clock and a seeded RNG.
-
-    At teardown the Mesh is closed and the process-wide endpoint channel
-    pools emptied, so no test inherits a channel to a port another used.
-    """
-    bootstrap = {
-        "xds_servers": [{"server_uri": ads.target, "channel_creds": [{"type": "insecure"}]}],
-        "node": {"id": "e2e-resilience"},
-    }
-    m = Mesh(bootstrap, clock=clock, rng=random.Random(1234))
-    yield m
-    m.close()
-    from proxyless.grpc._pool import AIO_POOL, POOL
-
-    POOL.close_all()
-    AIO_POOL.close_all()
-
-
-@pytest.fixture
-def echo(mesh: Mesh) -> Echo:
-    """Unary echo on ``xds:///svc:80`` through a sync proxyless channel."""
-    ch = proxyless.grpc.channel(TARGET, mesh=mesh)
-    fn: Echo = ch.unary_unary(ECHO_METHOD)
-    return fn
-
-
-@pytest.fixture
-def backends() -> Iterator[Callable[..., list[EchoServer]]]:
-    """``backends("a", "b")`` starts one EchoServer per name; all stop at teardown."""
-    started: list[EchoServer] = []
-
-    def start(*names: str, max_workers: int = 16) -> list[EchoServer]:
-        servers = [EchoServer(n, max_workers=max_workers).start() for n in names]
-        started.extend(servers)
-        return servers
-
-    yield start
-    for server in started:
-        server.stop(0)
+def mesh(make_mesh: Callable[..., Mesh], clock: FakeClock) -> Mesh:
+    """A Mesh on the test's ADS server with the fake clock and a seeded RNG
+    (closed by ``make_mesh``, which then empties the endpoint channel pools)."""
+    return make_mesh(clock=clock, rng=random.Random(1234))
 
 
 def runtime(mesh: Mesh, name: str = CLUSTER) -> ClusterRuntime:

@@ -1,18 +1,18 @@
-"""Fixtures: a real ADS server on 127.0.0.1 and an XdsClient on its own loop thread."""
+"""Fixtures: an XdsClient on its own loop thread, against the real ADS server
+on 127.0.0.1 of ``tests/e2e/conftest.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from tests.e2e.conftest import wait_until as wait_until
 
 from proxyless.bootstrap import Bootstrap, load_bootstrap
-from proxyless.controlplane.server import AdsServer
 from proxyless.testing import FakeClock
 from proxyless.xds_client import DecodeResult, ResourceType, XdsClient
 
@@ -86,14 +86,6 @@ class Recorder:
             return [k for k, _ in self.events]
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 class LoopThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -104,14 +96,6 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
-
-
-@pytest.fixture
-def ads() -> Iterator[AdsServer]:
-    server = AdsServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def make_bootstrap(

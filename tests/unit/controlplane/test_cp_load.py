@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from proxyless.controlplane import ControlPlane
 from proxyless.controlplane.istio.load import MeshConfigError, load_mesh, load_text
 from proxyless.controlplane.istio.reader import parse_duration
 
@@ -525,3 +526,9 @@ spec:
     assert [str(w) for w in result.warnings] == [
         "mesh.yaml:doc3 WorkloadEntry/lonely: spec.labels: no ServiceEntry workloadSelector selects this WorkloadEntry"
     ]
+
+
+def test_control_plane_refuses_an_invalid_initial_config() -> None:
+    # Raised while loading, before the ADS server is started.
+    with pytest.raises(MeshConfigError, match="unknown kind"):
+        ControlPlane("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")

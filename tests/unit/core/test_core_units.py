@@ -128,23 +128,14 @@ def test_metadata_headers(metadata, expected):
     assert metadata_headers(metadata) == expected
 
 
-def _isort_key(name: str) -> tuple[int, str]:
-    """isort-style order: CONSTANTS, then Classes, then functions and modules."""
-    if name.isupper() or (name.upper() == name and "_" in name):
-        return (0, name)
-    if name[:1].isupper():
-        return (1, name)
-    return (2, name)
-
-
-def test_public_names_are_sorted_and_importable():
+def test_public_names_are_importable():
+    # (the order of __all__ is checked by ruff's RUF022; ``proxyless`` loads
+    # some of its names lazily, which only importing them can check)
     import proxyless
     import proxyless.errors
     import proxyless.grpc
     import proxyless.xds_client
 
     for module in (proxyless, proxyless.errors, proxyless.grpc, proxyless.xds_client):
-        names = list(module.__all__)
-        assert names == sorted(names, key=_isort_key), module.__name__
-        for name in names:
+        for name in module.__all__:
             assert getattr(module, name) is not None

@@ -11,8 +11,8 @@ import proxyless.resilience as resilience
 MODULES = ["breaker", "budget", "fault", "outcome", "outlier", "retry"]
 
 
-def test_all_is_sorted_and_resolves() -> None:
-    assert resilience.__all__ == sorted(resilience.__all__, key=lambda n: (not n.isupper(), n))
+def test_all_resolves() -> None:
+    # (the order of __all__ is checked by ruff's RUF022)
     for name in resilience.__all__:
         assert hasattr(resilience, name), name
 
@@ -20,6 +20,5 @@ def test_all_is_sorted_and_resolves() -> None:
 @pytest.mark.parametrize("module", MODULES)
 def test_module_exports_resolve(module: str) -> None:
     mod = importlib.import_module(f"proxyless.resilience.{module}")
-    assert mod.__doc__ and ("gRFC" in mod.__doc__ or "Envoy" in mod.__doc__)
     for name in mod.__all__:
         assert hasattr(mod, name), f"{module}.{name}"

@@ -113,10 +113,10 @@ def test_valid_resources_decode() -> None:
         )
     ],
 )
-def test_exports_are_sorted_and_present(module: str) -> None:
+def test_exports_are_present(module: str) -> None:
+    # (the order of __all__ is checked by ruff's RUF022)
     mod = importlib.import_module(module)
     names = list(mod.__all__)
-    assert names == sorted(names)
     for name in names:
         assert hasattr(mod, name), name
 

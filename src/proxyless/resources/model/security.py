@@ -6,8 +6,9 @@ Implements ``envoy.extensions.transport_sockets.tls.v3`` ``Secret``,
 (gRFC A29, which NACKs SDS), proxyless accepts identities and validation
 contexts by SDS secret name as well as by certificate-provider instance.
 
-Data sources keep the inline bytes or the file name; reading files happens
-in ``proxyless.security``, never here.
+Data sources keep the inline bytes or the file name as written; the model
+never reads files. Nothing loads certificates yet: these contexts are
+parsed and validated, and a TLS cluster is not yet served with TLS.
 """
 
 from __future__ import annotations
