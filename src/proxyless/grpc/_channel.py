@@ -238,10 +238,15 @@ def channel(
     options: Sequence[tuple[str, Any]] | None = None,
     mesh: Mesh | None = None,
     credentials: grpc.ChannelCredentials | None = None,
-) -> XdsChannel:
+    interceptors: Sequence[Any] = (),
+) -> grpc.Channel:
     """A channel to ``xds:///name`` (or ``xds://authority/name``) usable
     wherever a ``grpc.Channel`` is: generated stubs, ``grpc.intercept_channel``,
     ``with`` blocks. ``options`` apply to every endpoint connection;
     ``credentials`` (default: plaintext) secure them. ``mesh`` defaults to the
-    process-wide Mesh built from ``GRPC_XDS_BOOTSTRAP``."""
-    return XdsChannel(target, mesh=mesh, options=options, credentials=credentials)
+    process-wide Mesh built from ``GRPC_XDS_BOOTSTRAP``. ``interceptors``
+    (grpc's ``*ClientInterceptor`` objects) wrap the channel as
+    ``grpc.intercept_channel`` would: each sees a whole call, before routing,
+    so metadata it adds is matched by routes."""
+    ch = XdsChannel(target, mesh=mesh, options=options, credentials=credentials)
+    return grpc.intercept_channel(ch, *interceptors) if interceptors else ch

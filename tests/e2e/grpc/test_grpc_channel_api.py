@@ -135,6 +135,12 @@ def test_intercept_channel_wraps_the_proxyless_channel(
         assert reply["metadata"]["x-env"] == "canary"
     assert interceptor.calls == 5
 
+    # The same interceptor passed in when the channel is made.
+    given = _AddMetadata()
+    ch = proxyless.grpc.channel(TARGET, mesh=mesh, interceptors=[given])
+    reply = decode_reply(ch.unary_unary(ECHO_METHOD)(b"x", timeout=5))
+    assert reply["backend"] == "canary" and given.calls == 1
+
 
 def test_channel_as_context_manager(
     xds: Xds, mesh: Mesh, backends: Callable[..., list[EchoServer]]
