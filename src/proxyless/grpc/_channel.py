@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import grpc
 
@@ -232,13 +232,35 @@ class XdsChannel(grpc.Channel):
         return f"<proxyless XdsChannel {self.target!r}>"
 
 
+@overload
 def channel(
     target: str,
     *,
     options: Sequence[tuple[str, Any]] | None = None,
     mesh: Mesh | None = None,
     credentials: grpc.ChannelCredentials | None = None,
-    interceptors: Sequence[Any] = (),
+    interceptors: None = None,
+) -> XdsChannel: ...
+
+
+@overload
+def channel(
+    target: str,
+    *,
+    options: Sequence[tuple[str, Any]] | None = None,
+    mesh: Mesh | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    interceptors: Sequence[Any],
+) -> grpc.Channel: ...
+
+
+def channel(
+    target: str,
+    *,
+    options: Sequence[tuple[str, Any]] | None = None,
+    mesh: Mesh | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    interceptors: Sequence[Any] | None = None,
 ) -> grpc.Channel:
     """A channel to ``xds:///name`` (or ``xds://authority/name``) usable
     wherever a ``grpc.Channel`` is: generated stubs, ``grpc.intercept_channel``,
