@@ -8,6 +8,10 @@ tell a wrong name from an unreachable control plane from a bad config::
     ├── BootstrapError              the bootstrap could not be read or is invalid
     ├── InvalidTarget               a target URI or URL proxyless cannot use
     ├── ResourceValidationError     an xDS resource failed validation (NACKed)
+    ├── SecurityError               TLS material or a peer's identity is not usable
+    │   ├── CertificateError            a certificate, key or trust bundle is bad or missing
+    │   ├── CredentialsNotReady         a TLS cluster's certificates have not arrived yet
+    │   └── IdentityMismatch            the peer presented an identity the config rejects
     ├── XdsConfigError              the config for a target is not usable (yet)
     │   ├── ControlPlaneUnreachable     no connected ADS stream, nothing cached
     │   ├── ResourceDoesNotExist        the server does not have the resource
@@ -32,10 +36,13 @@ from __future__ import annotations
 
 __all__ = [
     "BootstrapError",
+    "CertificateError",
     "CircuitBreakerOpen",
     "ClusterNotAvailable",
     "ControlPlaneUnreachable",
+    "CredentialsNotReady",
     "DroppedByOverload",
+    "IdentityMismatch",
     "InvalidTarget",
     "NoHealthyEndpoints",
     "NoMatchingRoute",
@@ -47,6 +54,7 @@ __all__ = [
     "ResourceValidationError",
     "RetryBudgetExhausted",
     "RoutingError",
+    "SecurityError",
     "UpstreamError",
     "XdsConfigError",
 ]
@@ -91,6 +99,30 @@ class ResourceValidationError(ProxylessError):
         self.errors = list(errors)
         label = f"{type_name} {name!r}" if name else type_name
         super().__init__(f"invalid {label}: " + "; ".join(self.errors))
+
+
+class SecurityError(ProxylessError):
+    """TLS material or a peer's identity is not usable; the connection
+    fails closed (never falls back to plaintext)."""
+
+
+class CertificateError(SecurityError):
+    """A certificate, private key or trust bundle could not be used: the
+    message names the file, SDS secret or certificate-provider instance."""
+
+
+class CredentialsNotReady(SecurityError):
+    """A TLS cluster's certificates (an SDS secret, a provider's files) have
+    not arrived yet; calls wait for them within their deadline."""
+
+    flag = "UF"
+
+
+class IdentityMismatch(SecurityError):
+    """The peer's certificate does not satisfy the SAN matchers; the message
+    names the expected identities and the presented one."""
+
+    flag = "UF"
 
 
 class XdsConfigError(ProxylessError):
