@@ -339,94 +339,17 @@ class SpiffeCerts:
 
 def make_spiffe_certs(directory: Path) -> SpiffeCerts:
     """A CA and two leaf certificates whose only SAN is a SPIFFE URI (as Istio issues
-    them): the client's ``.../sa/client`` and the server's ``.../sa/server``."""
+    them): the client's ``.../sa/client`` and the server's ``.../sa/server``.
+    Issued by the development CA of :mod:`proxyless.controlplane.ca`; each
+    leaf file holds the leaf only."""
+    import datetime
+
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.hazmat.primitives import serialization
 
-    now = datetime.datetime.now(datetime.timezone.utc)
-    not_before = now - datetime.timedelta(minutes=5)
-    not_after = now + datetime.timedelta(days=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    from proxyless.controlplane.ca import DevCA
 
-    def leaf(spiffe_id: str) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
-                critical=True,
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
+    ca = DevCA("cluster.local")
     directory.mkdir(parents=True, exist_ok=True)
     certs = SpiffeCerts(
         ca=directory / "ca.pem",
@@ -435,14 +358,15 @@ def make_spiffe_certs(directory: Path) -> SpiffeCerts:
         server_cert=directory / "server.pem",
         server_key=directory / "server-key.pem",
     )
-    certs.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    certs.ca.write_bytes(ca.roots_pem)
     for spiffe_id, cert_path, key_path in (
         (SPIFFE_CLIENT, certs.client_cert, certs.client_key),
         (SPIFFE_SERVER, certs.server_cert, certs.server_key),
     ):
-        cert_pem, key_pem = leaf(spiffe_id)
-        cert_path.write_bytes(cert_pem)
-        key_path.write_bytes(key_pem)
+        svid = ca.issue(spiffe_id, ttl=datetime.timedelta(days=1))
+        leaf = x509.load_pem_x509_certificates(svid.chain_pem)[0]
+        cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(svid.key_pem)
         key_path.chmod(0o600)
     return certs
 
