@@ -29,6 +29,7 @@ from proxyless.lb.priority import PriorityMode
 from proxyless.resources.types import ALL_TYPES
 from proxyless.runtime.cluster import ClusterRegistry
 from proxyless.runtime.target import TargetRuntime
+from proxyless.security.credentials import SecretSources
 from proxyless.target import parse_target
 from proxyless.xds_client import DOES_NOT_EXIST_TIMEOUT, XdsClient
 
@@ -72,8 +73,14 @@ class Mesh:
         self._configs: dict[str, ConfigWatcher] = {}
         self._configs_lock = threading.Lock()
         #: per-cluster runtime (load balancer, breakers, outlier detection)
+        #: where TLS clusters' certificates come from (file, provider, SDS handlers)
+        self.secrets = SecretSources()
         self.clusters = ClusterRegistry(
-            self.rng, mode=priority_mode, clock=self.clock, schedule=self.call_soon
+            self.rng,
+            mode=priority_mode,
+            clock=self.clock,
+            schedule=self.call_soon,
+            sources=self.secrets,
         )
         self._targets: dict[str, TargetRuntime] = {}
         log.info(

@@ -28,6 +28,7 @@ from proxyless.lb.priority import PriorityMode
 from proxyless.lb.state import EndpointState
 from proxyless.resilience.breaker import ClusterCircuitBreakers
 from proxyless.resilience.outlier import OutlierDetector
+from proxyless.security.credentials import ClusterCredentials, SecretSources
 
 __all__ = ["ClusterRegistry", "ClusterRuntime", "EndpointPool", "release_refs", "retain_refs"]
 
@@ -69,12 +70,14 @@ class ClusterRuntime:
         "_clock",
         "_rng",
         "_schedule",
+        "_sources",
         "_sweep_timer",
         "breakers",
         "config",
         "lb",
         "name",
         "outlier",
+        "tls",
     )
 
     def __init__(
@@ -85,8 +88,10 @@ class ClusterRuntime:
         mode: PriorityMode,
         clock: Clock,
         schedule: Callable[[Callable[[], None]], None] | None = None,
+        sources: SecretSources | None = None,
     ) -> None:
         self.name = config.name
+        self._sources = sources
         self._schedule = schedule
         self.config = config
         self._rng = rng
@@ -99,6 +104,9 @@ class ClusterRuntime:
         self.outlier: OutlierDetector | None = None
         self._sweep_timer: TimerHandle | None = None
         self._sync_outlier()
+        #: the credentials of a TLS cluster's connections (None: plaintext)
+        self.tls: ClusterCredentials | None = None
+        self._sync_tls()
 
     def update(
         self, config: ClusterConfig, clusters: Mapping[str, ClusterConfig]
@@ -108,9 +116,24 @@ class ClusterRuntime:
         if config.cluster is not None:
             self.breakers.update(config.cluster.circuit_breakers)
         self._sync_outlier()
+        self._sync_tls()
         return removed
 
     # -- outlier detection (Mesh thread) ---------------------------------------------
+    def _sync_tls(self) -> None:
+        """Follow the cluster's ``transport_socket``: TLS clusters get
+        :class:`~proxyless.security.credentials.ClusterCredentials`."""
+        cluster = self.config.cluster
+        context = cluster.upstream_tls if cluster is not None else None
+        if context is None:
+            if self.tls is not None:
+                self.tls.close()
+                self.tls = None
+        elif self.tls is None:
+            self.tls = ClusterCredentials(self.name, context, self._sources or SecretSources())
+        else:
+            self.tls.update(context)
+
     def _sync_outlier(self) -> None:
         cluster = self.config.cluster
         od = cluster.outlier_detection if cluster is not None else None
@@ -166,6 +189,9 @@ class ClusterRuntime:
         if self.outlier is not None:
             self.outlier.close()
             self.outlier = None
+        if self.tls is not None:
+            self.tls.close()
+            self.tls = None
 
     def endpoints(self) -> tuple[EndpointState, ...]:
         return self.lb.endpoints
@@ -184,9 +210,12 @@ class ClusterRegistry:
         mode: PriorityMode = "envoy",
         clock: Clock | None = None,
         schedule: Callable[[Callable[[], None]], None] | None = None,
+        sources: SecretSources | None = None,
     ) -> None:
         self._rng = rng
         self._schedule = schedule
+        #: where TLS clusters' certificates come from (the Mesh's handlers)
+        self.sources = sources or SecretSources()
         self._clock: Clock = clock or SystemClock()
         self.mode: PriorityMode = mode
         self._clusters: dict[str, ClusterRuntime] = {}
@@ -218,7 +247,13 @@ class ClusterRegistry:
                 if rt is None:
                     try:
                         rt = ClusterRuntime(
-                            cc, snap.clusters, self._rng, self.mode, self._clock, self._schedule
+                            cc,
+                            snap.clusters,
+                            self._rng,
+                            self.mode,
+                            self._clock,
+                            self._schedule,
+                            self.sources,
                         )
                     except Exception:
                         log.exception("cannot set up cluster %r", name)
