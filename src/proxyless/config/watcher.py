@@ -90,7 +90,8 @@ class _Watch:
         self.owner._changed()
 
     def on_ambient_error(self, error: Exception) -> None:
-        log.warning("%s", error)
+        # The xDS client logs one line per failure for all its resources.
+        log.debug("%s", error)
 
 
 def clusters_of_route_config(rc: RouteConfiguration) -> list[str]:
