@@ -17,7 +17,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
-_COMMANDS = ("demo", "control_plane", "analyze", "check", "explain")
+_COMMANDS = ("demo", "control_plane", "analyze", "check", "explain", "status")
 
 
 def _quiet_grpc() -> None:
