@@ -30,6 +30,7 @@ from proxyless.resources.types import ALL_TYPES
 from proxyless.runtime.cluster import ClusterRegistry
 from proxyless.runtime.target import TargetRuntime
 from proxyless.security.credentials import SecretSources
+from proxyless.security.providers import CertificateProviders
 from proxyless.target import parse_target
 from proxyless.xds_client import DOES_NOT_EXIST_TIMEOUT, XdsClient
 
@@ -75,6 +76,15 @@ class Mesh:
         #: per-cluster runtime (load balancer, breakers, outlier detection)
         #: where TLS clusters' certificates come from (file, provider, SDS handlers)
         self.secrets = SecretSources()
+        #: the bootstrap's certificate-provider instances (file_watcher), shared by clusters
+        self.certificate_providers = CertificateProviders(
+            self.bootstrap.certificate_providers,
+            clock=self.clock,
+            schedule=self.call_soon,
+            now=self.secrets.now,
+        )
+        self.secrets.provider_identity = self.certificate_providers.watch_identity
+        self.secrets.provider_trust = self.certificate_providers.watch_trust
         self.clusters = ClusterRegistry(
             self.rng,
             mode=priority_mode,
