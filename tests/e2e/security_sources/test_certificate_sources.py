@@ -1,0 +1,248 @@
+"""Where a TLS cluster's certificates come from, end to end against the real
+embedded ADS server: SDS secrets on the ADS stream, SDS from a separate
+server on a unix socket, and bootstrap ``file_watcher`` files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.e2e.conftest import PUSH_WAIT, SERVICE, bootstrap_for, wait_until
+
+from proxyless.controlplane.ca import DevCA
+from proxyless.controlplane.server import AdsServer
+from proxyless.errors import CertificateError, CredentialsNotReady
+from proxyless.mesh import Mesh
+from proxyless.security.credentials import ClusterCredentials
+from proxyless.testing import FakeClock
+from proxyless.testing.resources import (
+    CLUSTER_URL,
+    ENDPOINT_URL,
+    LISTENER_URL,
+    SECRET_URL,
+    certificate_secret,
+    cluster,
+    endpoints,
+    listener,
+    route,
+    route_config,
+    sds_config,
+    trust_secret,
+    upstream_tls,
+)
+
+WEB = "spiffe://cluster.local/ns/default/sa/web"
+WEB2 = "spiffe://cluster.local/ns/default/sa/web-renewed"
+REVIEWS = "spiffe://cluster.local/ns/default/sa/reviews"
+
+
+@pytest.fixture(scope="module")
+def ca() -> DevCA:
+    return DevCA()
+
+
+def serve_cluster(ads: AdsServer, tls: Any) -> None:
+    """``svc:80`` routes to cluster ``c`` whose transport socket is ``tls``."""
+    ads.set_resources(
+        LISTENER_URL,
+        {SERVICE: listener(SERVICE, inline=route_config("r", SERVICE, [route(cluster="c")]))},
+    )
+    ads.set_resources(CLUSTER_URL, {"c": cluster("c", tls=tls)})
+    ads.set_resources(ENDPOINT_URL, {"c": endpoints("c", ["127.0.0.1:1"])})
+
+
+def credentials(mesh: Mesh) -> ClusterCredentials:
+    """The credentials of cluster ``c`` once the Mesh follows ``svc:80``."""
+    mesh.config(SERVICE)
+    wait_until(lambda: mesh.clusters.get("c") is not None, what="cluster c")
+    runtime = mesh.clusters.get("c")
+    assert runtime is not None and runtime.tls is not None
+    return runtime.tls
+
+
+def rotated(creds: ClusterCredentials, version: int, spiffe_id: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            tls = creds.current()
+        except CredentialsNotReady:
+            return False
+        return (
+            tls.version > version
+            and tls.identity is not None
+            and tls.identity.spiffe_id == spiffe_id
+        )
+
+    return check
+
+
+# -- SDS on the ADS stream ------------------------------------------------------------------
+
+
+def test_sds_secrets_on_the_ads_stream_and_their_rotation(
+    ads: AdsServer, make_mesh: Callable[..., Mesh], ca: DevCA
+) -> None:
+    svid = ca.issue(WEB)
+    ads.set_resources(
+        SECRET_URL,
+        {
+            "default": certificate_secret("default", svid.chain_pem, svid.key_pem),
+            "ROOTCA": trust_secret("ROOTCA", ca.roots_pem),
+        },
+    )
+    serve_cluster(
+        ads, upstream_tls(identity_secret="default", trust_secret="ROOTCA", san_uris=[REVIEWS])
+    )
+    creds = credentials(make_mesh())
+    tls = creds.wait(5)
+    assert tls.identity is not None and tls.identity.spiffe_id == WEB
+    assert tls.identity.source == "SDS secret 'default'"
+    assert tls.trust.source == "SDS secret 'ROOTCA'"
+
+    renewed = ca.issue(WEB2)
+    ads.set_resource(
+        SECRET_URL, "default", certificate_secret("default", renewed.chain_pem, renewed.key_pem)
+    )
+    wait_until(rotated(creds, tls.version, WEB2), what="the renewed SDS certificate")
+
+
+def test_a_secret_that_never_arrives_names_it(
+    ads: AdsServer, make_mesh: Callable[..., Mesh], ca: DevCA
+) -> None:
+    svid = ca.issue(WEB)
+    ads.set_resources(
+        SECRET_URL, {"default": certificate_secret("default", svid.chain_pem, svid.key_pem)}
+    )
+    serve_cluster(ads, upstream_tls(identity_secret="default", trust_secret="ROOTCA"))
+    creds = credentials(make_mesh(does_not_exist_timeout=0.5))
+    with pytest.raises(CredentialsNotReady, match=r"SDS secret 'ROOTCA'.*does not exist"):
+        creds.wait(PUSH_WAIT)
+
+
+# -- SDS from a separate server on a unix socket -----------------------------------------------
+
+
+@pytest.fixture
+def sds_server(tmp_path: Path) -> Iterator[AdsServer]:
+    server = AdsServer(f"unix:{tmp_path}/sds.sock")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_sds_from_a_separate_server_on_a_unix_socket(
+    ads: AdsServer, sds_server: AdsServer, make_mesh: Callable[..., Mesh], ca: DevCA
+) -> None:
+    svid = ca.issue(WEB)
+    sds_server.set_resources(
+        SECRET_URL,
+        {
+            "default": certificate_secret("default", svid.chain_pem, svid.key_pem),
+            "ROOTCA": trust_secret("ROOTCA", ca.roots_pem),
+        },
+    )
+    source = sds_config(sds_server.target)
+    serve_cluster(ads, upstream_tls(identity_secret="default", trust_secret="ROOTCA", sds=source))
+    mesh = make_mesh()
+    creds = credentials(mesh)
+    tls = creds.wait(5)
+    assert tls.identity is not None and tls.identity.spiffe_id == WEB
+
+    # StreamSecrets carries this process's node; the ADS stream never asked for a Secret.
+    first = sds_server.wait_for(lambda r: r.type_url == SECRET_URL)
+    assert first.node.id == mesh.bootstrap.node.id
+    assert not [r for r in ads.requests if r.type_url == SECRET_URL]
+
+    renewed = ca.issue(WEB2)
+    sds_server.set_resource(
+        SECRET_URL, "default", certificate_secret("default", renewed.chain_pem, renewed.key_pem)
+    )
+    wait_until(rotated(creds, tls.version, WEB2), what="the renewed certificate from SDS")
+    sds_server.wait_for(lambda r: r.type_url == SECRET_URL and r.version_info == "2")
+
+
+def test_a_secret_missing_from_the_separate_server_names_it(
+    ads: AdsServer, sds_server: AdsServer, make_mesh: Callable[..., Mesh], ca: DevCA
+) -> None:
+    sds_server.set_resources(SECRET_URL, {"ROOTCA": trust_secret("ROOTCA", ca.roots_pem)})
+    source = sds_config(sds_server.target)
+    serve_cluster(ads, upstream_tls(identity_secret="default", trust_secret="ROOTCA", sds=source))
+    creds = credentials(make_mesh(does_not_exist_timeout=0.5))
+    with pytest.raises(CredentialsNotReady, match="SDS secret 'default'") as err:
+        creds.wait(PUSH_WAIT)
+    assert sds_server.target in str(err.value)
+
+
+def test_an_envoy_grpc_cluster_is_mapped_to_its_sds_server(
+    ads: AdsServer, sds_server: AdsServer, make_mesh: Callable[..., Mesh], ca: DevCA
+) -> None:
+    svid = ca.issue(WEB)
+    sds_server.set_resources(
+        SECRET_URL,
+        {
+            "default": certificate_secret("default", svid.chain_pem, svid.key_pem),
+            "ROOTCA": trust_secret("ROOTCA", ca.roots_pem),
+        },
+    )
+    source = sds_config(cluster="sds-grpc")
+    serve_cluster(ads, upstream_tls(identity_secret="default", trust_secret="ROOTCA", sds=source))
+    undefined = make_mesh()
+    with pytest.raises(CredentialsNotReady, match="envoy_grpc cluster 'sds-grpc'"):
+        credentials(undefined).wait(5)
+    mesh = make_mesh()
+    mesh.sds.define_cluster("sds-grpc", sds_server.target)
+    tls = credentials(mesh).wait(5)
+    assert tls.identity is not None and tls.identity.spiffe_id == WEB
+
+
+# -- bootstrap file_watcher ---------------------------------------------------------------------
+
+
+def test_a_file_watcher_instance_rotates_when_its_files_are_rewritten(
+    ads: AdsServer, ca: DevCA, tmp_path: Path
+) -> None:
+    cert, key, roots = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    svid = ca.issue(WEB)
+    cert.write_bytes(svid.chain_pem)
+    key.write_bytes(svid.key_pem)
+    roots.write_bytes(ca.roots_pem)
+    providers = {
+        "default": {
+            "plugin_name": "file_watcher",
+            "config": {
+                "certificate_file": str(cert),
+                "private_key_file": str(key),
+                "ca_certificate_file": str(roots),
+                "refresh_interval": "60s",
+            },
+        }
+    }
+    serve_cluster(ads, upstream_tls(provider_instance="default", san_uris=[REVIEWS]))
+    clock = FakeClock()
+    with Mesh(
+        bootstrap_for(ads, "e2e-files", certificate_providers=providers), clock=clock
+    ) as mesh:
+        creds = credentials(mesh)
+        tls = creds.wait(5)
+        assert tls.identity is not None and tls.identity.spiffe_id == WEB
+        assert str(cert) in tls.identity.source and tls.trust.source == str(roots)
+
+        renewed = ca.issue(WEB2)
+        cert.write_bytes(renewed.chain_pem)
+        key.write_bytes(renewed.key_pem)
+
+        def refreshed() -> bool:
+            clock.advance(60)  # the refresh timer fires on the Mesh's loop
+            return rotated(creds, tls.version, WEB2)()
+
+        wait_until(refreshed, what="the rewritten certificate files")
+
+
+def test_an_unknown_provider_instance_is_named(
+    ads: AdsServer, make_mesh: Callable[..., Mesh]
+) -> None:
+    serve_cluster(ads, upstream_tls(provider_instance="spire"))
+    creds = credentials(make_mesh())
+    with pytest.raises(CertificateError, match="instance 'spire' is not in the bootstrap"):
+        creds.wait(5)
