@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from envoy.service.discovery.v3 import discovery_pb2
 from tests.e2e.conftest import PUSH_WAIT, SERVICE, bootstrap_for, wait_until
 
 from proxyless.controlplane.ca import DevCA
@@ -246,3 +248,20 @@ def test_an_unknown_provider_instance_is_named(
     creds = credentials(make_mesh())
     with pytest.raises(CertificateError, match="instance 'spire' is not in the bootstrap"):
         creds.wait(5)
+
+
+def test_the_sds_server_also_answers_delta_secrets(sds_server: AdsServer, ca: DevCA) -> None:
+    sds_server.set_resources(SECRET_URL, {"ROOTCA": trust_secret("ROOTCA", ca.roots_pem)})
+    request = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=SECRET_URL, resource_names_subscribe=["ROOTCA", "missing"]
+    )
+    request.node.id = "delta-client"
+    with grpc.insecure_channel(sds_server.target) as channel:
+        call = channel.stream_stream(
+            "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets",
+            request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+        )
+        response = next(iter(call(iter([request]), timeout=5)))
+    assert [r.name for r in response.resources] == ["ROOTCA"]
+    assert list(response.removed_resources) == ["missing"]
