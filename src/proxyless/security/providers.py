@@ -372,6 +372,11 @@ class FileWatcher:
             deliver(material)
 
     @property
+    def refreshing(self) -> bool:
+        """Whether the refresh timer is set (anything watches the instance)."""
+        return self._armed
+
+    @property
     def _where(self) -> str:
         return f"certificate-provider instance {self.name!r}"
 

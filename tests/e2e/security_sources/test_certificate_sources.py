@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from tests.e2e.conftest import PUSH_WAIT, SERVICE, bootstrap_for, wait_until
 
@@ -265,3 +266,100 @@ def test_the_sds_server_also_answers_delta_secrets(sds_server: AdsServer, ca: De
         response = next(iter(call(iter([request]), timeout=5)))
     assert [r.name for r in response.resources] == ["ROOTCA"]
     assert list(response.removed_resources) == ["missing"]
+
+
+def _istiod_grpc_tls(destination: str) -> tls_pb2.UpstreamTlsContext:
+    """An ISTIO_MUTUAL cluster's TLS context as istiod's gRPC generator sends it:
+    both generations of provider fields, the destination's SPIFFE ID as a
+    legacy exact SAN matcher."""
+    deprecated = tls_pb2.CommonTlsContext.CertificateProviderInstance
+    common = tls_pb2.CommonTlsContext(
+        tls_certificate_provider_instance=common_pb2.CertificateProviderPluginInstance(
+            instance_name="default", certificate_name="default"
+        ),
+        tls_certificate_certificate_provider_instance=deprecated(
+            instance_name="default", certificate_name="default"
+        ),
+    )
+    combined = common.combined_validation_context
+    combined.default_validation_context.ca_certificate_provider_instance.instance_name = "default"
+    combined.default_validation_context.ca_certificate_provider_instance.certificate_name = "ROOTCA"
+    combined.default_validation_context.match_subject_alt_names.add(exact=destination)
+    combined.validation_context_certificate_provider_instance.CopyFrom(
+        deprecated(instance_name="default", certificate_name="ROOTCA")
+    )
+    return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni="outbound_.9080_._.reviews")
+
+
+def test_clusters_shaped_as_istiod_sends_them_share_one_file_watcher(
+    ads: AdsServer, ca: DevCA, tmp_path: Path
+) -> None:
+    svid = ca.issue(WEB)
+    (tmp_path / "cert.pem").write_bytes(svid.chain_pem)
+    (tmp_path / "key.pem").write_bytes(svid.key_pem)
+    (tmp_path / "root.pem").write_bytes(ca.roots_pem)
+    providers = {
+        "default": {
+            "plugin_name": "file_watcher",
+            "config": {
+                "certificate_file": str(tmp_path / "cert.pem"),
+                "private_key_file": str(tmp_path / "key.pem"),
+                "ca_certificate_file": str(tmp_path / "root.pem"),
+                "refresh_interval": "60s",
+            },
+        }
+    }
+    ads.set_resources(
+        LISTENER_URL,
+        {
+            SERVICE: listener(
+                SERVICE,
+                inline=route_config(
+                    "r", SERVICE, [route(prefix="/a", cluster="c"), route(cluster="d")]
+                ),
+            )
+        },
+    )
+    ads.set_resources(
+        CLUSTER_URL,
+        {
+            "c": cluster("c", tls=_istiod_grpc_tls(REVIEWS)),
+            "d": cluster("d", tls=_istiod_grpc_tls(REVIEWS)),
+        },
+    )
+    ads.set_resources(ENDPOINT_URL, {n: endpoints(n, ["127.0.0.1:1"]) for n in ("c", "d")})
+    clock = FakeClock()
+    bootstrap = bootstrap_for(ads, "e2e-istiod", certificate_providers=providers)
+    with Mesh(bootstrap, clock=clock) as mesh:
+        mesh.config(SERVICE)
+        wait_until(
+            lambda: all(mesh.clusters.get(n) is not None for n in ("c", "d")),
+            what="clusters c and d",
+        )
+        tls = {}
+        for name in ("c", "d"):
+            runtime = mesh.clusters.get(name)
+            assert runtime is not None and runtime.tls is not None
+            tls[name] = runtime.tls.wait(5)
+        assert not ads.nacks()
+        for current in tls.values():
+            assert current.identity is not None and current.identity.spiffe_id == WEB
+            assert [m.matcher.value for m in current.matchers] == [REVIEWS]
+        watcher = mesh.certificate_providers.instance("default")
+        wait_until(lambda: watcher.refreshing, what="the refresh timer")
+        before = watcher.reads
+        clock.advance(60)
+        wait_until(lambda: watcher.reads > before, what="a refresh")
+        assert watcher.reads == before + 1, "one read of the files for both clusters"
+
+
+def test_an_unreachable_sds_server_is_named(
+    ads: AdsServer, make_mesh: Callable[..., Mesh], tmp_path: Path
+) -> None:
+    target = f"unix:{tmp_path}/nobody-listens.sock"
+    source = sds_config(target)
+    serve_cluster(ads, upstream_tls(identity_secret="default", trust_secret="ROOTCA", sds=source))
+    creds = credentials(make_mesh())
+    with pytest.raises(CredentialsNotReady, match="SDS secret") as err:
+        creds.wait(PUSH_WAIT)
+    assert target in str(err.value)
