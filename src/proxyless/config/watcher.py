@@ -326,13 +326,17 @@ class ConfigWatcher:
                 if pending:
                     return None
                 usable = [x for x in leaves if out.get(x) is not None and out[x].usable]
-                error = (
-                    None
-                    if usable
-                    else ClusterNotAvailable(
-                        f"aggregate cluster {name!r} has no usable child cluster"
+                error: Exception | None = None
+                if not usable:
+                    # A loop back to this cluster was found below it: keep saying so.
+                    looped = out.get(name)
+                    error = (
+                        looped.error
+                        if looped is not None and looped.error is not None
+                        else ClusterNotAvailable(
+                            f"aggregate cluster {name!r} has no usable child cluster"
+                        )
                     )
-                )
                 out[name] = ClusterConfig(name, cluster, None, tuple(leaves), error)
                 return leaves
             if cluster.type == "EDS":

@@ -286,6 +286,18 @@ def test_an_aggregate_clusters_children_are_followed() -> None:
     ("clusters", "broken", "message"),
     [
         pytest.param(
+            {"agg": ["agg2"], "agg2": ["agg"]},
+            "agg",
+            "aggregate cluster loop: agg -> agg2 -> agg",
+            id="loop",
+        ),
+        pytest.param(
+            {"agg": ["agg2"], "agg2": ["agg"]},
+            "agg2",
+            "aggregate cluster 'agg2' has no usable child cluster",
+            id="inside-a-loop",
+        ),
+        pytest.param(
             {"agg": ["gone"]},
             "agg",
             "aggregate cluster 'agg' has no usable child cluster",
