@@ -391,3 +391,37 @@ def test_start_single_failing_to_start_gives_back_the_endpoint() -> None:
         start_single(steps, call, inv, pool, None)  # type: ignore[arg-type]
     assert pool.ended == [None]
     assert call.recorded == [] and call.ended == 0  # the channel ends the call
+
+
+def test_cancel_during_the_backoff_starts_no_other_attempt(timers: Timers) -> None:
+    call = FakeCall(delays=[0.5])
+    rc, inv, _ = _retrying_call(call)
+    inv.last.finish(UNAVAILABLE, "first")
+    assert len(timers.pending) == 1
+    assert rc.cancel() is True
+    # Over at once: no attempt is running to wait for.
+    assert rc.done() and rc.code() is grpc.StatusCode.CANCELLED
+    assert call.ended == 1
+    timers.fire()  # the backoff ends
+    assert len(inv.started) == 1
+    assert call.recorded == [("e1", "error_status", True)]
+    assert call.ended == 1
+
+
+def test_cancel_while_an_attempt_is_being_started_cancels_it(timers: Timers) -> None:
+    holder: list[RetryingCall] = []
+
+    class CancelOnStart(FakeInvocation):
+        def start(self, pooled: Any, timeout: float | None, *, attr: str | None = None) -> Any:
+            inner = super().start(pooled, timeout, attr=attr)
+            if holder:
+                holder[0].cancel()  # lands before the call knows of this attempt
+            return inner
+
+    inv = CancelOnStart()
+    rc, _, _ = _retrying_call(FakeCall(delays=[0.1]), inv=inv)
+    holder.append(rc)
+    inv.last.finish(UNAVAILABLE)
+    timers.fire()
+    assert len(inv.started) == 2 and inv.last.cancelled()
+    assert rc.done() and rc.code() is grpc.StatusCode.CANCELLED
