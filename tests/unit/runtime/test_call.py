@@ -15,6 +15,7 @@ what was asked for.
 from __future__ import annotations
 
 import random
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,7 +39,9 @@ from proxyless.errors import (
     NoMatchingRoute,
     NoMatchingVirtualHost,
     NonForwardingRoute,
+    ResourceDoesNotExist,
     RetryBudgetExhausted,
+    XdsConfigError,
 )
 from proxyless.lb.state import EndpointState
 from proxyless.resilience.fault import NO_FAULT
@@ -90,6 +93,8 @@ class _Watcher:
 
 
 class _Bootstrap:
+    node = types.SimpleNamespace(id="node-1")
+
     def listener_resource_name(self, authority: str | None, name: str) -> str:
         return name
 
@@ -115,9 +120,18 @@ def _snapshot(
     clusters: Mapping[str, cluster_pb2.Cluster] | None = None,
     assignments: Mapping[str, endpoint_pb2.ClusterLoadAssignment] | None = None,
     http_filters: Sequence[hcm_pb2.HttpFilter] = (),
+    listener_max_stream_duration: float | None = None,
     version: int = 1,
 ) -> XdsConfig:
-    listener = _decoded(LISTENER, r.listener(AUTHORITY, "rc", http_filters=http_filters))
+    listener = _decoded(
+        LISTENER,
+        r.listener(
+            AUTHORITY,
+            "rc",
+            http_filters=http_filters,
+            max_stream_duration=listener_max_stream_duration,
+        ),
+    )
     rc = _decoded(ROUTE_CONFIGURATION, r.route_config("rc", AUTHORITY, routes))
     cluster_protos = clusters if clusters is not None else {"a": r.cluster("a")}
     configs: dict[str, ClusterConfig] = {}
@@ -244,12 +258,22 @@ def test_first_attempt_succeeds_and_end_releases_the_slot() -> None:
         pytest.param({"max_stream_duration": 2.0}, 10.0, 2.0, False, id="route-caps-the-caller"),
         pytest.param({"max_stream_duration": 2.0}, None, 2.0, False, id="route-cap-alone"),
         pytest.param({"max_stream_duration": 2.0}, 1.0, 1.0, False, id="caller-under-the-cap"),
+        pytest.param({"listener": 3.0}, None, 3.0, False, id="listener-cap"),
+        pytest.param(
+            {"listener": 3.0, "max_stream_duration": 2.0},
+            None,
+            2.0,
+            False,
+            id="route-over-listener",
+        ),
     ],
 )
 def test_attempt_timeout(
     route_kw: dict[str, Any], caller: float | None, want_timeout: float | None, want_per_try: bool
 ) -> None:
-    rt = _runtime([r.route(cluster="a", **route_kw)])
+    route_kw = dict(route_kw)
+    listener = route_kw.pop("listener", None)
+    rt = _runtime([r.route(cluster="a", **route_kw)], listener_max_stream_duration=listener)
     call = _call(rt, timeout=caller)
     attempt = call.attempt()
     assert attempt.per_try is want_per_try
@@ -262,6 +286,66 @@ def test_attempt_timeout(
         assert want_timeout - 0.5 < attempt.timeout <= want_timeout
         assert not attempt.timed_out()
     call.end()
+
+
+@pytest.mark.parametrize(
+    ("route_kw", "listener", "caller", "is_grpc", "source"),
+    [
+        pytest.param(
+            {},
+            None,
+            None,
+            True,
+            "no deadline (caller set none; no max_stream_duration configured)",
+            id="grpc-none",
+        ),
+        pytest.param(
+            {"max_stream_duration": 2.0},
+            None,
+            1.0,
+            True,
+            "caller deadline 1s (within route max_stream_duration 2s)",
+            id="grpc-caller-within-cap",
+        ),
+        pytest.param(
+            {"max_stream_duration": 2.0},
+            None,
+            10.0,
+            True,
+            "route max_stream_duration 2s",
+            id="grpc-route-cap",
+        ),
+        pytest.param(
+            {}, 3.0, None, True, "listener max_stream_duration 3s", id="grpc-listener-cap"
+        ),
+        pytest.param({"timeout": 4.0}, None, None, False, "route timeout 4s", id="http-route"),
+    ],
+)
+def test_timeout_source(
+    route_kw: dict[str, Any],
+    listener: float | None,
+    caller: float | None,
+    is_grpc: bool,
+    source: str,
+) -> None:
+    rt = _runtime([r.route(cluster="a", **route_kw)], listener_max_stream_duration=listener)
+    call = _call(rt, _request(is_grpc=is_grpc), timeout=caller)
+    assert call.timeout_source == source
+    call.end()
+
+
+def test_no_usable_config_names_the_listener_and_the_node() -> None:
+    rt = _runtime()
+    missing = ResourceDoesNotExist("LDS resource 'svc' does not exist")
+    rt.mesh.watcher.publish(XdsConfig(AUTHORITY, None, None, error=missing, version=2))  # type: ignore[attr-defined]
+    assert rt.current is None
+    with pytest.raises(XdsConfigError) as info:
+        _call(rt, timeout=1.0)
+    assert isinstance(info.value, ResourceDoesNotExist) and info.value.__cause__ is missing
+    assert str(info.value) == (
+        "no usable xDS config for xds:///svc (listener 'svc'): "
+        "LDS resource 'svc' does not exist; node id 'node-1'"
+    )
 
 
 def test_a_spent_deadline_gives_a_zero_timeout_and_no_retry() -> None:
