@@ -201,21 +201,23 @@ class ConfigWatcher:
     def _changed(self) -> None:
         # Starting a watch may deliver a cached value at once, re-entering here:
         # note it and recompute again once the current pass is done. Only the
-        # last pass's config is published, so one change publishes once.
+        # config of the last pass is published, so one change publishes once;
+        # a change arriving while listeners run is handled after them.
         if self._recomputing:
             self._dirty = True
             return
         self._recomputing = True
-        cfg: XdsConfig | None = None
         try:
             self._dirty = True
             while self._dirty:
-                self._dirty = False
-                cfg = self._recompute()
+                cfg: XdsConfig | None = None
+                while self._dirty:
+                    self._dirty = False
+                    cfg = self._recompute()
+                if cfg is not None:
+                    self._publish(cfg)
         finally:
             self._recomputing = False
-        if cfg is not None:
-            self._publish(cfg)
 
     def _recompute(self) -> XdsConfig | None:
         """The config to publish now, or None while the chain is incomplete."""

@@ -460,6 +460,25 @@ def test_listeners_get_every_snapshot_and_a_late_one_the_current() -> None:
     assert [s.version for s in late] == [1, 2]
 
 
+def test_a_change_during_publication_follows_it_in_order() -> None:
+    """A listener whose work delivers an update (on the Mesh thread, at
+    once) does not make later listeners see the newer snapshot first."""
+    client = FakeXdsClient()
+    watcher, first = _watcher(client)
+    later = Published()
+
+    def pushing(snap: XdsConfig) -> None:
+        if snap.version == 1:
+            client.changed(RDS, r.route_config("rc", "svc2", [r.route(cluster="a")]))
+
+    watcher.add_listener(pushing)
+    watcher.add_listener(later.append)
+    _serve(client)
+    assert [s.version for s in first] == [1, 2]
+    assert [s.version for s in later] == [1, 2]
+    assert later.last is watcher.snapshot
+
+
 def test_close_unsubscribes_everything() -> None:
     client = FakeXdsClient()
     watcher, published = _watcher(client)
