@@ -255,6 +255,9 @@ def test_first_attempt_succeeds_and_end_releases_the_slot() -> None:
         pytest.param(
             {"retry_policy": _retry(per_try=1.0)}, None, 1.0, True, id="per-try-without-deadline"
         ),
+        pytest.param(
+            {"retry_policy": _retry(per_try=0.0)}, 5.0, 5.0, False, id="per-try-0s-is-none"
+        ),
         pytest.param({"max_stream_duration": 2.0}, 10.0, 2.0, False, id="route-caps-the-caller"),
         pytest.param({"max_stream_duration": 2.0}, None, 2.0, False, id="route-cap-alone"),
         pytest.param({"max_stream_duration": 2.0}, 1.0, 1.0, False, id="caller-under-the-cap"),
@@ -822,6 +825,15 @@ def test_lane_begin_then_succeeded() -> None:
     assert first.endpoint.active_requests == 0
     assert lane.breaker.requests == 1  # the transport gives the slot back
     lane.breaker.release_request()
+
+
+def test_lane_with_a_per_try_timeout_of_0s_has_none() -> None:
+    rt = _runtime([r.route(cluster="a", retry_policy=_retry(per_try=0.0))])
+    lane = _lane(rt)
+    first = lane.begin(rt.rng, 5.0)
+    assert first is not None
+    assert first.per_try is False and first.timeout == 5.0
+    lane.abandon(first)
 
 
 def test_lane_abandon_releases_everything() -> None:
