@@ -1,22 +1,23 @@
 """Parse and validate security.istio.io documents.
 
 PeerAuthentication and AuthorizationPolicy follow Istio's reference
-(istio.io/latest/docs/reference/config/security/). They are validated now;
-their translation (mTLS and RBAC) is not part of the embedded control plane
-yet, so each document carries a warning saying it is not enforced.
+(istio.io/latest/docs/reference/config/security/). Both are translated into
+inbound Listeners (:mod:`.inbound`: mTLS mode by :mod:`.peer_authn`, RBAC by
+:mod:`.authz`); an AuthorizationPolicy field that is not enforced as written
+gets a warning saying what happens instead (:func:`.authz.unsupported_fields`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from proxyless.controlplane.istio.authz import unsupported_fields
 from proxyless.controlplane.istio.model import AuthorizationPolicy, AuthzRule, PeerAuthentication
 from proxyless.controlplane.istio.reader import DocReader
 
 __all__ = ["parse_authorization_policy", "parse_peer_authentication"]
 
 MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
-_NOT_ENFORCED = "validated but not enforced yet by the embedded control plane"
 
 _SOURCE_FIELDS = (
     "principals",
@@ -76,7 +77,6 @@ def parse_peer_authentication(r: DocReader, spec: dict[str, Any]) -> PeerAuthent
         pmode = r.enum(box.get("mode"), f"{path}.mode", MTLS_MODES, required=True)
         if pmode is not None:
             port_modes.append((number, pmode))
-    r.warn("spec", f"PeerAuthentication is {_NOT_ENFORCED}")
     return PeerAuthentication(r.source, selector, mode, tuple(port_modes))
 
 
@@ -163,5 +163,7 @@ def parse_authorization_policy(r: DocReader, spec: dict[str, Any]) -> Authorizat
         rules.append(AuthzRule(tuple(sources), tuple(operations), tuple(conditions)))
     if action == "DENY" and spec.get("rules") is None:
         r.warn("spec.rules", "a DENY policy without rules denies nothing")
-    r.warn("spec", f"AuthorizationPolicy is {_NOT_ENFORCED}")
-    return AuthorizationPolicy(r.source, selector, action, tuple(rules), provider)
+    policy = AuthorizationPolicy(r.source, selector, action, tuple(rules), provider)
+    for path, message in unsupported_fields(policy):
+        r.warn(path, message)
+    return policy
