@@ -140,8 +140,10 @@ def _authenticated(matcher: Any) -> rbac_pb2.Principal:
 
 
 def _cidr(value: str) -> address_pb2.CidrRange:
-    net = ip_network(value, strict=False)
-    return address_pb2.CidrRange(address_prefix=str(net.network_address), prefix_len=net.prefixlen)
+    net = ip_network(value, strict=False)  # validated when loading
+    cidr = address_pb2.CidrRange(address_prefix=str(net.network_address))
+    cidr.prefix_len.value = net.prefixlen
+    return cidr
 
 
 def _principal(kind: str, value: str) -> rbac_pb2.Principal:

@@ -9,6 +9,7 @@ gets a warning saying what happens instead (:func:`.authz.unsupported_fields`).
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
 from proxyless.controlplane.istio.authz import unsupported_fields
@@ -108,11 +109,28 @@ def _clause(
     if not out:
         r.error(f"{path}.{key}", "must set at least one field")
     for name, values in out.items():
+        if name.endswith(("IpBlocks", "ipBlocks")):
+            for i, value in enumerate(values):
+                try:
+                    ip_network(value, strict=False)
+                except ValueError:
+                    r.error(f"{path}.{key}.{name}[{i}]", f"must be an IP or CIDR, got {value!r}")
         if name.endswith(("orts", "Ports")):
             for i, value in enumerate(values):
                 if not value.isdigit() or not 1 <= int(value) <= 65535:
                     r.error(f"{path}.{key}.{name}[{i}]", f"must be a port number, got {value!r}")
     return out
+
+
+def _check_condition(r: DocReader, path: str, key: str, values: tuple[str, ...]) -> None:
+    for value in values:
+        if key in ("source.ip", "remote.ip", "destination.ip"):
+            try:
+                ip_network(value, strict=False)
+            except ValueError:
+                r.error(f"{path}.values", f"{key} needs an IP or CIDR, got {value!r}")
+        elif key == "destination.port" and (not value.isdigit() or not 1 <= int(value) <= 65535):
+            r.error(f"{path}.values", f"destination.port needs a port number, got {value!r}")
 
 
 def parse_authorization_policy(r: DocReader, spec: dict[str, Any]) -> AuthorizationPolicy | None:
@@ -159,6 +177,7 @@ def parse_authorization_policy(r: DocReader, spec: dict[str, Any]) -> Authorizat
             if not values and not not_values:
                 r.error(sub, "needs values or notValues")
             if key is not None:
+                _check_condition(r, sub, key, (*values, *not_values))
                 conditions.append((key, values, not_values))
         rules.append(AuthzRule(tuple(sources), tuple(operations), tuple(conditions)))
     if action == "DENY" and spec.get("rules") is None:
