@@ -18,6 +18,10 @@ Two kinds of node (decided from the node of the ADS stream):
   ``name.ns.svc:port`` and, for nodes in the service's namespace,
   ``name:port``; each points at RDS ``host:port``.
 
+A node that serves a workload (node metadata ``INSTANCE_IPS``) also gets
+inbound Listeners carrying its mTLS mode and RBAC, and an Envoy node the
+inbound clusters to its application (:mod:`.inbound`).
+
 Both kinds get the same clusters; endpoints differ only by node locality
 (priorities, see :mod:`.clusters`); routes differ by the ``*`` domain and by
 matches on ``sourceLabels`` / ``sourceNamespace`` (node metadata ``LABELS``
