@@ -293,7 +293,7 @@ def test_hcm_is_a_server_route_with_rbac_then_router() -> None:
         ],
     }
     assert [f.name for f in hcm.http_filters] == [
-        "envoy.filters.http.rbac.allow",
+        "envoy.filters.http.rbac",
         "envoy.filters.http.router",
     ]
 
@@ -390,3 +390,25 @@ def test_proxyless_ipv6_instance_ip_listener_name() -> None:
     found = grpc_listeners(load(se), ("fe80::1",))
     assert f"{PREFIX}[fe80::1]:50051" in found
     assert found[f"{PREFIX}[fe80::1]:50051"].address.socket_address.address == "fe80::1"
+
+
+@pytest.mark.parametrize(
+    ("delivery", "expected"),
+    [
+        pytest.param(PROVIDER, [("inbound-mtls", "", True)], id="grpc-upgraded-to-strict"),
+        pytest.param(
+            SDS,
+            [("inbound-mtls", "tls", True), ("inbound-plaintext", "raw_buffer", False)],
+            id="proxyless-keeps-permissive",
+        ),
+    ],
+)
+def test_tls_mode_label_makes_permissive_strict_for_grpc(
+    delivery: str, expected: list[tuple[str, str, bool]]
+) -> None:
+    """istiod: a gRPC server whose clients use mTLS automatically gets STRICT for PERMISSIVE."""
+    se = json.loads(json.dumps(SE))
+    se["spec"]["endpoints"][0]["labels"]["security.istio.io/tlsMode"] = "istio"
+    listener = grpc_listeners(load(se), ("10.0.0.1",), delivery)[f"{PREFIX}10.0.0.1:50051"]
+    tls = PROVIDER_TLS if delivery == PROVIDER else SDS_TLS
+    assert chains(listener, tls) == expected

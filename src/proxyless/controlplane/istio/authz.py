@@ -17,10 +17,13 @@ denied; else if there is no ALLOW policy it is allowed; else it is allowed
 only if an ALLOW policy matches. So the HTTP filters are one RBAC filter with
 action DENY (all DENY rules, only when there are some) then one with action
 ALLOW (all ALLOW rules — when ALLOW policies exist, even if none has a rule:
-an ALLOW policy without rules allows nothing), then the router.
+an ALLOW policy without rules allows nothing, as Istio documents; istiod's
+gRPC generator leaves the filter out in that case, which allows everything),
+then the router.
 
 Each rule becomes one RBAC policy named ``ns[<ns>]-policy[<name>]-rule[<i>]``
-(istiod's naming). Its principals are one ``and_ids`` per ``from`` entry, its
+(istiod's naming for sidecars; its gRPC generator writes ``<ns>-<name>-<i>``),
+so a denial can name the policy and rule. Its principals are one ``and_ids`` per ``from`` entry, its
 permissions one ``and_rules`` per ``to`` entry; each field is an ``or`` of its
 values, each ``not*`` field the ``not`` of such an ``or``; ``when``
 conditions are and-ed into every principal (``source.*``, ``remote.ip``) or
@@ -73,8 +76,9 @@ __all__ = [
     "unsupported_fields",
 ]
 
-RBAC_DENY_FILTER = "envoy.filters.http.rbac.deny"
-RBAC_ALLOW_FILTER = "envoy.filters.http.rbac.allow"
+#: istiod's gRPC generator names them so (gRPC requires unique filter names, A39).
+RBAC_DENY_FILTER = "envoy.filters.http.rbac.DENY"
+RBAC_ALLOW_FILTER = "envoy.filters.http.rbac"
 _SPIFFE = "spiffe://"
 _HEADER_KEY = re.compile(r"^request\.headers\[(.+)\]$")
 

@@ -26,7 +26,10 @@ the name, no listener filters, and filter chains by the port's mTLS mode:
   ``tls`` chain, anything else to ``raw_buffer``. A stock gRPC server never
   matches ``transport_protocol: "tls"`` (A36 accepts only ``raw_buffer``)
   and so serves the port in plaintext only — what istiod sends gRPC for
-  PERMISSIVE anyway.
+  PERMISSIVE anyway. As istiod does, a node receiving certificate-provider
+  references (a stock gRPC server) whose workload carries the label
+  ``security.istio.io/tlsMode: istio`` (its clients use mTLS automatically)
+  gets STRICT instead of PERMISSIVE.
 
 Each chain's HttpConnectionManager has an inline route configuration
 ``inbound`` (domain ``*``, prefix ``/``, ``non_forwarding_action``, as A36
@@ -70,6 +73,7 @@ from google.protobuf.message import Message
 from proxyless.controlplane.istio.authz import applicable_policies, rbac_filters
 from proxyless.controlplane.istio.cert_delivery import (
     CERTIFICATE_NAME,
+    PROVIDER,
     PROVIDER_INSTANCE,
     ROOT_CA_NAME,
     SDS,
@@ -107,6 +111,7 @@ _TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 _HCM = "envoy.filters.network.http_connection_manager"
 _ROUTER = "envoy.filters.http.router"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +298,14 @@ def grpc_inbound_listeners(
         route.non_forwarding_action.SetInParent()
         hcm.route_config.name = "inbound"
         hcm.http_filters.extend(filters)
-        chains = filter_chains(mtls.for_port(port), hcm, node.delivery)
+        mode = mtls.for_port(port)
+        if (
+            mode == PERMISSIVE
+            and node.delivery == PROVIDER
+            and workload.labels.get(_TLS_MODE_LABEL) == "istio"
+        ):
+            mode = STRICT
+        chains = filter_chains(mode, hcm, node.delivery)
         for ip in (*node.instance_ips, *_WILDCARDS):
             name = f"{SERVER_LISTENER_PREFIX}{_listener_host(ip)}:{port}"
             listener = listener_pb2.Listener(name=name, address=_socket(ip, port))
