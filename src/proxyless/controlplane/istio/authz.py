@@ -34,7 +34,8 @@ sa/y`` exactly, ``prefix*`` and ``*suffix`` match by prefix and suffix, ``*``
 matches any authenticated peer; a namespace ``x`` matches principals by the
 regex ``.*/ns/x/.*``; methods are exact ``:method`` header matches (``POST``
 for gRPC), paths exact/prefix/suffix of the path (``/pkg.Service/Method``),
-hosts of ``:authority`` ignoring case.
+hosts of ``:authority`` ignoring case; a header value ``*`` only requires
+the header to be present.
 
 Fields the data path cannot evaluate (``requestPrincipals``,
 ``serviceAccounts``, ``when`` keys other than the ones above) are reported by
@@ -166,6 +167,8 @@ def _principal(kind: str, value: str) -> rbac_pb2.Principal:
 
 
 def _header(name: str, value: str, *, ignore_case: bool = False) -> route_pb2.HeaderMatcher:
+    if value == "*":  # istiod: any value, the header must be present
+        return route_pb2.HeaderMatcher(name=name, present_match=True)
     return route_pb2.HeaderMatcher(
         name=name, string_match=string_matcher(value, ignore_case=ignore_case)
     )
