@@ -159,6 +159,21 @@ CASES = [
         id="namespaces-and-not-namespaces",
     ),
     pytest.param(
+        from_(serviceAccounts=["frontend", "shop/cart"]),
+        [
+            ands(
+                ors(
+                    auth(
+                        {"safeRegex": {"regex": "spiffe://.+/ns/default/(.+/|)sa/frontend(/.+)?"}}
+                    ),
+                    auth({"safeRegex": {"regex": "spiffe://.+/ns/shop/(.+/|)sa/cart(/.+)?"}}),
+                )
+            )
+        ],
+        [ANY],
+        id="service-accounts-default-to-policy-namespace",
+    ),
+    pytest.param(
         from_(ipBlocks=["10.1.0.0/16", "192.168.1.7"]),
         [
             ands(
@@ -222,14 +237,14 @@ CASES = [
     ),
     pytest.param(
         when({"key": "request.headers[X-Tenant]", "values": ["acme", "beta*"]}),
+        [ands(ors(header("x-tenant", {"exact": "acme"}), header("x-tenant", {"prefix": "beta"})))],
         [ANY],
-        [andr(orr(header("x-tenant", {"exact": "acme"}), header("x-tenant", {"prefix": "beta"})))],
-        id="when-header",
+        id="when-header-on-principal-side",
     ),
     pytest.param(
         when({"key": "request.headers[x-debug]", "notValues": ["*"]}),
+        [ands({"notId": ors({"header": {"name": "x-debug", "presentMatch": True}})})],
         [ANY],
-        [andr({"notRule": orr({"header": {"name": "x-debug", "presentMatch": True}})})],
         id="when-header-not-values",
     ),
     pytest.param(
@@ -273,6 +288,7 @@ CASES = [
                     auth({"safeRegex": {"regex": ".*/ns/a/.*"}}),
                     auth({"safeRegex": {"regex": ".*/ns/b/.*"}}),
                 ),
+                ors(header("x-id", {"exact": "1"})),
             ),
             ands(
                 ors(auth({"safeRegex": {"regex": ".*/ns/b/.*"}})),
@@ -280,9 +296,10 @@ CASES = [
                     auth({"safeRegex": {"regex": ".*/ns/a/.*"}}),
                     auth({"safeRegex": {"regex": ".*/ns/b/.*"}}),
                 ),
+                ors(header("x-id", {"exact": "1"})),
             ),
         ],
-        [andr(orr(header(":method", {"exact": "POST"})), orr(header("x-id", {"exact": "1"})))],
+        [andr(orr(header(":method", {"exact": "POST"})))],
         id="from-entries-or-conditions-and-into-each",
     ),
     pytest.param({"rules": [{}]}, [ANY], [ANY], id="empty-rule-matches-everything"),

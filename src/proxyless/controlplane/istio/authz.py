@@ -26,19 +26,22 @@ Each rule becomes one RBAC policy named ``ns[<ns>]-policy[<name>]-rule[<i>]``
 so a denial can name the policy and rule. Its principals are one ``and_ids`` per ``from`` entry, its
 permissions one ``and_rules`` per ``to`` entry; each field is an ``or`` of its
 values, each ``not*`` field the ``not`` of such an ``or``; ``when``
-conditions are and-ed into every principal (``source.*``, ``remote.ip``) or
-every permission (``request.headers[...]``, ``destination.port``); a side
+conditions are and-ed into every principal (``source.*``, ``remote.ip``,
+``request.headers[...]``) or every permission (``destination.port``), the
+side istiod puts them on; a side
 with nothing becomes ``any: true``. Values follow istiod's string rules: a
 principal ``cluster.local/ns/x/sa/y`` matches ``spiffe://cluster.local/ns/x/
 sa/y`` exactly, ``prefix*`` and ``*suffix`` match by prefix and suffix, ``*``
 matches any authenticated peer; a namespace ``x`` matches principals by the
-regex ``.*/ns/x/.*``; methods are exact ``:method`` header matches (``POST``
+regex ``.*/ns/x/.*``; a service account ``sa`` or ``ns/sa`` (namespace
+defaulting to the policy's) by the regex
+``spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?``; methods are exact ``:method`` header matches (``POST``
 for gRPC), paths exact/prefix/suffix of the path (``/pkg.Service/Method``),
 hosts of ``:authority`` ignoring case; a header value ``*`` only requires
 the header to be present.
 
-Fields the data path cannot evaluate (``requestPrincipals``,
-``serviceAccounts``, ``when`` keys other than the ones above) are reported by
+Fields the data path cannot evaluate (``requestPrincipals`` and the other
+JWT attributes, ``when`` keys other than the ones above) are reported by
 :func:`unsupported_fields`; they fail closed as istiod does where a field
 cannot apply: an ALLOW rule using one is dropped (it allows nothing), a DENY
 rule ignores it (it denies more). AUDIT policies are not enforced (they only
@@ -93,6 +96,8 @@ _SOURCE_KINDS = {
     "notIpBlocks": (False, "ip"),
     "remoteIpBlocks": (True, "remote_ip"),
     "notRemoteIpBlocks": (False, "remote_ip"),
+    "serviceAccounts": (True, "service_account"),
+    "notServiceAccounts": (False, "service_account"),
 }
 _OPERATION_KINDS = {
     "methods": (True, "method"),
@@ -151,14 +156,21 @@ def _cidr(value: str) -> address_pb2.CidrRange:
     return cidr
 
 
-def _principal(kind: str, value: str) -> rbac_pb2.Principal:
+def _regex(regex: str) -> Any:
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=regex))
+
+
+def _principal(kind: str, value: str, namespace: str) -> rbac_pb2.Principal:
     if kind == "principal":
         return _authenticated(string_matcher(value, _SPIFFE))
     if kind == "namespace":
         regex = ".*/ns/" + value.replace("*", ".*") + "/.*"
-        return _authenticated(
-            string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=regex))
-        )
+        return _authenticated(_regex(regex))
+    if kind == "service_account":
+        ns, _, sa = value.rpartition("/")
+        return _authenticated(_regex(f"spiffe://.+/ns/{ns or namespace}/(.+/|)sa/{sa}(/.+)?"))
+    if kind.startswith("header:"):
+        return rbac_pb2.Principal(header=_header(kind[len("header:") :], value))
     if kind == "ip":
         return rbac_pb2.Principal(direct_remote_ip=_cidr(value))
     if kind == "remote_ip":
@@ -187,13 +199,13 @@ def _permission(kind: str, value: str) -> rbac_pb2.Permission:
         return rbac_pb2.Permission(destination_port=int(value))
     if kind == "host":
         return rbac_pb2.Permission(header=_header(":authority", value, ignore_case=True))
-    if kind.startswith("header:"):
-        return rbac_pb2.Permission(header=_header(kind[len("header:") :], value))
     raise ValueError(f"unknown permission kind {kind!r}")
 
 
-def _any_principal(kind: str, values: Iterable[str], positive: bool) -> rbac_pb2.Principal:
-    ids = rbac_pb2.Principal.Set(ids=[_principal(kind, v) for v in values])
+def _any_principal(
+    kind: str, values: Iterable[str], positive: bool, namespace: str
+) -> rbac_pb2.Principal:
+    ids = rbac_pb2.Principal.Set(ids=[_principal(kind, v, namespace) for v in values])
     inner = rbac_pb2.Principal(or_ids=ids)
     return inner if positive else rbac_pb2.Principal(not_id=inner)
 
@@ -212,7 +224,7 @@ def _condition_kind(key: str) -> tuple[str, str] | None:
         return "permission", _PERMISSION_CONDITIONS[key]
     found = _HEADER_KEY.match(key)
     if found:
-        return "permission", "header:" + found.group(1).lower()
+        return "principal", "header:" + found.group(1).lower()
     return None
 
 
@@ -268,7 +280,7 @@ def policy_name(policy: AuthorizationPolicy, index: int) -> str:
     return f"ns[{policy.source.namespace}]-policy[{policy.source.name}]-rule[{index}]"
 
 
-def _rule_policy(rule: AuthzRule, *, allow: bool) -> rbac_pb2.Policy | None:
+def _rule_policy(rule: AuthzRule, namespace: str, *, allow: bool) -> rbac_pb2.Policy | None:
     principals: list[list[rbac_pb2.Principal]] = []
     for source in rule.sources:
         ids = []
@@ -278,7 +290,7 @@ def _rule_policy(rule: AuthzRule, *, allow: bool) -> rbac_pb2.Policy | None:
                     return None
                 continue
             positive, kind = _SOURCE_KINDS[name]
-            ids.append(_any_principal(kind, values, positive))
+            ids.append(_any_principal(kind, values, positive, namespace))
         principals.append(ids)
     permissions: list[list[rbac_pb2.Permission]] = []
     for operation in rule.operations:
@@ -300,7 +312,7 @@ def _rule_policy(rule: AuthzRule, *, allow: bool) -> rbac_pb2.Policy | None:
             if not vals:
                 continue
             if side == "principal":
-                extra_ids.append(_any_principal(kind, vals, positive))
+                extra_ids.append(_any_principal(kind, vals, positive, namespace))
             else:
                 extra_rules.append(_any_permission(kind, vals, positive))
     if extra_ids:
@@ -331,7 +343,7 @@ def rbac_rules(action: str, policies: Iterable[AuthorizationPolicy]) -> rbac_pb2
     rbac = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW if allow else rbac_pb2.RBAC.DENY)
     for policy in policies:
         for i, rule in enumerate(policy.rules):
-            built = _rule_policy(rule, allow=allow)
+            built = _rule_policy(rule, policy.source.namespace, allow=allow)
             if built is not None:
                 rbac.policies[policy_name(policy, i)].CopyFrom(built)
     return rbac
