@@ -266,6 +266,12 @@ CASES = [
         id="when-destination-port",
     ),
     pytest.param(
+        when({"key": "destination.ip", "values": ["10.0.0.0/24"]}),
+        [ANY],
+        [andr(orr({"destinationIp": {"addressPrefix": "10.0.0.0", "prefixLen": 24}}))],
+        id="when-destination-ip",
+    ),
+    pytest.param(
         {
             "rules": [
                 {

@@ -27,7 +27,7 @@ so a denial can name the policy and rule. Its principals are one ``and_ids`` per
 permissions one ``and_rules`` per ``to`` entry; each field is an ``or`` of its
 values, each ``not*`` field the ``not`` of such an ``or``; ``when``
 conditions are and-ed into every principal (``source.*``, ``remote.ip``,
-``request.headers[...]``) or every permission (``destination.port``), the
+``request.headers[...]``) or every permission (``destination.port``, ``destination.ip``), the
 side istiod puts them on; a side
 with nothing becomes ``any: true``. Values follow istiod's string rules: a
 principal ``cluster.local/ns/x/sa/y`` matches ``spiffe://cluster.local/ns/x/
@@ -115,7 +115,7 @@ _PRINCIPAL_CONDITIONS = {
     "source.ip": "ip",
     "remote.ip": "remote_ip",
 }
-_PERMISSION_CONDITIONS = {"destination.port": "port"}
+_PERMISSION_CONDITIONS = {"destination.port": "port", "destination.ip": "dest_ip"}
 
 
 def string_matcher(value: str, prefix: str = "", *, ignore_case: bool = False) -> Any:
@@ -197,6 +197,8 @@ def _permission(kind: str, value: str) -> rbac_pb2.Permission:
         return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=string_matcher(value)))
     if kind == "port":
         return rbac_pb2.Permission(destination_port=int(value))
+    if kind == "dest_ip":
+        return rbac_pb2.Permission(destination_ip=_cidr(value))
     if kind == "host":
         return rbac_pb2.Permission(header=_header(":authority", value, ignore_case=True))
     raise ValueError(f"unknown permission kind {kind!r}")
