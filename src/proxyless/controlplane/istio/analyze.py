@@ -13,6 +13,9 @@ RE2 regexes, duplicate names. On top of that it warns about field pitfalls:
   10% with fewer than 10 endpoints (only one endpoint is ejected at a time:
   Envoy and gRFC A50 always allow one ejection);
 * STRICT and PERMISSIVE PeerAuthentication mixed in one namespace;
+* mTLS conflicts between DestinationRule and PeerAuthentication, and
+  AuthorizationPolicy references to nothing, with istioctl's codes
+  (:mod:`.analyze_security`);
 * load balancers grpcio's own xDS client rejects (MAGLEV, RANDOM,
   LEAST_REQUEST: it NACKs the cluster) and query-parameter matches it never
   matches (gRFC A28);
@@ -28,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from proxyless.controlplane.istio.analyze_security import security_issues
 from proxyless.controlplane.istio.load import load_files
 from proxyless.controlplane.istio.model import Issue, MeshConfig, Source, TrafficPolicy
 from proxyless.controlplane.istio.registry import Registry, cluster_name
@@ -247,6 +251,7 @@ def analyze_mesh(
         *_ejection_pitfalls(mesh, registry),
         *_lb_pitfalls(mesh),
         *_mtls_pitfalls(mesh),
+        *security_issues(mesh, registry),
     ]
     if translate:
         issues += _translation_check(mesh, file)

@@ -18,6 +18,10 @@ Two kinds of node (decided from the node of the ADS stream):
   ``name.ns.svc:port`` and, for nodes in the service's namespace,
   ``name:port``; each points at RDS ``host:port``.
 
+A node that serves a workload (node metadata ``INSTANCE_IPS``) also gets
+inbound Listeners carrying its mTLS mode and RBAC, and an Envoy node the
+inbound clusters to its application (:mod:`.inbound`).
+
 Both kinds get the same clusters; endpoints differ only by node locality
 (priorities, see :mod:`.clusters`); routes differ by the ``*`` domain and by
 matches on ``sourceLabels`` / ``sourceNamespace`` (node metadata ``LABELS``
@@ -30,7 +34,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.config.core.v3 import address_pb2, base_pb2
@@ -48,6 +52,7 @@ from proxyless.controlplane.istio.clusters import (
     build_load_assignment,
     pack,
 )
+from proxyless.controlplane.istio.inbound import InboundNode, inbound_node, inbound_resources
 from proxyless.controlplane.istio.model import MeshConfig
 from proxyless.controlplane.istio.registry import (
     Registry,
@@ -95,6 +100,8 @@ class NodeProfile:
     locality: tuple[str, str, str] = ("", "", "")
     listener_address: str = "127.0.0.1"
     listener_ports: tuple[tuple[str, int], ...] = ()
+    #: Inbound side (workload addresses, certificate delivery): :mod:`.inbound`.
+    inbound: InboundNode = field(default_factory=InboundNode)
 
 
 def node_profile(node: NodeInfo) -> NodeProfile:
@@ -143,6 +150,7 @@ def node_profile(node: NodeInfo) -> NodeProfile:
         locality=(locality.region, locality.zone, locality.sub_zone),
         listener_address=address if isinstance(address, str) and address else "127.0.0.1",
         listener_ports=tuple(sorted(ports)),
+        inbound=inbound_node(node),
     )
 
 
@@ -220,7 +228,22 @@ class Translator:
                 out[config.name] = config
         return out
 
+    def inbound(self, profile: NodeProfile) -> tuple[dict[str, Message], dict[str, Message]]:
+        """(Listeners, Clusters) of the node's inbound side (:mod:`.inbound`)."""
+        return inbound_resources(
+            self.mesh,
+            self.registry,
+            profile.inbound,
+            envoy=profile.kind == ENVOY,
+            namespace=profile.namespace,
+            labels=dict(profile.labels),
+            listener_address=profile.listener_address,
+        )
+
     def listeners(self, profile: NodeProfile) -> dict[str, Message]:
+        return {**self._outbound_listeners(profile), **self.inbound(profile)[0]}
+
+    def _outbound_listeners(self, profile: NodeProfile) -> dict[str, Message]:
         if profile.kind == ENVOY:
             return self._envoy_listeners(profile)
         out: dict[str, Message] = {}
@@ -270,11 +293,12 @@ class Translator:
         return out
 
     def snapshot(self, profile: NodeProfile) -> Snapshot:
+        inbound_listeners, inbound_clusters = self.inbound(profile)
         return Snapshot(
             {
-                LISTENER_TYPE: self.listeners(profile),
+                LISTENER_TYPE: {**self._outbound_listeners(profile), **inbound_listeners},
                 ROUTE_TYPE: self.route_configurations(profile),
-                CLUSTER_TYPE: self.clusters(),
+                CLUSTER_TYPE: {**self.clusters(), **inbound_clusters},
                 ENDPOINT_TYPE: self.load_assignments(profile),
             }
         )
