@@ -434,12 +434,12 @@ WARN = [
         docs(
             SE,
             DR.replace(
-                "  host: reviews", "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}"
+                "  host: reviews", "  host: reviews\n  trafficPolicy: {tls: {mode: SIMPLE}}"
             ),
         ),
         "spec.trafficPolicy.tls.mode",
-        "not translated yet",
-        id="istio-mutual",
+        "SIMPLE is not supported",
+        id="tls-simple",
     ),
 ]
 

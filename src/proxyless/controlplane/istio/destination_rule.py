@@ -5,8 +5,10 @@ Follows Istio's DestinationRule reference
 a traffic policy (load balancer, consistent hash, locality load balancing,
 connection pool, outlier detection, client TLS, port-level settings) and named
 subsets with their own policy. ``LEAST_CONN`` is read as ``LEAST_REQUEST``,
-as Istio does; ``PASSTHROUGH``, ``workloadSelector`` and TLS modes other than
-``DISABLE`` are accepted with a warning (traffic stays plaintext). Fields
+as Istio does; ``tls.mode`` ``ISTIO_MUTUAL`` is translated into mTLS
+clusters (:mod:`.upstream_tls`); ``PASSTHROUGH``, ``workloadSelector`` and
+the ``SIMPLE`` / ``MUTUAL`` TLS modes are accepted with a warning (those
+modes are not translated). Fields
 Istio defines but the embedded control plane does not translate are accepted
 with a warning; fields Istio does not define are warned about as unknown.
 """
@@ -311,11 +313,6 @@ def _tls(r: DocReader, raw: Any, path: str) -> ClientTls | None:
         r.warn(
             f"{path}.mode",
             f"{mode} is not supported: traffic stays plaintext; use ISTIO_MUTUAL or DISABLE",
-        )
-    elif mode == "ISTIO_MUTUAL":
-        r.warn(
-            f"{path}.mode",
-            "ISTIO_MUTUAL is validated but not translated yet: traffic stays plaintext",
         )
     sans = tuple(str(s) for s in r.items(box.get("subjectAltNames"), f"{path}.subjectAltNames"))
     return ClientTls(

@@ -130,6 +130,8 @@ class ServiceEntry:
     workload_selector: Mapping[str, str] | None = None
     resolution: str = "STATIC"
     location: str = "MESH_INTERNAL"
+    #: ``subjectAltNames``: extra identities the service's workloads present.
+    subject_alt_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
