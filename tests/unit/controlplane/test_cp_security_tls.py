@@ -228,3 +228,19 @@ def test_node_kind_decides_where_certificates_come_from(
 ) -> None:
     info = NodeInfo.from_proto(make_node(metadata=metadata or None, user_agent_name=user_agent))
     assert node_profile(info).certificates == style
+
+
+def test_analyze_warns_when_istio_mutual_pins_no_identity() -> None:
+    from proxyless.controlplane.istio.analyze import analyze_mesh
+
+    unpinned = MESH.replace(
+        "  subjectAltNames: [spiffe://cluster.local/ns/legacy/sa/reviews]\n", ""
+    )
+    unpinned = unpinned.replace(", serviceAccount: reviews-v2", "").replace(
+        ", serviceAccount: reviews", ""
+    )
+    issues = [str(i) for i in analyze_mesh(load_mesh(unpinned, "mesh.yaml"), file="mesh.yaml")]
+    assert any("pin no identity" in i and "DestinationRule/reviews" in i for i in issues), issues
+    assert not [
+        i for i in analyze_mesh(load_mesh(MESH, "mesh.yaml")) if "pin no identity" in i.message
+    ]

@@ -42,8 +42,8 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
 
 from proxyless.controlplane.ca import spiffe_id
-from proxyless.controlplane.istio.model import ClientTls
-from proxyless.controlplane.istio.registry import Service
+from proxyless.controlplane.istio.model import ClientTls, Issue
+from proxyless.controlplane.istio.registry import Registry, Service
 
 __all__ = [
     "ALPN_ISTIO",
@@ -53,6 +53,7 @@ __all__ = [
     "STYLE_PROVIDER",
     "STYLE_SDS",
     "TLS_TRANSPORT_SOCKET",
+    "istio_mutual_pitfalls",
     "istio_sni",
     "service_accounts",
     "upstream_tls_context",
@@ -160,3 +161,37 @@ def upstream_transport_socket(
     packed = any_pb2.Any()
     packed.Pack(context, deterministic=True)
     return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed)
+
+
+def istio_mutual_pitfalls(registry: Registry) -> list[Issue]:
+    """A warning per DestinationRule whose ISTIO_MUTUAL clusters would carry no
+    SAN matcher (no endpoint declares a ``serviceAccount``, no
+    ``subjectAltNames``): any identity of the trust domain would be accepted."""
+    issues = []
+    for host, rule in registry.destination_rules.items():
+        service = registry.services.get(host)
+        if service is None or service_accounts(service, "-"):
+            continue
+        policies = [
+            registry.policy(host, port.number, subset)
+            for port in service.ports
+            for subset in ("", *(s.name for s in rule.subsets))
+        ]
+        if any(
+            p is not None
+            and p.tls is not None
+            and p.tls.mode == "ISTIO_MUTUAL"
+            and not p.tls.subject_alt_names
+            for p in policies
+        ):
+            issues.append(
+                Issue.at(
+                    "warning",
+                    rule.source,
+                    "spec",
+                    f"ISTIO_MUTUAL to {host}: no endpoint declares a serviceAccount and the "
+                    "ServiceEntry has no subjectAltNames, so the clusters pin no identity and "
+                    "any workload of the trust domain is accepted as this service",
+                )
+            )
+    return issues
