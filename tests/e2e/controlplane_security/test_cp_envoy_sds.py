@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxyless.controlplane import ControlPlane
+from proxyless.controlplane.ca import DevCA
+from proxyless.controlplane.istio.upstream_tls import system_ca_bundle
 from proxyless.testing.controlplane import EnvoyProcess, free_port
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]
@@ -85,3 +88,60 @@ def test_envoy_accepts_istio_mutual_clusters_and_sds_secrets(delta: bool) -> Non
             assert roots  # inline bytes, base64 in the dump
             nacks = cp.server.nacks()
             assert nacks == []
+
+
+@pytest.mark.skipif(system_ca_bundle() is None, reason="no system CA bundle file")
+def test_envoy_accepts_simple_and_mutual_clusters_with_pem_files(tmp_path: Path) -> None:
+    ca = DevCA("bank.example")
+    issued = ca.issue("spiffe://bank.example/ns/default/sa/client")
+    (tmp_path / "client.pem").write_bytes(issued.chain_pem)
+    (tmp_path / "key.pem").write_bytes(issued.key_pem)
+    (tmp_path / "ca.pem").write_bytes(ca.roots_pem)
+    entries = ""
+    for name, tls in (
+        (
+            "mutual",
+            f"{{mode: MUTUAL, clientCertificate: {tmp_path}/client.pem, "
+            f"privateKey: {tmp_path}/key.pem, caCertificates: {tmp_path}/ca.pem}}",
+        ),
+        ("simple", "{mode: SIMPLE}"),
+    ):
+        entries += f"""
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}}}
+spec:
+  hosts: [{name}.bank.example]
+  location: MESH_EXTERNAL
+  ports: [{{number: 443, name: https, protocol: HTTP2}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{https: 7443}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}}}
+spec:
+  host: {name}.bank.example
+  trafficPolicy: {{tls: {tls}}}
+"""
+    wanted = {"outbound|443||mutual.bank.example", "outbound|443||simple.bank.example"}
+    with ControlPlane(MESH + entries) as cp:
+        bootstrap = cp.envoy_bootstrap("envoy-files", listener_ports={f"{HOST}:9080": free_port()})
+        with EnvoyProcess(bootstrap) as envoy:
+            deadline = time.monotonic() + 30
+            while not wanted <= set(_state(envoy)[1]):
+                assert time.monotonic() < deadline, envoy.log_tail()
+                time.sleep(0.1)
+            clusters = _state(envoy)[1]
+            rejected = {
+                k: v for k, v in envoy.stats().items() if k.endswith("update_rejected") and v
+            }
+            assert rejected == {}
+            mutual = clusters["outbound|443||mutual.bank.example"]["transport_socket"]
+            common = mutual["typed_config"]["common_tls_context"]
+            assert common["tls_certificates"][0]["certificate_chain"]["filename"].endswith(
+                "client.pem"
+            )
+            simple = clusters["outbound|443||simple.bank.example"]["transport_socket"]
+            validation = simple["typed_config"]["common_tls_context"]["validation_context"]
+            assert validation["trusted_ca"]["filename"] == system_ca_bundle()

@@ -434,12 +434,13 @@ WARN = [
         docs(
             SE,
             DR.replace(
-                "  host: reviews", "  host: reviews\n  trafficPolicy: {tls: {mode: SIMPLE}}"
+                "  host: reviews",
+                "  host: reviews\n  trafficPolicy: {tls: {mode: SIMPLE, caCrl: /etc/crl.pem}}",
             ),
         ),
-        "spec.trafficPolicy.tls.mode",
-        "SIMPLE is not supported",
-        id="tls-simple",
+        "spec.trafficPolicy.tls.caCrl",
+        "not supported, ignored",
+        id="tls-crl",
     ),
 ]
 

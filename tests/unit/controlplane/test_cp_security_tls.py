@@ -15,6 +15,7 @@ from proxyless.controlplane.istio.upstream_tls import (
     STYLE_ENVOY,
     STYLE_PROVIDER,
     STYLE_SDS,
+    system_ca_bundle,
 )
 from proxyless.controlplane.model import CLUSTER_TYPE, NodeInfo
 from proxyless.resources.model.security import SdsSecretConfig
@@ -244,3 +245,137 @@ def test_analyze_warns_when_istio_mutual_pins_no_identity() -> None:
     assert not [
         i for i in analyze_mesh(load_mesh(MESH, "mesh.yaml")) if "pin no identity" in i.message
     ]
+
+
+# --- SIMPLE / MUTUAL with PEM files ---------------------------------------------------------
+EXTERNAL = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: bank}
+spec:
+  hosts: [api.bank.example]
+  location: MESH_EXTERNAL
+  ports: [{number: 443, name: grpc, protocol: GRPC}]
+  endpoints: [{address: 192.0.2.10}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: bank}
+spec:
+  host: api.bank.example
+  trafficPolicy:
+    tls: TLS
+"""
+MUTUAL = (
+    "{mode: MUTUAL, clientCertificate: /certs/client.pem, privateKey: /certs/key.pem, "
+    "caCertificates: /certs/ca.pem, sni: bank, subjectAltNames: [api.bank.example]}"
+)
+
+
+def _external_tls(tls: str, style: str) -> dict[str, Any] | None:
+    mesh = load_mesh(EXTERNAL.replace("tls: TLS", f"tls: {tls}"), "mesh.yaml")
+    cluster = Translator(mesh).clusters(NodeProfile(certificates=style))[
+        "outbound|443||api.bank.example"
+    ]
+    assert isinstance(cluster, cluster_pb2.Cluster)
+    if style != STYLE_ENVOY:
+        result = decode_cluster(cluster.SerializeToString())
+        assert result.ok, result.errors
+    return _tls_of(cluster)
+
+
+@pytest.mark.parametrize(
+    ("tls", "style", "expected"),
+    [
+        pytest.param(
+            "{mode: SIMPLE}",
+            STYLE_PROVIDER,
+            {
+                "commonTlsContext": {
+                    "validationContext": {
+                        "systemRootCerts": {},
+                        "matchSubjectAltNames": [{"exact": "api.bank.example"}],
+                    },
+                },
+                "sni": "api.bank.example",
+            },
+            id="simple-system-roots-grpc",
+        ),
+        pytest.param(
+            "{mode: SIMPLE, caCertificates: /certs/ca.pem}",
+            STYLE_SDS,
+            {
+                "commonTlsContext": {
+                    "validationContext": {
+                        "trustedCa": {"filename": "/certs/ca.pem"},
+                        "matchSubjectAltNames": [{"exact": "api.bank.example"}],
+                    },
+                },
+                "sni": "api.bank.example",
+            },
+            id="simple-ca-file-proxyless",
+        ),
+        pytest.param(
+            MUTUAL,
+            STYLE_SDS,
+            {
+                "commonTlsContext": {
+                    "tlsCertificates": [
+                        {
+                            "certificateChain": {"filename": "/certs/client.pem"},
+                            "privateKey": {"filename": "/certs/key.pem"},
+                        }
+                    ],
+                    "validationContext": {
+                        "trustedCa": {"filename": "/certs/ca.pem"},
+                        "matchSubjectAltNames": [{"exact": "api.bank.example"}],
+                    },
+                },
+                "sni": "bank",
+            },
+            id="mutual-files-proxyless",
+        ),
+    ],
+)
+def test_simple_and_mutual_use_pem_files(tls: str, style: str, expected: dict[str, Any]) -> None:
+    assert _external_tls(tls, style) == expected
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        pytest.param(
+            "{mode: MUTUAL, caCertificates: /ca.pem}",
+            "MUTUAL needs clientCertificate and privateKey",
+            id="mutual-without-files",
+        ),
+        pytest.param(
+            "{mode: SIMPLE, credentialName: bank-ca}",
+            "Kubernetes Secrets are not available",
+            id="credential-name",
+        ),
+    ],
+)
+def test_tls_that_cannot_be_honoured_is_refused(tls: str, message: str) -> None:
+    from proxyless.controlplane.istio.load import load_text
+
+    result = load_text(EXTERNAL.replace("tls: TLS", f"tls: {tls}"), "mesh.yaml")
+    assert not result.ok
+    assert any(message in i.message for i in result.errors), [str(i) for i in result.errors]
+
+
+def test_simple_without_ca_gives_envoy_the_system_bundle_file() -> None:
+    bundle = system_ca_bundle()
+    validation = {"matchSubjectAltNames": [{"exact": "api.bank.example"}]}
+    validation.update({"trustedCa": {"filename": bundle}} if bundle else {"systemRootCerts": {}})
+    assert _external_tls("{mode: SIMPLE}", STYLE_ENVOY) == {
+        "commonTlsContext": {
+            "tlsParams": {
+                "tlsMinimumProtocolVersion": "TLSv1_2",
+                "tlsMaximumProtocolVersion": "TLSv1_3",
+            },
+            "alpnProtocols": ["h2"],
+            "validationContext": validation,
+        },
+        "sni": "api.bank.example",
+    }

@@ -307,6 +307,10 @@ class ClientTls:
     mode: str
     sni: str = ""
     subject_alt_names: tuple[str, ...] = ()
+    #: SIMPLE / MUTUAL: PEM file paths ("" when not given).
+    client_certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
 
 
 @dataclass(frozen=True, slots=True)

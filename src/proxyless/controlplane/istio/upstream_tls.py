@@ -31,10 +31,29 @@ pilot/pkg/networking/grpcgen cds.go for gRPC) and Envoy's
   ``combined_validation_context.validation_context_certificate_provider_instance``
   — no SNI, no ALPN.
 
+``SIMPLE`` and ``MUTUAL`` (TLS origination with PEM files, as istiod does
+for sidecars but with the files as ``filename`` data sources instead of
+istio-agent's ``file-cert:`` / ``file-root:`` SDS names): the client
+certificate and key (MUTUAL), ``trusted_ca`` from ``caCertificates`` or,
+when it is not given, the system roots: ``system_root_certs`` for proxyless
+and gRPC nodes, and for Envoy nodes (Envoy refuses SAN matchers without a
+trusted CA) the system CA bundle file found on the control plane's machine
+(``SSL_CERT_FILE``, Python's default verify file, the usual distribution
+paths), as istio-agent resolves ``caCertificates: system``; SNI ``tls.sni``
+or the service host, ALPN ``h2`` on HTTP/2 ports and TLS 1.2 to 1.3 for
+Envoy nodes; SAN matchers ``tls.subjectAltNames``, else the service's
+accounts, else — when the SNI is the service host — the host itself, which
+is what istiod's ``auto_san_validation`` checks. The same context goes to
+every kind of node (a gRFC A29 client NACKs file data sources: the cluster
+fails closed rather than going out plaintext).
+
 ``DISABLE`` (and no ``tls``) leaves the cluster plaintext.
 """
 
 from __future__ import annotations
+
+import os
+import ssl
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
@@ -53,9 +72,11 @@ __all__ = [
     "STYLE_PROVIDER",
     "STYLE_SDS",
     "TLS_TRANSPORT_SOCKET",
+    "file_tls_context",
     "istio_mutual_pitfalls",
     "istio_sni",
     "service_accounts",
+    "system_ca_bundle",
     "upstream_tls_context",
     "upstream_transport_socket",
 ]
@@ -142,6 +163,47 @@ def upstream_tls_context(
     return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=sni)
 
 
+_SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
+
+
+def system_ca_bundle() -> str | None:
+    """The system's CA bundle file, if one is found (see the module docstring)."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, *_SYSTEM_BUNDLES):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def file_tls_context(
+    style: str, tls: ClientTls, *, sans: tuple[str, ...], sni: str, http2: bool
+) -> tls_pb2.UpstreamTlsContext:
+    """The SIMPLE / MUTUAL ``UpstreamTlsContext`` (file data sources)."""
+    common = tls_pb2.CommonTlsContext()
+    if style == STYLE_ENVOY:
+        common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_2
+        common.tls_params.tls_maximum_protocol_version = common_pb2.TlsParameters.TLSv1_3
+        if http2:
+            common.alpn_protocols.append("h2")
+    if tls.mode == "MUTUAL":
+        cert = common.tls_certificates.add()
+        cert.certificate_chain.filename = tls.client_certificate
+        cert.private_key.filename = tls.private_key
+    validation = common.validation_context
+    bundle = tls.ca_certificates or (system_ca_bundle() if style == STYLE_ENVOY else None)
+    if bundle:
+        validation.trusted_ca.filename = bundle
+    else:
+        validation.system_root_certs.SetInParent()
+    validation.match_subject_alt_names.extend(_exact(sans))
+    return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=sni)
+
+
 def upstream_transport_socket(
     style: str,
     tls: ClientTls,
@@ -153,11 +215,19 @@ def upstream_transport_socket(
     http2: bool,
 ) -> base_pb2.TransportSocket | None:
     """The cluster's ``transport_socket`` for ``tls`` (None: plaintext)."""
-    if tls.mode != "ISTIO_MUTUAL":
+    context: tls_pb2.UpstreamTlsContext
+    if tls.mode == "ISTIO_MUTUAL":
+        sans = tls.subject_alt_names or service_accounts(service, trust_domain)
+        sni = tls.sni or istio_sni(port, subset, service.host)
+        context = upstream_tls_context(style, sans=sans, sni=sni, http2=http2)
+    elif tls.mode in ("SIMPLE", "MUTUAL"):
+        sni = tls.sni or service.host
+        sans = tls.subject_alt_names or service_accounts(service, trust_domain)
+        if not sans and not tls.sni:
+            sans = (service.host,)
+        context = file_tls_context(style, tls, sans=sans, sni=sni, http2=http2)
+    else:
         return None
-    sans = tls.subject_alt_names or service_accounts(service, trust_domain)
-    sni = tls.sni or istio_sni(port, subset, service.host)
-    context = upstream_tls_context(style, sans=sans, sni=sni, http2=http2)
     packed = any_pb2.Any()
     packed.Pack(context, deterministic=True)
     return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed)
