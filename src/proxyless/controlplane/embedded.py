@@ -37,7 +37,12 @@ from typing import Any, TextIO
 from proxyless.clock import Clock, SystemClock
 from proxyless.controlplane.ca import DevCA
 from proxyless.controlplane.cert_files import CertificateFiles, file_watcher_provider
-from proxyless.controlplane.identity import NodeIdentity, node_identity, workload_identities
+from proxyless.controlplane.identity import (
+    NodeIdentity,
+    node_identity,
+    workload_identities,
+    workloads_by_ip,
+)
 from proxyless.controlplane.istio.load import LoadResult, MeshConfigError, load_text
 from proxyless.controlplane.istio.model import Issue, MeshConfig
 from proxyless.controlplane.istio.translate import (
@@ -131,6 +136,7 @@ class ControlPlane:
         )
         self.renew_check_interval = renew_check_interval
         self._renewer: threading.Thread | None = None
+        self._identity_index: tuple[Translator, Mapping[str, NodeIdentity]] | None = None
         self._translator = Translator(result.mesh, trust_domain=trust_domain)
         self._applied_hash = hashlib.sha256(text.encode()).hexdigest()
         self._seen_hash = self._applied_hash
@@ -290,11 +296,22 @@ class ControlPlane:
                 if self._translator is translator:
                     self._cache[profile] = cached
         # Secrets are per node, never cached by profile: each node its own key.
-        identity = node_identity(node, translator.mesh)
+        identity = node_identity(node, translator.mesh, by_ip=self._by_ip(translator))
         secrets = self.svids.secrets(node.id, identity.spiffe_id(self.trust_domain))
         return Snapshot({**cached.resources, SECRET_TYPE: secrets})
 
     # certificates --------------------------------------------------------------------
+    def _by_ip(self, translator: Translator) -> Mapping[str, NodeIdentity]:
+        """The mesh's workload identities by address, computed once per config."""
+        with self._lock:
+            cached = self._identity_index
+            if cached is not None and cached[0] is translator:
+                return cached[1]
+        index = workloads_by_ip(translator.mesh)
+        with self._lock:
+            self._identity_index = (translator, index)
+        return index
+
     def identity_of(self, node: NodeInfo) -> NodeIdentity:
         """The identity ``node`` is issued (see :mod:`proxyless.controlplane.identity`)."""
         return node_identity(node, self.mesh)

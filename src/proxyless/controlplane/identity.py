@@ -40,6 +40,7 @@ __all__ = [
     "node_identity",
     "node_ips",
     "workload_identities",
+    "workloads_by_ip",
 ]
 
 DEFAULT_SERVICE_ACCOUNT = "default"
@@ -97,7 +98,7 @@ def node_ips(node: NodeInfo) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _workloads_by_ip(mesh: MeshConfig) -> dict[str, NodeIdentity]:
+def workloads_by_ip(mesh: MeshConfig) -> dict[str, NodeIdentity]:
     """Address -> identity of every workload that declares a service account
     (WorkloadEntries first, then ServiceEntry endpoints; first in file order wins)."""
     out: dict[str, NodeIdentity] = {}
@@ -118,11 +119,15 @@ def _text(meta: Mapping[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def node_identity(node: NodeInfo, mesh: MeshConfig) -> NodeIdentity:
-    """The identity the node is issued (see the module docstring)."""
+def node_identity(
+    node: NodeInfo, mesh: MeshConfig, *, by_ip: Mapping[str, NodeIdentity] | None = None
+) -> NodeIdentity:
+    """The identity the node is issued (see the module docstring); ``by_ip`` is
+    :func:`workloads_by_ip` of ``mesh`` when the caller keeps it."""
     meta = node.metadata
     workload: NodeIdentity | None = None
-    by_ip = _workloads_by_ip(mesh)
+    if by_ip is None:
+        by_ip = workloads_by_ip(mesh)
     for ip in node_ips(node):
         if ip in by_ip:
             workload = by_ip[ip]
@@ -148,7 +153,7 @@ def workload_identities(
 ) -> tuple[NodeIdentity, ...]:
     """Every identity the mesh declares (WorkloadEntry and ServiceEntry endpoint
     ``serviceAccount``s in their namespaces), plus ``extra``; sorted, unique."""
-    found = set(_workloads_by_ip(mesh).values())
+    found = set(workloads_by_ip(mesh).values())
     for we in mesh.workload_entries:
         if we.endpoint.service_account:
             found.add(NodeIdentity(we.source.namespace, we.endpoint.service_account))

@@ -111,6 +111,9 @@ class SvidStore:
         with self._lock:
             held = self._held.get((key, spiffe))
             if held is None:
+                # a node has one identity at a time: drop what it held before
+                for stale in [k for k in self._held if k[0] == key]:
+                    del self._held[stale]
                 held = self._held[(key, spiffe)] = self._issue(spiffe)
             return held
 

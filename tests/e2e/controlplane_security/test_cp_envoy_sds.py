@@ -11,6 +11,7 @@ import pytest
 from proxyless.controlplane import ControlPlane
 from proxyless.controlplane.ca import DevCA
 from proxyless.controlplane.istio.upstream_tls import system_ca_bundle
+from proxyless.testing import FakeClock
 from proxyless.testing.controlplane import EnvoyProcess, free_port
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]
@@ -58,7 +59,8 @@ def _state(envoy: EnvoyProcess) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 def test_envoy_accepts_istio_mutual_clusters_and_sds_secrets(delta: bool) -> None:
-    with ControlPlane(MESH) as cp:
+    clock = FakeClock(start=0.0, wall_offset=float(int(time.time())))
+    with ControlPlane(MESH, clock=clock, certificate_ttl=100.0, renew_check_interval=0) as cp:
         bootstrap = cp.envoy_bootstrap(
             "envoy-mtls", listener_ports={f"{HOST}:9080": free_port()}, delta=delta
         )
@@ -86,8 +88,24 @@ def test_envoy_accepts_istio_mutual_clusters_and_sds_secrets(delta: bool) -> Non
             assert "certificate_chain" in default  # the key is redacted by the admin API
             roots = secrets["ROOTCA"]["secret"]["validation_context"]["trusted_ca"]
             assert roots  # inline bytes, base64 in the dump
-            nacks = cp.server.nacks()
-            assert nacks == []
+            # renewal at 80%: Envoy takes the new certificate as a new version
+            chain = default["certificate_chain"]["inline_bytes"]
+            clock.advance(81.0)
+            assert cp.renew_certificates() == 1
+            deadline = time.monotonic() + 30
+            while (
+                _state(envoy)[0]["default"]["secret"]["tls_certificate"]["certificate_chain"][
+                    "inline_bytes"
+                ]
+                == chain
+            ):
+                assert time.monotonic() < deadline, "Envoy never got the renewed certificate"
+                time.sleep(0.1)
+            rejected = {
+                k: v for k, v in envoy.stats().items() if k.endswith("update_rejected") and v
+            }
+            assert rejected == {}
+            assert cp.server.nacks() == []
 
 
 @pytest.mark.skipif(system_ca_bundle() is None, reason="no system CA bundle file")

@@ -257,3 +257,12 @@ def test_ca_dir_files_load_and_are_rewritten_on_renewal(tmp_path: Path) -> None:
     assert renewed.not_after > identity.not_after
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert not [p for p in key_file.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_node_whose_identity_changes_holds_only_the_new_svid() -> None:
+    cp = ControlPlane(MESH, clock=_wall())
+    _identity(cp, node("a", INSTANCE_IPS="10.0.0.7"))
+    cp.update(MESH.replace("serviceAccount: reviews", "serviceAccount: reviews-v2"))
+    spiffe, _ = _identity(cp, node("a", INSTANCE_IPS="10.0.0.7"))
+    assert spiffe == "spiffe://cluster.local/ns/shop/sa/reviews-v2"
+    assert list(cp.svids.held()) == [("a", spiffe)]
