@@ -266,3 +266,21 @@ def test_a_node_whose_identity_changes_holds_only_the_new_svid() -> None:
     spiffe, _ = _identity(cp, node("a", INSTANCE_IPS="10.0.0.7"))
     assert spiffe == "spiffe://cluster.local/ns/shop/sa/reviews-v2"
     assert list(cp.svids.held()) == [("a", spiffe)]
+
+
+def test_bootstrap_names_the_file_watcher_provider(tmp_path: Path) -> None:
+    cp = ControlPlane(MESH, ca_dir=tmp_path)
+    bootstrap = cp.bootstrap("vm-1", certificates=NodeIdentity("shop", "reviews"))
+    assert bootstrap["certificate_providers"] == {
+        "default": {
+            "plugin_name": "file_watcher",
+            "config": {
+                "certificate_file": str(tmp_path / "shop/reviews/cert-chain.pem"),
+                "private_key_file": str(tmp_path / "shop/reviews/key.pem"),
+                "ca_certificate_file": str(tmp_path / "shop/reviews/root-cert.pem"),
+                "refresh_interval": "60s",
+            },
+        }
+    }
+    with pytest.raises(ValueError, match="ca_dir"):
+        ControlPlane(MESH).bootstrap(certificates=NodeIdentity("shop", "reviews"))
