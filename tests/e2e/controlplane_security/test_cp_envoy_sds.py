@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from proxyless.controlplane import ControlPlane
@@ -163,3 +165,56 @@ spec:
             simple = clusters["outbound|443||simple.bank.example"]["transport_socket"]
             validation = simple["typed_config"]["common_tls_context"]["validation_context"]
             assert validation["trusted_ca"]["filename"] == system_ca_bundle()
+
+
+def _tls_backend(cp: ControlPlane, account: str) -> tuple[grpc.Server, int]:
+    issued = cp.ca.issue(f"spiffe://cluster.local/ns/default/sa/{account}")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: b"served over mTLS")
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("proxyless.test.Echo", {"Echo": handler}),)
+    )
+    credentials = grpc.ssl_server_credentials(
+        [(issued.key_pem, issued.chain_pem)],
+        root_certificates=cp.ca.roots_pem,
+        require_client_auth=True,
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    return server, port
+
+
+@pytest.mark.parametrize(
+    ("presented", "ok"),
+    [pytest.param("reviews", True, id="pinned"), pytest.param("impostor", False, id="impostor")],
+)
+def test_envoy_calls_an_mtls_backend_with_its_sds_certificate(presented: str, ok: bool) -> None:
+    listener = free_port()
+    with ControlPlane(MESH) as cp:
+        server, port = _tls_backend(cp, presented)
+        try:
+            cp.update(MESH.replace("grpc: 7001", f"grpc: {port}"))
+            bootstrap = cp.envoy_bootstrap("envoy-call", listener_ports={f"{HOST}:9080": listener})
+            with (
+                EnvoyProcess(bootstrap) as envoy,
+                grpc.insecure_channel(f"127.0.0.1:{listener}") as channel,
+            ):
+                echo = channel.unary_unary("/proxyless.test.Echo/Echo")
+                deadline = time.monotonic() + 30
+                while CLUSTERS - set(_state(envoy)[1]):
+                    assert time.monotonic() < deadline, envoy.log_tail()
+                    time.sleep(0.1)
+                if ok:
+                    assert echo(b"hi", timeout=10, wait_for_ready=True) == b"served over mTLS"
+                else:
+                    with pytest.raises(grpc.RpcError) as failed:
+                        echo(b"hi", timeout=10, wait_for_ready=True)
+                    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+                    stats = envoy.stats()
+                    ssl_fail = f"cluster.outbound|9080||{HOST}.ssl.fail_verify_san"
+                    assert stats.get(ssl_fail, 0) >= 1, {
+                        k: v for k, v in stats.items() if ".ssl." in k and v
+                    }
+        finally:
+            server.stop(None)
+        assert cp.server.nacks() == []
