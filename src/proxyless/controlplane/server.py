@@ -11,8 +11,11 @@ gRPC server, one reader thread per stream and the records.
 Resources are either static (:meth:`AdsServer.set_resources`, the same for
 every node) or computed per node by a ``snapshot_fn`` (the Istio translation
 gives proxyless and Envoy nodes different listeners); static entries override
-snapshot entries of the same type and name. After any change a stream gets a
-push only for a type whose subscribed resources changed.
+snapshot entries of the same type and name. A snapshot is per node, so it
+may hold resources only that node may see (its SDS Secrets): a view is
+computed for the node of each stream and never shared with another node.
+After any change a stream gets a push only for a type whose subscribed
+resources changed.
 
 The same streams are served as ``envoy.service.secret.v3.SecretDiscoveryService``
 (``StreamSecrets``, ``DeltaSecrets``) for clients that fetch ``Secret``
@@ -124,6 +127,11 @@ class AdsServer:
     def open_streams(self) -> int:
         with self._lock:
             return len(self._streams)
+
+    def node_ids(self) -> list[str]:
+        """The node ids of the open streams that have identified themselves."""
+        with self._lock:
+            return sorted({s.info.id for s in self._streams.values() if s.info is not None})
 
     def start(self) -> int:
         """Bind and serve; returns the bound port."""

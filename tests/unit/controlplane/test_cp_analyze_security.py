@@ -110,7 +110,10 @@ CASES = [
         id="dr-istio-mutual-to-disable",
     ),
     pytest.param(
-        [se(), dr("ISTIO_MUTUAL"), pa("STRICT")], None, id="dr-istio-mutual-to-strict-clean"
+        # the service account pins the identity (no "pins no identity" warning)
+        [se(serviceAccount="reviews"), dr("ISTIO_MUTUAL"), pa("STRICT")],
+        None,
+        id="dr-istio-mutual-to-strict-clean",
     ),
     pytest.param(
         [
@@ -129,7 +132,7 @@ CASES = [
     ),
     pytest.param(
         [
-            se(),
+            se(serviceAccount="reviews"),
             dr("ISTIO_MUTUAL"),
             pa(
                 "STRICT",

@@ -37,6 +37,11 @@ from proxyless.controlplane.istio.model import Issue, MeshConfig, Source, Traffi
 from proxyless.controlplane.istio.registry import Registry, cluster_name
 from proxyless.controlplane.istio.routes import resolve_destination
 from proxyless.controlplane.istio.translate import ENVOY, NodeProfile, Translator
+from proxyless.controlplane.istio.upstream_tls import (
+    STYLE_ENVOY,
+    STYLE_PROVIDER,
+    istio_mutual_pitfalls,
+)
 from proxyless.controlplane.model import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from proxyless.resources.parse import (
     decode_cluster,
@@ -215,7 +220,12 @@ def _translation_check(mesh: MeshConfig, file: str) -> list[Issue]:
     )
     issues = []
     seen: set[tuple[str, str]] = set()
-    for profile in (NodeProfile(), NodeProfile(kind=ENVOY, listener_ports=ports)):
+    profiles = (
+        NodeProfile(),
+        NodeProfile(certificates=STYLE_PROVIDER),
+        NodeProfile(kind=ENVOY, listener_ports=ports, certificates=STYLE_ENVOY),
+    )
+    for profile in profiles:
         snapshot = translator.snapshot(profile)
         for type_url, (label, decode) in _DECODERS.items():
             if type_url == LISTENER_TYPE and profile.kind == ENVOY:
@@ -252,6 +262,7 @@ def analyze_mesh(
         *_lb_pitfalls(mesh),
         *_mtls_pitfalls(mesh),
         *security_issues(mesh, registry),
+        *istio_mutual_pitfalls(registry),
     ]
     if translate:
         issues += _translation_check(mesh, file)
