@@ -95,37 +95,54 @@ class EndpointPools:
         if entry is None or entry.closing:
             entry = self._create(key, address, http2)
         entry.in_flight += 1
+        if entry.closing:  # drained between the lookup and now: never reuse it
+            return self._retake(entry, key, address, http2, None)
+        return entry
+
+    def _retake(
+        self, old: PoolEntry, key: Hashable, address: str, http2: bool, tls: ClientTls | None
+    ) -> PoolEntry:
+        self.release_entry(old)
+        entry = self._create(key, address, http2, tls)
+        entry.in_flight += 1
         return entry
 
     def acquire_tls(self, address: str, tls: ClientTls, http2: bool) -> PoolEntry:
-        """The entry for ``address`` of a TLS cluster at ``tls``'s version,
-        with one more request in flight (module docstring)."""
+        """The entry for ``address`` of a TLS cluster at ``tls``'s version (or
+        a newer one), with one more request in flight (module docstring)."""
         key = (address, tls, http2)
         entry = self._entries.get(key)
         if entry is None or entry.closing:
             entry = self._create(key, address, http2, tls)
         entry.in_flight += 1
+        if entry.closing:  # drained between the lookup and now: never reuse it
+            return self._retake(entry, key, address, http2, tls)
         return entry
 
-    def _supersede(self, address: str, tls: ClientTls) -> tuple[list[PoolEntry], bool]:
-        """Mark older credentials' entries to ``address`` closing (lock held):
-        the idle ones, to be closed now, and whether newer credentials than
-        ``tls`` have an entry already (a request that read them just before
-        a rotation)."""
+    def _rotate(
+        self, address: str, tls: ClientTls, http2: bool
+    ) -> tuple[PoolEntry | None, list[PoolEntry]]:
+        """(lock held) The entry of newer credentials than ``tls`` to
+        ``address``, if one exists (a request that read ``tls`` just before a
+        rotation uses it); else mark older credentials' entries closing and
+        return the idle ones, to be closed now."""
         idle: list[PoolEntry] = []
-        newer = False
         for key, entry in list(self._entries.items()):
-            other = key[1] if isinstance(key, tuple) and key[0] == address else None
+            if not isinstance(key, tuple) or key[0] != address:
+                continue
+            other = key[1]
             if not isinstance(other, ClientTls) or other.cluster != tls.cluster:
                 continue
             if other.version > tls.version:
-                newer = True
-            elif other.version < tls.version:
+                if not entry.closing and key[2] == http2:
+                    return entry, []
+                continue
+            if other.version < tls.version:
                 entry.closing = True
                 if entry.in_flight <= 0:
                     del self._entries[key]
                     idle.append(entry)
-        return idle, newer
+        return None, idle
 
     def _create(
         self, key: Hashable, address: str, http2: bool, tls: ClientTls | None = None
@@ -145,13 +162,13 @@ class EndpointPools:
                 if tls is None:
                     transport = self._factory(http2)
                 else:
+                    newer, idle = self._rotate(address, tls, http2)
+                    if newer is not None:
+                        return newer
                     assert self._tls_factory is not None
                     transport = self._tls_factory(tls, http2)
-                    idle, newer = self._supersede(address, tls)
                 entry = PoolEntry(key, address, transport, loop)
                 self._entries[key] = entry
-                if tls is not None and newer:
-                    entry.closing = True  # serves this request, then closes
         for old in idle:
             log.debug("credentials rotated: closing the idle connections to %s", old.address)
             self._close(old)

@@ -204,7 +204,7 @@ async def wait_credentials_async(creds: ClusterCredentials, timeout: float) -> N
                 return
             try:
                 await asyncio.wait_for(event.wait(), min(remaining, _POLL))
-            except TimeoutError:
+            except asyncio.TimeoutError:  # TimeoutError from Python 3.11 on
                 pass
     finally:
         remove()
