@@ -170,3 +170,48 @@ def test_a_refused_identity_is_a_connect_failure_for_retries(
     for _ in range(4):
         assert _body(send("/"))["backend"] == "reviews"
     assert impostor.requests == [] and len(good.requests) == 4
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_refused_identity_is_a_local_origin_failure_for_outlier_detection(
+    kind: str,
+    mesh: Mesh,
+    service: Service,
+    servers: Callable[..., TlsEcho],
+    ca: DevCA,
+    web: IssuedCertificate,
+) -> None:
+    """One client (so the fast path serves warm requests): the impostor is
+    ejected after two refused handshakes and every request succeeds."""
+    from tests.e2e.httpx.conftest import outlier_detection, retry_policy
+
+    from proxyless.testing.resources import cluster
+
+    good = servers("reviews", ca.issue(REVIEWS))
+    impostor = servers("ratings", ca.issue(RATINGS))
+    proto = cluster(CLUSTER, outlier=outlier_detection(consecutive_5xx=2))
+    _publish(
+        service,
+        [impostor, good],
+        tls_cluster(CLUSTER, web, ca.roots_pem, [REVIEWS], proto=proto),
+        retry_policy=retry_policy("connect-failure", 2, previous_hosts=True),
+    )
+
+    def sync_run() -> list[str]:
+        with httpx.Client(transport=proxyless.httpx.Transport(mesh=mesh), timeout=10.0) as c:
+            return [_body(c.get(URL + "/"))["backend"] for _ in range(12)]
+
+    async def async_run() -> list[str]:
+        transport = proxyless.httpx.AsyncTransport(mesh=mesh)
+        async with httpx.AsyncClient(transport=transport, timeout=10.0) as c:
+            return [_body(await c.get(URL + "/"))["backend"] for _ in range(12)]
+
+    served = sync_run() if kind == "sync" else asyncio.run(async_run())
+    assert served == ["reviews"] * 12
+    assert impostor.requests == []
+    runtime = mesh.clusters.get(CLUSTER)
+    assert runtime is not None
+    assert {es.address: es.ejected for es in runtime.endpoints()} == {
+        impostor.address: True,
+        good.address: False,
+    }
