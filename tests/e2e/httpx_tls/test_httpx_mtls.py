@@ -215,3 +215,38 @@ def test_a_refused_identity_is_a_local_origin_failure_for_outlier_detection(
         impostor.address: True,
         good.address: False,
     }
+
+
+def test_an_unreadable_certificate_file_fails_at_once_naming_the_file(
+    send: Send,
+    service: Service,
+    servers: Callable[..., TlsEcho],
+    ca: DevCA,
+    tmp_path: Any,
+) -> None:
+    from envoy.config.core.v3 import base_pb2
+
+    server = servers("reviews", ca.issue(REVIEWS))
+    proto = tls_cluster(CLUSTER, None, ca.roots_pem, [REVIEWS])
+    missing = str(tmp_path / "missing-cert.pem")
+    context = _unpack_context(proto)
+    context.common_tls_context.tls_certificates.add(
+        certificate_chain=base_pb2.DataSource(filename=missing),
+        private_key=base_pb2.DataSource(filename=str(tmp_path / "missing-key.pem")),
+    )
+    proto.transport_socket.typed_config.Pack(context)
+    _publish(service, [server], proto)
+    with pytest.raises(proxyless.httpx.MeshConnectError) as info:
+        send("/", timeout=httpx.Timeout(10.0, connect=5.0))
+    err = info.value
+    assert isinstance(err.proxyless_error, CertificateError)
+    assert missing in str(err) and err.stage == "upstream"
+    assert server.connections == [] and server.handshake_failures == []
+
+
+def _unpack_context(proto: Any) -> Any:
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    context = tls_pb2.UpstreamTlsContext()
+    proto.transport_socket.typed_config.Unpack(context)
+    return context
