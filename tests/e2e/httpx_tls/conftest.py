@@ -70,8 +70,9 @@ class _Server(ThreadingHTTPServer):
         der = tls.getpeercert(binary_form=True)
         self.owner.connections.append(fingerprint(der) if der else "")
         try:
-            super().finish_request(tls, client_address)
+            super().finish_request(tls, client_address)  # until the client closes
         finally:
+            self.owner.closed.append(fingerprint(der) if der else "")
             try:
                 tls.close()
             except OSError:
@@ -95,6 +96,7 @@ class TlsEcho:
         self.name = name
         self.requests: list[dict[str, Any]] = []
         self.connections: list[str] = []
+        self.closed: list[str] = []
         self.handshake_failures: list[str] = []
         self.sni: list[str | None] = []
         identity = load_identity(

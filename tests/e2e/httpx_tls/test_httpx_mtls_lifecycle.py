@@ -248,3 +248,53 @@ def test_rotation_under_load_fails_no_request(
         assert index >= last or index == last - 1  # an in-flight request of the previous one
         last = max(last, index)
     assert served[-1] == fingerprints[-1]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_secret_rotated_by_its_source_is_used_by_the_next_connection(
+    kind: str,
+    mesh: Mesh,
+    late: LateSecret,
+    service: Service,
+    servers: Callable[..., TlsEcho],
+    ca: DevCA,
+) -> None:
+    """An SDS-style source delivers a renewed identity: the same transport's
+    next request connects presenting it."""
+    server = servers("reviews", ca.issue(REVIEWS))
+    first, renewed = _rotations(ca, 2)
+    late_cluster = tls_cluster(CLUSTER, None, ca.roots_pem, [REVIEWS], sds_identity="default")
+    _publish(service, [server], late_cluster)
+    threading.Thread(
+        target=lambda: (
+            wait_until(lambda: bool(late.asked), what="the SDS subscription"),
+            late.deliver(first),
+        ),
+        daemon=True,
+    ).start()
+
+    def sync_run() -> list[str]:
+        with httpx.Client(transport=proxyless.httpx.Transport(mesh=mesh), timeout=10.0) as c:
+            out = [c.get(URL + "/").json()["client_cert"]]
+            late.deliver(renewed)
+            out.append(c.get(URL + "/").json()["client_cert"])
+            # the idle connection of the old certificate is closed at once
+            wait_until(lambda: server.closed == out[:1], what="the old connection to close")
+            return out
+
+    async def async_run() -> list[str]:
+        transport = proxyless.httpx.AsyncTransport(mesh=mesh)
+        async with httpx.AsyncClient(transport=transport, timeout=10.0) as c:
+            out = [(await c.get(URL + "/")).json()["client_cert"]]
+            late.deliver(renewed)
+            out.append((await c.get(URL + "/")).json()["client_cert"])
+            for _ in range(1000):  # at most 10 s
+                if server.closed:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.closed == out[:1]  # the old certificate's idle connection
+            return out
+
+    served = sync_run() if kind == "sync" else asyncio.run(async_run())
+    assert served == [cert_fingerprint(first), cert_fingerprint(renewed)]
+    assert server.connections == served  # one connection per certificate
