@@ -302,7 +302,7 @@ class Core:
             return None
         core = lane.core
         tls: ClientTls | None = None
-        if lane.tls:
+        if lane.tls_required:
             creds = core.cluster.tls
             if creds is None:
                 return None
@@ -386,7 +386,7 @@ class Core:
         cluster = r.call.cluster
         assert cluster is not None
         info = self.cluster_info(cluster)
-        tls = client_tls(r, cluster) if info.tls else None
+        tls = client_tls(r, cluster) if info.tls_required else None
         try:
             attempt = r.call.attempt()
         except ProxylessError as exc:

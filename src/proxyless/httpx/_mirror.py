@@ -78,7 +78,7 @@ def mirror_request(
     if info.problem:
         return None
     tls = None
-    if info.tls:
+    if info.tls_required:
         try:
             tls = client_tls(r, cluster)
         except httpx.TransportError as exc:

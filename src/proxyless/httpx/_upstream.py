@@ -255,7 +255,7 @@ class ClusterInfo:
     whether it requires TLS (an ``UpstreamTlsContext``), and why it cannot be
     used (no ``h2`` package), if it cannot."""
 
-    __slots__ = ("config", "connect_timeout", "http2", "problem", "tls")
+    __slots__ = ("config", "connect_timeout", "http2", "problem", "tls_required")
 
     def __init__(self, rt: ClusterRuntime) -> None:
         cluster = rt.config.cluster
@@ -263,7 +263,7 @@ class ClusterInfo:
         self.http2 = bool(cluster is not None and cluster.http2)
         self.connect_timeout = cluster.connect_timeout if cluster is not None else 5.0
         #: the cluster's connections are TLS with its credentials (never plaintext)
-        self.tls = cluster is not None and cluster.upstream_tls is not None
+        self.tls_required = cluster is not None and cluster.upstream_tls is not None
         self.problem = ""
         if self.http2 and not _h2_available():
             self.problem = (
