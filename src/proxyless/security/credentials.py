@@ -337,6 +337,12 @@ class ClusterCredentials:
         what = " and ".join(missing) or "its certificates"
         return CredentialsNotReady(f"cluster {self.cluster!r}: waiting for {what}")
 
+    @property
+    def failure(self) -> SecurityError | None:
+        """The error standing in for material that failed (waiting will not
+        cure it until a source delivers again), or None."""
+        return self._error
+
     def wait(self, timeout: float | None) -> ClientTls:
         """:meth:`current`, waiting up to ``timeout`` seconds for material
         still on its way (not for one that failed)."""
