@@ -46,6 +46,7 @@ from proxyless.grpc._driver import (
 from proxyless.grpc._errors import as_aio, rpc_error
 from proxyless.grpc._invocation import NO_REQUEST, Invocation, Replay
 from proxyless.grpc._pool import PooledChannel
+from proxyless.grpc._tls import explain_failure, pending
 from proxyless.resilience.outcome import RESET, Outcome
 from proxyless.runtime.call import Attempt, Call, FirstAttempt, Lane
 
@@ -137,7 +138,7 @@ class AioCall:
             return None
         try:
             core.loop = asyncio.get_running_loop()
-            pooled = first.conn = core.acquire(first.endpoint)
+            pooled = first.conn = core.acquire(first.endpoint, lane.cluster)
         except BaseException:
             lane.abandon(first)
             return None
@@ -174,9 +175,12 @@ class AioCall:
         inv = self._inv
         try:
             result = await inner
-        except grpc.RpcError as err:
+        except grpc.RpcError as failed:
             core.pool.call_ended(pooled)
-            call = lane.resume(core.runtime, core.bare_request(inv.method), first, core.acquire)
+            err = explain_failure(pooled, failed)
+            call = lane.resume(
+                core.runtime, core.bare_request(inv.method), first, core.getter(lane.cluster)
+            )
             try:
                 steps = retry_steps(call, core.target, first=(first, err))
                 return await arun(steps, inv, core.pool, started=self._set_inner)
@@ -207,6 +211,18 @@ class AioCall:
             call = core.route(inv.method, inv.metadata, timeout, inv.wait_for_ready)
         except ProxylessError as exc:
             raise as_aio(rpc_error(exc, core.target)) from None
+        creds = pending(call)
+        if creds is not None:
+            # A TLS cluster without credentials yet: wait within the deadline,
+            # off the event loop.
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, creds.wait, call.remaining())
+            except ProxylessError as exc:
+                call.end()
+                raise as_aio(rpc_error(exc, core.target)) from None
+            except BaseException:
+                call.end()
+                raise
         try:
             pause, err = fault_steps(call, core.target)
             if pause:

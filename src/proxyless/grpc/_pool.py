@@ -9,6 +9,13 @@ ended, so removing an endpoint from EDS drains it without failing a call.
 
 Multicallables are cached per (channel, method, serializers) because
 creating one costs several microseconds, a visible share of a 500 µs call.
+
+Endpoints of TLS clusters get channels of their own (:meth:`ChannelPool.get_tls`),
+keyed by the cluster's :class:`~proxyless.security.credentials.ClientTls`: a
+grpcio channel to a local forwarder that makes and verifies the TLS
+connections (:mod:`._tls_forward`). When the credentials rotate, the first
+call with the new ones makes a new channel and retires the old one, which
+closes once its in-flight calls have ended.
 """
 
 from __future__ import annotations
@@ -22,8 +29,11 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from proxyless.grpc._tls import explain_failure
+from proxyless.grpc._tls_forward import Forwarder, hub
 from proxyless.runtime.call import Attempt
 from proxyless.runtime.cluster import release_refs, retain_refs
+from proxyless.security.credentials import ClientTls
 
 __all__ = ["AIO_POOL", "POOL", "ChannelPool", "PooledChannel", "attempt_failed"]
 
@@ -35,14 +45,28 @@ _Key = tuple[Hashable, ...]
 class PooledChannel:
     """A grpc channel to one endpoint plus its cached multicallables."""
 
-    __slots__ = ("_callables", "address", "channel", "closing", "in_flight", "key")
+    __slots__ = (
+        "_callables",
+        "address",
+        "channel",
+        "closing",
+        "forwarder",
+        "in_flight",
+        "key",
+        "tls",
+    )
 
-    def __init__(self, key: _Key, address: str, channel: Any) -> None:
+    def __init__(
+        self, key: _Key, address: str, channel: Any, forwarder: Forwarder | None = None
+    ) -> None:
         self.key = key
         self.address = address
         self.channel = channel
         self.in_flight = 0
         self.closing = False
+        #: for a TLS cluster's endpoint: the forwarder and the credentials it uses
+        self.forwarder = forwarder
+        self.tls: ClientTls | None = forwarder.tls if forwarder is not None else None
         self._callables: dict[tuple[Any, ...], Any] = {}
 
     def callable(
@@ -81,6 +105,8 @@ class ChannelPool:
         self._entries: dict[_Key, PooledChannel] = {}
         self._refs: dict[str, int] = {}  # address -> clusters whose EDS lists it
         self._options = options
+        #: per (address, cluster, loop, authority): the TLS channel of the newest credentials
+        self._newest: dict[_Key, PooledChannel] = {}
 
     def get(
         self,
@@ -118,6 +144,48 @@ class ChannelPool:
                 self._entries[key] = entry
         return entry
 
+    def get_tls(
+        self,
+        address: str,
+        tls: ClientTls,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        authority: str | None = None,
+    ) -> PooledChannel:
+        """The channel to ``address`` whose connections use ``tls`` (created
+        on first use; an older version's channel for the same endpoint and
+        cluster is retired)."""
+        key: _Key = (address, tls, loop, authority)
+        entry = self._entries.get(key)
+        if entry is not None and not entry.closing:
+            return entry
+        retired = None
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.closing:
+                fwd = hub().open(tls, address)
+                options = list(self._options)
+                if authority:
+                    options.append(("grpc.default_authority", authority))
+                ch: Any = (
+                    grpc.aio.insecure_channel(fwd.target, options=options)
+                    if loop is not None
+                    else grpc.insecure_channel(fwd.target, options=options)
+                )
+                entry = PooledChannel(key, address, ch, fwd)
+                self._entries[key] = entry
+                base: _Key = (address, tls.cluster, loop, authority)
+                old = self._newest.get(base)
+                self._newest[base] = entry
+                if old is not None and old is not entry and not old.closing:
+                    old.closing = True
+                    if old.in_flight <= 0 and self._entries.get(old.key) is old:
+                        del self._entries[old.key]
+                        retired = old
+        if retired is not None:
+            self._close(retired)
+        return entry
+
     def retain(self, addresses: Sequence[str]) -> None:
         """An EDS update listed each of ``addresses`` in one more cluster."""
         with self._lock:
@@ -137,6 +205,7 @@ class ChannelPool:
                         doomed.append(entry)
             for entry in doomed:
                 del self._entries[entry.key]
+                self._forget(entry)
         for entry in doomed:
             self._close(entry)
 
@@ -149,13 +218,22 @@ class ChannelPool:
             with self._lock:
                 if self._entries.get(entry.key) is entry:
                     del self._entries[entry.key]
+                    self._forget(entry)
                 else:
                     entry = None  # type: ignore[assignment]
             if entry is not None:
                 self._close(entry)
 
+    def _forget(self, entry: PooledChannel) -> None:
+        if entry.tls is not None:
+            base = (entry.address, entry.tls.cluster, entry.key[2], entry.key[3])
+            if self._newest.get(base) is entry:
+                del self._newest[base]
+
     def _close(self, entry: PooledChannel) -> None:
         log.debug("closing drained channel to %s", entry.address)
+        if entry.forwarder is not None:
+            entry.forwarder.close()
         ch = entry.channel
         if isinstance(ch, grpc.aio.Channel):
             loop = entry.key[2]
@@ -171,6 +249,7 @@ class ChannelPool:
         with self._lock:
             entries = list(self._entries.values())
             self._entries.clear()
+            self._newest.clear()
         for entry in entries:
             self._close(entry)
 
@@ -186,11 +265,12 @@ AIO_POOL = ChannelPool()
 
 def attempt_failed(pool: ChannelPool, attempt: Attempt, exc: BaseException) -> grpc.RpcError:
     """An attempt's call raised ``exc``: give back its connection. A
-    ``grpc.RpcError`` is the attempt's result and is returned; anything else
-    (the caller's own exception) also gives back the endpoint's count and
-    propagates."""
+    ``grpc.RpcError`` is the attempt's result and is returned (for a TLS
+    endpoint, with the failed handshake's reason: :func:`._tls.explain_failure`);
+    anything else (the caller's own exception) also gives back the
+    endpoint's count and propagates."""
     pool.call_ended(attempt.conn)
     if isinstance(exc, grpc.RpcError):
-        return exc
+        return explain_failure(attempt.conn, exc)
     attempt.endpoint.active_requests -= 1
     raise exc
