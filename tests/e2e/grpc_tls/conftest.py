@@ -54,6 +54,8 @@ class TlsServer:
         self.name = name
         self.calls = 0
         self.peers: list[tuple[str, ...]] = []
+        #: the PEM of each caller's client certificate
+        self.certs: list[bytes] = []
         self.insecure_calls = 0
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -79,6 +81,7 @@ class TlsServer:
         with self._lock:
             self.calls += 1
             self.peers.append(sans)
+            self.certs.append(b"".join(auth.get("x509_pem_cert", ())))
             if auth.get("transport_security_type") != [b"ssl"]:
                 self.insecure_calls += 1
         return json.dumps({"server": self.name, "peer": list(sans)}).encode()
