@@ -21,7 +21,11 @@ SAN matchers (gRFC A29), made by local forwarders (:mod:`._tls_forward`,
   UNAVAILABLE with the forwarder's last failure
   (:func:`explain_failure`): the cluster, the endpoint, the expected and
   the presented identities. Its details start with ``failed to connect``,
-  so retries and outlier detection count it as a connect failure.
+  so retries and outlier detection count it as a connect failure. A call
+  made with ``wait_for_ready`` that ran out of time while grpcio kept
+  reconnecting keeps DEADLINE_EXCEEDED, with the last failure appended.
+  (Streaming calls report grpcio's own connection error; the failure is
+  logged by the forwarder.)
 """
 
 from __future__ import annotations
@@ -58,10 +62,16 @@ def explain_failure(pooled: Any, err: grpc.RpcError) -> grpc.RpcError:
         return err
     failure = fwd.last_error
     code = getattr(err, "code", None)
-    if failure is None or not callable(code) or code() is not grpc.StatusCode.UNAVAILABLE:
+    if failure is None or not callable(code):
         return err
-    out = XdsRpcError(
-        grpc.StatusCode.UNAVAILABLE, f"failed to connect to {fwd.endpoint}: {failure}", failure
-    )
+    status = code()
+    if status is grpc.StatusCode.UNAVAILABLE:
+        details = f"failed to connect to {fwd.endpoint}: {failure}"
+    elif status is grpc.StatusCode.DEADLINE_EXCEEDED:
+        # wait_for_ready: grpcio kept reconnecting until the deadline.
+        details = f"{err.details()} (last connection attempt: {failure})"
+    else:
+        return err
+    out = XdsRpcError(status, details, failure)
     out.__cause__ = err
     return out

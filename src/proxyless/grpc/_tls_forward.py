@@ -293,7 +293,10 @@ class ForwarderHub:
                     with contextlib.suppress(BlockingIOError):
                         self._wake_r.recv(4096)
                 elif isinstance(data, Forwarder):
-                    self._accept(data)
+                    try:
+                        self._accept(data)
+                    except Exception:
+                        log.exception("forwarder for %s: accepting failed", data.endpoint)
                 else:
                     conn, upstream = data
                     try:
@@ -354,7 +357,14 @@ class ForwarderHub:
             local.close()
             up.close()
             return
-        conn = _Conn(fwd, local, up)
+        try:
+            conn = _Conn(fwd, local, up)
+        except SecurityError as exc:  # OpenSSL refused the material
+            fwd.last_error = exc
+            log.warning("%s", exc)
+            local.close()
+            up.close()
+            return
         if self.mode == "hub":
             self._loop.add(conn)
         else:

@@ -82,12 +82,15 @@ def test_another_process_is_refused(hub: ForwarderHub, tls: ClientTls) -> None:
             endpoint.accept()  # never dialled for the other process
 
 
-class _Unavailable(grpc.RpcError):
+class _Failed(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
+        return self._code
 
     def details(self) -> str:
-        return "failed to connect to all addresses; last error: UNAVAILABLE: Socket closed"
+        return self._details
 
 
 class _Pooled:
@@ -95,14 +98,54 @@ class _Pooled:
         self.forwarder = fwd
 
 
-def test_a_failed_attempt_reports_the_handshake_failure(hub: ForwarderHub, tls: ClientTls) -> None:
+MISMATCH = "cluster 'c' endpoint 127.0.0.1:9: the peer presented Y, expected X"
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "recorded", "expected"),
+    [
+        pytest.param(
+            grpc.StatusCode.UNAVAILABLE,
+            "failed to connect to all addresses; last error: Socket closed",
+            True,
+            (grpc.StatusCode.UNAVAILABLE, f"failed to connect to 127.0.0.1:9: {MISMATCH}"),
+            id="connect-failure",
+        ),
+        pytest.param(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "Deadline Exceeded",
+            True,
+            (
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"Deadline Exceeded (last connection attempt: {MISMATCH})",
+            ),
+            id="wait-for-ready-deadline",
+        ),
+        pytest.param(
+            grpc.StatusCode.PERMISSION_DENIED, "denied", True, None, id="server-status-unchanged"
+        ),
+        pytest.param(
+            grpc.StatusCode.UNAVAILABLE, "Socket closed", False, None, id="nothing-recorded"
+        ),
+    ],
+)
+def test_a_failed_attempt_reports_the_handshake_failure(
+    hub: ForwarderHub,
+    tls: ClientTls,
+    code: grpc.StatusCode,
+    details: str,
+    recorded: bool,
+    expected: tuple[grpc.StatusCode, str] | None,
+) -> None:
     fwd = hub.open(tls, "127.0.0.1:9")
-    err = _Unavailable()
-    assert explain_failure(_Pooled(None), err) is err  # plaintext endpoint: unchanged
-    assert explain_failure(_Pooled(fwd), err) is err  # no failure recorded
-    fwd.last_error = IdentityMismatch("cluster 'c' endpoint 127.0.0.1:9: expected X, got Y")
+    err = _Failed(code, details)
+    assert explain_failure(_Pooled(None), err) is err  # a plaintext endpoint: unchanged
+    if recorded:
+        fwd.last_error = IdentityMismatch(MISMATCH)
     out = explain_failure(_Pooled(fwd), err)
-    assert isinstance(out, XdsRpcError) and out.code() is grpc.StatusCode.UNAVAILABLE
-    assert out.details().startswith("failed to connect to 127.0.0.1:9: ")
-    assert "expected X, got Y" in out.details()
+    if expected is None:
+        assert out is err
+        return
+    assert isinstance(out, XdsRpcError)
+    assert (out.code(), out.details()) == expected
     assert out.proxyless_error is fwd.last_error
