@@ -229,12 +229,14 @@ class ChannelCore:
         tls = creds.current()  # fail closed: raises what stands in for missing material
         authority = self.runtime.authority
         if self.loop_bound:
-            pooled = self.pool.get_tls(endpoint.address, tls, loop=self.loop, authority=authority)
+            pooled = self.pool.get_tls(
+                endpoint.address, tls, creds, loop=self.loop, authority=authority
+            )
         else:
             conns = self._conns
             pooled = conns.get(endpoint)  # type: ignore[assignment]
             if pooled is None or pooled.closing or pooled.tls is not tls:
-                pooled = self.pool.get_tls(endpoint.address, tls, authority=authority)
+                pooled = self.pool.get_tls(endpoint.address, tls, creds, authority=authority)
                 if len(conns) > _CONN_LIMIT:
                     conns.clear()
                 conns[endpoint] = pooled

@@ -13,9 +13,10 @@ creating one costs several microseconds, a visible share of a 500 µs call.
 Endpoints of TLS clusters get channels of their own (:meth:`ChannelPool.get_tls`),
 keyed by the cluster's :class:`~proxyless.security.credentials.ClientTls`: a
 grpcio channel to a local forwarder that makes and verifies the TLS
-connections (:mod:`._tls_forward`). When the credentials rotate, the first
-call with the new ones makes a new channel and retires the old one, which
-closes once its in-flight calls have ended.
+connections (:mod:`._tls_forward`). When the credentials rotate, the
+channels made with the old ones are retired at once (idle ones close, busy
+ones close once their in-flight calls have ended) and the next call makes a
+new channel with the new ones.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -33,13 +35,16 @@ from proxyless.grpc._tls import explain_failure
 from proxyless.grpc._tls_forward import Forwarder, hub
 from proxyless.runtime.call import Attempt
 from proxyless.runtime.cluster import release_refs, retain_refs
-from proxyless.security.credentials import ClientTls
+from proxyless.security.credentials import ClientTls, ClusterCredentials
 
-__all__ = ["AIO_POOL", "POOL", "ChannelPool", "PooledChannel", "attempt_failed"]
+__all__ = ["AIO_POOL", "POOL", "RETIRE_GRACE", "ChannelPool", "PooledChannel", "attempt_failed"]
 
 log = logging.getLogger("proxyless.grpc")
 
 _Key = tuple[Hashable, ...]
+
+#: Seconds a retired idle TLS channel stays open before it is closed.
+RETIRE_GRACE = 1.0
 
 
 class PooledChannel:
@@ -53,6 +58,7 @@ class PooledChannel:
         "forwarder",
         "in_flight",
         "key",
+        "owner",
         "tls",
     )
 
@@ -67,6 +73,8 @@ class PooledChannel:
         #: for a TLS cluster's endpoint: the forwarder and the credentials it uses
         self.forwarder = forwarder
         self.tls: ClientTls | None = forwarder.tls if forwarder is not None else None
+        #: the credentials ``tls`` came from (whose rotation retires this channel)
+        self.owner: ClusterCredentials | None = None
         self._callables: dict[tuple[Any, ...], Any] = {}
 
     def callable(
@@ -105,8 +113,8 @@ class ChannelPool:
         self._entries: dict[_Key, PooledChannel] = {}
         self._refs: dict[str, int] = {}  # address -> clusters whose EDS lists it
         self._options = options
-        #: per (address, cluster, loop, authority): the TLS channel of the newest credentials
-        self._newest: dict[_Key, PooledChannel] = {}
+        #: the cluster credentials whose rotations retire this pool's channels
+        self._watched: weakref.WeakSet[ClusterCredentials] = weakref.WeakSet()
 
     def get(
         self,
@@ -148,18 +156,18 @@ class ChannelPool:
         self,
         address: str,
         tls: ClientTls,
+        owner: ClusterCredentials,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         authority: str | None = None,
     ) -> PooledChannel:
-        """The channel to ``address`` whose connections use ``tls`` (created
-        on first use; an older version's channel for the same endpoint and
-        cluster is retired)."""
+        """The channel to ``address`` whose connections use ``tls``, the
+        current credentials of ``owner`` (created on first use)."""
         key: _Key = (address, tls, loop, authority)
         entry = self._entries.get(key)
         if entry is not None and not entry.closing:
             return entry
-        retired = None
+        self._watch(owner)
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry.closing:
@@ -173,18 +181,54 @@ class ChannelPool:
                     else grpc.insecure_channel(fwd.target, options=options)
                 )
                 entry = PooledChannel(key, address, ch, fwd)
+                entry.owner = owner
                 self._entries[key] = entry
-                base: _Key = (address, tls.cluster, loop, authority)
-                old = self._newest.get(base)
-                self._newest[base] = entry
-                if old is not None and old is not entry and not old.closing:
-                    old.closing = True
-                    if old.in_flight <= 0 and self._entries.get(old.key) is old:
-                        del self._entries[old.key]
-                        retired = old
-        if retired is not None:
-            self._close(retired)
+        if owner._current is tls:
+            self._retire(owner, tls)
         return entry
+
+    def _watch(self, owner: ClusterCredentials) -> None:
+        if owner in self._watched:
+            return
+        with self._lock:
+            if owner in self._watched:
+                return
+            self._watched.add(owner)
+        ref = weakref.ref(owner)
+
+        def rotated(tls: ClientTls) -> None:
+            creds = ref()
+            if creds is not None:
+                self._retire(creds, tls)
+
+        owner.on_change(rotated)
+
+    def _retire(self, owner: ClusterCredentials, current: ClientTls) -> None:
+        """``owner`` published ``current``: channels made with its older
+        credentials take no new calls and close once idle (those idle now
+        after :data:`RETIRE_GRACE`, so that a call which took one just
+        before it was retired still counts as in flight by then)."""
+        idle = []
+        with self._lock:
+            for entry in self._entries.values():
+                if entry.owner is owner and entry.tls is not current and not entry.closing:
+                    entry.closing = True
+                    if entry.in_flight <= 0:
+                        idle.append(entry)
+        if idle:
+            timer = threading.Timer(RETIRE_GRACE, self._close_idle, (idle,))
+            timer.daemon = True
+            timer.start()
+
+    def _close_idle(self, entries: list[PooledChannel]) -> None:
+        doomed = []
+        with self._lock:
+            for entry in entries:
+                if entry.in_flight <= 0 and self._entries.get(entry.key) is entry:
+                    del self._entries[entry.key]
+                    doomed.append(entry)
+        for entry in doomed:
+            self._close(entry)
 
     def retain(self, addresses: Sequence[str]) -> None:
         """An EDS update listed each of ``addresses`` in one more cluster."""
@@ -205,7 +249,6 @@ class ChannelPool:
                         doomed.append(entry)
             for entry in doomed:
                 del self._entries[entry.key]
-                self._forget(entry)
         for entry in doomed:
             self._close(entry)
 
@@ -218,17 +261,10 @@ class ChannelPool:
             with self._lock:
                 if self._entries.get(entry.key) is entry:
                     del self._entries[entry.key]
-                    self._forget(entry)
                 else:
                     entry = None  # type: ignore[assignment]
             if entry is not None:
                 self._close(entry)
-
-    def _forget(self, entry: PooledChannel) -> None:
-        if entry.tls is not None:
-            base = (entry.address, entry.tls.cluster, entry.key[2], entry.key[3])
-            if self._newest.get(base) is entry:
-                del self._newest[base]
 
     def _close(self, entry: PooledChannel) -> None:
         log.debug("closing drained channel to %s", entry.address)
@@ -249,7 +285,6 @@ class ChannelPool:
         with self._lock:
             entries = list(self._entries.values())
             self._entries.clear()
-            self._newest.clear()
         for entry in entries:
             self._close(entry)
 

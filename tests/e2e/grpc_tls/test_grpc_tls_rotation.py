@@ -28,6 +28,7 @@ from tests.e2e.grpc_tls.conftest import (
 import proxyless.grpc
 import proxyless.grpc.aio
 from proxyless.controlplane.ca import DevCA
+from proxyless.grpc._pool import AIO_POOL, POOL
 from proxyless.mesh import Mesh
 
 #: Calls made after the new certificate was first seen, per load loop.
@@ -109,6 +110,16 @@ def test_rotation_under_load_fails_no_call(
     # Once rotated, calls run on connections with the new certificate only.
     assert all(c.startswith(new_leaf) for c in server.certs[-AFTER:])
     assert server.insecure_calls == 0
+    # The endpoint channels made with the old certificate were retired and closed.
+    pool = AIO_POOL if kind == "aio" else POOL
+
+    def old_gone() -> bool:
+        return all(
+            e.tls is None or e.tls.identity is None or e.tls.identity.chain_pem != old.chain_pem
+            for e in list(pool._entries.values())
+        )
+
+    wait_until(old_gone, what="the old certificate's channels to close")
 
 
 def _no_trust(ca: DevCA) -> object:
