@@ -40,6 +40,7 @@ REVIEWS = "spiffe://cluster.local/ns/default/sa/reviews"
 RATINGS = "spiffe://cluster.local/ns/default/sa/ratings"
 CLIENT = "spiffe://cluster.local/ns/default/sa/productpage"
 CLUSTER = "outbound|9080||reviews"
+AGGREGATE = "reviews-aggregate"
 
 
 class TlsServer:
@@ -145,16 +146,28 @@ class Xds:
     def __init__(self, ads: AdsServer) -> None:
         self.ads = ads
 
-    def publish(self, addresses: Sequence[str], context: tls_pb2.UpstreamTlsContext | None) -> None:
+    def publish(
+        self,
+        addresses: Sequence[str],
+        context: tls_pb2.UpstreamTlsContext | None,
+        *,
+        aggregate: bool = False,
+    ) -> None:
+        """With ``aggregate``, the route points at an aggregate cluster
+        ``AGGREGATE`` whose only child is ``CLUSTER``."""
         c = cluster(CLUSTER)
         if context is not None:
             c.transport_socket.name = "envoy.transport_sockets.tls"
             c.transport_socket.typed_config.Pack(context)
         self.ads.set_resources(ENDPOINT_URL, {CLUSTER: endpoints(CLUSTER, list(addresses))})
-        self.ads.set_resources(CLUSTER_URL, {CLUSTER: c})
+        clusters = {CLUSTER: c}
+        if aggregate:
+            clusters[AGGREGATE] = cluster(AGGREGATE, aggregate=[CLUSTER])
+        self.ads.set_resources(CLUSTER_URL, clusters)
         rc = "reviews-routes"
+        target = AGGREGATE if aggregate else CLUSTER
         self.ads.set_resources(
-            ROUTE_URL, {rc: route_config(rc, [SERVICE], [route(prefix="/", cluster=CLUSTER)])}
+            ROUTE_URL, {rc: route_config(rc, [SERVICE], [route(prefix="/", cluster=target)])}
         )
         self.ads.set_resources(LISTENER_URL, {SERVICE: listener(SERVICE, rc)})
 

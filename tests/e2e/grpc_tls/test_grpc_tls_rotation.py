@@ -7,6 +7,7 @@ connection (asserted on the server side)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -171,4 +172,29 @@ def test_a_pathological_tls_config_never_sends_plaintext(
         )
     rt = mesh.clusters.get(CLUSTER)
     assert rt is None or rt.tls is not None  # a TLS cluster, or none at all (NACKed)
+    assert plain.calls == 0
+
+
+def test_an_aggregate_clusters_tls_child_is_reached_over_mtls_only(
+    ca: DevCA,
+    servers: Callable[..., TlsServer],
+    xds: Xds,
+    make_mesh: Callable[..., Mesh],
+) -> None:
+    """The leaf cluster's ``transport_socket`` decides, not the aggregate's."""
+    plain = servers("plain", None)
+    xds.publish([plain.address], tls_context(ca.issue(CLIENT), ca.roots_pem), aggregate=True)
+    mesh = make_mesh()
+    call = proxyless.grpc.channel(TARGET, mesh=mesh).unary_unary(METHOD)
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError):
+            call(b"x", timeout=2.0)
+    assert plain.calls == 0
+    server = servers("reviews", ca.issue(REVIEWS), ca.roots_pem)
+    xds.publish([server.address], tls_context(ca.issue(CLIENT), ca.roots_pem), aggregate=True)
+    deadline = time.monotonic() + PUSH_WAIT
+    while server.calls == 0 and time.monotonic() < deadline:
+        with contextlib.suppress(grpc.RpcError):
+            call(b"x", timeout=2.0)
+    assert server.calls > 0 and server.insecure_calls == 0
     assert plain.calls == 0
