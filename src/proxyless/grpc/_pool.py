@@ -162,7 +162,11 @@ class ChannelPool:
         authority: str | None = None,
     ) -> PooledChannel:
         """The channel to ``address`` whose connections use ``tls``, the
-        current credentials of ``owner`` (created on first use)."""
+        current credentials of ``owner`` (created on first use; should
+        ``owner`` have rotated since ``tls`` was read, its newest ones)."""
+        current = owner._current
+        if current is not None and current is not tls:
+            tls = current  # never open a channel with credentials already retired
         key: _Key = (address, tls, loop, authority)
         entry = self._entries.get(key)
         if entry is not None and not entry.closing:
