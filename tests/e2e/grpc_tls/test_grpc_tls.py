@@ -235,3 +235,29 @@ def test_a_call_waits_for_credentials_that_arrive(
     finally:
         timer.cancel()
     assert got["peer"] == [CLIENT]
+
+
+@pytest.mark.parametrize(
+    "shape", [pytest.param("future", id="unary-future"), pytest.param("stream", id="server-stream")]
+)
+def test_sync_future_and_stream_calls_say_why_the_server_was_refused(
+    shape: str,
+    ca: DevCA,
+    servers: Callable[..., TlsServer],
+    xds: Xds,
+    make_mesh: Callable[..., Mesh],
+) -> None:
+    impostor = servers("ratings", ca.issue(RATINGS), ca.roots_pem)
+    xds.publish([impostor.address], tls_context(ca.issue(CLIENT), ca.roots_pem))
+    mesh = make_mesh()
+    _ready(mesh)
+    ch = proxyless.grpc.channel(TARGET, mesh=mesh)
+    with pytest.raises(grpc.RpcError) as info:
+        if shape == "future":
+            ch.unary_unary(METHOD).future(b"x", timeout=3.0).result()
+        else:
+            list(ch.unary_stream(METHOD)(b"x", timeout=3.0))
+    err = info.value
+    assert err.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert RATINGS in err.details() and REVIEWS in err.details()  # type: ignore[attr-defined]
+    assert impostor.calls == 0
