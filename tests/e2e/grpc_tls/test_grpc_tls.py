@@ -261,3 +261,42 @@ def test_sync_future_and_stream_calls_say_why_the_server_was_refused(
     assert err.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
     assert RATINGS in err.details() and REVIEWS in err.details()  # type: ignore[attr-defined]
     assert impostor.calls == 0
+
+
+def test_an_aio_call_waits_for_credentials_without_blocking_its_loop(
+    ca: DevCA,
+    servers: Callable[..., TlsServer],
+    xds: Xds,
+    make_mesh: Callable[..., Mesh],
+) -> None:
+    server = servers("reviews", ca.issue(REVIEWS), ca.roots_pem)
+    mesh = make_mesh()
+    _sds_never(mesh)
+    xds.publish([server.address], tls_context(None, ca.roots_pem, sds_identity="default"))
+    _ready(mesh)
+
+    async def go() -> tuple[int, grpc.RpcError]:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.ensure_future(ticker())
+        async with proxyless.grpc.aio.channel(TARGET, mesh=mesh) as ch:
+            try:
+                await ch.unary_unary(METHOD)(b"x", timeout=0.5)
+            except grpc.RpcError as exc:
+                err = exc
+            else:
+                raise AssertionError("the call did not wait for its credentials")
+        done.set()
+        await task
+        return ticks, err
+
+    ticks, err = asyncio.run(go())
+    assert ticks >= 3  # the loop kept running while the call waited (blocked: 1)
+    assert "SDS secret 'default'" in err.details()  # type: ignore[attr-defined]
