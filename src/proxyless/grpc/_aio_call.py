@@ -73,6 +73,8 @@ class AioCall:
         )
         self._server_stream = kind == "unary_stream"
         self._received = False
+        #: the endpoint connection of the latest streaming attempt
+        self._stream_conn: PooledChannel | None = None
         #: a server stream's attempt that failed before commit, for the reader
         self._failed: tuple[Outcome, bool] | None = None
         #: set when a stream's attempt ended (unary calls need none)
@@ -280,7 +282,7 @@ class AioCall:
             raise as_aio(err) from None
         assert isinstance(step, Start)
         attempt = step.attempt
-        pooled = attempt.conn
+        pooled = self._stream_conn = attempt.conn
         try:
             inner = self._inv.start(pooled, attempt.timeout)
         except BaseException:
@@ -329,13 +331,13 @@ class AioCall:
         failed, self._failed = self._failed, None
         call, steps = self._stream_call, self._steps
         if failed is None or call is None or steps is None:
-            raise err
+            raise as_aio(err)
         outcome, committed = failed
         try:
             step = steps.send((outcome, err, committed))
         except StopIteration as stop:
             call.end()
-            raise as_aio(stop.value) if stop.value is not None else err from None
+            raise as_aio(stop.value if stop.value is not None else err) from None
         if isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
             return self._launch_stream(None)
@@ -380,7 +382,8 @@ class AioCall:
             except grpc.aio.AioRpcError as err:
                 if not self._server_stream or self._received:
                     raise
-                inner = await self._next_attempt(err)
+                # A TLS endpoint that refused the connection: say why (._tls).
+                inner = await self._next_attempt(explain_failure(self._stream_conn, err))
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiter()

@@ -24,9 +24,9 @@ SAN matchers (gRFC A29), made by local forwarders (:mod:`._tls_forward`,
   so retries and outlier detection count it as a connect failure. A call
   made with ``wait_for_ready`` that ran out of time while grpcio kept
   reconnecting keeps DEADLINE_EXCEEDED, with the last failure appended.
-  Sync ``future()`` and server-streaming calls report it the same way;
-  bidirectional streams and grpc.aio streams report grpcio's own
-  connection error (the forwarder logs the failure).
+  Sync ``future()`` and server-streaming calls, and grpc.aio server
+  streams, report it the same way; client and bidirectional streams report
+  grpcio's own connection error (the forwarder logs the failure).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import grpc.aio
 import pytest
 from tests.e2e.conftest import wait_until
 from tests.e2e.grpc_tls.conftest import (
@@ -300,3 +301,26 @@ def test_an_aio_call_waits_for_credentials_without_blocking_its_loop(
     ticks, err = asyncio.run(go())
     assert ticks >= 3  # the loop kept running while the call waited (blocked: 1)
     assert "SDS secret 'default'" in err.details()  # type: ignore[attr-defined]
+
+
+def test_an_aio_server_stream_says_why_the_server_was_refused(
+    ca: DevCA,
+    servers: Callable[..., TlsServer],
+    xds: Xds,
+    make_mesh: Callable[..., Mesh],
+) -> None:
+    impostor = servers("ratings", ca.issue(RATINGS), ca.roots_pem)
+    xds.publish([impostor.address], tls_context(ca.issue(CLIENT), ca.roots_pem))
+    mesh = make_mesh()
+    _ready(mesh)
+
+    async def go() -> None:
+        async with proxyless.grpc.aio.channel(TARGET, mesh=mesh) as ch:
+            async for _ in ch.unary_stream(METHOD)(b"x", timeout=3.0):
+                pass
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        asyncio.run(go())
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert RATINGS in (info.value.details() or "")
+    assert impostor.calls == 0
