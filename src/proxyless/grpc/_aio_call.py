@@ -46,6 +46,7 @@ from proxyless.grpc._driver import (
 from proxyless.grpc._errors import as_aio, rpc_error
 from proxyless.grpc._invocation import NO_REQUEST, Invocation, Replay
 from proxyless.grpc._pool import PooledChannel
+from proxyless.grpc._tls import explain_failure, pending
 from proxyless.resilience.outcome import RESET, Outcome
 from proxyless.runtime.call import Attempt, Call, FirstAttempt, Lane
 
@@ -72,6 +73,8 @@ class AioCall:
         )
         self._server_stream = kind == "unary_stream"
         self._received = False
+        #: the endpoint connection of the latest streaming attempt
+        self._stream_conn: PooledChannel | None = None
         #: a server stream's attempt that failed before commit, for the reader
         self._failed: tuple[Outcome, bool] | None = None
         #: set when a stream's attempt ended (unary calls need none)
@@ -137,7 +140,7 @@ class AioCall:
             return None
         try:
             core.loop = asyncio.get_running_loop()
-            pooled = first.conn = core.acquire(first.endpoint)
+            pooled = first.conn = core.acquire(first.endpoint, lane.cluster)
         except BaseException:
             lane.abandon(first)
             return None
@@ -174,9 +177,12 @@ class AioCall:
         inv = self._inv
         try:
             result = await inner
-        except grpc.RpcError as err:
+        except grpc.RpcError as failed:
             core.pool.call_ended(pooled)
-            call = lane.resume(core.runtime, core.bare_request(inv.method), first, core.acquire)
+            err = explain_failure(pooled, failed)
+            call = lane.resume(
+                core.runtime, core.bare_request(inv.method), first, core.getter(lane.cluster)
+            )
             try:
                 steps = retry_steps(call, core.target, first=(first, err))
                 return await arun(steps, inv, core.pool, started=self._set_inner)
@@ -207,6 +213,18 @@ class AioCall:
             call = core.route(inv.method, inv.metadata, timeout, inv.wait_for_ready)
         except ProxylessError as exc:
             raise as_aio(rpc_error(exc, core.target)) from None
+        creds = pending(call)
+        if creds is not None:
+            # A TLS cluster without credentials yet: wait within the deadline,
+            # off the event loop.
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, creds.wait, call.remaining())
+            except ProxylessError as exc:
+                call.end()
+                raise as_aio(rpc_error(exc, core.target)) from None
+            except BaseException:
+                call.end()
+                raise
         try:
             pause, err = fault_steps(call, core.target)
             if pause:
@@ -264,7 +282,7 @@ class AioCall:
             raise as_aio(err) from None
         assert isinstance(step, Start)
         attempt = step.attempt
-        pooled = attempt.conn
+        pooled = self._stream_conn = attempt.conn
         try:
             inner = self._inv.start(pooled, attempt.timeout)
         except BaseException:
@@ -313,13 +331,13 @@ class AioCall:
         failed, self._failed = self._failed, None
         call, steps = self._stream_call, self._steps
         if failed is None or call is None or steps is None:
-            raise err
+            raise as_aio(err)
         outcome, committed = failed
         try:
             step = steps.send((outcome, err, committed))
         except StopIteration as stop:
             call.end()
-            raise as_aio(stop.value) if stop.value is not None else err from None
+            raise as_aio(stop.value if stop.value is not None else err) from None
         if isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
             return self._launch_stream(None)
@@ -364,7 +382,8 @@ class AioCall:
             except grpc.aio.AioRpcError as err:
                 if not self._server_stream or self._received:
                     raise
-                inner = await self._next_attempt(err)
+                # A TLS endpoint that refused the connection: say why (._tls).
+                inner = await self._next_attempt(explain_failure(self._stream_conn, err))
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiter()

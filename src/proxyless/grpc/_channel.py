@@ -42,6 +42,7 @@ from proxyless.grpc._multicallables import StreamStream, StreamUnary, UnaryStrea
 from proxyless.grpc._pool import POOL, ChannelPool
 from proxyless.grpc._retrying import RetryingCall, start_single
 from proxyless.grpc._sync import attempt_once, run
+from proxyless.grpc._tls import pending
 from proxyless.mesh import Mesh
 from proxyless.resilience.fault import NO_FAULT
 from proxyless.runtime.call import Call, FirstAttempt, Lane
@@ -67,9 +68,18 @@ class XdsChannel(grpc.Channel):
     # -- the request path -------------------------------------------------------------
     def _route(self, inv: Invocation, timeout: float | None) -> Call:
         try:
-            return self._core.route(inv.method, inv.metadata, timeout, inv.wait_for_ready)
+            call = self._core.route(inv.method, inv.metadata, timeout, inv.wait_for_ready)
         except ProxylessError as exc:
             raise rpc_error(exc, self.target) from None
+        creds = pending(call)
+        if creds is not None:
+            # A TLS cluster without credentials yet: wait within the deadline.
+            try:
+                creds.wait(call.remaining())
+            except ProxylessError as exc:
+                call.end()
+                raise rpc_error(exc, self.target) from None
+        return call
 
     def _apply_fault(self, call: Call) -> None:
         """Injected delay, then abort (gRFC A33)."""
@@ -114,7 +124,10 @@ class XdsChannel(grpc.Channel):
         only when it fails, to carry on as :meth:`run_unary` would."""
         core = self._core
         try:
-            first.conn = core.acquire(first.endpoint)
+            first.conn = core.acquire(first.endpoint, lane.cluster)
+        except ProxylessError as exc:
+            lane.abandon(first)
+            raise rpc_error(exc, self.target) from None
         except BaseException:
             lane.abandon(first)
             raise
@@ -127,7 +140,9 @@ class XdsChannel(grpc.Channel):
             lane.succeeded(first.endpoint)
             lane.breaker.release_request()
             return result
-        call = lane.resume(core.runtime, core.bare_request(inv.method), first, core.acquire)
+        call = lane.resume(
+            core.runtime, core.bare_request(inv.method), first, core.getter(lane.cluster)
+        )
         try:
             return run(retry_steps(call, self.target, first=(first, err)), inv, core.pool)
         finally:

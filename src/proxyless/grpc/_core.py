@@ -14,6 +14,12 @@ lanes.
   snapshot drops every lane, so methods not called again keep no old
   snapshot alive.
 
+Endpoints of TLS clusters are reached through verified mTLS connections
+made with the cluster's current credentials (:mod:`._tls`): ``acquire``
+is given the cluster, and a call's ``pool_get`` is bound to it
+(:meth:`ChannelCore.getter`). The channel's ``credentials=`` apply to
+plaintext clusters only.
+
 Calls carry ``:authority`` = the target's name (e.g.
 ``reviews.default.svc.cluster.local:9080``), as gRPC's own xDS channels do.
 See docs/architecture.md for the whole request path.
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -34,7 +40,9 @@ from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
 from proxyless.routing import RequestInfo
 from proxyless.runtime.call import Call, Lane
+from proxyless.runtime.cluster import ClusterRuntime
 from proxyless.runtime.target import TargetRuntime, deterministic
+from proxyless.security.credentials import ClusterCredentials
 
 __all__ = ["ChannelCore"]
 
@@ -52,6 +60,7 @@ class ChannelCore:
     __slots__ = (
         "_bare",
         "_conns",
+        "_getters",
         "_lanes_state",
         "_no_lane",
         "channel_id",
@@ -99,6 +108,8 @@ class ChannelCore:
         self._lanes_state: object = None
         #: the pooled connection of each endpoint this channel has used (sync)
         self._conns: dict[EndpointState, PooledChannel] = {}
+        #: per cluster, the ``pool_get`` of its calls (bound to the cluster)
+        self._getters: dict[ClusterRuntime, Callable[[EndpointState], PooledChannel]] = {}
 
     # -- routing -------------------------------------------------------------------------
     def route(
@@ -116,7 +127,7 @@ class ChannelCore:
             request = RequestInfo(rt.authority, method, headers=metadata_headers(metadata))
         else:
             request = self.bare_request(method)
-        return Call(
+        call = Call(
             rt,
             request,
             timeout=timeout,
@@ -125,6 +136,22 @@ class ChannelCore:
             pool_get=self.acquire,
             shared_request=not metadata,
         )
+        if call.cluster is not None:
+            call.pool_get = self.getter(call.cluster)
+        return call
+
+    def getter(self, cluster: ClusterRuntime) -> Callable[[EndpointState], PooledChannel]:
+        """The ``pool_get`` of calls to ``cluster``: :meth:`acquire` bound to it."""
+        fn = self._getters.get(cluster)
+        if fn is None:
+            if len(self._getters) >= _LANE_LIMIT:
+                self._getters.clear()
+
+            def fn(endpoint: EndpointState) -> PooledChannel:
+                return self.acquire(endpoint, cluster)
+
+            self._getters[cluster] = fn
+        return fn
 
     def bare_request(self, method: str) -> RequestInfo:
         """Calls without metadata share one immutable RequestInfo per method."""
@@ -164,9 +191,18 @@ class ChannelCore:
         self.lanes[method] = lane
 
     # -- endpoint connections ---------------------------------------------------------------
-    def acquire(self, endpoint: EndpointState) -> PooledChannel:
+    def acquire(
+        self, endpoint: EndpointState, cluster: ClusterRuntime | None = None
+    ) -> PooledChannel:
         """The endpoint's pooled channel, counted in flight until
-        :meth:`ChannelPool.call_ended`."""
+        :meth:`ChannelPool.call_ended`. For an endpoint of a TLS cluster,
+        a channel whose connections use the cluster's current credentials;
+        raises :class:`~proxyless.errors.SecurityError` when there are none."""
+        if cluster is not None:
+            if cluster.config.children:
+                cluster = self._leaf(cluster, endpoint)
+            if cluster.tls is not None:
+                return self._acquire_tls(endpoint, cluster.tls)
         if self.loop_bound:
             # Connections belong to the running loop: look them up every time.
             pooled: PooledChannel = self.pool.get(
@@ -179,13 +215,41 @@ class ChannelCore:
         else:
             conns = self._conns
             pooled = conns.get(endpoint)  # type: ignore[assignment]
-            if pooled is None or pooled.closing:
+            if pooled is None or pooled.closing or pooled.tls is not None:
                 pooled = self.pool.get(
                     endpoint.address,
                     self.credentials,
                     self.security_key,
                     authority=self.runtime.authority,
                 )
+                if len(conns) > _CONN_LIMIT:
+                    conns.clear()
+                conns[endpoint] = pooled
+        pooled.in_flight += 1
+        return pooled
+
+    def _leaf(self, aggregate: ClusterRuntime, endpoint: EndpointState) -> ClusterRuntime:
+        """The leaf cluster of ``aggregate`` that lists ``endpoint``: its
+        ``transport_socket`` decides how the endpoint is reached."""
+        clusters = self.mesh.clusters
+        for name in aggregate.config.children:
+            leaf = clusters.get(name)
+            if leaf is not None and any(es.address == endpoint.address for es in leaf.endpoints()):
+                return leaf
+        return aggregate
+
+    def _acquire_tls(self, endpoint: EndpointState, creds: ClusterCredentials) -> PooledChannel:
+        tls = creds.current()  # fail closed: raises what stands in for missing material
+        authority = self.runtime.authority
+        if self.loop_bound:
+            pooled = self.pool.get_tls(
+                endpoint.address, tls, creds, loop=self.loop, authority=authority
+            )
+        else:
+            conns = self._conns
+            pooled = conns.get(endpoint)  # type: ignore[assignment]
+            if pooled is None or pooled.closing or pooled.tls is not tls:
+                pooled = self.pool.get_tls(endpoint.address, tls, creds, authority=authority)
                 if len(conns) > _CONN_LIMIT:
                     conns.clear()
                 conns[endpoint] = pooled

@@ -9,6 +9,14 @@ ended, so removing an endpoint from EDS drains it without failing a call.
 
 Multicallables are cached per (channel, method, serializers) because
 creating one costs several microseconds, a visible share of a 500 µs call.
+
+Endpoints of TLS clusters get channels of their own (:meth:`ChannelPool.get_tls`),
+keyed by the cluster's :class:`~proxyless.security.credentials.ClientTls`: a
+grpcio channel to a local forwarder that makes and verifies the TLS
+connections (:mod:`._tls_forward`). When the credentials rotate, the
+channels made with the old ones are retired at once (idle ones close, busy
+ones close once their in-flight calls have ended) and the next call makes a
+new channel with the new ones.
 """
 
 from __future__ import annotations
@@ -16,33 +24,57 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import grpc
 import grpc.aio
 
+from proxyless.grpc._tls import explain_failure
+from proxyless.grpc._tls_forward import Forwarder, hub
 from proxyless.runtime.call import Attempt
 from proxyless.runtime.cluster import release_refs, retain_refs
+from proxyless.security.credentials import ClientTls, ClusterCredentials
 
-__all__ = ["AIO_POOL", "POOL", "ChannelPool", "PooledChannel", "attempt_failed"]
+__all__ = ["AIO_POOL", "POOL", "RETIRE_GRACE", "ChannelPool", "PooledChannel", "attempt_failed"]
 
 log = logging.getLogger("proxyless.grpc")
 
 _Key = tuple[Hashable, ...]
 
+#: Seconds a retired idle TLS channel stays open before it is closed.
+RETIRE_GRACE = 1.0
+
 
 class PooledChannel:
     """A grpc channel to one endpoint plus its cached multicallables."""
 
-    __slots__ = ("_callables", "address", "channel", "closing", "in_flight", "key")
+    __slots__ = (
+        "_callables",
+        "address",
+        "channel",
+        "closing",
+        "forwarder",
+        "in_flight",
+        "key",
+        "owner",
+        "tls",
+    )
 
-    def __init__(self, key: _Key, address: str, channel: Any) -> None:
+    def __init__(
+        self, key: _Key, address: str, channel: Any, forwarder: Forwarder | None = None
+    ) -> None:
         self.key = key
         self.address = address
         self.channel = channel
         self.in_flight = 0
         self.closing = False
+        #: for a TLS cluster's endpoint: the forwarder and the credentials it uses
+        self.forwarder = forwarder
+        self.tls: ClientTls | None = forwarder.tls if forwarder is not None else None
+        #: the credentials ``tls`` came from (whose rotation retires this channel)
+        self.owner: ClusterCredentials | None = None
         self._callables: dict[tuple[Any, ...], Any] = {}
 
     def callable(
@@ -81,6 +113,8 @@ class ChannelPool:
         self._entries: dict[_Key, PooledChannel] = {}
         self._refs: dict[str, int] = {}  # address -> clusters whose EDS lists it
         self._options = options
+        #: the cluster credentials whose rotations retire this pool's channels
+        self._watched: weakref.WeakSet[ClusterCredentials] = weakref.WeakSet()
 
     def get(
         self,
@@ -117,6 +151,88 @@ class ChannelPool:
                 entry = PooledChannel(key, address, ch)
                 self._entries[key] = entry
         return entry
+
+    def get_tls(
+        self,
+        address: str,
+        tls: ClientTls,
+        owner: ClusterCredentials,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        authority: str | None = None,
+    ) -> PooledChannel:
+        """The channel to ``address`` whose connections use ``tls``, the
+        current credentials of ``owner`` (created on first use; should
+        ``owner`` have rotated since ``tls`` was read, its newest ones)."""
+        current = owner._current
+        if current is not None and current is not tls:
+            tls = current  # never open a channel with credentials already retired
+        key: _Key = (address, tls, loop, authority)
+        entry = self._entries.get(key)
+        if entry is not None and not entry.closing:
+            return entry
+        self._watch(owner)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.closing:
+                fwd = hub().open(tls, address)
+                options = list(self._options)
+                if authority:
+                    options.append(("grpc.default_authority", authority))
+                ch: Any = (
+                    grpc.aio.insecure_channel(fwd.target, options=options)
+                    if loop is not None
+                    else grpc.insecure_channel(fwd.target, options=options)
+                )
+                entry = PooledChannel(key, address, ch, fwd)
+                entry.owner = owner
+                self._entries[key] = entry
+        if owner._current is tls:
+            self._retire(owner, tls)
+        return entry
+
+    def _watch(self, owner: ClusterCredentials) -> None:
+        if owner in self._watched:
+            return
+        with self._lock:
+            if owner in self._watched:
+                return
+            self._watched.add(owner)
+        ref = weakref.ref(owner)
+
+        def rotated(tls: ClientTls) -> None:
+            creds = ref()
+            if creds is not None:
+                self._retire(creds, tls)
+
+        owner.on_change(rotated)
+
+    def _retire(self, owner: ClusterCredentials, current: ClientTls) -> None:
+        """``owner`` published ``current``: channels made with its older
+        credentials take no new calls and close once idle (those idle now
+        after :data:`RETIRE_GRACE`, so that a call which took one just
+        before it was retired still counts as in flight by then)."""
+        idle = []
+        with self._lock:
+            for entry in self._entries.values():
+                if entry.owner is owner and entry.tls is not current and not entry.closing:
+                    entry.closing = True
+                    if entry.in_flight <= 0:
+                        idle.append(entry)
+        if idle:
+            timer = threading.Timer(RETIRE_GRACE, self._close_idle, (idle,))
+            timer.daemon = True
+            timer.start()
+
+    def _close_idle(self, entries: list[PooledChannel]) -> None:
+        doomed = []
+        with self._lock:
+            for entry in entries:
+                if entry.in_flight <= 0 and self._entries.get(entry.key) is entry:
+                    del self._entries[entry.key]
+                    doomed.append(entry)
+        for entry in doomed:
+            self._close(entry)
 
     def retain(self, addresses: Sequence[str]) -> None:
         """An EDS update listed each of ``addresses`` in one more cluster."""
@@ -156,6 +272,8 @@ class ChannelPool:
 
     def _close(self, entry: PooledChannel) -> None:
         log.debug("closing drained channel to %s", entry.address)
+        if entry.forwarder is not None:
+            entry.forwarder.close()
         ch = entry.channel
         if isinstance(ch, grpc.aio.Channel):
             loop = entry.key[2]
@@ -186,11 +304,12 @@ AIO_POOL = ChannelPool()
 
 def attempt_failed(pool: ChannelPool, attempt: Attempt, exc: BaseException) -> grpc.RpcError:
     """An attempt's call raised ``exc``: give back its connection. A
-    ``grpc.RpcError`` is the attempt's result and is returned; anything else
-    (the caller's own exception) also gives back the endpoint's count and
-    propagates."""
+    ``grpc.RpcError`` is the attempt's result and is returned (for a TLS
+    endpoint, with the failed handshake's reason: :func:`._tls.explain_failure`);
+    anything else (the caller's own exception) also gives back the
+    endpoint's count and propagates."""
     pool.call_ended(attempt.conn)
     if isinstance(exc, grpc.RpcError):
-        return exc
+        return explain_failure(attempt.conn, exc)
     attempt.endpoint.active_requests -= 1
     raise exc

@@ -31,6 +31,7 @@ from proxyless.grpc._driver import Sleep, Start, Steps, grpc_outcome
 from proxyless.grpc._errors import XdsRpcError
 from proxyless.grpc._invocation import Invocation
 from proxyless.grpc._pool import ChannelPool
+from proxyless.grpc._tls import explain_failure
 from proxyless.resilience.outcome import RESET, SUCCESS, Outcome
 from proxyless.runtime.call import Attempt, Call
 
@@ -91,6 +92,8 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
         self._inner: Any = None
         self._received = False  # a response message was read: committed
         self._final: BaseException | None = None
+        #: the last attempt's failure to connect to a TLS endpoint, explained
+        self._tls_failure: grpc.RpcError | None = None
         self._finished = False
         self._cancelled = False
         self._backing_off = False  # waiting on a timer between attempts
@@ -153,9 +156,13 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
             self._advance((RESET, None, True))
             return
         outcome, err = _outcome(inner, attempt, self._call)
+        explained = explain_failure(attempt.conn, err) if err is not None else None
+        self._tls_failure = explained if explained is not err else None
         self._advance((outcome, err, self._received or outcome is RESET))
 
     def _finish(self, error: BaseException | None) -> None:
+        if error is None and self._tls_failure is not None:
+            error = self._tls_failure  # the attempt's own error, with its TLS reason
         with self._cond:
             if self._finished:
                 return
