@@ -223,6 +223,14 @@ class ConfigWatcher:
             return
         if lds.value is _PENDING:
             return
+        if not isinstance(lds.value, Listener):
+            # An inbound (server) Listener: nothing a client can route with.
+            self._drop_below_listener()
+            error = XdsConfigError(
+                f"listener {self.listener_name!r} is a server listener (no api_listener)"
+            )
+            self._publish(XdsConfig(self.listener_name, None, None, error=error))
+            return
         listener: Listener = lds.value
         rc = self._route_config(listener)
         if rc is None:
