@@ -88,7 +88,9 @@ def main() -> None:
     xt = ours_tls.add_port("127.0.0.1:0")
     ours_tls.start()
     ads.set_resource(LISTENER_URL, TEMPLATE % f"127.0.0.1:{xp}", _listener(xp, disable()))
-    ads.set_resource(LISTENER_URL, TEMPLATE % f"127.0.0.1:{xt}", _listener(xt, strict(ca, server_cert)))
+    ads.set_resource(
+        LISTENER_URL, TEMPLATE % f"127.0.0.1:{xt}", _listener(xt, strict(ca, server_cert))
+    )
     deadline = time.monotonic() + 10
     while not (ours_plain.serving() and ours_tls.serving()):
         if time.monotonic() > deadline:

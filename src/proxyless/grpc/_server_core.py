@@ -77,7 +77,7 @@ class ServerCore:
             )
         self._template = template
         self._callback = callback
-        self._dir = tempfile.mkdtemp(prefix="proxyless-server-")  # mode 0700
+        self._dir = ""  # made (mode 0700) when the first port is added
         self.table: dict[str, Relayed] = {}
         self.ports: list[PublicPort] = []
         self.watches: list[PortWatch] = []
@@ -96,6 +96,8 @@ class ServerCore:
             raise RuntimeError("ports must be added before the server starts")
         host, port = split_address(address)
         sock = _bind(host, port)
+        if not self._dir:
+            self._dir = tempfile.mkdtemp(prefix="proxyless-server-")
         n = len(self.ports)
         internal = {kind: f"{self._dir}/{kind}-{n}" for kind in (PLAIN, TLS, MTLS)}
         public = PublicPort(sock, address, self._dir, internal, self.table)
@@ -163,7 +165,8 @@ class ServerCore:
             public.close()
 
     def cleanup(self) -> None:
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     # -- per call ---------------------------------------------------------------------------
     def check(
