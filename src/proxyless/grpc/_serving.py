@@ -13,8 +13,8 @@ UNAVAILABLE — and the change is logged and reported to the
 ``serving_status_callback``. A NACKed update keeps the last good Listener.
 
 Per call, :meth:`ServingState.check` applies what the Listener says about
-requests: the connection's chain must still be the one it was accepted on,
-the inline route configuration must select a route with
+requests on the connection's filter chain (which the port keeps current, and
+whose connections it closes when their kind of security changes): the inline route configuration must select a route with
 ``non_forwarding_action`` (gRFC A36), and the chain's RBAC filters, with
 per-route or per-virtual-host overrides (gRFC A41), must allow the call.
 """
@@ -25,13 +25,13 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxyless.errors import SecurityError, XdsConfigError
 from proxyless.grpc._chain_match import Connection, match_filter_chain
 from proxyless.grpc._rbac import RbacRequest, authorize
 from proxyless.resources.model.filters import DisabledFilterConfig, RbacFilterConfig
-from proxyless.resources.model.route import NonForwardingAction
+from proxyless.resources.model.route import NonForwardingAction, VirtualHost
 from proxyless.resources.model.server_listener import (
     DownstreamTlsContext,
     FilterChain,
@@ -57,6 +57,8 @@ PLAIN, TLS, MTLS = "plain", "tls", "mtls"
 ServingStatusCallback = Callable[[str, bool, Exception | None], None]
 
 _RNG = random.Random(0)  # route matching draws only for runtime fractions
+_MISSING = object()
+_CACHE_MAX = 256
 
 
 def _kind(chain: FilterChain) -> str:
@@ -72,6 +74,10 @@ class ServingState:
     listener: ServerListener
     credentials: Mapping[DownstreamTlsContext, ServerCredentials]
     tls_by_kind: Mapping[str, ServerCredentials]
+    _vhosts: dict[tuple[int, str], object] = field(default_factory=dict)
+    _filters: dict[tuple[int, int], list[tuple[str, RbacFilterConfig]]] = field(
+        default_factory=dict
+    )
 
     def route(self, conn: Connection) -> tuple[FilterChain, str] | None:
         """The chain serving a new connection and its internal port kind."""
@@ -89,26 +95,40 @@ class ServingState:
     def check(
         self,
         conn: Connection,
-        accepted: FilterChain,
+        chain: FilterChain,
         path: str,
         headers: Mapping[str, str],
         peer: Callable[[], PeerCertificate | None],
     ) -> tuple[str, str] | None:
         """None if the call may proceed, else ``(code, message)`` with code
-        ``"UNAVAILABLE"`` or ``"PERMISSION_DENIED"``."""
-        chain = match_filter_chain(self.listener, conn)
-        if chain is None or _kind(chain) != _kind(accepted):
-            return "UNAVAILABLE", "the connection's filter chain is gone; reconnect"
+        ``"UNAVAILABLE"`` or ``"PERMISSION_DENIED"``. ``chain`` is the chain
+        the connection is served by (kept current by the port when the
+        Listener changes); virtual hosts and RBAC filter lists are cached
+        per chain and route, so a call costs a route match and the RBAC
+        evaluation."""
         authority = headers.get(":authority", "")
-        rc = chain.hcm.route_config
-        vhost = select_virtual_host(rc, authority)
+        key = (id(chain), authority)
+        vhost = self._vhosts.get(key, _MISSING)
+        if vhost is _MISSING:
+            vhost = select_virtual_host(chain.hcm.route_config, authority)
+            if len(self._vhosts) < _CACHE_MAX:
+                self._vhosts[key] = vhost
+        if vhost is None:
+            return "UNAVAILABLE", f"no virtual host for {authority!r} on {self.listener.name!r}"
+        assert isinstance(vhost, VirtualHost)
         request = RequestInfo(authority=authority, path=path, headers=headers)
-        route = None if vhost is None else match_route(vhost, request, _RNG)
-        if vhost is None or route is None:
+        route = match_route(vhost, request, _RNG)
+        if route is None:
             return "UNAVAILABLE", f"no route matches {path} on listener {self.listener.name!r}"
         if not isinstance(route.action, NonForwardingAction):
             return "UNAVAILABLE", "the matched route has no non_forwarding_action (gRFC A36)"
-        filters = _rbac_filters(chain, route.typed_per_filter_config, vhost.typed_per_filter_config)
+        fkey = (id(chain), id(route))
+        filters = self._filters.get(fkey)
+        if filters is None:
+            filters = _rbac_filters(
+                chain, route.typed_per_filter_config, vhost.typed_per_filter_config
+            )
+            self._filters[fkey] = filters
         if not filters:
             return None
         facts = RbacRequest(

@@ -3,7 +3,6 @@ with per-route overrides), as a function of the Listener and the call."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,8 +17,7 @@ from tests.e2e.grpc_server.conftest import disable, inbound_listener, principal_
 
 from proxyless.grpc._chain_match import Connection
 from proxyless.grpc._serving import build_state
-from proxyless.resources.model.security import DataSource, TlsCertificate
-from proxyless.resources.model.server_listener import DownstreamTlsContext, ServerListener
+from proxyless.resources.model.server_listener import ServerListener
 from proxyless.resources.parse.listener import parse_listener
 from proxyless.security.credentials import SecretSources
 
@@ -76,12 +74,3 @@ def test_check(path: str, expected: tuple[str, str] | None) -> None:
         assert verdict is None
     else:
         assert verdict is not None and verdict[0] == expected[0] and expected[1] in verdict[1]
-
-
-def test_a_connection_whose_security_changed_is_sent_away() -> None:
-    listener = _listener()
-    state = build_state(listener, SecretSources(), None)
-    tls = DownstreamTlsContext(identity=TlsCertificate(DataSource(b"x"), DataSource(b"y")))
-    accepted = replace(listener.filter_chains[0], tls=tls)
-    verdict = state.check(CONN, accepted, OPEN, {}, lambda: None)
-    assert verdict is not None and verdict[0] == "UNAVAILABLE"
