@@ -226,3 +226,34 @@ def publish(ads: AdsServer, port: int, chains: Sequence[Any] | None) -> str:
     resource = None if chains is None else inbound_listener(name, "127.0.0.1", port, chains)
     ads.set_resource(LISTENER_URL, name, resource)
     return name
+
+
+def istiod_downstream_tls() -> Any:
+    """The DownstreamTlsContext istiod's gRPC generator sends for STRICT:
+    certificate-provider instance ``default`` (certificates ``default`` and
+    ``ROOTCA``) in both field generations, ``require_client_certificate``."""
+    identity = common_pb2.CertificateProviderPluginInstance(
+        instance_name="default", certificate_name="default"
+    )
+    roots = common_pb2.CertificateProviderPluginInstance(
+        instance_name="default", certificate_name="ROOTCA"
+    )
+    legacy = tls_pb2.CommonTlsContext.CertificateProviderInstance
+    common = tls_pb2.CommonTlsContext(
+        tls_certificate_provider_instance=identity,
+        tls_certificate_certificate_provider_instance=legacy(
+            instance_name="default", certificate_name="default"
+        ),
+        combined_validation_context=tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+            default_validation_context=common_pb2.CertificateValidationContext(
+                ca_certificate_provider_instance=roots
+            ),
+            validation_context_certificate_provider_instance=legacy(
+                instance_name="default", certificate_name="ROOTCA"
+            ),
+        ),
+    )
+    return tls_pb2.DownstreamTlsContext(
+        common_tls_context=common,
+        require_client_certificate=wrappers_pb2.BoolValue(value=True),
+    )
