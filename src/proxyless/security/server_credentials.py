@@ -53,6 +53,8 @@ class ServerCredentials:
     def __init__(self, label: str, context: DownstreamTlsContext, sources: SecretSources) -> None:
         self.label = label
         self.context = context
+        if not context.verifies_clients:
+            sources = _NoClientTrust(sources)
         self._inner = ClusterCredentials(label, _as_upstream(context), sources)
 
     def current(self) -> ServerTls:
@@ -85,10 +87,29 @@ class ServerCredentials:
         return f"ServerCredentials({self.label!r}: {self._inner!r})"
 
 
+class _NoClientTrust(SecretSources):
+    """``sources``' handlers, with an empty bundle standing in for the system
+    roots: what a context that verifies no client gets as its trust (never
+    used, and the system's roots are not read for it)."""
+
+    def __init__(self, sources: SecretSources) -> None:
+        super().__init__(sources.now)
+        self.provider_identity = sources.provider_identity
+        self.sds_identity = sources.sds_identity
+        self.provider_trust = sources.provider_trust
+        self.sds_trust = sources.sds_trust
+
+    def system_roots(self) -> TrustBundle:
+        return _NO_TRUST
+
+
+_NO_TRUST = TrustBundle(roots_pem=b"", source="no client verification")
+
+
 def _as_upstream(context: DownstreamTlsContext) -> UpstreamTlsContext:
     """The common part of ``context`` in the shape :class:`ClusterCredentials`
-    resolves (the system roots stand in when no client is verified; they
-    are never used then)."""
+    resolves (an empty bundle stands in for the trust when no client is
+    verified)."""
     validation = context.validation
     if not context.verifies_clients:
         validation = CertificateValidationContext(system_root_certs=True)

@@ -108,3 +108,32 @@ def test_a_bootstrap_without_the_template_is_refused(ads: AdsServer) -> None:
     with Mesh(bootstrap_for(ads, "e2e-no-template")) as mesh:
         with pytest.raises(BootstrapError, match="server_listener_resource_name_template"):
             proxyless.grpc.server(futures.ThreadPoolExecutor(1), mesh=mesh)
+
+
+def test_a_rejected_listener_serves_nothing_until_a_good_one_and_then_keeps_it(
+    ads: AdsServer, greeter: Callable[..., tuple[Any, int]]
+) -> None:
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    def bad() -> list[Any]:
+        (chain,) = disable()
+        hcm = hcm_pb2.HttpConnectionManager()
+        chain.filters[0].typed_config.Unpack(hcm)
+        hcm.xff_num_trusted_hops = 1  # gRFC A41: NACKed
+        chain.filters[0].typed_config.Pack(hcm)
+        return [chain]
+
+    server, port = greeter()
+    publish(ads, port, bad())
+    wait_until(lambda: bool(ads.nacks()), what="the NACK")
+    assert not server.serving()
+    publish(ads, port, disable())
+    wait_until(server.serving, what="the server to serve")
+    nacks = len(ads.nacks())
+    publish(ads, port, bad())
+    wait_until(lambda: len(ads.nacks()) > nacks, what="the second NACK")
+    assert server.serving()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert ch.unary_unary(f"/{SERVICE}/Hello")(b"again", timeout=5) == b"hello again"

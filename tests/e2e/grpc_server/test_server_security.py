@@ -198,3 +198,18 @@ def _presented(port: int, ca: DevCA, client: IssuedCertificate) -> bytes | None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with ctx.wrap_socket(raw) as tls:
             return tls.getpeercert(binary_form=True)
+
+
+def test_tls_without_client_certificates_serves_anonymous_callers(
+    ads: AdsServer, ca: DevCA, server_cert: IssuedCertificate, start_server: object
+) -> None:
+    from tests.e2e.grpc_server.conftest import downstream_tls, inbound_chain
+
+    server, port = start_server()  # type: ignore[operator]
+    tls = downstream_tls(ca, server_cert, require=False)
+    tls.common_tls_context.ClearField("validation_context")
+    publish(ads, port, [inbound_chain("tls", tls)])
+    wait_until(lambda: _serving(server), what="the server to serve")
+    # TLS without a client certificate: no identity to read.
+    assert _call(_mtls(port, ca, None)) == "plaintext"
+    assert _code(grpc.insecure_channel(f"127.0.0.1:{port}")) == grpc.StatusCode.UNAVAILABLE
