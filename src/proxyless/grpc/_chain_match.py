@@ -1,8 +1,9 @@
 """Choosing the filter chain of a new connection (gRFC A36, Envoy's filter-chain match).
 
 Criteria are applied in Envoy's order, each narrowing the candidates to
-the most specific ones that match, without backtracking: destination port,
-destination IP (longest ``prefix_ranges`` match; chains without ranges
+the most specific ones that match, without backtracking: destination port
+(gRFC A36: a chain that sets it never matches, since it depends on
+``use_original_dst``, which a gRPC server does not have), destination IP (longest ``prefix_ranges`` match; chains without ranges
 only when no range matches), transport protocol (``"tls"`` or
 ``"raw_buffer"`` as seen on the first bytes, over chains that leave it
 empty), source type (``SAME_IP_OR_LOOPBACK``/``EXTERNAL`` over ``ANY``),
@@ -45,8 +46,7 @@ def match_filter_chain(listener: ServerListener, conn: Connection) -> FilterChai
 
 
 def _by_port(chains: Sequence[FilterChain], conn: Connection) -> Sequence[FilterChain]:
-    exact = [c for c in chains if c.match.destination_port == conn.local_port]
-    return exact or [c for c in chains if c.match.destination_port is None]
+    return [c for c in chains if c.match.destination_port is None]
 
 
 def _longest(ranges: tuple[CidrRange, ...], ip: str) -> int:

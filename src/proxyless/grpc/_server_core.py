@@ -144,6 +144,7 @@ class ServerCore:
             watch = PortWatch(
                 public.address,
                 name,
+                host,
                 public.port,
                 self.mesh.xds_client,
                 self.mesh.secrets,

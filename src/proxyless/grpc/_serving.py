@@ -21,6 +21,7 @@ per-route or per-virtual-host overrides (gRFC A41), must allow the call.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import threading
@@ -210,6 +211,7 @@ class PortWatch:
         self,
         address: str,
         listener_name: str,
+        host: str,
         port: int,
         client: XdsClient,
         sources: SecretSources,
@@ -218,6 +220,7 @@ class PortWatch:
     ) -> None:
         self.address = address
         self.listener_name = listener_name
+        self.host = host
         self.port = port
         self.state: ServingState | None = None
         self._sources = sources
@@ -232,11 +235,11 @@ class PortWatch:
         if not isinstance(value, ServerListener):
             self._not_serving(XdsConfigError(f"{self.listener_name!r} is not a server listener"))
             return
-        if value.port not in (0, self.port):
+        if value.port != self.port or not same_host(value.host, self.host):
             self._not_serving(
                 XdsConfigError(
-                    f"listener {value.name!r} is for port {value.port}, "
-                    f"the server listens on {self.port} (gRFC A36)"
+                    f"listener {value.name!r} is for {value.host}:{value.port}, "
+                    f"the server listens on {self.host}:{self.port} (gRFC A36)"
                 )
             )
             return
@@ -288,6 +291,20 @@ class PortWatch:
     def close(self) -> None:
         self._cancel()
         self._swap(None)
+
+
+def same_host(a: str, b: str) -> bool:
+    """Whether two listening hosts are the same address (``[::]`` is ``::``,
+    an empty host is ``0.0.0.0``)."""
+
+    def norm(host: str) -> str:
+        bare = host.strip("[]") or "0.0.0.0"
+        try:
+            return str(ipaddress.ip_address(bare))
+        except ValueError:
+            return bare.lower()
+
+    return norm(a) == norm(b)
 
 
 def security_ready(state: ServingState, kind: str) -> SecurityError | None:

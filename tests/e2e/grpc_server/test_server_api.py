@@ -95,7 +95,7 @@ def test_a_listener_for_another_port_is_not_served(
     ads.set_resource(LISTENER_URL, name, inbound_listener(name, "127.0.0.1", port + 1, disable()))
     wait_until(lambda: bool(errors), what="the serving status callback")
     assert not server.serving()
-    assert f"port {port + 1}" in str(errors[-1])
+    assert f"is for 127.0.0.1:{port + 1}" in str(errors[-1])
 
 
 def test_add_secure_port_is_refused(greeter: Callable[..., tuple[Any, int]]) -> None:

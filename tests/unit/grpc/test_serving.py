@@ -16,7 +16,7 @@ from google.protobuf import any_pb2
 from tests.e2e.grpc_server.conftest import disable, inbound_listener, principal_policy
 
 from proxyless.grpc._chain_match import Connection
-from proxyless.grpc._serving import build_state
+from proxyless.grpc._serving import build_state, same_host
 from proxyless.resources.model.server_listener import ServerListener
 from proxyless.resources.parse.listener import parse_listener
 from proxyless.security.credentials import SecretSources
@@ -74,3 +74,18 @@ def test_check(path: str, expected: tuple[str, str] | None) -> None:
         assert verdict is None
     else:
         assert verdict is not None and verdict[0] == expected[0] and expected[1] in verdict[1]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        pytest.param("[::]", "::", True, id="brackets"),
+        pytest.param("", "0.0.0.0", True, id="empty-is-any-v4"),
+        pytest.param("0.0.0.0", "[::]", False, id="v4-any-is-not-v6-any"),
+        pytest.param("127.0.0.1", "127.0.0.2", False, id="different"),
+        pytest.param("[::1]", "0:0::1", True, id="v6-forms"),
+        pytest.param("Localhost", "localhost", True, id="names"),
+    ],
+)
+def test_same_host(a: str, b: str, same: bool) -> None:
+    assert same_host(a, b) is same

@@ -212,10 +212,11 @@ def _conn(transport: str = "raw_buffer", peer: str = "10.1.2.3", port: int = 555
             id="transport-fallback",
         ),
         pytest.param(
-            [_chain("p", destination_port=8080), _chain("any", source_type=1)],
+            # gRFC A36: destination_port always fails the match.
+            [_chain("p", destination_port=8080), _chain("any")],
             _conn(),
-            "inbound-p",
-            id="port-first",
+            "inbound-any",
+            id="destination-port-never-matches",
         ),
         pytest.param(
             [
@@ -257,8 +258,15 @@ def _conn(transport: str = "raw_buffer", peer: str = "10.1.2.3", port: int = 555
             id="no-match-no-default",
         ),
         pytest.param(
-            # No backtracking: the port-specific chain wins the first step and then fails.
-            [_chain("p", destination_port=8080, transport_protocol="tls"), _chain("any")],
+            # No backtracking: the narrower prefix wins its step, then fails the source.
+            [
+                _chain(
+                    "narrow",
+                    prefix_ranges=[("10.0.0.0", 24)],
+                    source_prefix_ranges=[("192.168.0.0", 16)],
+                ),
+                _chain("wide", prefix_ranges=[("10.0.0.0", 8)]),
+            ],
             _conn(),
             None,
             id="no-backtracking",
