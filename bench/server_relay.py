@@ -10,13 +10,17 @@ Prints p50/p90 per call, the ratio to the direct port, and the median cost
 of a new connection (channel + first call). Bounded: ``--calls`` per server
 (default 2000) and ``--connections`` (default 40).
 
-Run: ``python -m bench.server_relay``.
+Run: ``python -m bench.server_relay`` (add ``--separate`` to run the
+servers in a child process, so that the client does not share their GIL).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -49,13 +53,9 @@ def _listener(port: int, chains: list[object]) -> object:
     return inbound_listener(TEMPLATE % f"127.0.0.1:{port}", "127.0.0.1", port, chains)  # type: ignore[arg-type]
 
 
-def main() -> None:
+def start_servers() -> tuple[dict[str, int], DevCA, Callable[[], None], bytes, bytes]:
+    """Start the four servers; (ports, ca, stop, client chain, client key)."""
     from tests.e2e.grpc_server.conftest import disable, strict
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--connections", type=int, default=40)
-    args = parser.parse_args()
 
     ca = DevCA()
     server_cert = ca.issue("spiffe://cluster.local/ns/bench/sa/server", dns=(DNS,))
@@ -97,7 +97,75 @@ def main() -> None:
             raise SystemExit("the xDS-enabled servers did not start serving")
         time.sleep(0.01)
 
-    creds = grpc.ssl_channel_credentials(ca.roots_pem, client_cert.key_pem, client_cert.chain_pem)
+    def stop() -> None:
+        ours_plain.stop(0).wait(5)
+        ours_tls.stop(0).wait(5)
+        direct.stop(0)
+        mesh.close()
+        ads.stop()
+
+    ports = {"plain": plain_port, "tls": tls_port, "xp": xp, "xt": xt}
+    return ports, ca, stop, client_cert.chain_pem, client_cert.key_pem
+
+
+def serve_forever() -> None:
+    """Child mode: start the servers, print what the client needs, wait for EOF."""
+    ports, ca, stop, chain, key = start_servers()
+    print(
+        json.dumps(
+            {
+                "ports": ports,
+                "roots": ca.roots_pem.decode(),
+                "chain": chain.decode(),
+                "key": key.decode(),
+            }
+        ),
+        flush=True,
+    )
+    sys.stdin.read()
+    stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=40)
+    parser.add_argument("--separate", action="store_true")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_forever()
+        return
+    child = None
+    if args.separate:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bench.server_relay", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        info = json.loads(child.stdout.readline())
+        ports, roots = info["ports"], info["roots"].encode()
+        chain, key = info["chain"].encode(), info["key"].encode()
+        stop: Callable[[], None] = lambda: None  # noqa: E731
+    else:
+        ports, ca, stop, chain, key = start_servers()
+        roots = ca.roots_pem
+    try:
+        measure(args, ports, roots, chain, key)
+    finally:
+        stop()
+        if child is not None:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(10)
+
+
+def measure(
+    args: argparse.Namespace, ports: dict[str, int], roots: bytes, chain: bytes, key: bytes
+) -> None:
+    creds = grpc.ssl_channel_credentials(roots, key, chain)
     options = [("grpc.ssl_target_name_override", DNS)]
 
     def make(port: int, secure: bool) -> grpc.Channel:
@@ -107,10 +175,10 @@ def main() -> None:
         return grpc.insecure_channel(target)
 
     cases: dict[str, Callable[[], grpc.Channel]] = {
-        "grpcio plaintext port": lambda: make(plain_port, False),
-        "proxyless DISABLE": lambda: make(xp, False),
-        "grpcio mTLS port": lambda: make(tls_port, True),
-        "proxyless STRICT": lambda: make(xt, True),
+        "grpcio plaintext port": lambda: make(ports["plain"], False),
+        "proxyless DISABLE": lambda: make(ports["xp"], False),
+        "grpcio mTLS port": lambda: make(ports["tls"], True),
+        "proxyless STRICT": lambda: make(ports["xt"], True),
     }
     channels = {name: fn() for name, fn in cases.items()}
     calls = {name: ch.unary_unary(METHOD) for name, ch in channels.items()}
@@ -152,11 +220,6 @@ def main() -> None:
         )
     for ch in channels.values():
         ch.close()
-    ours_plain.stop(0).wait(5)
-    ours_tls.stop(0).wait(5)
-    direct.stop(0)
-    mesh.close()
-    ads.stop()
 
 
 if __name__ == "__main__":
