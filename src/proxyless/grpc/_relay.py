@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -116,9 +117,12 @@ class PublicPort:
         while not self._closed:
             try:
                 client, _ = self.sock.accept()
-            except OSError:
+            except OSError as exc:
                 if self._closed:
                     return
+                # Out of descriptors or similar: do not spin.
+                log.warning("server %s: accept failed: %s", self.address, exc)
+                time.sleep(0.05)
                 continue
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
@@ -127,6 +131,9 @@ class PublicPort:
             relayed = self._hand_over(client)
         except OSError as exc:
             log.debug("server %s: connection dropped before relaying: %s", self.address, exc)
+            relayed = None
+        except Exception:
+            log.exception("server %s: cannot hand the connection over", self.address)
             relayed = None
         if relayed is None:
             _close(client)
