@@ -32,24 +32,33 @@ from typing import Final
 #: (source, generated), relative to the repository root.
 FILES: Final[tuple[tuple[str, str], ...]] = (
     ("src/proxyless/httpx/_async_transport.py", "src/proxyless/httpx/_sync_transport.py"),
+    ("src/proxyless/httpx/_async_tls.py", "src/proxyless/httpx/_sync_tls.py"),
 )
 
 #: Whole words replaced everywhere (code, strings, docstrings).
 WORDS: Final[dict[str, str]] = {
     "AsyncBaseTransport": "BaseTransport",
+    "AnyIOBackend": "SyncBackend",
     "AsyncByteStream": "SyncByteStream",
     "AsyncClient": "Client",
+    "AsyncConnectionPool": "ConnectionPool",
     "AsyncHTTPTransport": "HTTPTransport",
     "AsyncIterator": "Iterator",
+    "AsyncMeshTlsBackend": "MeshTlsBackend",
     "AsyncMirrors": "Mirrors",
+    "AsyncNetworkBackend": "NetworkBackend",
+    "AsyncNetworkStream": "NetworkStream",
+    "AsyncPlaintextGuard": "PlaintextGuard",
     "AsyncReplayStream": "SyncReplayStream",
     "AsyncResponseStream": "SyncResponseStream",
     "AsyncTransport": "Transport",
     "__aiter__": "__iter__",
+    "_async_tls": "_sync_tls",
     "aclose": "close",
     "aread": "read",
     "decide_async": "decide",
     "handle_async_request": "handle_request",
+    "wait_credentials_async": "wait_credentials",
 }
 
 #: Patterns replaced in order, before :data:`WORDS`.

@@ -25,7 +25,7 @@ from proxyless.errors import ProxylessError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from proxyless import grpc, httpx
+    from proxyless import admin, grpc, httpx
     from proxyless.explain import Explanation, explain
     from proxyless.mesh import Mesh
 
@@ -34,6 +34,7 @@ __all__ = [
     "Mesh",
     "ProxylessError",
     "__version__",
+    "admin",
     "errors",
     "explain",
     "grpc",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "admin": ("proxyless.admin", None),
     "grpc": ("proxyless.grpc", None),
     "httpx": ("proxyless.httpx", None),
     "Mesh": ("proxyless.mesh", "Mesh"),

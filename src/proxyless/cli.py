@@ -17,7 +17,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
-_COMMANDS = ("demo", "control_plane", "analyze", "check", "explain")
+_COMMANDS = ("demo", "control_plane", "analyze", "check", "explain", "status")
 
 
 def _quiet_grpc() -> None:
@@ -55,9 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(func(args))
+        code = int(func(args))
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``proxyless analyze --json | head``): stop
+        # quietly, keep Python from complaining again at exit, and report
+        # what a shell reports for a command ended by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from proxyless.resources.types import ALL_TYPES
 from proxyless.runtime.cluster import ClusterRegistry
 from proxyless.runtime.target import TargetRuntime
 from proxyless.security.credentials import SecretSources
+from proxyless.security.providers import CertificateProviders
+from proxyless.security.sds import SdsSecrets
 from proxyless.target import parse_target
 from proxyless.xds_client import DOES_NOT_EXIST_TIMEOUT, XdsClient
 
@@ -75,6 +77,27 @@ class Mesh:
         #: per-cluster runtime (load balancer, breakers, outlier detection)
         #: where TLS clusters' certificates come from (file, provider, SDS handlers)
         self.secrets = SecretSources()
+        #: the bootstrap's certificate-provider instances (file_watcher), shared by clusters
+        self.certificate_providers = CertificateProviders(
+            self.bootstrap.certificate_providers,
+            clock=self.clock,
+            schedule=self.call_soon,
+            now=self.secrets.now,
+        )
+        self.secrets.provider_identity = self.certificate_providers.watch_identity
+        self.secrets.provider_trust = self.certificate_providers.watch_trust
+        #: SDS secrets, on the ADS stream or from separate SDS servers
+        self.sds = SdsSecrets(
+            self.xds_client,
+            self.bootstrap,
+            self.loop,
+            clock=self.clock,
+            rng=self.rng,
+            now=self.secrets.now,
+            does_not_exist_timeout=does_not_exist_timeout,
+        )
+        self.secrets.sds_identity = self.sds.watch_identity
+        self.secrets.sds_trust = self.sds.watch_trust
         self.clusters = ClusterRegistry(
             self.rng,
             mode=priority_mode,
@@ -148,6 +171,7 @@ class Mesh:
             self._configs.clear()
             self._targets.clear()
         self.clusters.close()
+        self.sds.close()
         self.xds_client.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         if threading.current_thread() is not self._thread:

@@ -90,7 +90,8 @@ class _Watch:
         self.owner._changed()
 
     def on_ambient_error(self, error: Exception) -> None:
-        log.warning("%s", error)
+        # The xDS client logs one line per failure for all its resources.
+        log.debug("%s", error)
 
 
 def clusters_of_route_config(rc: RouteConfiguration) -> list[str]:
@@ -200,7 +201,9 @@ class ConfigWatcher:
 
     def _changed(self) -> None:
         # Starting a watch may deliver a cached value at once, re-entering here:
-        # note it and recompute again once the current pass is done.
+        # note it and recompute again once the current pass is done. Only the
+        # config of the last pass is published, so one change publishes once;
+        # a change arriving while listeners run is handled after them.
         if self._recomputing:
             self._dirty = True
             return
@@ -208,40 +211,44 @@ class ConfigWatcher:
         try:
             self._dirty = True
             while self._dirty:
-                self._dirty = False
-                self._recompute()
+                cfg: XdsConfig | None = None
+                while self._dirty:
+                    self._dirty = False
+                    cfg = self._recompute()
+                if cfg is not None:
+                    self._publish(cfg)
         finally:
             self._recomputing = False
 
-    def _recompute(self) -> None:
+    def _recompute(self) -> XdsConfig | None:
+        """The config to publish now, or None while the chain is incomplete."""
         if self._closed or self._lds is None:
-            return
+            return None
         lds = self._lds
         if lds.error is not None:
             self._drop_below_listener()
-            self._publish(XdsConfig(self.listener_name, None, None, error=lds.error))
-            return
+            return XdsConfig(self.listener_name, None, None, error=lds.error)
         if lds.value is _PENDING:
-            return
+            return None
         if not isinstance(lds.value, Listener):
             # An inbound (server) Listener: nothing a client can route with.
             self._drop_below_listener()
             error = XdsConfigError(
                 f"listener {self.listener_name!r} is a server listener (no api_listener)"
             )
-            self._publish(XdsConfig(self.listener_name, None, None, error=error))
-            return
+            return XdsConfig(self.listener_name, None, None, error=error)
         listener: Listener = lds.value
         rc = self._route_config(listener)
         if rc is None:
             if self._rds is not None and self._rds.error is not None:
                 self._sync_clusters([])
-                self._publish(XdsConfig(self.listener_name, listener, None, error=self._rds.error))
-            return
+                return XdsConfig(self.listener_name, listener, None, error=self._rds.error)
+            return None
         roots = clusters_of_route_config(rc)
         clusters, complete = self._sync_clusters(roots)
         if complete:
-            self._publish(XdsConfig(self.listener_name, listener, rc, clusters))
+            return XdsConfig(self.listener_name, listener, rc, clusters)
+        return None
 
     def _drop_below_listener(self) -> None:
         if self._rds is not None:
@@ -329,13 +336,17 @@ class ConfigWatcher:
                 if pending:
                     return None
                 usable = [x for x in leaves if out.get(x) is not None and out[x].usable]
-                error = (
-                    None
-                    if usable
-                    else ClusterNotAvailable(
-                        f"aggregate cluster {name!r} has no usable child cluster"
+                error: Exception | None = None
+                if not usable:
+                    # A loop back to this cluster was found below it: keep saying so.
+                    looped = out.get(name)
+                    error = (
+                        looped.error
+                        if looped is not None and looped.error is not None
+                        else ClusterNotAvailable(
+                            f"aggregate cluster {name!r} has no usable child cluster"
+                        )
                     )
-                )
                 out[name] = ClusterConfig(name, cluster, None, tuple(leaves), error)
                 return leaves
             if cluster.type == "EDS":

@@ -1,8 +1,8 @@
 """A development certificate authority that mints SPIFFE SVIDs.
 
-**Development-only trust.** The CA's key lives in the control plane's
-process memory (or in ``--ca-dir`` when asked to write it), nothing
-protects or audits it, and every workload that can reach the control plane
+**Development-only trust.** The CA's key lives only in the control plane's
+process memory (``--ca-dir`` receives workload certificates and the root,
+never the CA's key), nothing protects or audits it, and every workload that can reach the control plane
 and claim a node identity receives a certificate for it. Use it on a laptop
 and in tests; in production, certificates come from Istio's CA through
 istio-agent, from SPIRE, or from your own PKI.

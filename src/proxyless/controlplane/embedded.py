@@ -9,6 +9,15 @@ good one keeps serving. When the config comes from a file the file is polled
 changed file is validated and pushed as a new version, and the ADS server
 pushes only to streams whose resources changed.
 
+Every node also gets its own SPIFFE SVID from a development CA
+(:mod:`proxyless.controlplane.ca`, development-only trust), for the identity
+its node metadata names (:mod:`proxyless.controlplane.identity`), served to
+that node only as the SDS Secrets ``default`` and ``ROOTCA`` over ADS and
+re-issued at 80% of its lifetime (:mod:`proxyless.controlplane.svid`).
+With ``ca_dir`` the SVIDs of the mesh's workload identities are also
+written as files for ``file_watcher`` clients
+(:mod:`proxyless.controlplane.cert_files`).
+
 Bootstraps for clients follow gRFC A27 (``xds_servers`` with
 ``channel_creds`` insecure and ``server_features: ["xds_v3"]``, ``node``);
 :meth:`ControlPlane.envoy_bootstrap` writes Envoy's v3 bootstrap with ADS.
@@ -25,6 +34,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from proxyless.clock import Clock, SystemClock
+from proxyless.controlplane.ca import DevCA
+from proxyless.controlplane.cert_files import CertificateFiles, file_watcher_provider
+from proxyless.controlplane.identity import (
+    NodeIdentity,
+    node_identity,
+    workload_identities,
+    workloads_by_ip,
+)
 from proxyless.controlplane.istio.load import LoadResult, MeshConfigError, load_text
 from proxyless.controlplane.istio.model import Issue, MeshConfig
 from proxyless.controlplane.istio.translate import (
@@ -34,8 +52,9 @@ from proxyless.controlplane.istio.translate import (
     Translator,
     node_profile,
 )
-from proxyless.controlplane.model import NodeInfo, Snapshot
+from proxyless.controlplane.model import SECRET_TYPE, NodeInfo, Snapshot
 from proxyless.controlplane.server import AdsServer
+from proxyless.controlplane.svid import DEFAULT_TTL, SvidStore
 
 __all__ = ["ControlPlane"]
 
@@ -52,6 +71,11 @@ class ControlPlane:
     ``config`` is a path (``str`` without newlines or ``os.PathLike``), YAML
     text, or None for an empty mesh. A path is watched for changes once
     started. Raises :class:`MeshConfigError` if the initial config is invalid.
+
+    ``trust_domain`` (Istio's ``meshConfig.trustDomain``) names the SPIFFE
+    IDs; ``certificate_ttl`` is the SVIDs' lifetime in seconds; ``clock``
+    decides when they are renewed. ``ca_dir`` and ``identities``: see
+    :mod:`proxyless.controlplane.cert_files`.
     """
 
     def __init__(
@@ -64,6 +88,12 @@ class ControlPlane:
         stderr: TextIO | None = None,
         report_warnings: bool = False,
         max_records: int | None = None,
+        trust_domain: str = "cluster.local",
+        certificate_ttl: float = DEFAULT_TTL,
+        clock: Clock | None = None,
+        ca_dir: str | os.PathLike[str] | None = None,
+        identities: tuple[NodeIdentity, ...] = (),
+        renew_check_interval: float = 1.0,
     ) -> None:
         self.path: Path | None = None
         text = ""
@@ -92,14 +122,29 @@ class ControlPlane:
         result = load_text(text, label)
         if not result.ok:
             raise MeshConfigError(result.issues)
-        self._translator = Translator(result.mesh)
+        self.trust_domain = trust_domain
+        self.clock: Clock = clock or SystemClock()
+        self.ca = DevCA(trust_domain)
+        self.svids = SvidStore(self.ca, ttl=certificate_ttl, clock=self.clock)
+        self._extra_identities = tuple(identities)
+        self.certificate_files = (
+            CertificateFiles(
+                self.svids, ca_dir, workload_identities(result.mesh, self._extra_identities)
+            )
+            if ca_dir is not None
+            else None
+        )
+        self.renew_check_interval = renew_check_interval
+        self._renewer: threading.Thread | None = None
+        self._identity_index: tuple[Translator, Mapping[str, NodeIdentity]] | None = None
+        self._translator = Translator(result.mesh, trust_domain=trust_domain)
         self._applied_hash = hashlib.sha256(text.encode()).hexdigest()
         self._seen_hash = self._applied_hash
         self._stat = self._file_stat()
         self.version = 1
         self._report(result, applied=True)
         self.server = AdsServer(
-            address, port, snapshot_fn=self._snapshot_for, max_records=max_records
+            address, port, snapshot_fn=self.snapshot_for, max_records=max_records
         )
 
     # lifecycle -----------------------------------------------------------------------
@@ -120,9 +165,16 @@ class ControlPlane:
         return self._translator.mesh
 
     def start(self) -> ControlPlane:
+        if self.certificate_files is not None:
+            self.certificate_files.sync()
         self.server.start()
+        self._stop.clear()
+        if self.renew_check_interval > 0:
+            self._renewer = threading.Thread(
+                target=self._renew_loop, name="proxyless-control-plane-certificates", daemon=True
+            )
+            self._renewer.start()
         if self.path is not None and self.poll_interval > 0:
-            self._stop.clear()
             self._watcher = threading.Thread(
                 target=self._watch, name="proxyless-control-plane-watch", daemon=True
             )
@@ -131,9 +183,10 @@ class ControlPlane:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
-            self._watcher = None
+        for thread in (self._watcher, self._renewer):
+            if thread is not None:
+                thread.join(timeout=5)
+        self._watcher = self._renewer = None
         self.server.stop()
 
     def __enter__(self) -> ControlPlane:
@@ -181,12 +234,15 @@ class ControlPlane:
         return True
 
     def _apply(self, mesh: MeshConfig) -> None:
-        translator = Translator(mesh)
+        translator = Translator(mesh, trust_domain=self.trust_domain)
         with self._lock:
             self._translator = translator
             self._cache = {}
             self.version += 1
         _log.info("mesh config version %d applied", self.version)
+        if self.certificate_files is not None:
+            self.certificate_files.set_identities(workload_identities(mesh, self._extra_identities))
+            self.certificate_files.sync()
         self.server.refresh()
 
     def _refuse(self, error: MeshConfigError) -> None:
@@ -228,18 +284,66 @@ class ControlPlane:
             except Exception:
                 _log.exception("reloading %s failed", self.path)
 
-    def _snapshot_for(self, node: NodeInfo) -> Snapshot:
+    def snapshot_for(self, node: NodeInfo) -> Snapshot:
+        """What ``node`` is served: its profile's translation plus its own Secrets."""
         profile = node_profile(node)
         with self._lock:
             cached = self._cache.get(profile)
             translator = self._translator
-        if cached is not None:
-            return cached
-        snapshot = translator.snapshot(profile)
+        if cached is None:
+            cached = translator.snapshot(profile)
+            with self._lock:
+                if self._translator is translator:
+                    self._cache[profile] = cached
+        # Secrets are per node, never cached by profile: each node its own key.
+        identity = node_identity(node, translator.mesh, by_ip=self._by_ip(translator))
+        secrets = self.svids.secrets(node.id, identity.spiffe_id(self.trust_domain))
+        return Snapshot({**cached.resources, SECRET_TYPE: secrets})
+
+    # certificates --------------------------------------------------------------------
+    def _by_ip(self, translator: Translator) -> Mapping[str, NodeIdentity]:
+        """The mesh's workload identities by address, computed once per config."""
         with self._lock:
-            if self._translator is translator:
-                self._cache[profile] = snapshot
-        return snapshot
+            cached = self._identity_index
+            if cached is not None and cached[0] is translator:
+                return cached[1]
+        index = workloads_by_ip(translator.mesh)
+        with self._lock:
+            self._identity_index = (translator, index)
+        return index
+
+    def identity_of(self, node: NodeInfo) -> NodeIdentity:
+        """The identity ``node`` is issued (see :mod:`proxyless.controlplane.identity`)."""
+        return node_identity(node, self.mesh)
+
+    def renew_certificates(self) -> int:
+        """Re-issue every SVID past 80% of its lifetime (by :attr:`clock`), push the
+        new Secrets and rewrite the files. Returns how many were re-issued. The
+        renewal thread calls it every ``renew_check_interval`` seconds; tests
+        with a fake clock call it."""
+        renewed = self.svids.renew_due()
+        if not renewed:
+            return 0
+        _log.info("renewed %d workload certificate(s)", len(renewed))
+        if self.certificate_files is not None:
+            self.certificate_files.sync()
+        self.server.refresh()
+        return len(renewed)
+
+    def forget_disconnected(self) -> None:
+        """Drop the SVIDs of nodes with no open stream (they get new ones if they return)."""
+        keep = set(self.server.node_ids())
+        if self.certificate_files is not None:
+            keep.update(self.certificate_files.keys())
+        self.svids.retain(keep)
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.renew_check_interval):
+            try:
+                self.forget_disconnected()
+                self.renew_certificates()
+            except Exception:
+                _log.exception("renewing workload certificates failed")
 
     # bootstraps ----------------------------------------------------------------------
     def bootstrap(
@@ -251,8 +355,14 @@ class ControlPlane:
         cluster: str = "",
         locality: Mapping[str, str] | None = None,
         server_features: tuple[str, ...] = ("xds_v3",),
+        certificates: NodeIdentity | None = None,
     ) -> dict[str, Any]:
-        """An xDS bootstrap (gRFC A27) for a proxyless client of this control plane."""
+        """An xDS bootstrap (gRFC A27) for a proxyless client of this control plane.
+
+        ``certificates``: add the ``certificate_providers`` entry ``default``
+        (``file_watcher``, gRFC A29) reading that identity's files in
+        ``ca_dir`` (which must be set), for clients that take certificates
+        from files instead of SDS."""
         meta: dict[str, Any] = {"GENERATOR": "grpc", "NAMESPACE": namespace}
         meta.update(metadata or {})
         node: dict[str, Any] = {"id": node_id, "metadata": meta}
@@ -260,7 +370,7 @@ class ControlPlane:
             node["cluster"] = cluster
         if locality:
             node["locality"] = dict(locality)
-        return {
+        out: dict[str, Any] = {
             "xds_servers": [
                 {
                     "server_uri": self.target,
@@ -270,6 +380,13 @@ class ControlPlane:
             ],
             "node": node,
         }
+        if certificates is not None:
+            if self.certificate_files is None:
+                raise ValueError("certificates= needs a control plane started with ca_dir")
+            out["certificate_providers"] = {
+                "default": file_watcher_provider(self.certificate_files.directory, certificates)
+            }
+        return out
 
     def envoy_bootstrap(
         self,

@@ -11,8 +11,16 @@ gRPC server, one reader thread per stream and the records.
 Resources are either static (:meth:`AdsServer.set_resources`, the same for
 every node) or computed per node by a ``snapshot_fn`` (the Istio translation
 gives proxyless and Envoy nodes different listeners); static entries override
-snapshot entries of the same type and name. After any change a stream gets a
-push only for a type whose subscribed resources changed.
+snapshot entries of the same type and name. A snapshot is per node, so it
+may hold resources only that node may see (its SDS Secrets): a view is
+computed for the node of each stream and never shared with another node.
+After any change a stream gets a push only for a type whose subscribed
+resources changed.
+
+The same streams are served as ``envoy.service.secret.v3.SecretDiscoveryService``
+(``StreamSecrets``, ``DeltaSecrets``) for clients that fetch ``Secret``
+resources from a separate SDS server. ``address`` may be ``unix:/path`` to
+listen on a unix socket, as SDS servers do.
 
 Every request received is recorded in :attr:`AdsServer.requests` and every
 response sent in :attr:`AdsServer.responses`, so tests can wait for ACKs and
@@ -63,6 +71,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+#: The same streams for secrets only (Envoy SDS; istio-agent and SPIRE agent serve it).
+SDS_SERVICE = "envoy.service.secret.v3.SecretDiscoveryService"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +118,8 @@ class AdsServer:
     # lifecycle ---------------------------------------------------------------
     @property
     def target(self) -> str:
+        if self.address.startswith("unix:"):
+            return self.address
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{host}:{self.port}"
 
@@ -115,6 +127,11 @@ class AdsServer:
     def open_streams(self) -> int:
         with self._lock:
             return len(self._streams)
+
+    def node_ids(self) -> list[str]:
+        """The node ids of the open streams that have identified themselves."""
+        with self._lock:
+            return sorted({s.info.id for s in self._streams.values() if s.info is not None})
 
     def start(self) -> int:
         """Bind and serve; returns the bound port."""
@@ -145,18 +162,27 @@ class AdsServer:
                 response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
             ),
         }
+        sds_handlers = {
+            "StreamSecrets": handlers["StreamAggregatedResources"],
+            "DeltaSecrets": handlers["DeltaAggregatedResources"],
+        }
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),)
+            (
+                grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),
+                grpc.method_handlers_generic_handler(SDS_SERVICE, sds_handlers),
+            )
         )
-        host = f"[{self.address}]" if ":" in self.address else self.address
+        unix = self.address.startswith("unix:")
+        host = f"[{self.address}]" if ":" in self.address and not unix else self.address
+        where = self.address if unix else f"{host}:{self.port}"
         try:
-            bound = server.add_insecure_port(f"{host}:{self.port}")
+            bound = server.add_insecure_port(where)
         except RuntimeError:
             bound = 0
         if bound == 0:
             server.stop(None)
-            raise OSError(f"ADS server could not bind {host}:{self.port} (address in use?)")
-        self.port = bound
+            raise OSError(f"ADS server could not bind {where} (address in use?)")
+        self.port = 0 if unix else bound
         server.start()
         self._server = server
         _log.info("ADS server listening on %s", self.target)

@@ -93,6 +93,7 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
         self._final: BaseException | None = None
         self._finished = False
         self._cancelled = False
+        self._backing_off = False  # waiting on a timer between attempts
         self._callbacks: list[Callable[[Any], None]] = []
         self._advance(None)
 
@@ -108,7 +109,9 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
             self._finish(err)
             return
         if isinstance(step, Sleep):
-            timer = threading.Timer(step.seconds, self._advance, (None,))
+            with self._cond:
+                self._backing_off = True
+            timer = threading.Timer(step.seconds, self._resume)
             timer.daemon = True
             timer.start()
             return
@@ -126,8 +129,23 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
             return
         with self._cond:
             self._inner = inner
+            cancelled = self._cancelled
             self._cond.notify_all()
         inner.add_done_callback(lambda f: self._attempt_done(attempt, f))
+        if cancelled:  # cancelled while this attempt was being started
+            inner.cancel()
+
+    def _resume(self) -> None:
+        """The backoff is over: the next attempt, unless the call was
+        cancelled meanwhile (it has ended then: stop the driver)."""
+        with self._cond:
+            self._backing_off = False
+            cancelled = self._cancelled
+        if cancelled:
+            self._steps.close()
+            self._finish(_cancelled_error())
+            return
+        self._advance(None)
 
     def _attempt_done(self, attempt: Attempt, inner: Any) -> None:
         self._pool.call_ended(attempt.conn)
@@ -223,7 +241,11 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
                 return False
             self._cancelled = True
             inner = self._inner
-        if inner is not None:
+            backing_off = self._backing_off
+        if backing_off:
+            # No attempt is running: end now; the timer starts none (_resume).
+            self._finish(_cancelled_error())
+        elif inner is not None:
             inner.cancel()
         return True
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from proxyless.httpx import _async_tls
 from proxyless.httpx._bodies import DRAIN_LIMIT, ReplayBody, ResponseBody
 from proxyless.httpx._core import (
     DEFAULT_LIMITS,
@@ -45,6 +46,7 @@ from proxyless.httpx._lane import FirstTry
 from proxyless.httpx._mirror import AsyncMirrors, mirror_request, mirror_targets
 from proxyless.httpx._outcome import fault_delay, fault_response
 from proxyless.httpx._pool import PoolEntry
+from proxyless.httpx._tls import pending_credentials, wait_credentials_async
 from proxyless.httpx._upstream import Routed, Upstream
 from proxyless.mesh import Mesh
 from proxyless.resilience.fault import NO_FAULT
@@ -112,7 +114,10 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     ``max_retry_after``: the longest ``Retry-After`` waited for before a
     retry. Routing and picking never wait; only a host's first lookup waits
     for the control plane (off the event loop, in the default executor, for
-    the async transport).
+    the async transport), and a request to a TLS cluster whose certificates
+    have not arrived waits for them (without blocking the event loop).
+    Endpoints of TLS clusters (``UpstreamTlsContext``) are reached with the
+    cluster's credentials, not ``verify``/``cert`` (:mod:`proxyless.httpx._tls`).
     """
 
     def __init__(
@@ -141,6 +146,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             max_retry_after,
             {"verify": verify, "cert": cert, "trust_env": trust_env, "limits": limits},
             passthrough,
+            _async_tls.tls_transport,
         )
         self._mirrors = AsyncMirrors()
 
@@ -207,6 +213,9 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                 attempt, entry, result = first
                 first = None
             else:
+                pending = pending_credentials(r)
+                if pending is not None:  # a TLS cluster's certificates are on their way
+                    await wait_credentials_async(*pending)
                 attempt, entry, upstream = core.start_attempt(r)
                 try:
                     result = await entry.transport.handle_async_request(upstream)

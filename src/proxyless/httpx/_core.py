@@ -25,6 +25,11 @@ sleep and read (``docs/architecture.md``, "The request path"):
    policy's ``per_try_timeout`` each attempt; httpx's own ``Timeout`` still
    bounds every connect/read/write, whichever is shorter.
 
+A cluster with an ``UpstreamTlsContext`` is reached over TLS with its
+current credentials only (:mod:`proxyless.httpx._tls`): :func:`~proxyless.httpx._tls.pending_credentials`
+tells the transport to wait for credentials still on their way, and each
+attempt takes the pool of the credentials' version.
+
 Requests whose route depends only on the URL and the ``Host`` header, and
 asks nothing of the request but an endpoint, take the fast path
 (:mod:`proxyless.httpx._lane`): no routing, no
@@ -40,7 +45,7 @@ from typing import Any, Final
 
 import httpx
 
-from proxyless.errors import ClusterNotAvailable, InvalidTarget, ProxylessError
+from proxyless.errors import ClusterNotAvailable, InvalidTarget, ProxylessError, SecurityError
 from proxyless.httpx._bodies import Finisher, ReplayBody, TimeoutSource, body_for
 from proxyless.httpx._errors import mesh_error
 from proxyless.httpx._hosts import Fallback, HostDecision, HostTable, MeshHosts, target_name
@@ -59,6 +64,7 @@ from proxyless.httpx._router import (
     plan_for,
     redirect_location,
 )
+from proxyless.httpx._tls import client_tls
 from proxyless.httpx._upstream import (
     ClusterInfo,
     EndpointURL,
@@ -78,6 +84,7 @@ from proxyless.routing import MissingClusterHeader
 from proxyless.runtime.call import Attempt, Call, Lane
 from proxyless.runtime.cluster import ClusterRuntime
 from proxyless.runtime.target import TargetRuntime, path_determined
+from proxyless.security.credentials import ClientTls
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -125,6 +132,7 @@ class Core:
         factory: Any,
         replay: ReplayFactory,
         response_body: BodyFactory,
+        tls_factory: Any = None,
     ) -> None:
         if retry_buffer_limit < 0:
             raise ValueError("retry_buffer_limit must be >= 0")
@@ -134,7 +142,7 @@ class Core:
         self.refuse = fallback == "refuse"
         self.retry_buffer_limit = retry_buffer_limit
         self.max_retry_after = max_retry_after
-        self.pools = EndpointPools(factory, is_async=is_async)
+        self.pools = EndpointPools(factory, is_async=is_async, tls_factory=tls_factory)
         attach(self.mesh, self.pools)
         self.channel_id = next(_channel_ids)
         self.rng = self.mesh.rng
@@ -293,6 +301,15 @@ class Core:
         ):
             return None
         core = lane.core
+        tls: ClientTls | None = None
+        if lane.tls_required:
+            creds = core.cluster.tls
+            if creds is None:
+                return None
+            try:
+                tls = creds.current()
+            except SecurityError:
+                return None  # the general path waits for them, or reports why not
         try:
             attempt = core.begin(self.rng, None)
         except ProxylessError as exc:
@@ -301,7 +318,10 @@ class Core:
             return None
         endpoint = attempt.endpoint
         try:
-            entry = self.pools.acquire(endpoint.address, lane.scheme, lane.sni, lane.http2)
+            if tls is None:
+                entry = self.pools.acquire(endpoint.address, lane.scheme, lane.sni, lane.http2)
+            else:
+                entry = self.pools.acquire_tls(endpoint.address, tls, lane.http2)
         except BaseException:
             core.abandon(attempt)
             raise
@@ -319,7 +339,7 @@ class Core:
             limits = attempt_timeouts(user, timeout, lane.connect_timeout)
             cached = lane.timeouts = (user, timeout, limits)
         ext["timeout"] = cached[2]
-        if lane.sni is not None:
+        if lane.sni is not None and tls is None:
             ext["sni_hostname"] = lane.sni
         upstream_url = lane.urls.get(entry)
         if upstream_url is None:
@@ -363,18 +383,22 @@ class Core:
 
     # -- attempts ----------------------------------------------------------------------------
     def start_attempt(self, r: Routed) -> tuple[Attempt, PoolEntry, Upstream]:
+        cluster = r.call.cluster
+        assert cluster is not None
+        info = self.cluster_info(cluster)
+        tls = client_tls(r, cluster) if info.tls_required else None
         try:
             attempt = r.call.attempt()
         except ProxylessError as exc:
             raise mesh_error(exc, r.request) from None
         es: EndpointState = attempt.conn
-        cluster = r.call.cluster
-        assert cluster is not None
-        info = self.cluster_info(cluster)
-        https = r.scheme == "https"
-        sni = r.host if https else None
+        https = r.scheme == "https" or tls is not None
+        sni = r.host if https and tls is None else None
         try:
-            entry = self.pools.acquire(es.address, r.scheme, sni, info.http2)
+            if tls is None:
+                entry = self.pools.acquire(es.address, r.scheme, sni, info.http2)
+            else:
+                entry = self.pools.acquire_tls(es.address, tls, info.http2)
         except RuntimeError:
             es.active_requests -= 1
             raise
@@ -454,15 +478,20 @@ def make_core(
     max_retry_after: float,
     options: dict[str, Any],
     passthrough: Any,
+    tls_transport: Any = None,
 ) -> tuple[Core, Any]:
     """The core of a sync or async transport, and its pass-through transport
     (the caller's, else one made like the endpoints' with the caller's
     ``verify``/``cert``/``trust_env``/``limits``; ``transport_cls`` is
     ``HTTPTransport`` or ``AsyncHTTPTransport``, ``replay`` and
-    ``response_body`` the matching body classes)."""
+    ``response_body`` the matching body classes; ``tls_transport(tls,
+    http2, limits)`` makes a TLS cluster's endpoint transports)."""
 
     def factory(http2: bool) -> Any:
         return transport_cls(http1=not http2, http2=http2, **options)
+
+    def tls_factory(tls: ClientTls, http2: bool) -> Any:
+        return tls_transport(tls, http2, options["limits"])
 
     is_async = transport_cls is httpx.AsyncHTTPTransport
     core = Core(
@@ -475,5 +504,6 @@ def make_core(
         factory,
         replay,
         response_body,
+        tls_factory if tls_transport is not None else None,
     )
     return core, passthrough if passthrough is not None else transport_cls(**options)

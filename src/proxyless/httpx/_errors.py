@@ -15,7 +15,9 @@ in the message and, when proxyless itself decided, the typed error of
     │                               control plane unreachable), "routing" (no
     │                               virtual host / route), "upstream" (cluster
     │                               missing, no healthy endpoint, circuit
-    │                               open, retry budget, overload drop, TLS)
+    │                               open, retry budget, overload drop, a TLS
+    │                               cluster's credentials missing, a TLS
+    │                               handshake or peer identity refused)
     ├── httpx.UnsupportedProtocol
     │   └── MeshRequestError        stage "url": the request URL cannot be
     │                               used (not http/https, no host)
@@ -45,6 +47,7 @@ import httpx
 from proxyless.errors import (
     ProxylessError,
     RoutingError,
+    SecurityError,
     UpstreamError,
     XdsConfigError,
 )
@@ -58,6 +61,8 @@ __all__ = [
     "UpstreamTimeout",
     "describe_request",
     "mesh_error",
+    "security_cause",
+    "security_error",
     "stage_of",
     "timeout_error",
     "upstream_error",
@@ -173,3 +178,32 @@ def upstream_error(
         return exc
     out.__cause__ = exc
     return out
+
+
+def security_cause(exc: BaseException) -> SecurityError | None:
+    """The :class:`~proxyless.errors.SecurityError` behind an endpoint's
+    connect error (a refused TLS handshake or peer identity), if any."""
+    # httpcore's pool re-raises a connection's error ``from None``: the
+    # refusal travels as that error's ``proxyless_error`` attribute.
+    cause: BaseException | None = exc
+    for _ in range(4):
+        cause = cause.__cause__ if cause is not None else None
+        found = getattr(cause, "proxyless_error", cause)
+        if isinstance(found, SecurityError):
+            return found
+    return None
+
+
+def security_error(
+    error: SecurityError, request: httpx.Request, where: str, cause: httpx.TransportError
+) -> MeshConnectError:
+    """The error of a request whose last attempt failed TLS (``error``);
+    ``where`` names the route, cluster, endpoint and attempts."""
+    flag = error.flag or "UF"
+    exc = MeshConnectError(_text(request, "upstream", f"{error} ({where})", flag), request=request)
+    exc.stage = "upstream"
+    exc.proxyless_error = error
+    exc.__cause__ = error
+    if error.__cause__ is None:
+        error.__cause__ = cause
+    return exc

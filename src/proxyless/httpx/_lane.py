@@ -68,6 +68,7 @@ class FastLane:
         "scheme",
         "sni",
         "timeouts",
+        "tls_required",
         "urls",
         "why_timeout",
     )
@@ -92,6 +93,8 @@ class FastLane:
         self.hplan = hplan
         self.config = info.config
         self.http2 = info.http2
+        #: a TLS cluster: each request takes the pool of its credentials' version
+        self.tls_required = info.tls_required
         self.connect_timeout = info.connect_timeout
         self.inspects_success = core.plan.retry_policy.inspects_success
         action = core.plan.route.route_action
@@ -107,7 +110,7 @@ class FastLane:
         if len(urls) >= 64:
             urls.clear()
         url = urls[entry] = EndpointURL(
-            b"https" if self.scheme == "https" else b"http",
+            b"https" if self.scheme == "https" or self.tls_required else b"http",
             endpoint.endpoint.address.encode("ascii"),
             endpoint.endpoint.port,
             self.raw_path,

@@ -28,6 +28,7 @@ import httpx
 from proxyless.errors import ProxylessError
 from proxyless.httpx._pool import PoolEntry
 from proxyless.httpx._router import shadow_host
+from proxyless.httpx._tls import client_tls
 from proxyless.httpx._upstream import EndpointURL, Routed, Upstream, attempt_timeouts
 from proxyless.lb.state import EndpointState
 from proxyless.runtime.cluster import ClusterRuntime
@@ -76,9 +77,19 @@ def mirror_request(
     info = core.cluster_info(cluster)
     if info.problem:
         return None
-    https = r.scheme == "https"
-    sni = r.host if https else None
-    entry = core.pools.acquire(endpoint.address, r.scheme, sni, info.http2)
+    tls = None
+    if info.tls_required:
+        try:
+            tls = client_tls(r, cluster)
+        except httpx.TransportError as exc:
+            log.debug("mirror to cluster %r skipped: %s", cluster.name, exc)
+            return None
+    https = r.scheme == "https" or tls is not None
+    sni = r.host if https and tls is None else None
+    if tls is None:
+        entry = core.pools.acquire(endpoint.address, r.scheme, sni, info.http2)
+    else:
+        entry = core.pools.acquire_tls(endpoint.address, tls, info.http2)
     headers = []
     for k, v in r.up_headers:
         if k.lower() == b"host":

@@ -11,7 +11,8 @@ that feeds outlier detection, the retry policy and the retry budget:
   decision and as a success to outlier detection;
 - an httpx error: a proxyless timeout (route ``timeout`` or
   ``per_try_timeout``), a connect failure (``connect-failure``, httpx's
-  connect timeout included) or a reset (``reset``).
+  connect timeout included, and a TLS cluster's failed handshake or peer
+  identity check) or a reset (``reset``).
 
 Envoy's router docs (``x-envoy-retry-on``, "Retry semantics") are the
 reference. A retry needs a replayable body and, when the policy sets
@@ -32,7 +33,13 @@ from typing import Final
 import httpx
 
 from proxyless.errors import ProxylessError
-from proxyless.httpx._errors import mesh_error, timeout_error, upstream_error
+from proxyless.httpx._errors import (
+    mesh_error,
+    security_cause,
+    security_error,
+    timeout_error,
+    upstream_error,
+)
 from proxyless.httpx._upstream import Routed, lower_headers
 from proxyless.resilience.outcome import (
     CONNECT_FAILURE,
@@ -176,6 +183,9 @@ def failure(r: Routed, attempt: Attempt, exc: httpx.TransportError, ours: bool) 
         out = mesh_error(call.last_error, r.request, "upstream")
         out.__cause__ = exc
         return out
+    security = security_cause(exc)
+    if security is not None:  # TLS handshake or peer identity (proxyless.httpx._tls)
+        return security_error(security, r.request, _where(r, attempt), exc)
     if ours:
         why = "per-try timeout" if attempt.per_try else r.why_timeout
         connecting = isinstance(exc, httpx.ConnectTimeout)

@@ -11,6 +11,14 @@ an address, its transports close as soon as their in-flight requests
 (including response bodies still being read) have ended — the way Envoy
 drains connections to a host removed from EDS.
 
+A TLS cluster's endpoints get one transport per credentials version
+(:meth:`EndpointPools.acquire_tls`, keyed by the cluster's
+:class:`~proxyless.security.credentials.ClientTls`): a rotated certificate
+is used by new connections at once, and the transport of the previous
+version drains — its requests in flight finish, then it closes with its
+idle connections — as soon as a request of the new version reaches that
+endpoint.
+
 HTTP/2 (``cluster.http2``) uses httpx's HTTP/2 support, which needs the
 ``h2`` package (``pip install 'httpx[http2]'``); plain-text HTTP/2 is sent
 with prior knowledge, as Envoy does to an ``http2_protocol_options``
@@ -27,6 +35,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from proxyless.runtime.cluster import release_refs, retain_refs
+from proxyless.security.credentials import ClientTls
 
 __all__ = ["EndpointPools", "PoolEntry", "attach"]
 
@@ -58,11 +67,19 @@ class PoolEntry:
 class EndpointPools:
     """Per-endpoint httpx transports of one proxyless transport (module docstring).
 
-    ``factory(http2)`` builds a new ``HTTPTransport``/``AsyncHTTPTransport``.
+    ``factory(http2)`` builds a new ``HTTPTransport``/``AsyncHTTPTransport``;
+    ``tls_factory(tls, http2)`` one for a TLS cluster's endpoint.
     """
 
-    def __init__(self, factory: Callable[[bool], Any], *, is_async: bool) -> None:
+    def __init__(
+        self,
+        factory: Callable[[bool], Any],
+        *,
+        is_async: bool,
+        tls_factory: Callable[[ClientTls, bool], Any] | None = None,
+    ) -> None:
         self._factory = factory
+        self._tls_factory = tls_factory
         self._async = is_async
         self._entries: dict[Hashable, PoolEntry] = {}
         self._refs: dict[str, int] = {}
@@ -78,22 +95,83 @@ class EndpointPools:
         if entry is None or entry.closing:
             entry = self._create(key, address, http2)
         entry.in_flight += 1
+        if entry.closing:  # drained between the lookup and now: never reuse it
+            return self._retake(entry, key, address, http2, None)
         return entry
 
-    def _create(self, key: Hashable, address: str, http2: bool) -> PoolEntry:
+    def _retake(
+        self, old: PoolEntry, key: Hashable, address: str, http2: bool, tls: ClientTls | None
+    ) -> PoolEntry:
+        self.release_entry(old)
+        entry = self._create(key, address, http2, tls)
+        entry.in_flight += 1
+        return entry
+
+    def acquire_tls(self, address: str, tls: ClientTls, http2: bool) -> PoolEntry:
+        """The entry for ``address`` of a TLS cluster at ``tls``'s version (or
+        a newer one), with one more request in flight (module docstring)."""
+        key = (address, tls, http2)
+        entry = self._entries.get(key)
+        if entry is None or entry.closing:
+            entry = self._create(key, address, http2, tls)
+        entry.in_flight += 1
+        if entry.closing:  # drained between the lookup and now: never reuse it
+            return self._retake(entry, key, address, http2, tls)
+        return entry
+
+    def _rotate(
+        self, address: str, tls: ClientTls, http2: bool
+    ) -> tuple[PoolEntry | None, list[PoolEntry]]:
+        """(lock held) The entry of newer credentials than ``tls`` to
+        ``address``, if one exists (a request that read ``tls`` just before a
+        rotation uses it); else mark older credentials' entries closing and
+        return the idle ones, to be closed now."""
+        idle: list[PoolEntry] = []
+        for key, entry in list(self._entries.items()):
+            if not isinstance(key, tuple) or key[0] != address:
+                continue
+            other = key[1]
+            if not isinstance(other, ClientTls) or other.cluster != tls.cluster:
+                continue
+            if other.version > tls.version:
+                if not entry.closing and key[2] == http2:
+                    return entry, []
+                continue
+            if other.version < tls.version:
+                entry.closing = True
+                if entry.in_flight <= 0:
+                    del self._entries[key]
+                    idle.append(entry)
+        return None, idle
+
+    def _create(
+        self, key: Hashable, address: str, http2: bool, tls: ClientTls | None = None
+    ) -> PoolEntry:
         loop: asyncio.AbstractEventLoop | None = None
         if self._async:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 loop = None
+        idle: list[PoolEntry] = []
         with self._lock:
             if self._closed:
                 raise RuntimeError("the proxyless httpx transport is closed")
             entry = self._entries.get(key)
             if entry is None or entry.closing:
-                entry = PoolEntry(key, address, self._factory(http2), loop)
+                if tls is None:
+                    transport = self._factory(http2)
+                else:
+                    newer, idle = self._rotate(address, tls, http2)
+                    if newer is not None:
+                        return newer
+                    assert self._tls_factory is not None
+                    transport = self._tls_factory(tls, http2)
+                entry = PoolEntry(key, address, transport, loop)
                 self._entries[key] = entry
+        for old in idle:
+            log.debug("credentials rotated: closing the idle connections to %s", old.address)
+            self._close(old)
         return entry
 
     def release_entry(self, entry: PoolEntry) -> None:

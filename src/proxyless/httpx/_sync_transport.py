@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from proxyless.httpx import _sync_tls
 from proxyless.httpx._bodies import DRAIN_LIMIT, ReplayBody, ResponseBody
 from proxyless.httpx._core import (
     DEFAULT_LIMITS,
@@ -47,6 +48,7 @@ from proxyless.httpx._lane import FirstTry
 from proxyless.httpx._mirror import Mirrors, mirror_request, mirror_targets
 from proxyless.httpx._outcome import fault_delay, fault_response
 from proxyless.httpx._pool import PoolEntry
+from proxyless.httpx._tls import pending_credentials, wait_credentials
 from proxyless.httpx._upstream import Routed, Upstream
 from proxyless.mesh import Mesh
 from proxyless.resilience.fault import NO_FAULT
@@ -114,7 +116,10 @@ class Transport(httpx.BaseTransport):
     ``max_retry_after``: the longest ``Retry-After`` waited for before a
     retry. Routing and picking never wait; only a host's first lookup waits
     for the control plane (off the event loop, in the default executor, for
-    the async transport).
+    the async transport), and a request to a TLS cluster whose certificates
+    have not arrived waits for them (without blocking the event loop).
+    Endpoints of TLS clusters (``UpstreamTlsContext``) are reached with the
+    cluster's credentials, not ``verify``/``cert`` (:mod:`proxyless.httpx._tls`).
     """
 
     def __init__(
@@ -143,6 +148,7 @@ class Transport(httpx.BaseTransport):
             max_retry_after,
             {"verify": verify, "cert": cert, "trust_env": trust_env, "limits": limits},
             passthrough,
+            _sync_tls.tls_transport,
         )
         self._mirrors = Mirrors()
 
@@ -209,6 +215,9 @@ class Transport(httpx.BaseTransport):
                 attempt, entry, result = first
                 first = None
             else:
+                pending = pending_credentials(r)
+                if pending is not None:  # a TLS cluster's certificates are on their way
+                    wait_credentials(*pending)
                 attempt, entry, upstream = core.start_attempt(r)
                 try:
                     result = entry.transport.handle_request(upstream)

@@ -251,23 +251,21 @@ class Routed:
 
 
 class ClusterInfo:
-    """What the transports need of a cluster: HTTP/2, ``connect_timeout``, and
-    why it cannot be used (upstream TLS, no ``h2`` package), if it cannot."""
+    """What the transports need of a cluster: HTTP/2, ``connect_timeout``,
+    whether it requires TLS (an ``UpstreamTlsContext``), and why it cannot be
+    used (no ``h2`` package), if it cannot."""
 
-    __slots__ = ("config", "connect_timeout", "http2", "problem")
+    __slots__ = ("config", "connect_timeout", "http2", "problem", "tls_required")
 
     def __init__(self, rt: ClusterRuntime) -> None:
         cluster = rt.config.cluster
         self.config = rt.config
         self.http2 = bool(cluster is not None and cluster.http2)
         self.connect_timeout = cluster.connect_timeout if cluster is not None else 5.0
+        #: the cluster's connections are TLS with its credentials (never plaintext)
+        self.tls_required = cluster is not None and cluster.upstream_tls is not None
         self.problem = ""
-        if cluster is not None and cluster.upstream_tls is not None:
-            self.problem = (
-                f"cluster {rt.name!r} requires upstream TLS (UpstreamTlsContext), which "
-                "proxyless.httpx does not set up yet; the request was not sent in plain text"
-            )
-        elif self.http2 and not _h2_available():
+        if self.http2 and not _h2_available():
             self.problem = (
                 f"cluster {rt.name!r} speaks HTTP/2 (http2_protocol_options) but the 'h2' "
                 "package is not installed: pip install 'httpx[http2]'"

@@ -204,8 +204,11 @@ class CompiledRetryPolicy:
         if is_grpc:
             attempts = min(attempts, GRPC_MAX_ATTEMPTS)
         self.max_attempts = attempts
-        self.per_try_timeout = p.per_try_timeout if policy is not None else None
-        self.per_try_idle_timeout = p.per_try_idle_timeout if policy is not None else None
+        # 0s means no per-try timeout, as in Envoy (the timer is set only when > 0).
+        self.per_try_timeout = _positive(p.per_try_timeout) if policy is not None else None
+        self.per_try_idle_timeout = (
+            _positive(p.per_try_idle_timeout) if policy is not None else None
+        )
         self.base_interval = max(_MIN_INTERVAL, p.base_interval)
         self.max_interval = max(self.base_interval, p.max_interval)
         self.previous_hosts = _PREVIOUS_HOSTS in p.retry_host_predicates
@@ -360,6 +363,10 @@ class CompiledRetryPolicy:
             f"max_attempts={self.max_attempts} backoff={self.base_interval}s..{self.max_interval}s"
             f"{' previous_hosts' if self.previous_hosts else ''})"
         )
+
+
+def _positive(seconds: float | None) -> float | None:
+    return seconds if seconds is not None and seconds > 0 else None
 
 
 def _lower_name(matcher: HeaderMatcher) -> HeaderMatcher:

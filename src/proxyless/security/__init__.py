@@ -4,6 +4,9 @@
   checked once (cryptography), swapped whole on rotation.
 - :mod:`.peer`: a peer certificate's SANs and the SAN-matcher check (gRFC A29).
 - :mod:`.contexts`: ``ssl.SSLContext`` objects built from the material.
+- :mod:`.credentials`: a TLS cluster's ``ClusterCredentials`` (fail closed).
+- :mod:`.providers`: bootstrap ``certificate_providers`` (``file_watcher``).
+- :mod:`.sds`: SDS secrets, on the ADS stream or from a separate SDS server.
 
 See docs/security.md for the design and its threat model.
 """

@@ -228,11 +228,10 @@ class ClusterCredentials:
         self, context: UpstreamTlsContext, deliver: Callable[[Material], None]
     ) -> Unsubscribe:
         validation = context.validation
-        if context.validation_sds_secret is not None:
+        sds = context.validation_sds
+        if sds is not None:
             handler = self._sources.sds_trust
-            ref: SdsSecretConfig | CertificateProviderInstance = SdsSecretConfig(
-                context.validation_sds_secret
-            )
+            ref: SdsSecretConfig | CertificateProviderInstance = sds
         elif validation is not None and validation.ca_certificate_provider is not None:
             handler = self._sources.provider_trust
             ref = validation.ca_certificate_provider
@@ -337,6 +336,12 @@ class ClusterCredentials:
             missing.append("the trust bundle")
         what = " and ".join(missing) or "its certificates"
         return CredentialsNotReady(f"cluster {self.cluster!r}: waiting for {what}")
+
+    @property
+    def failure(self) -> SecurityError | None:
+        """The error standing in for material that failed (waiting will not
+        cure it until a source delivers again), or None."""
+        return self._error
 
     def wait(self, timeout: float | None) -> ClientTls:
         """:meth:`current`, waiting up to ``timeout`` seconds for material

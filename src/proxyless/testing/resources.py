@@ -26,7 +26,8 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.type.matcher.v3 import regex_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "ENDPOINT_URL",
     "LISTENER_URL",
     "ROUTE_URL",
+    "SECRET_URL",
+    "certificate_secret",
     "cluster",
     "duration",
     "endpoints",
@@ -41,6 +44,9 @@ __all__ = [
     "listener",
     "route",
     "route_config",
+    "sds_config",
+    "trust_secret",
+    "upstream_tls",
     "virtual_host",
 ]
 
@@ -48,6 +54,7 @@ LISTENER_URL = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_URL = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER_URL = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_URL = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET_URL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 
 def _pack(msg: Any) -> any_pb2.Any:
@@ -209,9 +216,14 @@ def cluster(
     max_requests: int | None = None,
     outlier: outlier_detection_pb2.OutlierDetection | None = None,
     aggregate: Sequence[str] = (),
+    tls: tls_pb2.UpstreamTlsContext | None = None,
 ) -> cluster_pb2.Cluster:
-    """An EDS cluster over ADS (or an aggregate cluster when ``aggregate`` is given)."""
+    """An EDS cluster over ADS (or an aggregate cluster when ``aggregate`` is
+    given); ``tls`` (see :func:`upstream_tls`) becomes its transport socket."""
     c = cluster_pb2.Cluster(name=name, lb_policy=_LB[lb])
+    if tls is not None:
+        c.transport_socket.name = "envoy.transport_sockets.tls"
+        c.transport_socket.typed_config.Pack(tls)
     if aggregate:
         from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as agg_pb2
 
@@ -273,3 +285,88 @@ def endpoints(
                 lbe.load_balancing_weight.value = weights[addr]
             lbe.health_status = _HEALTH[(health or {}).get(addr, "HEALTHY")]
     return cla
+
+
+# --- TLS: SDS secrets and upstream TLS contexts -----------------------------------------------
+
+
+def certificate_secret(name: str, chain_pem: bytes, key_pem: bytes) -> secret_pb2.Secret:
+    """An SDS Secret holding a workload certificate (istio-agent's ``default``)."""
+    return secret_pb2.Secret(
+        name=name,
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_bytes=chain_pem),
+            private_key=base_pb2.DataSource(inline_bytes=key_pem),
+        ),
+    )
+
+
+def trust_secret(name: str, roots_pem: bytes) -> secret_pb2.Secret:
+    """An SDS Secret holding a validation context (istio-agent's ``ROOTCA``)."""
+    return secret_pb2.Secret(
+        name=name,
+        validation_context=common_pb2.CertificateValidationContext(
+            trusted_ca=base_pb2.DataSource(inline_bytes=roots_pem)
+        ),
+    )
+
+
+def sds_config(target: str = "", *, cluster: str = "") -> config_source_pb2.ConfigSource:
+    """A ConfigSource naming a separate SDS server: a ``google_grpc`` target
+    (``unix:/path``) or an ``envoy_grpc`` cluster; neither: the ADS stream."""
+    source = config_source_pb2.ConfigSource(resource_api_version=config_source_pb2.V3)
+    if not target and not cluster:
+        source.ads.SetInParent()
+        return source
+    api = source.api_config_source
+    api.api_type = config_source_pb2.ApiConfigSource.GRPC
+    api.transport_api_version = config_source_pb2.V3
+    service = api.grpc_services.add()
+    if target:
+        service.google_grpc.target_uri = target
+        service.google_grpc.stat_prefix = "sds"
+    else:
+        service.envoy_grpc.cluster_name = cluster
+    return source
+
+
+def upstream_tls(
+    *,
+    sni: str = "",
+    identity_secret: str | None = None,
+    trust_secret: str | None = None,
+    sds: config_source_pb2.ConfigSource | None = None,
+    provider_instance: str | None = None,
+    san_uris: Sequence[str] = (),
+) -> tls_pb2.UpstreamTlsContext:
+    """An UpstreamTlsContext whose certificate and trust come by SDS secret
+    name (``identity_secret``/``trust_secret``, from ``sds`` or the ADS
+    stream) or from a certificate-provider instance (certificates
+    ``default`` and ``ROOTCA``, as istiod's gRPC generator names them);
+    ``san_uris`` become exact matchers of the server's SPIFFE ID."""
+    common = tls_pb2.CommonTlsContext()
+    if identity_secret is not None:
+        ref = common.tls_certificate_sds_secret_configs.add(name=identity_secret)
+        if sds is not None:
+            ref.sds_config.CopyFrom(sds)
+    if provider_instance is not None:
+        common.tls_certificate_provider_instance.instance_name = provider_instance
+        common.tls_certificate_provider_instance.certificate_name = "default"
+    matchers = [
+        common_pb2.SubjectAltNameMatcher(
+            san_type=common_pb2.SubjectAltNameMatcher.URI,
+            matcher=string_pb2.StringMatcher(exact=uri),
+        )
+        for uri in san_uris
+    ]
+    combined = common.combined_validation_context
+    combined.default_validation_context.match_typed_subject_alt_names.extend(matchers)
+    if provider_instance is not None:
+        provider = combined.default_validation_context.ca_certificate_provider_instance
+        provider.instance_name = provider_instance
+        provider.certificate_name = "ROOTCA"
+    if trust_secret is not None:
+        combined.validation_context_sds_secret_config.name = trust_secret
+        if sds is not None:
+            combined.validation_context_sds_secret_config.sds_config.CopyFrom(sds)
+    return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=sni)

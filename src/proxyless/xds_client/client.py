@@ -290,8 +290,17 @@ class XdsClient:
     def _stream_failed(self, ss: ServerState, reason: str) -> None:
         ss.last_error = reason
         delay = ss.backoff.next_delay()
-        log.warning("%s; retrying in %.1fs", reason, delay)
-        for res in ss.all_resources():
+        resources = list(ss.all_resources())
+        cached = sum(1 for res in resources if res.cached)
+        # One line per attempt: the watchers hear of it without logging again.
+        log.warning(
+            "%s; retrying in %.1fs (%d of %d resources served from cache)",
+            reason,
+            delay,
+            cached,
+            len(resources),
+        )
+        for res in resources:
             if res.cached:
                 err: Exception = ControlPlaneUnreachable(
                     f"{res.rtype.short_name} {res.name!r}: {reason} (using the cached version {res.version!r})"

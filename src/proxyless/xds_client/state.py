@@ -123,6 +123,7 @@ class ResourceState:
             error_version=self.error_version,
             error_time=self.error_time,
             cached=self.cached,
+            raw=self.raw,
         )
 
 

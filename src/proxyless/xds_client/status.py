@@ -37,6 +37,7 @@ class ResourceStatus:
     error_version: str | None  # version_info of the rejected update, for NACKs
     error_time: float | None
     cached: bool  # a valid value is in use
+    raw: bytes | None = None  # the serialized resource in use (CSDS ``xds_config``)
 
     @property
     def nacked_but_cached(self) -> bool:

@@ -1,5 +1,8 @@
 """One gRPC channel and one ADS stream to one xDS server.
 
+The same transport carries an SDS server's ``StreamSecrets`` stream (same
+messages, one type) when given ``method=SDS_METHOD``.
+
 The stream is a plain (synchronous) grpcio bidirectional call: requests are
 fed from a queue, and a reader thread hands every response and the end of
 the stream to the xDS client's event loop with ``call_soon_threadsafe``. The
@@ -24,11 +27,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from proxyless.bootstrap import XdsServer
 
-__all__ = ["AdsTransport", "StreamEnd", "channel_credentials"]
+__all__ = ["ADS_METHOD", "SDS_METHOD", "AdsTransport", "StreamEnd", "channel_credentials"]
 
 log = logging.getLogger("proxyless.xds_client")
 
-_ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#: The same State-of-the-World protocol for secrets only, from an SDS server.
+SDS_METHOD = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"
 
 # Generous message limit: a 10k-endpoint EDS response is several MB.
 _CHANNEL_OPTIONS = (
@@ -102,6 +107,7 @@ class AdsTransport:
         on_response: Callable[[int, discovery_pb2.DiscoveryResponse], None],
         on_stream_end: Callable[[StreamEnd], None],
         on_ready: Callable[[bool], None],
+        method: str = ADS_METHOD,
     ) -> None:
         self.server = server
         self._loop = loop
@@ -121,7 +127,7 @@ class AdsTransport:
         self._ready = False
         self._channel.subscribe(self._connectivity, try_to_connect=True)
         self._method = self._channel.stream_stream(
-            _ADS_METHOD,
+            method,
             request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
             response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
         )

@@ -199,7 +199,9 @@ def test_hedged_call_takes_the_first_response(
     # cancelled before its server saw it, so count attempts on our side).
     started = {addr: es.total_requests - before[addr] for addr, es in states.items()}
     assert started == {slow.address: 3, fast.address: 3}, started
-    assert all(es.active_requests == 0 for es in states.values()), {a: (es.active_requests, es.total_requests) for a, es in states.items()}
+    assert all(es.active_requests == 0 for es in states.values()), {
+        a: (es.active_requests, es.total_requests) for a, es in states.items()
+    }
     breaker = runtime(mesh).breakers.default
     assert breaker.retry_budget.active == 0
     assert breaker.requests == 0

@@ -209,3 +209,30 @@ def test_unreachable_server_says_not_connected(make_client):
     st = _status(client, "a")
     assert st.status is ClientStatus.REQUESTED and "unreachable" in (st.error or "")
     assert client.server_states()[0]["connected"] is False
+
+
+def test_an_outage_logs_one_line_per_attempt_not_per_resource(make_client, caplog):
+    """A stream failure is one warning naming the server and how many
+    resources are served from cache, however many resources are watched."""
+    server = AdsServer()
+    server.start()
+    names = [f"c{i}" for i in range(7)]
+    server.set_resources(CLUSTER_URL, {n: cluster(n, f"{n}1") for n in names})
+    client, _ = make_client(make_bootstrap(server.target))
+    recorders = {n: Recorder() for n in names}
+    for n, w in recorders.items():
+        client.watch(TEST_CLUSTER, n, w)
+    for w in recorders.values():
+        w.wait("changed")
+    with caplog.at_level("DEBUG", logger="proxyless"):
+        server.stop()
+        for w in recorders.values():
+            w.wait("ambient_error")
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and r.name.startswith("proxyless")
+    ]
+    assert len(warnings) == 1, warnings
+    assert "unreachable" in warnings[0]
+    assert "(7 of 7 resources served from cache)" in warnings[0]

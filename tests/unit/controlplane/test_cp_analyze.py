@@ -167,3 +167,31 @@ def test_bundled_and_repository_examples_are_clean() -> None:
     assert load_text(rendered, "reviews.yaml").issues == ()
     repo_example = Path(__file__).parents[3] / "examples" / "mesh.yaml"
     assert analyze_files([repo_example]) == []
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """``proxyless analyze --json FILE | head`` prints no traceback."""
+    import subprocess
+    import sys
+
+    docs = [
+        "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\n"
+        f"metadata: {{name: v{i}, namespace: default}}\n"
+        f"spec: {{hosts: [m{i}.default.svc.cluster.local], http: [{{route: "
+        f"[{{destination: {{host: m{i}.default.svc.cluster.local, subset: v1}}}}]}}]}}\n"
+        for i in range(2000)
+    ]
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("---\n".join(docs))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxyless.cli", "analyze", "--json", str(mesh)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # the reader goes away
+    err = proc.stderr.read().decode()
+    code = proc.wait(60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code == 141

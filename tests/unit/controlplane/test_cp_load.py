@@ -434,12 +434,13 @@ WARN = [
         docs(
             SE,
             DR.replace(
-                "  host: reviews", "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}"
+                "  host: reviews",
+                "  host: reviews\n  trafficPolicy: {tls: {mode: SIMPLE, caCrl: /etc/crl.pem}}",
             ),
         ),
-        "spec.trafficPolicy.tls.mode",
-        "not translated yet",
-        id="istio-mutual",
+        "spec.trafficPolicy.tls.caCrl",
+        "not supported, ignored",
+        id="tls-crl",
     ),
 ]
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import pytest
+from tests.unit.grpc.fakes import FakeBudget, FakeCall, FakeEndpoint
 
 from proxyless.errors import NoHealthyEndpoints
 from proxyless.grpc._driver import (
@@ -34,85 +34,6 @@ from proxyless.resilience.retry import HedgePlan
 from proxyless.runtime.call import Attempt
 
 TARGET = "xds:///svc"
-
-
-class _Endpoint:
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.active_requests = 0
-
-
-class _Budget:
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self.peak = 0
-
-    def try_acquire_retry(self) -> bool:
-        if self.held >= self.limit:
-            return False
-        self.held += 1
-        self.peak = max(self.peak, self.held)
-        return True
-
-    def release_retry(self) -> None:
-        self.held -= 1
-
-
-@dataclass
-class _Policy:
-    per_try_timeout: float | None = None
-    enabled: bool = True
-
-
-@dataclass
-class _Breaker:
-    retry_budget: _Budget
-
-
-class _Route:
-    def describe(self) -> str:
-        return "route 'r'"
-
-
-@dataclass
-class FakeCall:
-    """Stands in for runtime.call.Call: scripted retry delays, a fake clock."""
-
-    delays: list[float | None] = field(default_factory=list)
-    budget_stops: bool = False
-    no_endpoint: bool = False
-    deadline: float | None = None
-    now: float = 0.0
-    per_try: float | None = None
-    budget: _Budget = field(default_factory=lambda: _Budget(10))
-    recorded: list[tuple[str, str, bool]] = field(default_factory=list)
-    last_error: Exception | None = None
-    n: int = 0
-
-    def __post_init__(self) -> None:
-        self.retry_policy = _Policy(self.per_try)
-        self.breaker = _Breaker(self.budget)
-        self.route = _Route()
-
-    def attempt(self) -> Attempt:
-        if self.no_endpoint:
-            raise NoHealthyEndpoints("cluster 'c': no healthy endpoint")
-        self.n += 1
-        timeout = self.per_try
-        return Attempt(_Endpoint(f"e{self.n}"), None, timeout, None, timeout is not None)  # type: ignore[arg-type]
-
-    def attempt_done(self, attempt: Attempt, outcome: Any, *, may_retry: bool = True) -> Any:
-        self.recorded.append((attempt.endpoint.key, outcome.kind, may_retry))
-        if outcome.kind == "success" or not may_retry:
-            return None
-        if self.budget_stops:
-            self.last_error = RuntimeError("retry budget exhausted")
-            return None
-        return self.delays.pop(0) if self.delays else None
-
-    def remaining(self) -> float | None:
-        return None if self.deadline is None else self.deadline - self.now
 
 
 def _err(code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE, details: str = "boom") -> Any:
@@ -293,7 +214,7 @@ def test_classify_status(
 ) -> None:
     call = FakeCall(deadline=remaining)
     deadline = -1.0 if per_try_expired else None  # monotonic time is far past -1
-    attempt = Attempt(_Endpoint("e"), None, 0.1, deadline, per_try_expired)  # type: ignore[arg-type]
+    attempt = Attempt(FakeEndpoint("e"), None, 0.1, deadline, per_try_expired)  # type: ignore[arg-type]
     outcome = classify_status(code, details, trailing, attempt, call)  # type: ignore[arg-type]
     assert outcome.kind == kind
     if kind == "timeout":
@@ -356,7 +277,7 @@ def test_hedge_first_response_wins_and_extra_budget_is_given_back() -> None:
 
 
 def test_hedge_budget_limits_the_extra_attempts() -> None:
-    call = FakeCall(budget=_Budget(1))
+    call = FakeCall(budget=FakeBudget(1))
     steps, _ = _drive_hedged(
         hedge_steps(call, HedgePlan(initial_requests=3), random.Random(1), TARGET),  # type: ignore[arg-type]
         [_ended(0, "r", None)],

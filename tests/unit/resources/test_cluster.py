@@ -588,8 +588,9 @@ def test_upstream_tls_with_sds() -> None:
                     )
                 )
             ),
-            "validation_context_sds_secret_config.sds_config: config source must be ads or self",
-            id="sds-not-over-ads",
+            "validation_context_sds_secret_config.sds_config.api_config_source.api_type: "
+            "must be GRPC",
+            id="sds-api-source-without-grpc",
         ),
         pytest.param(
             _transport(

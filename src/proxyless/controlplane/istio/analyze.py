@@ -13,6 +13,9 @@ RE2 regexes, duplicate names. On top of that it warns about field pitfalls:
   10% with fewer than 10 endpoints (only one endpoint is ejected at a time:
   Envoy and gRFC A50 always allow one ejection);
 * STRICT and PERMISSIVE PeerAuthentication mixed in one namespace;
+* mTLS conflicts between DestinationRule and PeerAuthentication, and
+  AuthorizationPolicy references to nothing, with istioctl's codes
+  (:mod:`.analyze_security`);
 * load balancers grpcio's own xDS client rejects (MAGLEV, RANDOM,
   LEAST_REQUEST: it NACKs the cluster) and query-parameter matches it never
   matches (gRFC A28);
@@ -28,11 +31,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from proxyless.controlplane.istio.analyze_security import security_issues
 from proxyless.controlplane.istio.load import load_files
 from proxyless.controlplane.istio.model import Issue, MeshConfig, Source, TrafficPolicy
 from proxyless.controlplane.istio.registry import Registry, cluster_name
 from proxyless.controlplane.istio.routes import resolve_destination
 from proxyless.controlplane.istio.translate import ENVOY, NodeProfile, Translator
+from proxyless.controlplane.istio.upstream_tls import (
+    STYLE_ENVOY,
+    STYLE_PROVIDER,
+    istio_mutual_pitfalls,
+)
 from proxyless.controlplane.model import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from proxyless.resources.parse import (
     decode_cluster,
@@ -211,7 +220,12 @@ def _translation_check(mesh: MeshConfig, file: str) -> list[Issue]:
     )
     issues = []
     seen: set[tuple[str, str]] = set()
-    for profile in (NodeProfile(), NodeProfile(kind=ENVOY, listener_ports=ports)):
+    profiles = (
+        NodeProfile(),
+        NodeProfile(certificates=STYLE_PROVIDER),
+        NodeProfile(kind=ENVOY, listener_ports=ports, certificates=STYLE_ENVOY),
+    )
+    for profile in profiles:
         snapshot = translator.snapshot(profile)
         for type_url, (label, decode) in _DECODERS.items():
             if type_url == LISTENER_TYPE and profile.kind == ENVOY:
@@ -247,6 +261,8 @@ def analyze_mesh(
         *_ejection_pitfalls(mesh, registry),
         *_lb_pitfalls(mesh),
         *_mtls_pitfalls(mesh),
+        *security_issues(mesh, registry),
+        *istio_mutual_pitfalls(registry),
     ]
     if translate:
         issues += _translation_check(mesh, file)

@@ -5,8 +5,12 @@ Follows Istio's DestinationRule reference
 a traffic policy (load balancer, consistent hash, locality load balancing,
 connection pool, outlier detection, client TLS, port-level settings) and named
 subsets with their own policy. ``LEAST_CONN`` is read as ``LEAST_REQUEST``,
-as Istio does; ``PASSTHROUGH``, ``workloadSelector`` and TLS modes other than
-``DISABLE`` are accepted with a warning (traffic stays plaintext). Fields
+as Istio does; ``tls`` is translated into TLS clusters
+(:mod:`.upstream_tls`): ``ISTIO_MUTUAL`` with the mesh's certificates,
+``SIMPLE`` and ``MUTUAL`` with PEM files (``credentialName``, a Kubernetes
+Secret, is an error: the embedded control plane has none, and a cluster the
+mesh says is TLS never goes out plaintext); ``PASSTHROUGH`` and
+``workloadSelector`` are accepted with a warning. Fields
 Istio defines but the embedded control plane does not translate are accepted
 with a warning; fields Istio does not define are warned about as unknown.
 """
@@ -292,36 +296,47 @@ def _tls(r: DocReader, raw: Any, path: str) -> ClientTls | None:
     box = r.mapping(
         raw,
         path,
-        known=("mode", "sni", "subjectAltNames"),
-        unsupported={
-            "clientCertificate": "",
-            "privateKey": "",
-            "caCertificates": "",
-            "credentialName": "",
-            "insecureSkipVerify": "",
-            "caCrl": "",
-        },
+        known=(
+            "mode",
+            "sni",
+            "subjectAltNames",
+            "clientCertificate",
+            "privateKey",
+            "caCertificates",
+            "credentialName",
+        ),
+        unsupported={"insecureSkipVerify": "", "caCrl": ""},
     )
     if box is None:
         return None
     mode = r.enum(
         box.get("mode", "DISABLE"), f"{path}.mode", ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
     )
-    if mode in ("SIMPLE", "MUTUAL"):
-        r.warn(
-            f"{path}.mode",
-            f"{mode} is not supported: traffic stays plaintext; use ISTIO_MUTUAL or DISABLE",
+    files = {
+        key: r.string(box.get(key), f"{path}.{key}") or ""
+        for key in ("clientCertificate", "privateKey", "caCertificates")
+    }
+    if box.get("credentialName") is not None:
+        r.string(box.get("credentialName"), f"{path}.credentialName")
+        r.error(
+            f"{path}.credentialName",
+            "Kubernetes Secrets are not available to the embedded control plane; "
+            "give the PEM files as caCertificates (and clientCertificate, privateKey for MUTUAL)",
         )
-    elif mode == "ISTIO_MUTUAL":
-        r.warn(
-            f"{path}.mode",
-            "ISTIO_MUTUAL is validated but not translated yet: traffic stays plaintext",
-        )
+    if mode == "MUTUAL" and not (files["clientCertificate"] and files["privateKey"]):
+        r.error(path, "MUTUAL needs clientCertificate and privateKey (PEM file paths)")
+    elif mode != "MUTUAL" and (files["clientCertificate"] or files["privateKey"]):
+        r.warn(path, f"clientCertificate and privateKey are ignored with mode {mode}")
+    if mode in ("DISABLE", "ISTIO_MUTUAL") and files["caCertificates"]:
+        r.warn(f"{path}.caCertificates", f"ignored with mode {mode}")
     sans = tuple(str(s) for s in r.items(box.get("subjectAltNames"), f"{path}.subjectAltNames"))
     return ClientTls(
         mode=mode or "DISABLE",
         sni=r.string(box.get("sni"), f"{path}.sni") or "",
         subject_alt_names=sans,
+        client_certificate=files["clientCertificate"] if mode == "MUTUAL" else "",
+        private_key=files["privateKey"] if mode == "MUTUAL" else "",
+        ca_certificates=files["caCertificates"] if mode in ("SIMPLE", "MUTUAL") else "",
     )
 
 

@@ -130,6 +130,8 @@ class ServiceEntry:
     workload_selector: Mapping[str, str] | None = None
     resolution: str = "STATIC"
     location: str = "MESH_INTERNAL"
+    #: ``subjectAltNames``: extra identities the service's workloads present.
+    subject_alt_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +307,10 @@ class ClientTls:
     mode: str
     sni: str = ""
     subject_alt_names: tuple[str, ...] = ()
+    #: SIMPLE / MUTUAL: PEM file paths ("" when not given).
+    client_certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,22 +1,24 @@
 """Parse and validate security.istio.io documents.
 
 PeerAuthentication and AuthorizationPolicy follow Istio's reference
-(istio.io/latest/docs/reference/config/security/). They are validated now;
-their translation (mTLS and RBAC) is not part of the embedded control plane
-yet, so each document carries a warning saying it is not enforced.
+(istio.io/latest/docs/reference/config/security/). Both are translated into
+inbound Listeners (:mod:`.inbound`: mTLS mode by :mod:`.peer_authn`, RBAC by
+:mod:`.authz`); an AuthorizationPolicy field that is not enforced as written
+gets a warning saying what happens instead (:func:`.authz.unsupported_fields`).
 """
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
+from proxyless.controlplane.istio.authz import unsupported_fields
 from proxyless.controlplane.istio.model import AuthorizationPolicy, AuthzRule, PeerAuthentication
 from proxyless.controlplane.istio.reader import DocReader
 
 __all__ = ["parse_authorization_policy", "parse_peer_authentication"]
 
 MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
-_NOT_ENFORCED = "validated but not enforced yet by the embedded control plane"
 
 _SOURCE_FIELDS = (
     "principals",
@@ -76,7 +78,6 @@ def parse_peer_authentication(r: DocReader, spec: dict[str, Any]) -> PeerAuthent
         pmode = r.enum(box.get("mode"), f"{path}.mode", MTLS_MODES, required=True)
         if pmode is not None:
             port_modes.append((number, pmode))
-    r.warn("spec", f"PeerAuthentication is {_NOT_ENFORCED}")
     return PeerAuthentication(r.source, selector, mode, tuple(port_modes))
 
 
@@ -108,11 +109,28 @@ def _clause(
     if not out:
         r.error(f"{path}.{key}", "must set at least one field")
     for name, values in out.items():
+        if name.endswith(("IpBlocks", "ipBlocks")):
+            for i, value in enumerate(values):
+                try:
+                    ip_network(value, strict=False)
+                except ValueError:
+                    r.error(f"{path}.{key}.{name}[{i}]", f"must be an IP or CIDR, got {value!r}")
         if name.endswith(("orts", "Ports")):
             for i, value in enumerate(values):
                 if not value.isdigit() or not 1 <= int(value) <= 65535:
                     r.error(f"{path}.{key}.{name}[{i}]", f"must be a port number, got {value!r}")
     return out
+
+
+def _check_condition(r: DocReader, path: str, key: str, values: tuple[str, ...]) -> None:
+    for value in values:
+        if key in ("source.ip", "remote.ip", "destination.ip"):
+            try:
+                ip_network(value, strict=False)
+            except ValueError:
+                r.error(f"{path}.values", f"{key} needs an IP or CIDR, got {value!r}")
+        elif key == "destination.port" and (not value.isdigit() or not 1 <= int(value) <= 65535):
+            r.error(f"{path}.values", f"destination.port needs a port number, got {value!r}")
 
 
 def parse_authorization_policy(r: DocReader, spec: dict[str, Any]) -> AuthorizationPolicy | None:
@@ -159,9 +177,12 @@ def parse_authorization_policy(r: DocReader, spec: dict[str, Any]) -> Authorizat
             if not values and not not_values:
                 r.error(sub, "needs values or notValues")
             if key is not None:
+                _check_condition(r, sub, key, (*values, *not_values))
                 conditions.append((key, values, not_values))
         rules.append(AuthzRule(tuple(sources), tuple(operations), tuple(conditions)))
     if action == "DENY" and spec.get("rules") is None:
         r.warn("spec.rules", "a DENY policy without rules denies nothing")
-    r.warn("spec", f"AuthorizationPolicy is {_NOT_ENFORCED}")
-    return AuthorizationPolicy(r.source, selector, action, tuple(rules), provider)
+    policy = AuthorizationPolicy(r.source, selector, action, tuple(rules), provider)
+    for path, message in unsupported_fields(policy):
+        r.warn(path, message)
+    return policy

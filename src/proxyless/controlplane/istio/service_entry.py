@@ -150,6 +150,7 @@ def parse_service_entry(r: DocReader, spec: dict[str, Any]) -> ServiceEntry | No
             r.error("spec.workloadSelector.labels", "must select at least one label")
         if endpoints:
             r.error("spec.workloadSelector", "cannot be combined with spec.endpoints")
+    sans = tuple(str(s) for s in r.items(spec.get("subjectAltNames"), "spec.subjectAltNames") if s)
     return ServiceEntry(
         source=r.source,
         hosts=tuple(hosts),
@@ -158,6 +159,7 @@ def parse_service_entry(r: DocReader, spec: dict[str, Any]) -> ServiceEntry | No
         workload_selector=selector,
         resolution=resolution or "STATIC",
         location=location or "MESH_INTERNAL",
+        subject_alt_names=sans,
     )
 
 

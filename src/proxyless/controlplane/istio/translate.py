@@ -18,7 +18,17 @@ Two kinds of node (decided from the node of the ADS stream):
   ``name.ns.svc:port`` and, for nodes in the service's namespace,
   ``name:port``; each points at RDS ``host:port``.
 
-Both kinds get the same clusters; endpoints differ only by node locality
+A node that serves a workload (node metadata ``INSTANCE_IPS``) also gets
+inbound Listeners carrying its mTLS mode and RBAC, and an Envoy node the
+inbound clusters to its application (:mod:`.inbound`).
+
+Both kinds get the same clusters, except for the TLS ``transport_socket``
+of DestinationRule ``ISTIO_MUTUAL`` clusters, whose shape depends on where
+the node takes certificates from (:mod:`.upstream_tls`): Envoy nodes and
+proxyless' own client (``node.user_agent_name == "proxyless"``) get SDS
+secrets over ADS; every other node (grpcio and other gRFC A29 clients, which
+cannot take SDS) gets istiod's gRPC-generator shape, certificate-provider
+instance ``default`` read from its bootstrap. Endpoints differ only by node locality
 (priorities, see :mod:`.clusters`); routes differ by the ``*`` domain and by
 matches on ``sourceLabels`` / ``sourceNamespace`` (node metadata ``LABELS``
 and ``NAMESPACE``). References: istiod pilot/pkg/networking/grpcgen, gRFC
@@ -30,9 +40,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
@@ -42,12 +53,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf.message import Message
 
+from proxyless.controlplane.istio.cert_delivery import PROVIDER, certificate_delivery
 from proxyless.controlplane.istio.clusters import (
     ads_config_source,
     build_cluster,
     build_load_assignment,
     pack,
 )
+from proxyless.controlplane.istio.inbound import InboundNode, inbound_node, inbound_resources
 from proxyless.controlplane.istio.model import MeshConfig
 from proxyless.controlplane.istio.registry import (
     Registry,
@@ -56,6 +69,12 @@ from proxyless.controlplane.istio.registry import (
     listener_aliases,
 )
 from proxyless.controlplane.istio.routes import FAULT_FILTER, build_route_configuration
+from proxyless.controlplane.istio.upstream_tls import (
+    STYLE_ENVOY,
+    STYLE_PROVIDER,
+    STYLE_SDS,
+    upstream_transport_socket,
+)
 from proxyless.controlplane.model import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -95,6 +114,10 @@ class NodeProfile:
     locality: tuple[str, str, str] = ("", "", "")
     listener_address: str = "127.0.0.1"
     listener_ports: tuple[tuple[str, int], ...] = ()
+    #: Inbound side (workload addresses, certificate delivery): :mod:`.inbound`.
+    inbound: InboundNode = field(default_factory=InboundNode)
+    #: How ISTIO_MUTUAL clusters name certificates (``upstream_tls.STYLE_*``).
+    certificates: str = STYLE_SDS
 
 
 def node_profile(node: NodeInfo) -> NodeProfile:
@@ -136,6 +159,14 @@ def node_profile(node: NodeInfo) -> NodeProfile:
                     value,
                 )
     address = meta.get(LISTENER_ADDRESS_KEY)
+    # One rule for inbound and outbound (cert_delivery); Envoy's SDS clusters
+    # carry Istio's ALPN and TLS parameters too.
+    if certificate_delivery(node.user_agent_name) == PROVIDER:
+        certificates = STYLE_PROVIDER
+    elif kind == ENVOY:
+        certificates = STYLE_ENVOY
+    else:
+        certificates = STYLE_SDS
     return NodeProfile(
         kind=kind,
         namespace=namespace,
@@ -143,6 +174,8 @@ def node_profile(node: NodeInfo) -> NodeProfile:
         locality=(locality.region, locality.zone, locality.sub_zone),
         listener_address=address if isinstance(address, str) and address else "127.0.0.1",
         listener_ports=tuple(sorted(ports)),
+        inbound=inbound_node(node),
+        certificates=certificates,
     )
 
 
@@ -175,11 +208,13 @@ def _stat_prefix(name: str) -> str:
 class Translator:
     """Translates one validated :class:`MeshConfig`; build a new one per config."""
 
-    def __init__(self, mesh: MeshConfig) -> None:
+    def __init__(self, mesh: MeshConfig, *, trust_domain: str = "cluster.local") -> None:
         self.mesh = mesh
+        self.trust_domain = trust_domain
         self.registry = Registry(mesh)
         self.uses_fault = any(r.fault is not None for vs in mesh.virtual_services for r in vs.http)
         self._clusters: dict[str, Message] = {}
+        self._tls_clusters: dict[str, dict[str, Message]] = {}
         self._cluster_keys: list[tuple[Service, int, str]] = []
         for service in self.registry.services.values():
             rule = self.registry.destination_rules.get(service.host)
@@ -192,8 +227,37 @@ class Translator:
                     self._cluster_keys.append((service, port.number, subset))
 
     # per type ----------------------------------------------------------------------
-    def clusters(self) -> dict[str, Message]:
-        return dict(self._clusters)
+    def clusters(self, profile: NodeProfile | None = None) -> dict[str, Message]:
+        style = profile.certificates if profile is not None else STYLE_SDS
+        cached = self._tls_clusters.get(style)
+        if cached is None:
+            cached = self._tls_clusters[style] = self._with_tls(style)
+        return dict(cached)
+
+    def _with_tls(self, style: str) -> dict[str, Message]:
+        """The clusters, ISTIO_MUTUAL ones with a transport socket in ``style``."""
+        out = dict(self._clusters)
+        for service, number, subset in self._cluster_keys:
+            policy = self.registry.policy(service.host, number, subset)
+            port = service.port(number)
+            if policy is None or policy.tls is None or port is None:
+                continue
+            socket = upstream_transport_socket(
+                style,
+                policy.tls,
+                service,
+                number,
+                subset,
+                trust_domain=self.trust_domain,
+                http2=port.is_http2,
+            )
+            if socket is not None:
+                name = cluster_name(number, subset, service.host)
+                cluster = cluster_pb2.Cluster()
+                cluster.CopyFrom(out[name])
+                cluster.transport_socket.CopyFrom(socket)
+                out[name] = cluster
+        return out
 
     def load_assignments(self, profile: NodeProfile) -> dict[str, Message]:
         out: dict[str, Message] = {}
@@ -220,7 +284,22 @@ class Translator:
                 out[config.name] = config
         return out
 
+    def inbound(self, profile: NodeProfile) -> tuple[dict[str, Message], dict[str, Message]]:
+        """(Listeners, Clusters) of the node's inbound side (:mod:`.inbound`)."""
+        return inbound_resources(
+            self.mesh,
+            self.registry,
+            profile.inbound,
+            envoy=profile.kind == ENVOY,
+            namespace=profile.namespace,
+            labels=dict(profile.labels),
+            listener_address=profile.listener_address,
+        )
+
     def listeners(self, profile: NodeProfile) -> dict[str, Message]:
+        return {**self._outbound_listeners(profile), **self.inbound(profile)[0]}
+
+    def _outbound_listeners(self, profile: NodeProfile) -> dict[str, Message]:
         if profile.kind == ENVOY:
             return self._envoy_listeners(profile)
         out: dict[str, Message] = {}
@@ -270,11 +349,12 @@ class Translator:
         return out
 
     def snapshot(self, profile: NodeProfile) -> Snapshot:
+        inbound_listeners, inbound_clusters = self.inbound(profile)
         return Snapshot(
             {
-                LISTENER_TYPE: self.listeners(profile),
+                LISTENER_TYPE: {**self._outbound_listeners(profile), **inbound_listeners},
                 ROUTE_TYPE: self.route_configurations(profile),
-                CLUSTER_TYPE: self.clusters(),
+                CLUSTER_TYPE: {**self.clusters(profile), **inbound_clusters},
                 ENDPOINT_TYPE: self.load_assignments(profile),
             }
         )

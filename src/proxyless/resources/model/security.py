@@ -7,8 +7,9 @@ Implements ``envoy.extensions.transport_sockets.tls.v3`` ``Secret``,
 contexts by SDS secret name as well as by certificate-provider instance.
 
 Data sources keep the inline bytes or the file name as written; the model
-never reads files. Nothing loads certificates yet: these contexts are
-parsed and validated, and a TLS cluster is not yet served with TLS.
+never reads files; :mod:`proxyless.security` loads the material. An SDS
+secret comes from the ADS stream or from a separate SDS server
+(:class:`SdsServer`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "SanMatcher",
     "SanType",
     "SdsSecretConfig",
+    "SdsServer",
     "Secret",
     "TlsCertificate",
     "TlsIdentity",
@@ -61,10 +63,29 @@ class CertificateProviderInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class SdsServer:
+    """A separate SDS server, from an ``SdsSecretConfig.sds_config`` whose
+    ``api_config_source`` is GRPC: ``target`` is a ``google_grpc`` target URI
+    (e.g. ``unix:/var/run/secrets/workload-spiffe-uds/socket``, where
+    istio-agent and SPIRE agent serve ``StreamSecrets``); ``cluster`` an
+    ``envoy_grpc`` cluster name, which the Mesh maps to a target. Exactly one
+    is set."""
+
+    target: str = ""
+    cluster: str = ""
+
+    def __str__(self) -> str:
+        return self.target or f"cluster {self.cluster!r}"
+
+
+@dataclass(frozen=True, slots=True)
 class SdsSecretConfig:
-    """``SdsSecretConfig``: a secret fetched by name over SDS (on the ADS stream)."""
+    """``SdsSecretConfig``: a secret fetched by name over SDS, on the ADS
+    stream (``server`` None: no ``sds_config``, or ``ads``/``self``) or from
+    a separate SDS server."""
 
     name: str
+    server: SdsServer | None = None
 
 
 #: Where the client's own certificate comes from.
@@ -114,6 +135,15 @@ class UpstreamTlsContext:
     validation: CertificateValidationContext | None = None
     validation_sds_secret: str | None = None
     alpn_protocols: tuple[str, ...] = ()
+    #: where ``validation_sds_secret`` is fetched from (None: the ADS stream)
+    validation_sds_server: SdsServer | None = None
+
+    @property
+    def validation_sds(self) -> SdsSecretConfig | None:
+        """The dynamic validation context as an :class:`SdsSecretConfig`."""
+        if self.validation_sds_secret is None:
+            return None
+        return SdsSecretConfig(self.validation_sds_secret, self.validation_sds_server)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,14 @@ field. The deprecated ``match_subject_alt_names`` (where istiod puts the
 destination's SPIFFE IDs as exact matchers) are kept as ``"ANY"`` SAN
 matchers: checked against DNS, URI, email and IP SANs (gRFC A29), so the
 SPIFFE ID in a peer's URI SAN is matched as a typed URI matcher would.
+
+An ``SdsSecretConfig`` without ``sds_config``, or with ``ads``/``self``, is
+fetched on the ADS stream. An ``api_config_source`` of type GRPC naming one
+gRPC service (``google_grpc`` target URI without credentials or with local
+credentials, or an ``envoy_grpc`` cluster) is a separate SDS server
+(``StreamSecrets``, as istio-agent and SPIRE agent serve it on a unix
+socket); REST, delta, file-based sources, TLS or call credentials to the SDS
+server and ``initial_metadata`` are NACKed at their field.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from proxyless.resources.model.security import (
     DataSource,
     SanMatcher,
     SdsSecretConfig,
+    SdsServer,
     Secret,
     TlsCertificate,
     TlsIdentity,
@@ -181,9 +190,89 @@ def _sds(ctx: Ctx, path: str, msg: Any) -> SdsSecretConfig | None:
     if not msg.name:
         ctx.error(join(path, "name"), "must not be empty")
         return None
+    server = None
     if msg.HasField("sds_config"):
-        check_config_source(ctx, join(path, "sds_config"), msg.sds_config)
-    return SdsSecretConfig(name=msg.name)
+        spath = join(path, "sds_config")
+        if msg.sds_config.WhichOneof("config_source_specifier") == "api_config_source":
+            server = _sds_server(ctx, spath, msg.sds_config)
+            if server is None:
+                return None
+        else:
+            check_config_source(ctx, spath, msg.sds_config)
+    return SdsSecretConfig(name=msg.name, server=server)
+
+
+_GRPC_API_TYPE = 2  # ApiConfigSource.GRPC
+_V3 = 2  # ApiVersion.V3
+
+
+def _sds_server(ctx: Ctx, path: str, source: Any) -> SdsServer | None:
+    """A separate SDS server: ``api_config_source`` of type GRPC with one
+    ``grpc_services`` entry, ``google_grpc`` (target URI; no credentials, or
+    local credentials) or ``envoy_grpc`` (a cluster name)."""
+    errors = len(ctx.errors)
+    unhandled(
+        ctx, source, path, ("api_config_source", "initial_fetch_timeout", "resource_api_version")
+    )
+    apath = join(path, "api_config_source")
+    api = source.api_config_source
+    unhandled(
+        ctx,
+        api,
+        apath,
+        ("api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only"),
+    )
+    if api.api_type != _GRPC_API_TYPE:
+        kind = type(api).ApiType.Name(api.api_type)
+        ctx.error(join(apath, "api_type"), f"must be GRPC (State of the World SDS), got {kind}")
+    if api.transport_api_version not in (0, _V3):
+        ctx.error(join(apath, "transport_api_version"), "must be V3")
+    if api.cluster_names:
+        ctx.error(join(apath, "cluster_names"), "is for REST sources; use grpc_services")
+    if len(api.grpc_services) != 1:
+        ctx.error(join(apath, "grpc_services"), "must name exactly one gRPC service")
+        return None
+    gpath = f"{join(apath, 'grpc_services')}[0]"
+    service = api.grpc_services[0]
+    unhandled(ctx, service, gpath, ("envoy_grpc", "google_grpc", "timeout"))
+    if service.initial_metadata:
+        ctx.error(join(gpath, "initial_metadata"), "is not supported")
+    which = service.WhichOneof("target_specifier")
+    server = None
+    if which == "envoy_grpc":
+        epath = join(gpath, "envoy_grpc")
+        unhandled(ctx, service.envoy_grpc, epath, ("cluster_name",))
+        if not service.envoy_grpc.cluster_name:
+            ctx.error(join(epath, "cluster_name"), "must not be empty")
+        server = SdsServer(cluster=service.envoy_grpc.cluster_name)
+    elif which == "google_grpc":
+        server = _google_grpc(ctx, join(gpath, "google_grpc"), service.google_grpc)
+    else:
+        ctx.error(gpath, "needs envoy_grpc or google_grpc")
+    if len(ctx.errors) != errors:
+        return None
+    return server
+
+
+def _google_grpc(ctx: Ctx, path: str, msg: Any) -> SdsServer:
+    unhandled(ctx, msg, path, ("target_uri", "channel_credentials", "stat_prefix"))
+    for unsupported in (
+        "call_credentials",
+        "call_credentials_plugin",
+        "channel_credentials_plugin",
+    ):
+        if getattr(msg, unsupported):
+            ctx.error(join(path, unsupported), "is not supported")
+    if not msg.target_uri:
+        ctx.error(join(path, "target_uri"), "must not be empty")
+    if msg.HasField("channel_credentials"):
+        which = msg.channel_credentials.WhichOneof("credential_specifier")
+        if which not in ("local_credentials", None):
+            ctx.error(
+                join(path, f"channel_credentials.{which}"),
+                "is not supported (an SDS server is reached without TLS, on a local socket)",
+            )
+    return SdsServer(target=msg.target_uri)
 
 
 def _validation_context(ctx: Ctx, path: str, msg: Any) -> CertificateValidationContext | None:
@@ -300,13 +389,15 @@ def upstream_tls_context(ctx: Ctx, path: str, msg: Any) -> UpstreamTlsContext | 
     identity = identities[0] if identities else None
     validation: CertificateValidationContext | None = None
     validation_sds: str | None = None
+    validation_server: SdsServer | None = None
     which = common.WhichOneof("validation_context_type")
     vpath = join(cpath, which or "validation_context")
     if which == "validation_context":
         validation = _validation_context(ctx, vpath, common.validation_context)
     elif which == "validation_context_sds_secret_config":
         sds = _sds(ctx, vpath, common.validation_context_sds_secret_config)
-        validation_sds = sds.name if sds is not None else None
+        if sds is not None:
+            validation_sds, validation_server = sds.name, sds.server
     elif which == "validation_context_certificate_provider_instance":
         provider = _provider(ctx, vpath, common.validation_context_certificate_provider_instance)
         validation = CertificateValidationContext(ca_certificate_provider=provider)
@@ -332,7 +423,8 @@ def upstream_tls_context(ctx: Ctx, path: str, msg: Any) -> UpstreamTlsContext | 
                 join(vpath, "validation_context_sds_secret_config"),
                 combined.validation_context_sds_secret_config,
             )
-            validation_sds = sds.name if sds is not None else None
+            if sds is not None:
+                validation_sds, validation_server = sds.name, sds.server
         elif combined.HasField("validation_context_certificate_provider_instance"):
             dpath = join(vpath, "validation_context_certificate_provider_instance")
             provider = _provider(
@@ -374,4 +466,5 @@ def upstream_tls_context(ctx: Ctx, path: str, msg: Any) -> UpstreamTlsContext | 
         validation=validation,
         validation_sds_secret=validation_sds,
         alpn_protocols=tuple(common.alpn_protocols),
+        validation_sds_server=validation_server,
     )
