@@ -13,7 +13,8 @@ and the HTTP filters ``envoy.filters.http.rbac.DENY`` (if any DENY policy),
 :func:`inbound_listener` builds that shape; PERMISSIVE, which istiod
 downgrades for gRPC, is the Envoy shape: both chains, told apart by
 ``transport_protocol`` ``tls`` / ``raw_buffer``. Certificates are inline
-data sources (DevCA).
+data sources (DevCA), or, with :func:`istiod_downstream_tls`, the
+certificate-provider instance ``default`` istiod names.
 """
 
 from __future__ import annotations
