@@ -22,6 +22,7 @@ can look up the real client address and filter chain of every call.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -35,7 +36,7 @@ from proxyless.grpc._serving import ServingState, security_ready
 from proxyless.resources.model.server_listener import FilterChain
 from proxyless.security.peer import PeerCertificate
 
-__all__ = ["PublicPort", "Relayed"]
+__all__ = ["PublicPort", "Relayed", "plain_ip"]
 
 log = logging.getLogger("proxyless.server")
 
@@ -155,9 +156,9 @@ class PublicPort:
         local = client.getsockname()
         peer = client.getpeername()
         conn = Connection(
-            local_ip=local[0],
+            local_ip=plain_ip(local[0]),
             local_port=local[1],
-            peer_ip=peer[0],
+            peer_ip=plain_ip(peer[0]),
             peer_port=peer[1],
             transport="tls" if first[0] == _TLS_HANDSHAKE else "raw_buffer",
         )
@@ -240,6 +241,20 @@ class PublicPort:
             r.close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
+
+
+def plain_ip(address: str) -> str:
+    """An address as filter chains and RBAC match it: an IPv4 client of a
+    dual-stack (``[::]``) socket shows as ``::ffff:a.b.c.d`` and is matched
+    as ``a.b.c.d``; an IPv6 zone is dropped."""
+    bare = address.split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 def _close(s: socket.socket) -> None:

@@ -137,3 +137,23 @@ def test_a_rejected_listener_serves_nothing_until_a_good_one_and_then_keeps_it(
     assert server.serving()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         assert ch.unary_unary(f"/{SERVICE}/Hello")(b"again", timeout=5) == b"hello again"
+
+
+def test_a_dual_stack_server_matches_ipv4_callers_as_ipv4(
+    ads: AdsServer, greeter: Callable[..., tuple[Any, int]]
+) -> None:
+    from envoy.config.core.v3 import address_pb2
+    from google.protobuf import wrappers_pb2
+
+    server, port = greeter("[::]:0")
+    (chain,) = disable()
+    chain.filter_chain_match.source_prefix_ranges.append(
+        address_pb2.CidrRange(
+            address_prefix="127.0.0.0", prefix_len=wrappers_pb2.UInt32Value(value=8)
+        )
+    )
+    name = TEMPLATE % f"[::]:{port}"
+    ads.set_resource(LISTENER_URL, name, inbound_listener(name, "::", port, [chain]))
+    wait_until(server.serving, what="the server to serve")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert ch.unary_unary(f"/{SERVICE}/Hello")(b"v4", timeout=5) == b"hello v4"

@@ -16,6 +16,7 @@ from google.protobuf import any_pb2
 from tests.e2e.grpc_server.conftest import disable, inbound_listener, principal_policy
 
 from proxyless.grpc._chain_match import Connection
+from proxyless.grpc._relay import plain_ip
 from proxyless.grpc._serving import build_state, same_host
 from proxyless.resources.model.server_listener import ServerListener
 from proxyless.resources.parse.listener import parse_listener
@@ -89,3 +90,17 @@ def test_check(path: str, expected: tuple[str, str] | None) -> None:
 )
 def test_same_host(a: str, b: str, same: bool) -> None:
     assert same_host(a, b) is same
+
+
+@pytest.mark.parametrize(
+    ("raw", "plain"),
+    [
+        pytest.param("::ffff:10.1.2.3", "10.1.2.3", id="v4-mapped"),
+        pytest.param("::ffff:127.0.0.1", "127.0.0.1", id="v4-mapped-loopback"),
+        pytest.param("fe80::1%eth0", "fe80::1", id="zone"),
+        pytest.param("2001:DB8::1", "2001:db8::1", id="v6"),
+        pytest.param("10.0.0.1", "10.0.0.1", id="v4"),
+    ],
+)
+def test_addresses_are_matched_in_plain_form(raw: str, plain: str) -> None:
+    assert plain_ip(raw) == plain
