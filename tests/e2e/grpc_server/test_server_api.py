@@ -157,3 +157,19 @@ def test_a_dual_stack_server_matches_ipv4_callers_as_ipv4(
     wait_until(server.serving, what="the server to serve")
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         assert ch.unary_unary(f"/{SERVICE}/Hello")(b"v4", timeout=5) == b"hello v4"
+
+
+def test_internal_ports_live_in_a_private_directory_removed_at_stop(
+    greeter: Callable[..., tuple[Any, int]],
+) -> None:
+    import os
+    import stat
+
+    server, _ = greeter()
+    directory = server._core._dir
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    sockets = sorted(os.listdir(directory))
+    assert sockets == ["mtls-0", "plain-0", "tls-0"]
+    assert all(stat.S_ISSOCK(os.stat(os.path.join(directory, s)).st_mode) for s in sockets)
+    server.stop(0).wait(5)
+    assert not os.path.exists(directory)
