@@ -230,6 +230,13 @@ class ConfigWatcher:
             return XdsConfig(self.listener_name, None, None, error=lds.error)
         if lds.value is _PENDING:
             return None
+        if not isinstance(lds.value, Listener):
+            # An inbound (server) Listener: nothing a client can route with.
+            self._drop_below_listener()
+            error = XdsConfigError(
+                f"listener {self.listener_name!r} is a server listener (no api_listener)"
+            )
+            return XdsConfig(self.listener_name, None, None, error=error)
         listener: Listener = lds.value
         rc = self._route_config(listener)
         if rc is None:

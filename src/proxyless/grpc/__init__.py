@@ -13,11 +13,17 @@ blocking and ``grpc.aio`` executors), ``_retrying`` (call objects driven by
 grpc's callbacks), ``_channel``/``_multicallables`` (the sync channel),
 ``_aio_channel``/``_aio_call`` (the aio channel), ``_pool`` (per-endpoint
 grpcio channels), ``_invocation`` (a call's arguments and replay buffer),
-``_errors``.
+``_errors``. The xDS-enabled server (gRFC A36/A41, docs/security.md):
+``_server`` and ``_server_aio`` (the sync and aio servers), ``_server_core``
+(what they share), ``_relay`` (the public port), ``_serving`` (the inbound
+Listener of a port), ``_chain_match``, ``_rbac`` and ``_peer``
+(``peer_identity``).
 """
 
 from proxyless.grpc import aio
 from proxyless.grpc._channel import XdsChannel, channel
 from proxyless.grpc._errors import XdsRpcError
+from proxyless.grpc._peer import peer_identity
+from proxyless.grpc._server import XdsServer, server
 
-__all__ = ["XdsChannel", "XdsRpcError", "aio", "channel"]
+__all__ = ["XdsChannel", "XdsRpcError", "XdsServer", "aio", "channel", "peer_identity", "server"]

@@ -23,6 +23,7 @@ from proxyless.resources.model import (
     RbacFilterConfig,
     RouterFilterConfig,
 )
+from proxyless.resources.model.rbac import Policy
 from proxyless.resources.parse.listener import decode_listener, parse_listener
 
 from . import builders as b
@@ -112,7 +113,11 @@ def test_filters_are_parsed_in_order() -> None:
     assert fault.config.headers[0].name == "x-fault"
     assert fault.config.upstream_cluster == "c"
     assert fault.config.downstream_nodes == ("n",)
-    assert rbac_filter.config == RbacFilterConfig(action="DENY", policy_names=("a", "b"))
+    assert rbac_filter.config == RbacFilterConfig(
+        action="DENY",
+        policy_names=("a", "b"),
+        policies=(Policy("a", (), ()), Policy("b", (), ())),
+    )
     assert router.config == RouterFilterConfig()
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from proxyless.resources.model.matchers import HeaderMatcher
+from proxyless.resources.model.rbac import Policy
 
 __all__ = [
     "DisabledFilterConfig",
@@ -84,12 +85,14 @@ class RbacFilterConfig:
 
     ``action`` is None when no ``rules`` are configured: no enforcement (Envoy:
     "If absent, no enforcing RBAC policy will be applied"). ``policy_names``
-    are the keys of ``rules.policies`` in sorted order. Principals and
-    permissions are not modelled yet.
+    are the keys of ``rules.policies`` in sorted order, and ``policies``
+    the parsed policies in the same order (gRFC A41,
+    :mod:`proxyless.resources.model.rbac`).
     """
 
     action: Literal["ALLOW", "DENY", "LOG"] | None = None
     policy_names: tuple[str, ...] = ()
+    policies: tuple[Policy, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from proxyless.resources.model.filters import (
     RbacFilterConfig,
     RouterFilterConfig,
 )
+from proxyless.resources.model.listener import HttpFilter
 from proxyless.resources.parse.common import (
     Ctx,
     duration,
@@ -37,6 +38,7 @@ from proxyless.resources.parse.common import (
     unpack,
     wrapped,
 )
+from proxyless.resources.parse.rbac import policy
 
 __all__ = [
     "FAULT_TYPE",
@@ -45,6 +47,7 @@ __all__ = [
     "ROUTER_TYPE",
     "UNKNOWN",
     "filter_config",
+    "http_filters",
     "per_filter_configs",
 ]
 
@@ -156,23 +159,23 @@ def _rbac(ctx: Ctx, path: str, msg: Any) -> RbacFilterConfig | None:
     rules = msg.rules
     rpath = join(path, "rules")
     unhandled(ctx, rules, rpath, ("action", "policies"))
-    ok = True
+    errors = len(ctx.errors)
+    policies = []
     for name in sorted(rules.policies):
-        policy = rules.policies[name]
         ppath = f"{join(rpath, 'policies')}[{name!r}]"
-        for cel in ("condition", "checked_condition"):
-            if policy.HasField(cel):
-                ctx.error(join(ppath, cel), "CEL conditions are not supported (gRFC A41)")
-                ok = False
+        parsed = policy(ctx, ppath, name, rules.policies[name])
+        if parsed is not None:
+            policies.append(parsed)
     action = _RBAC_ACTIONS.get(int(rules.action))
     if action is None:
         ctx.error(join(rpath, "action"), f"unknown action {rules.action}")
         return None
-    if not ok:
+    if len(ctx.errors) != errors:
         return None
     return RbacFilterConfig(
         action=action,  # type: ignore[arg-type]
         policy_names=tuple(sorted(rules.policies)),
+        policies=tuple(policies),
     )
 
 
@@ -208,3 +211,71 @@ def per_filter_configs(ctx: Ctx, path: str, configs: Any) -> Mapping[str, Filter
         if parsed is not None:
             out[name] = parsed
     return MappingProxyType(out)
+
+
+def http_filters(ctx: Ctx, path: str, msgs: Any) -> tuple[HttpFilter, ...]:
+    """``HttpConnectionManager.http_filters`` (gRFC A39): unique names, router last,
+    unknown filters an error unless optional."""
+    out: list[HttpFilter] = []
+    names: dict[str, int] = {}
+    router_at = None
+    for i, f in enumerate(msgs):
+        fpath = f"{path}[{i}]"
+        unhandled(
+            ctx, f, fpath, ("name", "typed_config", "config_discovery", "is_optional", "disabled")
+        )
+        if not f.name:
+            ctx.error(join(fpath, "name"), "must not be empty")
+            continue
+        if f.name in names:
+            ctx.error(
+                join(fpath, "name"),
+                f"duplicate filter name {f.name!r} (also http_filters[{names[f.name]}])",
+            )
+            continue
+        names[f.name] = i
+        optional = bool(f.is_optional)
+        if f.disabled:
+            ctx.ignore(f"{fpath} ({f.name}, disabled)")
+            continue
+        which = f.WhichOneof("config_type")
+        if which != "typed_config":
+            if optional:
+                ctx.ignore(f"{fpath} ({f.name})")
+            elif which == "config_discovery":
+                ctx.error(
+                    join(fpath, "config_discovery"), "filter config discovery is not supported"
+                )
+            else:
+                ctx.error(join(fpath, "typed_config"), "is required")
+            continue
+        tpath = join(fpath, "typed_config")
+        config = filter_config(ctx, tpath, f.typed_config, top_level=True)
+        if config is UNKNOWN:
+            if optional:
+                ctx.ignore(f"{fpath} ({f.name})")
+            else:
+                ctx.error(
+                    tpath,
+                    f"unsupported filter type {type_name(f.typed_config) or '<empty>'} for filter {f.name!r}",
+                )
+            continue
+        if config is None:
+            continue
+        if isinstance(config, RouterFilterConfig) and router_at is None:
+            router_at = i
+        elif router_at is not None:
+            ctx.error(
+                join(fpath, "name"),
+                f"filter {f.name!r} comes after the router filter (http_filters[{router_at}]), which must be last",
+            )
+        out.append(
+            HttpFilter(
+                name=f.name, type_url=f.typed_config.type_url, config=config, is_optional=optional
+            )
+        )
+    if router_at is None:
+        ctx.error(
+            path, "the router filter (envoy.extensions.filters.http.router.v3.Router) is required"
+        )
+    return tuple(out)

@@ -4,8 +4,11 @@ Follows gRFC A27/A28 (the ``api_listener`` holds an HttpConnectionManager
 whose routes come from RDS over ADS, or inline), A31
 (``common_http_protocol_options.max_stream_duration``) and A39 (HTTP filters:
 the router must be present and last, names are unique, an unknown filter is
-an error unless ``is_optional``). A Listener without ``api_listener`` is a
-socket listener for a proxy or server and is invalid for a client.
+an error unless ``is_optional``). A Listener without ``api_listener`` but
+with ``filter_chains`` (or a ``default_filter_chain``) is an inbound listener for an
+xDS-enabled server (gRFC A36), parsed by
+:mod:`proxyless.resources.parse.server_listener` into a ``ServerListener``;
+a client watching such a name gets a resource error.
 """
 
 from __future__ import annotations
@@ -18,21 +21,21 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-from proxyless.resources.model.filters import RouterFilterConfig
-from proxyless.resources.model.listener import HttpFilter, Listener
+from proxyless.resources.model.listener import Listener
 from proxyless.resources.model.route import RouteConfiguration
+from proxyless.resources.model.server_listener import ServerListener
 from proxyless.resources.parse.common import (
     Ctx,
     check_config_source,
     join,
     opt_duration,
-    type_name,
     unhandled,
     unpack,
 )
-from proxyless.resources.parse.filters import UNKNOWN, filter_config
+from proxyless.resources.parse.filters import http_filters
 from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.resources.parse.route import route_configuration
+from proxyless.resources.parse.server_listener import server_listener
 from proxyless.xds_client.resource_type import DecodeResult
 
 __all__ = ["decode_listener", "parse_listener"]
@@ -45,12 +48,17 @@ def decode_listener(data: bytes) -> DecodeResult:
     return decode_resource(data, listener_pb2.Listener, _listener)
 
 
-def parse_listener(msg: Any) -> Listener:
+def parse_listener(msg: Any) -> Listener | ServerListener:
     """Validate a Listener message; raise ResourceValidationError."""
-    return parse_resource(msg, _listener)
+    parsed: Listener | ServerListener = parse_resource(msg, _listener)  # type: ignore[assignment]
+    return parsed
 
 
-def _listener(ctx: Ctx, msg: Any) -> Listener | None:
+def _listener(ctx: Ctx, msg: Any) -> Listener | ServerListener | None:
+    if not msg.HasField("api_listener") and (
+        msg.filter_chains or msg.HasField("default_filter_chain")
+    ):
+        return server_listener(ctx, msg)
     unhandled(ctx, msg, "", ("name", "api_listener"))
     if not msg.name:
         ctx.error("name", "must not be empty")
@@ -101,7 +109,7 @@ def _listener(ctx: Ctx, msg: Any) -> Listener | None:
         ctx.error(join(path, "scoped_routes"), "scoped routes are not supported")
     else:
         ctx.error(path, "neither rds nor route_config is set")
-    filters = _http_filters(ctx, join(path, "http_filters"), hcm.http_filters)
+    filters = http_filters(ctx, join(path, "http_filters"), hcm.http_filters)
     max_stream = None
     if hcm.HasField("common_http_protocol_options"):
         opath = join(path, "common_http_protocol_options")
@@ -122,69 +130,3 @@ def _listener(ctx: Ctx, msg: Any) -> Listener | None:
 
 def _without_ignored(route_config: RouteConfiguration) -> RouteConfiguration:
     return replace(route_config, ignored_fields=())
-
-
-def _http_filters(ctx: Ctx, path: str, msgs: Any) -> tuple[HttpFilter, ...]:
-    out: list[HttpFilter] = []
-    names: dict[str, int] = {}
-    router_at = None
-    for i, f in enumerate(msgs):
-        fpath = f"{path}[{i}]"
-        unhandled(
-            ctx, f, fpath, ("name", "typed_config", "config_discovery", "is_optional", "disabled")
-        )
-        if not f.name:
-            ctx.error(join(fpath, "name"), "must not be empty")
-            continue
-        if f.name in names:
-            ctx.error(
-                join(fpath, "name"),
-                f"duplicate filter name {f.name!r} (also http_filters[{names[f.name]}])",
-            )
-            continue
-        names[f.name] = i
-        optional = bool(f.is_optional)
-        if f.disabled:
-            ctx.ignore(f"{fpath} ({f.name}, disabled)")
-            continue
-        which = f.WhichOneof("config_type")
-        if which != "typed_config":
-            if optional:
-                ctx.ignore(f"{fpath} ({f.name})")
-            elif which == "config_discovery":
-                ctx.error(
-                    join(fpath, "config_discovery"), "filter config discovery is not supported"
-                )
-            else:
-                ctx.error(join(fpath, "typed_config"), "is required")
-            continue
-        tpath = join(fpath, "typed_config")
-        config = filter_config(ctx, tpath, f.typed_config, top_level=True)
-        if config is UNKNOWN:
-            if optional:
-                ctx.ignore(f"{fpath} ({f.name})")
-            else:
-                ctx.error(
-                    tpath,
-                    f"unsupported filter type {type_name(f.typed_config) or '<empty>'} for filter {f.name!r}",
-                )
-            continue
-        if config is None:
-            continue
-        if isinstance(config, RouterFilterConfig) and router_at is None:
-            router_at = i
-        elif router_at is not None:
-            ctx.error(
-                join(fpath, "name"),
-                f"filter {f.name!r} comes after the router filter (http_filters[{router_at}]), which must be last",
-            )
-        out.append(
-            HttpFilter(
-                name=f.name, type_url=f.typed_config.type_url, config=config, is_optional=optional
-            )
-        )
-    if router_at is None:
-        ctx.error(
-            path, "the router filter (envoy.extensions.filters.http.router.v3.Router) is required"
-        )
-    return tuple(out)

@@ -1,0 +1,187 @@
+"""``proxyless.grpc.server``: an xDS-enabled gRPC server (gRFC A36) with RBAC (A41).
+
+:class:`XdsServer` works like the object ``grpc.server(...)`` returns
+(generic and registered handlers, generated ``add_*Servicer_to_server``,
+``start``, ``stop``, ``wait_for_termination``); ``add_port("host:port")``
+binds the public port and returns it, and the inbound Listener named by the
+bootstrap's ``server_listener_resource_name_template`` decides security per
+connection (``_relay``, ``_serving``). The first interceptor of every call
+is the server's own :class:`_Guard`: it ends calls the Listener does not
+allow (UNAVAILABLE when the port is not serving or no route applies,
+PERMISSION_DENIED naming the RBAC policy) before user interceptors and
+handlers run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from proxyless.grpc._server_core import ServerCore
+from proxyless.grpc._serving import ServingStatusCallback
+from proxyless.mesh import Mesh
+
+__all__ = ["XdsServer", "server"]
+
+log = logging.getLogger("proxyless.server")
+
+Check = Callable[[Any, str, Any], "tuple[grpc.StatusCode, str] | None"]
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], method: str, metadata: Any, check: Check
+) -> Any:
+    """``handler`` with ``check`` run first in each of its behaviours."""
+
+    def guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            verdict = check(context, method, metadata)
+            if verdict is not None:
+                context.abort(*verdict)
+            return behavior(request, context)
+
+        return guarded
+
+    des, ser = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(guard(handler.unary_unary), des, ser)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(guard(handler.unary_stream), des, ser)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(guard(handler.stream_unary), des, ser)
+    assert handler.stream_stream is not None
+    return grpc.stream_stream_rpc_method_handler(guard(handler.stream_stream), des, ser)
+
+
+class _Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, core: ServerCore) -> None:
+        self._check = core.check
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        details: Any = handler_call_details
+        wrapped: grpc.RpcMethodHandler[Any, Any] = wrap_handler(
+            handler, details.method, details.invocation_metadata, self._check
+        )
+        return wrapped
+
+
+class XdsServer:
+    """A ``grpc.Server`` whose ports are governed by xDS (module docstring)."""
+
+    def __init__(
+        self,
+        thread_pool: futures.ThreadPoolExecutor,
+        *,
+        mesh: Mesh | None = None,
+        handlers: Sequence[grpc.GenericRpcHandler[Any, Any]] | None = None,
+        interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] | None = None,
+        options: Sequence[tuple[str, Any]] | None = None,
+        maximum_concurrent_rpcs: int | None = None,
+        compression: grpc.Compression | None = None,
+        serving_status_callback: ServingStatusCallback | None = None,
+    ) -> None:
+        self._core = ServerCore(mesh, serving_status_callback)
+        self._server = grpc.server(
+            thread_pool,
+            handlers=list(handlers) if handlers is not None else None,
+            interceptors=[_Guard(self._core), *(interceptors or ())],
+            options=options,
+            maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+            compression=compression,
+        )
+        self._stopped = threading.Event()
+
+    def add_port(self, address: str) -> int:
+        """Bind ``address`` (``host:port``; port 0 picks one) and return the
+        port. Security comes from the port's inbound Listener."""
+        return self._core.add_port(address, self._server)
+
+    def add_insecure_port(self, address: str) -> int:
+        """Same as :meth:`add_port`: whether the port is plaintext, TLS or
+        both is the Listener's decision, not the caller's."""
+        return self.add_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        raise TypeError(
+            "an xDS-enabled server takes its TLS settings from the inbound Listener; "
+            "use add_port(address)"
+        )
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
+        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
+        server: Any = self._server
+        server.add_registered_method_handlers(service_name, method_handlers)
+
+    def start(self) -> None:
+        self._server.start()
+        self._core.start()
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Stop accepting, let calls finish for ``grace`` seconds, then close."""
+        self._core.stop_accepting()
+        event = self._server.stop(grace)
+
+        def finish() -> None:
+            event.wait()
+            self._core.stop()
+            self._core.cleanup()
+            self._stopped.set()
+
+        threading.Thread(target=finish, name="proxyless-server-stop", daemon=True).start()
+        return self._stopped
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._server.wait_for_termination(timeout)
+
+    @property
+    def listener_names(self) -> list[str]:
+        """The inbound Listener name of each port, in the order they were added."""
+        return [w.listener_name for w in self._core.watches]
+
+    def serving(self, port: int | None = None) -> bool:
+        """Whether the port (default: every port) has a Listener and serves."""
+        return all(w.serving for w in self._core.watches if port in (None, w.port))
+
+    def __repr__(self) -> str:
+        ports = ", ".join(p.address for p in self._core.ports)
+        return f"XdsServer({ports})"
+
+
+def server(
+    thread_pool: futures.ThreadPoolExecutor,
+    *,
+    mesh: Mesh | None = None,
+    handlers: Sequence[grpc.GenericRpcHandler[Any, Any]] | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] | None = None,
+    options: Sequence[tuple[str, Any]] | None = None,
+    maximum_concurrent_rpcs: int | None = None,
+    compression: grpc.Compression | None = None,
+    serving_status_callback: ServingStatusCallback | None = None,
+) -> XdsServer:
+    """An xDS-enabled ``grpc.server`` (gRFC A36): like ``grpc.server(...)``,
+    with ports bound by :meth:`XdsServer.add_port` and governed by the
+    inbound Listener of each (mTLS, plaintext or both, RBAC)."""
+    return XdsServer(
+        thread_pool,
+        mesh=mesh,
+        handlers=handlers,
+        interceptors=interceptors,
+        options=options,
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+        compression=compression,
+        serving_status_callback=serving_status_callback,
+    )

@@ -1,0 +1,173 @@
+"""``proxyless.grpc.aio.server``: the xDS-enabled server for ``grpc.aio`` (gRFC A36, A41).
+
+The same public ports, Listener watches and per-call checks as the sync
+server (:mod:`._server_core`), in front of a ``grpc.aio.server``. The
+server's own interceptor runs first and ends calls the Listener does not
+allow before user interceptors and handlers run.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent import futures
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from proxyless.grpc._server_core import ServerCore
+from proxyless.grpc._serving import ServingStatusCallback
+from proxyless.mesh import Mesh
+
+__all__ = ["AioXdsServer", "server"]
+
+
+def _wrap(handler: Any, method: str, metadata: Any, core: ServerCore) -> Any:
+    async def deny(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        verdict = core.check(context, method, metadata)
+        if verdict is not None:
+            await context.abort(*verdict)
+
+    def unary_result(behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await deny(context)
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return guarded
+
+    def stream_result(behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        async def guarded(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            await deny(context)
+            result = behavior(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            elif inspect.isawaitable(result):
+                await result  # writes with context.write()
+            else:
+                for item in result:
+                    yield item
+
+        return guarded
+
+    des, ser = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(unary_result(handler.unary_unary), des, ser)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(stream_result(handler.unary_stream), des, ser)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(unary_result(handler.stream_unary), des, ser)
+    return grpc.stream_stream_rpc_method_handler(stream_result(handler.stream_stream), des, ser)
+
+
+class _Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        details: Any = handler_call_details
+        return _wrap(handler, details.method, details.invocation_metadata, self._core)
+
+
+class AioXdsServer:
+    """A ``grpc.aio.Server`` whose ports are governed by xDS (see ``_server``)."""
+
+    def __init__(
+        self,
+        migration_thread_pool: futures.Executor | None = None,
+        *,
+        mesh: Mesh | None = None,
+        handlers: Sequence[grpc.GenericRpcHandler[Any, Any]] | None = None,
+        interceptors: Sequence[Any] | None = None,
+        options: Sequence[tuple[str, Any]] | None = None,
+        maximum_concurrent_rpcs: int | None = None,
+        compression: grpc.Compression | None = None,
+        serving_status_callback: ServingStatusCallback | None = None,
+    ) -> None:
+        self._core = ServerCore(mesh, serving_status_callback)
+        self._server = grpc.aio.server(
+            migration_thread_pool,
+            handlers=handlers,
+            interceptors=[_Guard(self._core), *(interceptors or ())],
+            options=options,
+            maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+            compression=compression,
+        )
+
+    def add_port(self, address: str) -> int:
+        """Bind ``address`` and return the port (see ``XdsServer.add_port``)."""
+        return self._core.add_port(address, self._server)
+
+    def add_insecure_port(self, address: str) -> int:
+        """Same as :meth:`add_port`: security is the Listener's decision."""
+        return self.add_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        raise TypeError(
+            "an xDS-enabled server takes its TLS settings from the inbound Listener; "
+            "use add_port(address)"
+        )
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
+        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
+        server: Any = self._server
+        server.add_registered_method_handlers(service_name, method_handlers)
+
+    async def start(self) -> None:
+        await self._server.start()
+        self._core.start()
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop accepting, let calls finish for ``grace`` seconds, then close."""
+        self._core.stop_accepting()
+        await self._server.stop(grace)
+        self._core.stop()
+        self._core.cleanup()
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return await self._server.wait_for_termination(timeout)
+
+    def serving(self, port: int | None = None) -> bool:
+        """Whether the port (default: every port) has a Listener and serves."""
+        return all(w.serving for w in self._core.watches if port in (None, w.port))
+
+    def __repr__(self) -> str:
+        ports = ", ".join(p.address for p in self._core.ports)
+        return f"AioXdsServer({ports})"
+
+
+def server(
+    migration_thread_pool: futures.Executor | None = None,
+    *,
+    mesh: Mesh | None = None,
+    handlers: Sequence[grpc.GenericRpcHandler[Any, Any]] | None = None,
+    interceptors: Sequence[Any] | None = None,
+    options: Sequence[tuple[str, Any]] | None = None,
+    maximum_concurrent_rpcs: int | None = None,
+    compression: grpc.Compression | None = None,
+    serving_status_callback: ServingStatusCallback | None = None,
+) -> AioXdsServer:
+    """An xDS-enabled ``grpc.aio.server`` (gRFC A36); see ``proxyless.grpc.server``."""
+    return AioXdsServer(
+        migration_thread_pool,
+        mesh=mesh,
+        handlers=handlers,
+        interceptors=interceptors,
+        options=options,
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+        compression=compression,
+        serving_status_callback=serving_status_callback,
+    )
