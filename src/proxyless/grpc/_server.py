@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from proxyless.grpc._server_core import ServerCore
+from proxyless.grpc._server_core import ServerCore, ServerSurface
 from proxyless.grpc._serving import ServingStatusCallback
 from proxyless.mesh import Mesh
 
@@ -77,7 +77,7 @@ class _Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return wrapped
 
 
-class XdsServer:
+class XdsServer(ServerSurface):
     """A ``grpc.Server`` whose ports are governed by xDS (module docstring)."""
 
     def __init__(
@@ -103,29 +103,6 @@ class XdsServer:
         )
         self._stopped = threading.Event()
 
-    def add_port(self, address: str) -> int:
-        """Bind ``address`` (``host:port``; port 0 picks one) and return the
-        port. Security comes from the port's inbound Listener."""
-        return self._core.add_port(address, self._server)
-
-    def add_insecure_port(self, address: str) -> int:
-        """Same as :meth:`add_port`: whether the port is plaintext, TLS or
-        both is the Listener's decision, not the caller's."""
-        return self.add_port(address)
-
-    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
-        raise TypeError(
-            "an xDS-enabled server takes its TLS settings from the inbound Listener; "
-            "use add_port(address)"
-        )
-
-    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
-        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
-
-    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
-        server: Any = self._server
-        server.add_registered_method_handlers(service_name, method_handlers)
-
     def start(self) -> None:
         self._server.start()
         self._core.start()
@@ -145,20 +122,7 @@ class XdsServer:
         return self._stopped
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return self._server.wait_for_termination(timeout)
-
-    @property
-    def listener_names(self) -> list[str]:
-        """The inbound Listener name of each port, in the order they were added."""
-        return [w.listener_name for w in self._core.watches]
-
-    def serving(self, port: int | None = None) -> bool:
-        """Whether the port (default: every port) has a Listener and serves."""
-        return all(w.serving for w in self._core.watches if port in (None, w.port))
-
-    def __repr__(self) -> str:
-        ports = ", ".join(p.address for p in self._core.ports)
-        return f"XdsServer({ports})"
+        return bool(self._server.wait_for_termination(timeout))
 
 
 def server(

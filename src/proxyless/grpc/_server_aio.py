@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from proxyless.grpc._server_core import ServerCore
+from proxyless.grpc._server_core import ServerCore, ServerSurface
 from proxyless.grpc._serving import ServingStatusCallback
 from proxyless.mesh import Mesh
 
@@ -80,7 +80,7 @@ class _Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return _wrap(handler, details.method, details.invocation_metadata, self._core)
 
 
-class AioXdsServer:
+class AioXdsServer(ServerSurface):
     """A ``grpc.aio.Server`` whose ports are governed by xDS (see ``_server``)."""
 
     def __init__(
@@ -105,27 +105,6 @@ class AioXdsServer:
             compression=compression,
         )
 
-    def add_port(self, address: str) -> int:
-        """Bind ``address`` and return the port (see ``XdsServer.add_port``)."""
-        return self._core.add_port(address, self._server)
-
-    def add_insecure_port(self, address: str) -> int:
-        """Same as :meth:`add_port`: security is the Listener's decision."""
-        return self.add_port(address)
-
-    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
-        raise TypeError(
-            "an xDS-enabled server takes its TLS settings from the inbound Listener; "
-            "use add_port(address)"
-        )
-
-    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
-        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
-
-    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
-        server: Any = self._server
-        server.add_registered_method_handlers(service_name, method_handlers)
-
     async def start(self) -> None:
         await self._server.start()
         self._core.start()
@@ -138,15 +117,7 @@ class AioXdsServer:
         self._core.cleanup()
 
     async def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return await self._server.wait_for_termination(timeout)
-
-    def serving(self, port: int | None = None) -> bool:
-        """Whether the port (default: every port) has a Listener and serves."""
-        return all(w.serving for w in self._core.watches if port in (None, w.port))
-
-    def __repr__(self) -> str:
-        ports = ", ".join(p.address for p in self._core.ports)
-        return f"AioXdsServer({ports})"
+        return bool(await self._server.wait_for_termination(timeout))
 
 
 def server(

@@ -38,7 +38,7 @@ from proxyless.grpc._relay import PublicPort, Relayed
 from proxyless.grpc._serving import MTLS, PLAIN, TLS, PortWatch, ServingState, ServingStatusCallback
 from proxyless.mesh import Mesh
 
-__all__ = ["ServerCore", "split_address"]
+__all__ = ["ServerCore", "ServerSurface", "split_address"]
 
 log = logging.getLogger("proxyless.server")
 
@@ -236,3 +236,47 @@ def _placeholder() -> tuple[bytes, bytes]:
             cert.public_bytes(serialization.Encoding.PEM),
         )
     return _PLACEHOLDER
+
+
+class ServerSurface:
+    """What the sync and aio xDS-enabled servers share: ports bound through
+    the core, handlers added to the grpcio server, serving state. Subclasses
+    set ``_core`` and ``_server`` and add the blocking or async lifecycle."""
+
+    _core: ServerCore
+    _server: Any
+
+    def add_port(self, address: str) -> int:
+        """Bind ``address`` (``host:port``; port 0 picks one) and return the
+        port. Security comes from the port's inbound Listener."""
+        return self._core.add_port(address, self._server)
+
+    def add_insecure_port(self, address: str) -> int:
+        """Same as :meth:`add_port`: whether the port is plaintext, TLS or
+        both is the Listener's decision, not the caller's."""
+        return self.add_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        raise TypeError(
+            "an xDS-enabled server takes its TLS settings from the inbound Listener; "
+            "use add_port(address)"
+        )
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
+        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
+        self._server.add_registered_method_handlers(service_name, method_handlers)
+
+    @property
+    def listener_names(self) -> list[str]:
+        """The inbound Listener name of each port, in the order they were added."""
+        return [w.listener_name for w in self._core.watches]
+
+    def serving(self, port: int | None = None) -> bool:
+        """Whether the port (default: every port) has a Listener and serves."""
+        return all(w.serving for w in self._core.watches if port in (None, w.port))
+
+    def __repr__(self) -> str:
+        ports = ", ".join(p.address for p in self._core.ports)
+        return f"{type(self).__name__}({ports})"
