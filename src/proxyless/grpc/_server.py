@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from proxyless.grpc._server_core import ServerCore, ServerSurface
+from proxyless.grpc._server_core import ServerCore, ServerSurface, rewrap
 from proxyless.grpc._serving import ServingStatusCallback
 from proxyless.mesh import Mesh
 
@@ -47,15 +47,7 @@ def wrap_handler(
 
         return guarded
 
-    des, ser = handler.request_deserializer, handler.response_serializer
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(guard(handler.unary_unary), des, ser)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(guard(handler.unary_stream), des, ser)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(guard(handler.stream_unary), des, ser)
-    assert handler.stream_stream is not None
-    return grpc.stream_stream_rpc_method_handler(guard(handler.stream_stream), des, ser)
+    return rewrap(handler, guard, guard)
 
 
 class _Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -125,27 +117,10 @@ class XdsServer(ServerSurface):
         return bool(self._server.wait_for_termination(timeout))
 
 
-def server(
-    thread_pool: futures.ThreadPoolExecutor,
-    *,
-    mesh: Mesh | None = None,
-    handlers: Sequence[grpc.GenericRpcHandler[Any, Any]] | None = None,
-    interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] | None = None,
-    options: Sequence[tuple[str, Any]] | None = None,
-    maximum_concurrent_rpcs: int | None = None,
-    compression: grpc.Compression | None = None,
-    serving_status_callback: ServingStatusCallback | None = None,
-) -> XdsServer:
-    """An xDS-enabled ``grpc.server`` (gRFC A36): like ``grpc.server(...)``,
-    with ports bound by :meth:`XdsServer.add_port` and governed by the
-    inbound Listener of each (mTLS, plaintext or both, RBAC)."""
-    return XdsServer(
-        thread_pool,
-        mesh=mesh,
-        handlers=handlers,
-        interceptors=interceptors,
-        options=options,
-        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
-        compression=compression,
-        serving_status_callback=serving_status_callback,
-    )
+#: ``proxyless.grpc.server(thread_pool, *, mesh=None, handlers=None,
+#: interceptors=None, options=None, maximum_concurrent_rpcs=None,
+#: compression=None, serving_status_callback=None)``: an xDS-enabled
+#: ``grpc.server`` (gRFC A36), like ``grpc.server(...)``, with ports bound by
+#: :meth:`XdsServer.add_port` and governed by the inbound Listener of each
+#: (mTLS, plaintext or both, RBAC).
+server = XdsServer

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from proxyless.grpc._server_core import ServerCore, ServerSurface
+from proxyless.grpc._server_core import ServerCore, ServerSurface, rewrap
 from proxyless.grpc._serving import ServingStatusCallback
 from proxyless.mesh import Mesh
 
@@ -54,14 +54,7 @@ def _wrap(handler: Any, method: str, metadata: Any, core: ServerCore) -> Any:
 
         return guarded
 
-    des, ser = handler.request_deserializer, handler.response_serializer
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(unary_result(handler.unary_unary), des, ser)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(stream_result(handler.unary_stream), des, ser)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(unary_result(handler.stream_unary), des, ser)
-    return grpc.stream_stream_rpc_method_handler(stream_result(handler.stream_stream), des, ser)
+    return rewrap(handler, unary_result, stream_result)
 
 
 class _Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -120,25 +113,6 @@ class AioXdsServer(ServerSurface):
         return bool(await self._server.wait_for_termination(timeout))
 
 
-def server(
-    migration_thread_pool: futures.Executor | None = None,
-    *,
-    mesh: Mesh | None = None,
-    handlers: Sequence[grpc.GenericRpcHandler[Any, Any]] | None = None,
-    interceptors: Sequence[Any] | None = None,
-    options: Sequence[tuple[str, Any]] | None = None,
-    maximum_concurrent_rpcs: int | None = None,
-    compression: grpc.Compression | None = None,
-    serving_status_callback: ServingStatusCallback | None = None,
-) -> AioXdsServer:
-    """An xDS-enabled ``grpc.aio.server`` (gRFC A36); see ``proxyless.grpc.server``."""
-    return AioXdsServer(
-        migration_thread_pool,
-        mesh=mesh,
-        handlers=handlers,
-        interceptors=interceptors,
-        options=options,
-        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
-        compression=compression,
-        serving_status_callback=serving_status_callback,
-    )
+#: ``proxyless.grpc.aio.server(migration_thread_pool=None, *, ...)``: an
+#: xDS-enabled ``grpc.aio.server`` (gRFC A36); see ``proxyless.grpc.server``.
+server = AioXdsServer

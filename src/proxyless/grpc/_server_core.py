@@ -23,7 +23,7 @@ import logging
 import shutil
 import socket
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -38,7 +38,7 @@ from proxyless.grpc._relay import PublicPort, Relayed
 from proxyless.grpc._serving import MTLS, PLAIN, TLS, PortWatch, ServingState, ServingStatusCallback
 from proxyless.mesh import Mesh
 
-__all__ = ["ServerCore", "ServerSurface", "split_address"]
+__all__ = ["ServerCore", "ServerSurface", "rewrap", "split_address"]
 
 log = logging.getLogger("proxyless.server")
 
@@ -280,3 +280,22 @@ class ServerSurface:
     def __repr__(self) -> str:
         ports = ", ".join(p.address for p in self._core.ports)
         return f"{type(self).__name__}({ports})"
+
+
+Behavior = Callable[..., Any]
+
+
+def rewrap(
+    handler: Any, unary: Callable[[Behavior], Behavior], stream: Callable[[Behavior], Behavior]
+) -> Any:
+    """``handler`` (a grpc ``RpcMethodHandler``) with its behavior wrapped:
+    ``unary`` for the shapes with one response, ``stream`` for those with a
+    response stream; serializers and shape kept."""
+    des, ser = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), des, ser)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), des, ser)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), des, ser)
+    return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), des, ser)
