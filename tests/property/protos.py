@@ -566,8 +566,23 @@ def perturbed(valid: st.SearchStrategy[Message]) -> st.SearchStrategy[Message]:
         inner = _submessages(msg)
         for target in draw(st.lists(st.sampled_from(inner), min_size=1, max_size=3)):
             if target.DESCRIPTOR.full_name == "google.protobuf.Any":
-                continue
-            _fill(draw, target, 2)
+                _perturb_packed(draw, target)
+            else:
+                _fill(draw, target, 2)
         return msg
 
     return build()
+
+
+_BY_NAME = {cls.DESCRIPTOR.full_name: cls for cls in _ANY_TYPES}
+
+
+def _perturb_packed(draw: st.DrawFn, packed: Any) -> None:
+    """Perturb the message inside an ``Any`` (an HttpConnectionManager, a filter...)."""
+    cls = _BY_NAME.get(packed.type_url.rsplit("/", 1)[-1])
+    if cls is None:
+        return
+    inner = cls()
+    packed.Unpack(inner)
+    _fill(draw, draw(st.sampled_from(_submessages(inner))), 2)
+    packed.Pack(inner)

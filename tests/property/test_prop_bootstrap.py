@@ -15,8 +15,8 @@ replaced, removed or added          error's path lies inside the document and
                                     starts with the top-level key that was changed
 nesting at any depth                a document nested deeper than Python's          30
                                     recursion limit is an error, not a crash
-valid documents load the same way   loading twice gives equal Bootstraps; the       (in the
-twice, from a dict and from text    dict and its JSON text give the same servers    above)
+dict and JSON text agree            a dict and its JSON text give the same          (in the
+                                    Bootstrap, or the same error at the same path   above)
 ==================================  ==============================================  ========
 """
 
@@ -110,32 +110,36 @@ VALID: dict[str, Any] = {
 }
 
 
-def load(document: Any) -> Bootstrap | BootstrapError:
-    """Load ``document`` (a mapping, or anything else as JSON text); only ours escape."""
+def load(document: Any, *, as_text: bool) -> Bootstrap | BootstrapError:
+    """Load ``document`` from a dict or from JSON text; only our error escapes."""
     try:
-        if isinstance(document, dict):
-            return load_bootstrap(document, environ={})
-        return load_bootstrap(environ={"GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(document)})
+        if as_text:
+            return load_bootstrap(environ={"GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(document)})
+        return load_bootstrap(document, environ={})
     except BootstrapError as exc:
-        assert exc.source in ("<dict>", "$GRPC_XDS_BOOTSTRAP_CONFIG")
+        assert exc.source == ("$GRPC_XDS_BOOTSTRAP_CONFIG" if as_text else "<dict>")
         assert exc.problem
         return exc
 
 
 def load_both_ways(document: Any) -> Bootstrap | BootstrapError:
-    """Load ``document`` as a dict and as JSON text: the same outcome both times."""
-    first = load(document)
-    text = (
-        load_bootstrap(environ={"GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(document)})
-        if not isinstance(first, BootstrapError)
-        else None
-    )
+    """Load ``document`` as JSON text and, if it is an object, as a dict: the
+    same outcome both ways, and the same again."""
+    first = load(document, as_text=True)
+    assert repr(load(document, as_text=True)) == repr(first)
+    if not isinstance(document, dict):
+        assert isinstance(first, BootstrapError)
+        return first
+    from_dict = load(document, as_text=False)
     if isinstance(first, Bootstrap):
-        again = load(document)
-        assert again == first
-        assert text is not None and text.xds_servers == first.xds_servers
-        assert text.authorities == first.authorities
-    return first
+        assert isinstance(from_dict, Bootstrap), from_dict
+        assert from_dict.xds_servers == first.xds_servers
+        assert from_dict.node == first.node
+        assert from_dict.authorities == first.authorities
+        return from_dict
+    assert isinstance(from_dict, BootstrapError), from_dict
+    assert (from_dict.field, from_dict.problem) == (first.field, first.problem)
+    return from_dict
 
 
 @settings(max_examples=examples(150))
