@@ -42,7 +42,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from hypothesis import strategies as st
 
 __all__ = [
@@ -583,6 +583,9 @@ def _perturb_packed(draw: st.DrawFn, packed: Any) -> None:
     if cls is None:
         return
     inner = cls()
-    packed.Unpack(inner)
+    try:
+        packed.Unpack(inner)
+    except DecodeError:  # an earlier perturbation filled it with garbage
+        return
     _fill(draw, draw(st.sampled_from(_submessages(inner))), 2)
     packed.Pack(inner)
