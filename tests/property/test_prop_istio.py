@@ -3,7 +3,8 @@
 The loader (``proxyless.controlplane.istio.load.load_text``) reads files a
 person edits while the control plane runs; it reports every problem as an
 :class:`Issue` naming file, document, ``kind/name`` and field path, and
-never raises. Tested through the public loader only.
+never raises; ``load_mesh`` raises :class:`MeshConfigError` holding the same
+errors. Tested through the public loader only.
 
 ===================================  ===========================================  ========
 property                             why                                          examples
@@ -33,7 +34,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxyless.controlplane.istio.load import LoadResult, load_text
+from proxyless.controlplane.istio.load import LoadResult, MeshConfigError, load_mesh, load_text
 from proxyless.controlplane.istio.translate import NodeProfile, Translator
 from proxyless.resources import types
 
@@ -182,6 +183,12 @@ def load_checked(text: str) -> LoadResult:
         assert issue.file == FILE, issue
         assert issue.message, issue
         assert str(issue).startswith(FILE), issue
+    try:
+        mesh = load_mesh(text, FILE)
+    except MeshConfigError as exc:
+        assert not result.ok and exc.errors == sorted(result.errors, key=lambda i: (i.file, i.doc))
+    else:
+        assert result.ok and mesh == result.mesh
     if result.ok:
         _translates(result)
     return result
