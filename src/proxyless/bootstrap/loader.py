@@ -70,6 +70,12 @@ _LEGACY_FLAGS = {
 _DURATION = re.compile(r"(\d+)(\.\d{1,9})?s")
 
 _FILE_FIELDS = ("certificate_file", "private_key_file", "ca_certificate_file")
+#: How deep ``node.metadata`` and ``config`` objects may nest. Real ones nest a
+#: few levels; the limit keeps a pathological document (or a dict that
+#: contains itself) an error instead of a RecursionError. Each level is two
+#: messages once ``node.metadata`` is a ``google.protobuf.Struct``, so this
+#: also stays within protobuf's default recursion limit of 100 on the server.
+MAX_JSON_DEPTH = 32
 
 
 def legacy_flag_warnings(environ: Mapping[str, str]) -> list[str]:
@@ -237,19 +243,22 @@ class _Parser:
             )
         return self.optional(obj, key, kind, path)
 
-    def json_value(self, value: Any, path: str) -> Any:
-        """Check ``value`` holds only JSON types (for mappings built in Python)."""
+    def json_value(self, value: Any, path: str, depth: int = 0) -> Any:
+        """Check ``value`` holds only JSON types (for mappings built in Python)
+        nested at most :data:`MAX_JSON_DEPTH` levels."""
         if value is None or isinstance(value, (str, bool, int, float)):
             return value
+        if depth >= MAX_JSON_DEPTH and isinstance(value, (Mapping, list, tuple)):
+            raise self.fail(path, f"nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(value, Mapping):
             for k, v in value.items():
                 if not isinstance(k, str):
                     raise self.fail(path, f"object keys must be strings, found {_type_name(k)}")
-                self.json_value(v, f"{path}{_key(k)}")
+                self.json_value(v, f"{path}{_key(k)}", depth + 1)
             return value
         if isinstance(value, (list, tuple)):
             for i, v in enumerate(value):
-                self.json_value(v, f"{path}[{i}]")
+                self.json_value(v, f"{path}[{i}]", depth + 1)
             return value
         raise self.fail(path, f"expected a JSON value, found {_type_name(value)}")
 

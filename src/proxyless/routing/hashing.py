@@ -45,8 +45,17 @@ _xxh64_intdigest = xxhash.xxh64_intdigest
 
 
 def xxh64(text: str, seed: int = 0) -> int:
-    """XXH64 of the UTF-8 bytes of ``text``."""
-    return int(_xxh64_intdigest(text.encode(), seed))
+    """XXH64 of the UTF-8 bytes of ``text``.
+
+    A lone surrogate (a caller can put one in gRPC metadata) is encoded as
+    is (``surrogatepass``), as regex matching does, instead of failing the
+    request inside routing; the plain encode stays the fast path.
+    """
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogatepass")
+    return int(_xxh64_intdigest(data, seed))
 
 
 def cookie_value(cookie_header: str, name: str) -> str | None:

@@ -496,3 +496,39 @@ def test_unknown_fields_are_ignored() -> None:
     b = load_bootstrap(document, environ={})
     assert b.node.id == "n"
     assert b.certificate_providers["p"].plugin_name == "future_plugin"
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("as_text", [False, True], ids=["dict", "json-text"])
+def test_deeply_nested_metadata_is_an_error(as_text: bool) -> None:
+    # Found by tests/property: 500 levels under node.metadata escaped as a
+    # RecursionError (json.loads accepts up to ~1000 levels).
+    document = doc(node={"id": "n", "metadata": {"deep": _nested(500)}})
+    with pytest.raises(BootstrapError) as info:
+        if as_text:
+            servers = json.dumps(document["xds_servers"])
+            deep = "[" * 500 + '"leaf"' + "]" * 500
+            inline = f'{{"xds_servers": {servers}, "node": {{"metadata": {{"deep": {deep}}}}}}}'
+            load_bootstrap(environ={"GRPC_XDS_BOOTSTRAP_CONFIG": inline})
+        else:
+            load_bootstrap(document, environ={})
+    assert info.value.field.startswith('node.metadata["deep"][0]')
+    assert "nested deeper than 32 levels" in str(info.value)
+
+
+def test_metadata_that_contains_itself_is_an_error() -> None:
+    metadata: dict[str, Any] = {}
+    metadata["self"] = metadata
+    with pytest.raises(BootstrapError, match="nested deeper than"):
+        load_bootstrap(doc(node={"metadata": metadata}), environ={})
+
+
+def test_metadata_nested_31_levels_loads() -> None:
+    b = load_bootstrap(doc(node={"metadata": {"deep": _nested(31)}}), environ={})
+    assert b.node.metadata["deep"][0][0][0] is not None
