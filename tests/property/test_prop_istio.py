@@ -274,15 +274,7 @@ def _null_item_cases() -> list[Any]:
     for path in _paths(SEED)[1:]:
         if not isinstance(path[-1], int):
             continue
-        marks = ()
-        if path == (1, "spec", "http", 0, "route", 0):
-            marks = pytest.mark.xfail(
-                strict=True,
-                reason="bug: the Istio loader accepts an http route whose only destination "
-                "is a null list item, and the control plane then serves a RouteConfiguration "
-                "whose route has no cluster specifier, which every client NACKs",
-            )
-        cases.append(pytest.param(path, marks=marks, id=".".join(map(str, path))))
+        cases.append(pytest.param(path, id=".".join(map(str, path))))
     return cases
 
 

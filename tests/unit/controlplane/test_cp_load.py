@@ -533,3 +533,32 @@ def test_control_plane_refuses_an_invalid_initial_config() -> None:
     # Raised while loading, before the ADS server is started.
     with pytest.raises(MeshConfigError, match="unknown kind"):
         ControlPlane("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")
+
+
+def test_a_bare_route_item_is_an_error_not_a_route_without_cluster() -> None:
+    """``route:`` followed by a bare ``-`` is an empty destination: refused
+    with its path, never translated into a route every client NACKs."""
+    from proxyless.controlplane.istio.load import load_text
+
+    text = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: r, namespace: default}
+spec:
+  hosts: [r.default.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: default}
+spec:
+  hosts: [r.default.svc.cluster.local]
+  http:
+  - route:
+    -
+"""
+    result = load_text(text, "mesh.yaml")
+    errors = [str(i) for i in result.issues if i.severity == "error"]
+    assert any("spec.http[0].route[0]" in e and "is required" in e for e in errors), errors

@@ -313,7 +313,8 @@ def _http_route(r: DocReader, raw: Any, path: str) -> HttpRoute | None:
     raw_route = r.items(box.get("route"), f"{path}.route", required=True)
     for i, d in enumerate(raw_route):
         sub = f"{path}.route[{i}]"
-        dbox = r.mapping(d, sub, known=("destination", "weight", "headers"))
+        # A bare "-" item is an empty destination, which Istio refuses too.
+        dbox = r.mapping(d, sub, known=("destination", "weight", "headers"), required=True)
         if dbox is None:
             continue
         dest = _destination(r, dbox.get("destination"), f"{sub}.destination")
