@@ -211,6 +211,7 @@ class ChannelCore:
                 self.security_key,
                 loop=self.loop,
                 authority=self.runtime.authority,
+                options=self.options,
             )
         else:
             conns = self._conns
@@ -221,6 +222,7 @@ class ChannelCore:
                     self.credentials,
                     self.security_key,
                     authority=self.runtime.authority,
+                    options=self.options,
                 )
                 if len(conns) > _CONN_LIMIT:
                     conns.clear()
@@ -243,13 +245,20 @@ class ChannelCore:
         authority = self.runtime.authority
         if self.loop_bound:
             pooled = self.pool.get_tls(
-                endpoint.address, tls, creds, loop=self.loop, authority=authority
+                endpoint.address,
+                tls,
+                creds,
+                loop=self.loop,
+                authority=authority,
+                options=self.options,
             )
         else:
             conns = self._conns
             pooled = conns.get(endpoint)  # type: ignore[assignment]
             if pooled is None or pooled.closing or pooled.tls is not tls:
-                pooled = self.pool.get_tls(endpoint.address, tls, creds, authority=authority)
+                pooled = self.pool.get_tls(
+                    endpoint.address, tls, creds, authority=authority, options=self.options
+                )
                 if len(conns) > _CONN_LIMIT:
                     conns.clear()
                 conns[endpoint] = pooled

@@ -124,29 +124,29 @@ class ChannelPool:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         authority: str | None = None,
+        options: tuple[tuple[str, Any], ...] = (),
     ) -> PooledChannel:
-        """The channel to ``address`` (created on first use)."""
-        key: _Key = (address, security_key, loop, authority)
+        """The channel to ``address`` (created on first use) with the
+        channel ``options`` the application gave its proxyless channel."""
+        key: _Key = (address, security_key, loop, authority, options)
         entry = self._entries.get(key)
         if entry is not None and not entry.closing:
             return entry
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry.closing:
-                options = list(self._options)
-                if authority:
-                    options.append(("grpc.default_authority", authority))
+                opts = self._channel_options(options, authority)
                 if loop is not None:
                     ch: Any = (
-                        grpc.aio.secure_channel(address, credentials, options=options)
+                        grpc.aio.secure_channel(address, credentials, options=opts)
                         if credentials is not None
-                        else grpc.aio.insecure_channel(address, options=options)
+                        else grpc.aio.insecure_channel(address, options=opts)
                     )
                 else:
                     ch = (
-                        grpc.secure_channel(address, credentials, options=options)
+                        grpc.secure_channel(address, credentials, options=opts)
                         if credentials is not None
-                        else grpc.insecure_channel(address, options=options)
+                        else grpc.insecure_channel(address, options=opts)
                     )
                 entry = PooledChannel(key, address, ch)
                 self._entries[key] = entry
@@ -160,6 +160,7 @@ class ChannelPool:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         authority: str | None = None,
+        options: tuple[tuple[str, Any], ...] = (),
     ) -> PooledChannel:
         """The channel to ``address`` whose connections use ``tls``, the
         current credentials of ``owner`` (created on first use; should
@@ -167,7 +168,7 @@ class ChannelPool:
         current = owner._current
         if current is not None and current is not tls:
             tls = current  # never open a channel with credentials already retired
-        key: _Key = (address, tls, loop, authority)
+        key: _Key = (address, tls, loop, authority, options)
         entry = self._entries.get(key)
         if entry is not None and not entry.closing:
             return entry
@@ -176,13 +177,11 @@ class ChannelPool:
             entry = self._entries.get(key)
             if entry is None or entry.closing:
                 fwd = hub().open(tls, address)
-                options = list(self._options)
-                if authority:
-                    options.append(("grpc.default_authority", authority))
+                opts = self._channel_options(options, authority)
                 ch: Any = (
-                    grpc.aio.insecure_channel(fwd.target, options=options)
+                    grpc.aio.insecure_channel(fwd.target, options=opts)
                     if loop is not None
-                    else grpc.insecure_channel(fwd.target, options=options)
+                    else grpc.insecure_channel(fwd.target, options=opts)
                 )
                 entry = PooledChannel(key, address, ch, fwd)
                 entry.owner = owner
@@ -190,6 +189,16 @@ class ChannelPool:
         if owner._current is tls:
             self._retire(owner, tls)
         return entry
+
+    def _channel_options(
+        self, options: tuple[tuple[str, Any], ...], authority: str | None
+    ) -> list[tuple[str, Any]]:
+        """The pool's options, the application's, then the authority (gRPC
+        uses the last value given for an option)."""
+        out = [*self._options, *options]
+        if authority:
+            out.append(("grpc.default_authority", authority))
+        return out
 
     def _watch(self, owner: ClusterCredentials) -> None:
         if owner in self._watched:

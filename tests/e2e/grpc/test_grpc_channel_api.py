@@ -154,6 +154,44 @@ def test_channel_as_context_manager(
         mc(b"x", timeout=5)
 
 
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "aio"])
+def test_channel_options_reach_the_endpoint_connections(
+    xds: Xds, mesh: Mesh, backends: Callable[..., list[EchoServer]], aio: bool
+) -> None:
+    """``options`` apply to every endpoint connection: a receive limit below
+    the reply's size fails the call with RESOURCE_EXHAUSTED, while a channel
+    without it gets the reply."""
+    import asyncio
+
+    (a,) = backends("a")
+    xds.simple(SERVICE, [a])
+    small = [("grpc.max_receive_message_length", 8)]
+    if aio:
+
+        async def call(options: Any) -> bytes:
+            ch = proxyless.grpc.aio.channel(TARGET, mesh=mesh, options=options)
+            try:
+                reply: bytes = await ch.unary_unary(ECHO_METHOD)(b"x", timeout=10)
+                return reply
+            finally:
+                await ch.close()
+
+        assert backend_of(asyncio.run(call(None))) == "a"
+        with pytest.raises(grpc.RpcError) as info:
+            asyncio.run(call(small))
+    else:
+        assert (
+            backend_of(
+                proxyless.grpc.channel(TARGET, mesh=mesh).unary_unary(ECHO_METHOD)(b"x", timeout=10)
+            )
+            == "a"
+        )
+        limited = proxyless.grpc.channel(TARGET, mesh=mesh, options=small)
+        with pytest.raises(grpc.RpcError) as info:
+            limited.unary_unary(ECHO_METHOD)(b"x", timeout=10)
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+
+
 def test_two_targets_share_one_ads_stream(
     xds: Xds, ads: AdsServer, mesh: Mesh, backends: Callable[..., list[EchoServer]]
 ) -> None:
