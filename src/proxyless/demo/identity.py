@@ -10,14 +10,14 @@
   fail; the demo waits for each to succeed before sending traffic.
 - :func:`report_callers` prints what each backend's handler saw as its
   caller (:func:`proxyless.grpc.peer_identity`, reported by the backend).
-- :func:`refused_call` makes one call as a workload the AuthorizationPolicy
-  does not allow and explains the refusal from the mesh config.
+- :func:`refused_call` makes one call (as a workload the AuthorizationPolicy
+  does not allow) and :func:`allow_policies` names the policies that could
+  have let it in, from the mesh config.
 """
 
 from __future__ import annotations
 
 import socket
-import ssl
 import time
 from collections.abc import Callable, Mapping
 
@@ -66,7 +66,9 @@ def verified_servers(
 ) -> dict[str, PeerCertificate]:
     """Backend name -> the certificate it presented, checked by the client's
     credentials of its cluster; waits up to ``timeout`` for every backend
-    to serve its certificate. Raises the last error of a backend that did not."""
+    to serve its certificate. Raises the last connection error of a backend
+    that did not, and at once the error of a certificate the client refuses
+    (:class:`~proxyless.errors.IdentityMismatch`, ...)."""
     deadline = time.monotonic() + timeout
     out: dict[str, PeerCertificate] = {}
     for name, endpoint in endpoints.items():
@@ -74,7 +76,7 @@ def verified_servers(
             try:
                 out[name] = _handshake(credentials[name], endpoint, timeout=2.0)
                 break
-            except (OSError, ssl.SSLError, SecurityError):
+            except OSError:  # not serving yet, or no certificate yet (ssl.SSLError)
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.05)
