@@ -11,7 +11,7 @@ __all__ = ["register"]
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
-        help="run a reviews service mesh on 127.0.0.1 and show routing, splits and failover",
+        help="run a reviews service mesh over mTLS on 127.0.0.1: identities, routing, failover",
         description=__doc__,
     )
     p.add_argument(

@@ -11,7 +11,14 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 
-__all__ = ["example_endpoints", "example_names", "example_template", "render_example"]
+__all__ = [
+    "example_endpoints",
+    "example_names",
+    "example_template",
+    "render_example",
+    "render_template",
+    "template_endpoints",
+]
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z0-9_-]+)\.(address|port)\}\}")
 
@@ -32,10 +39,15 @@ def example_template(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def template_endpoints(template: str) -> list[str]:
+    """The endpoint names a template needs, in order of appearance."""
+    found = [m.group(1) for m in _PLACEHOLDER.finditer(template)]
+    return list(dict.fromkeys(found))
+
+
 def example_endpoints(name: str) -> list[str]:
     """The endpoint names example ``name`` needs, in order of appearance."""
-    found = [m.group(1) for m in _PLACEHOLDER.finditer(example_template(name))]
-    return list(dict.fromkeys(found))
+    return template_endpoints(example_template(name))
 
 
 def render_example(name: str, endpoints: Mapping[str, str | tuple[str, int]]) -> str:
@@ -44,8 +56,15 @@ def render_example(name: str, endpoints: Mapping[str, str | tuple[str, int]]) ->
     ``endpoints`` maps each endpoint name to ``"ip:port"`` or ``(ip, port)``;
     a missing or unknown name raises ValueError.
     """
-    template = example_template(name)
-    needed = example_endpoints(name)
+    return render_template(example_template(name), endpoints, what=f"example {name!r}")
+
+
+def render_template(
+    template: str, endpoints: Mapping[str, str | tuple[str, int]], *, what: str = "the template"
+) -> str:
+    """A template with placeholders (see the module docstring) filled in, as
+    :func:`render_example` does; ``what`` names it in errors."""
+    needed = template_endpoints(template)
     missing = [n for n in needed if n not in endpoints]
     unknown = [n for n in endpoints if n not in needed]
     if missing or unknown:
@@ -54,9 +73,7 @@ def render_example(name: str, endpoints: Mapping[str, str | tuple[str, int]]) ->
             parts.append(f"missing {', '.join(missing)}")
         if unknown:
             parts.append(f"unknown {', '.join(unknown)}")
-        raise ValueError(
-            f"example {name!r} needs endpoints {', '.join(needed)}: {'; '.join(parts)}"
-        )
+        raise ValueError(f"{what} needs endpoints {', '.join(needed)}: {'; '.join(parts)}")
     resolved: dict[str, tuple[str, int]] = {}
     for key, value in endpoints.items():
         if isinstance(value, tuple):
