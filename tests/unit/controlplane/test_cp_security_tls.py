@@ -86,11 +86,14 @@ def envoy_fixture(sans: list[str], sni: str, alpn: list[str]) -> dict[str, Any]:
     }
 
 
-def sds_fixture(sans: list[str], sni: str) -> dict[str, Any]:
-    """Envoy's shape without Istio's ALPN and TLS parameters."""
+def sds_fixture(sans: list[str], sni: str = "") -> dict[str, Any]:
+    """Envoy's shape without Istio's SNI (only an explicit ``tls.sni``), ALPN
+    and TLS parameters."""
     out = envoy_fixture(sans, sni, [])
     del out["commonTlsContext"]["tlsParams"]
     del out["commonTlsContext"]["alpnProtocols"]
+    if not sni:
+        del out["sni"]
     return out
 
 
@@ -129,8 +132,8 @@ EXPECTED: dict[str, dict[str, dict[str, Any] | None]] = {
         f"outbound|8080|v2|{HOST}": envoy_fixture(V2_ACCOUNTS, "v2.reviews", H1),
     },
     STYLE_SDS: {
-        f"outbound|9080||{HOST}": sds_fixture(ACCOUNTS, sni(9080)),
-        f"outbound|9080|v1|{HOST}": sds_fixture(ACCOUNTS, sni(9080, "v1")),
+        f"outbound|9080||{HOST}": sds_fixture(ACCOUNTS),
+        f"outbound|9080|v1|{HOST}": sds_fixture(ACCOUNTS),
         f"outbound|9080|v2|{HOST}": sds_fixture(V2_ACCOUNTS, "v2.reviews"),
         f"outbound|8080||{HOST}": None,
         f"outbound|8080|v1|{HOST}": None,

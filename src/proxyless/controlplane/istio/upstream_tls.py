@@ -18,8 +18,10 @@ pilot/pkg/networking/grpcgen cds.go for gRPC) and Envoy's
   ``default`` and the trust bundle from SDS secret ``ROOTCA``, both over ADS
   (``sds_config: {ads: {}}``) from this control plane instead of
   istio-agent's ``sds-grpc`` cluster.
-* **proxyless nodes** (our own client): the same SNI and SDS secrets, without
-  the Istio ALPN values and TLS parameters, which are Envoy-to-Envoy
+* **proxyless nodes** (our own client): the same SDS secrets, without Istio's
+  SNI (unless ``tls.sni``: it names the cluster for an Envoy server's filter
+  chains, while a gRPC server holds one certificate and logs every name it
+  does not know), ALPN values and TLS parameters, which are Envoy-to-Envoy
   conventions (the client negotiates ``h2`` itself).
 * **gRPC nodes** (istiod's gRPC generator shape, for grpcio and other
   gRFC A29 clients that take certificates from a bootstrap
@@ -218,7 +220,9 @@ def upstream_transport_socket(
     context: tls_pb2.UpstreamTlsContext
     if tls.mode == "ISTIO_MUTUAL":
         sans = tls.subject_alt_names or service_accounts(service, trust_domain)
-        sni = tls.sni or istio_sni(port, subset, service.host)
+        # Istio's SNI names the cluster for Envoy servers' filter chains; a
+        # gRPC server has one certificate and would log each unknown name.
+        sni = tls.sni or (istio_sni(port, subset, service.host) if style == STYLE_ENVOY else "")
         context = upstream_tls_context(style, sans=sans, sni=sni, http2=http2)
     elif tls.mode in ("SIMPLE", "MUTUAL"):
         sni = tls.sni or service.host
