@@ -195,7 +195,9 @@ class TlsRelay:
         # Read what the ciphertext in hand can give (plaintext is never
         # longer), one record per read, and stop when nothing is left in the
         # BIO nor decrypted in OpenSSL: no oversized buffers, and no extra
-        # read ending in ``SSLWantReadError`` on every crossing.
+        # read ending in ``SSLWantReadError`` on every crossing. (Python's
+        # ssl never turns read-ahead on, so OpenSSL keeps no undecrypted
+        # record of its own once the BIO is empty.)
         obj, bio = self._obj, self._in
         while True:
             size = min(READ_SIZE, bio.pending + obj.pending()) or READ_SIZE
