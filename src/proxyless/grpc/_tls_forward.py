@@ -98,7 +98,16 @@ class Forwarder:
 class _Conn:
     """One relayed connection: grpcio's socket, the endpoint's, the relay."""
 
-    __slots__ = ("connecting", "forwarder", "local", "relay", "up", "verified")
+    __slots__ = (
+        "connecting",
+        "forwarder",
+        "local",
+        "local_events",
+        "relay",
+        "up",
+        "up_events",
+        "verified",
+    )
 
     def __init__(self, forwarder: Forwarder, local: socket.socket, up: socket.socket) -> None:
         self.forwarder = forwarder
@@ -107,6 +116,9 @@ class _Conn:
         self.relay = TlsRelay(forwarder.tls, forwarder.endpoint)
         self.connecting = True
         self.verified = False
+        #: what each socket is registered for (0: not registered)
+        self.up_events = _W
+        self.local_events = _R
 
 
 class _Loop:
@@ -115,6 +127,9 @@ class _Loop:
     def __init__(self) -> None:
         self.sel = selectors.DefaultSelector()
         self.conns: set[_Conn] = set()
+        # every read lands here (one loop runs on one thread): no buffer per read
+        self._buf = bytearray(READ_SIZE)
+        self._view = memoryview(self._buf)
 
     def add(self, conn: _Conn) -> None:
         self.conns.add(conn)
@@ -137,11 +152,11 @@ class _Loop:
                     )
                     return
             elif events & _R:
-                data = _recv(conn.up)
+                data = _recv(conn.up, self._buf, self._view)
                 if data is not None:
                     relay.from_upstream(data)
         elif events & _R:
-            data = _recv(conn.local)
+            data = _recv(conn.local, self._buf, self._view)
             if data is not None:
                 relay.from_local(data)
         self.settle(conn)
@@ -169,20 +184,20 @@ class _Loop:
         if not conn.connecting and relay.wants_upstream():
             up_events |= _R
         local_events = (_W if relay.to_local else 0) | (_R if relay.wants_local() else 0)
-        self._set(conn.up, up_events, (conn, True))
-        self._set(conn.local, local_events, (conn, False))
+        if up_events != conn.up_events:
+            self._set(conn.up, conn.up_events, up_events, (conn, True))
+            conn.up_events = up_events
+        if local_events != conn.local_events:
+            self._set(conn.local, conn.local_events, local_events, (conn, False))
+            conn.local_events = local_events
 
-    def _set(self, sock: socket.socket, events: int, data: tuple[_Conn, bool]) -> None:
-        try:
-            key = self.sel.get_key(sock)
-        except KeyError:
-            if events:
-                self.sel.register(sock, events, data)
-            return
-        if not events:
+    def _set(self, sock: socket.socket, old: int, new: int, data: tuple[_Conn, bool]) -> None:
+        if not old:
+            self.sel.register(sock, new, data)
+        elif not new:
             self.sel.unregister(sock)
-        elif key.events != events:
-            self.sel.modify(sock, events, data)
+        else:
+            self.sel.modify(sock, new, data)
 
     def _fail(self, conn: _Conn, error: SecurityError) -> None:
         conn.forwarder.last_error = error
@@ -197,14 +212,16 @@ class _Loop:
             sock.close()
 
 
-def _recv(sock: socket.socket) -> bytes | None:
-    """Bytes read, ``b""`` at end of stream (or a reset), None: none yet."""
+def _recv(sock: socket.socket, buf: bytearray, view: memoryview) -> memoryview | None:
+    """The bytes read into ``buf`` (valid until the next read; empty at end
+    of stream or on a reset), None: none yet."""
     try:
-        return sock.recv(READ_SIZE)
+        n = sock.recv_into(buf)
     except (BlockingIOError, InterruptedError):
         return None
     except OSError:
-        return b""
+        n = 0
+    return view[:n]
 
 
 def _send(sock: socket.socket, buf: bytearray) -> None:

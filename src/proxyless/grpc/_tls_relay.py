@@ -102,7 +102,7 @@ class TlsRelay:
         )
 
     # -- bytes in ------------------------------------------------------------------------
-    def from_upstream(self, data: bytes) -> None:
+    def from_upstream(self, data: bytes | memoryview) -> None:
         """Ciphertext from the endpoint (``b""``: it closed the connection)."""
         if self._state == _CLOSED:
             return
@@ -123,7 +123,7 @@ class TlsRelay:
         if self._state == _OPEN:
             self._read_plaintext()
 
-    def from_local(self, data: bytes) -> None:
+    def from_local(self, data: bytes | memoryview) -> None:
         """Plaintext from grpcio (``b""``: grpcio closed its connection)."""
         if self._state == _CLOSED:
             return
@@ -192,10 +192,17 @@ class TlsRelay:
             self._close_tls()
 
     def _read_plaintext(self) -> None:
-        obj = self._obj
+        # Read what the ciphertext in hand can give (plaintext is never
+        # longer), one record per read, and stop when nothing is left in the
+        # BIO nor decrypted in OpenSSL: no oversized buffers, and no extra
+        # read ending in ``SSLWantReadError`` on every crossing. (Python's
+        # ssl never turns read-ahead on, so OpenSSL keeps no undecrypted
+        # record of its own once the BIO is empty.)
+        obj, bio = self._obj, self._in
         while True:
+            size = min(READ_SIZE, bio.pending + obj.pending()) or READ_SIZE
             try:
-                chunk = obj.read(READ_SIZE)
+                chunk = obj.read(size)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
@@ -208,9 +215,11 @@ class TlsRelay:
                 self._state = _CLOSED
                 break
             self.to_local += chunk
+            if not bio.pending and not obj.pending():
+                break
         self._flush()  # post-handshake messages (key updates) the read produced
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         try:
             self._obj.write(data)
         except ssl.SSLError as exc:

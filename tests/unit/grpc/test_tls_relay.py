@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -101,6 +102,42 @@ def test_verified_then_relayed_both_ways(ca: DevCA) -> None:
     relay.from_local(b"more")
     _pump(relay, server)
     assert bytes(server.plaintext).endswith(b"more")
+
+
+def _split_whole(data: bytes) -> list[bytes]:
+    return [data]
+
+
+def _split_bytewise(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def _split_mid_record(data: bytes) -> list[bytes]:
+    return [data[: len(data) // 2 + 3], data[len(data) // 2 + 3 :]]
+
+
+@pytest.mark.parametrize(
+    ("messages", "split"),
+    [
+        pytest.param([b"one"], _split_whole, id="one-record"),
+        pytest.param([b"a" * 100, b"b" * 200, b"c" * 300], _split_whole, id="records-in-one-read"),
+        pytest.param([b"a" * 100, b"b" * 200], _split_bytewise, id="byte-by-byte"),
+        pytest.param([b"x" * 5000, b"y" * 7], _split_mid_record, id="split-mid-record"),
+        pytest.param([bytes(range(256)) * 300], _split_whole, id="several-full-records"),
+    ],
+)
+def test_every_plaintext_byte_reaches_grpcio_however_ciphertext_arrives(
+    ca: DevCA, messages: list[bytes], split: Callable[[bytes], list[bytes]]
+) -> None:
+    relay = TlsRelay(_client_tls(ca), ENDPOINT)
+    server = Server(ca, REVIEWS, ca.roots_pem)
+    _pump(relay, server)
+    assert relay.verified
+    ciphertext = b"".join(server.send(m) for m in messages)
+    for chunk in split(ciphertext):
+        relay.from_upstream(memoryview(bytearray(chunk)))  # as the forwarder passes them
+    assert relay.take_local() == b"".join(messages)
+    assert relay.error is None and not relay.closed
 
 
 @pytest.mark.parametrize(
