@@ -1,0 +1,228 @@
+"""A whole mesh with proxyless on both sides, configured by the embedded control plane.
+
+One Istio YAML (:func:`mesh_yaml`): ServiceEntries for ``reviews`` (gRPC)
+and ``details`` (HTTP, a ``TlsEcho`` requiring a client certificate) with their ``serviceAccount``, DestinationRules
+``ISTIO_MUTUAL``, PeerAuthentication STRICT in ``default`` and an
+AuthorizationPolicy ``web-only`` allowing ``cluster.local/ns/default/sa/web``
+on ``reviews``. :class:`MeshUnderTest` runs the control plane (SVIDs renewed
+by hand with a :class:`~proxyless.testing.FakeClock`), the ``reviews``
+server (``proxyless.grpc.server`` on a node with ``INSTANCE_IPS``,
+``LABELS`` and ``SERVICE_ACCOUNT`` metadata, certificates over SDS) whose
+handler answers the caller's ``peer_identity`` and records the fingerprint
+of the client certificate of every call, and client Meshes by service
+account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from tests.e2e.httpx_tls.conftest import TlsEcho
+
+import proxyless.grpc
+from proxyless.controlplane import ControlPlane
+from proxyless.controlplane.ca import IssuedCertificate
+from proxyless.mesh import Mesh
+from proxyless.testing import FakeClock
+
+TEMPLATE = "xds.istio.io/grpc/lds/inbound/%s"
+REVIEWS_HOST = "reviews.default.svc.cluster.local"
+DETAILS_HOST = "details.default.svc.cluster.local"
+WEB = "spiffe://cluster.local/ns/default/sa/web"
+RATINGS = "spiffe://cluster.local/ns/default/sa/ratings"
+REVIEWS = "spiffe://cluster.local/ns/default/sa/reviews"
+DETAILS = "spiffe://cluster.local/ns/default/sa/details"
+METHOD = "/mesh.Reviews/Who"
+#: The SVIDs' lifetime; a rotation advances the control plane's clock past 80% of it.
+TTL = 30.0
+
+
+def mesh_yaml(grpc_port: int, http_port: int) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [{REVIEWS_HOST}]
+  ports: [{{number: {grpc_port}, name: grpc, protocol: GRPC}}]
+  endpoints: [{{address: 127.0.0.1, labels: {{app: reviews}}, serviceAccount: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: details, namespace: default}}
+spec:
+  hosts: [{DETAILS_HOST}]
+  ports: [{{number: {http_port}, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, labels: {{app: details}}, serviceAccount: details}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: {REVIEWS_HOST}
+  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: details, namespace: default}}
+spec:
+  host: {DETAILS_HOST}
+  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: default}}
+spec: {{mtls: {{mode: STRICT}}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: web-only, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: reviews}}}}
+  action: ALLOW
+  rules:
+  - from: [{{source: {{principals: [cluster.local/ns/default/sa/web]}}}}]
+"""
+
+
+def fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()[:16]
+
+
+def leaf_fingerprint(issued: IssuedCertificate) -> str:
+    """The fingerprint of ``issued``'s leaf certificate."""
+    end = b"-----END CERTIFICATE-----"
+    leaf = issued.chain_pem.split(end)[0] + end + b"\n"
+    return fingerprint(ssl.PEM_cert_to_DER_cert(leaf.decode()))
+
+
+def wait_until(cond: Any, *, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class CallRecord:
+    """What the ``reviews`` server saw: (loop tag, caller SPIFFE ID, client certificate)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, str | None, str]] = []
+
+    def add(self, tag: str, who: str | None, cert: str) -> None:
+        with self.lock:
+            self.calls.append((tag, who, cert))
+
+    def seen(self, tag: str, cert: str) -> bool:
+        with self.lock:
+            return any(t == tag and c == cert for t, _, c in self.calls)
+
+    def certs(self) -> set[str]:
+        with self.lock:
+            return {c for _, _, c in self.calls}
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self.calls)
+
+
+class MeshUnderTest:
+    """The control plane, the ``reviews`` server and client Meshes (module docstring)."""
+
+    def __init__(self) -> None:
+        self.clock = FakeClock(start=0.0, wall_offset=float(int(time.time())))
+        self.record = CallRecord()
+        self.cp = ControlPlane(
+            "",
+            stderr=io.StringIO(),
+            clock=self.clock,
+            certificate_ttl=TTL,
+            renew_check_interval=0,
+        ).start()
+        self.details = TlsEcho("details", self.cp.ca.issue(DETAILS), self.cp.ca).start()
+        http_port = self.details.port
+        self._meshes: list[Mesh] = []
+        self.node_ids: dict[int, str] = {}
+        bootstrap = self.cp.bootstrap(
+            "reviews-1",
+            metadata={
+                "INSTANCE_IPS": "127.0.0.1",
+                "LABELS": {"app": "reviews"},
+                "SERVICE_ACCOUNT": "reviews",
+            },
+        )
+        bootstrap["server_listener_resource_name_template"] = TEMPLATE
+        self.server_mesh = self._mesh(bootstrap)
+        handler = grpc.method_handlers_generic_handler(
+            "mesh.Reviews", {"Who": grpc.unary_unary_rpc_method_handler(self._who)}
+        )
+        self.server = proxyless.grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8), mesh=self.server_mesh, handlers=[handler]
+        )
+        # Bind first: the ServiceEntry names the server's port.
+        self.port = self.server.add_port("127.0.0.1:0")
+        self.server.start()
+        self.cp.update(mesh_yaml(self.port, http_port))
+        self.target = f"xds:///{REVIEWS_HOST}:{self.port}"
+        self.http_url = f"http://{DETAILS_HOST}:{http_port}"
+
+    def _who(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        who = proxyless.grpc.peer_identity(context)
+        pems = context.auth_context().get("x509_pem_cert")
+        cert = fingerprint(ssl.PEM_cert_to_DER_cert(pems[0].decode())) if pems else ""
+        self.record.add(request.decode(), who, cert)
+        return (who or "plaintext").encode()
+
+    def _mesh(self, bootstrap: dict[str, Any]) -> Mesh:
+        mesh = Mesh(bootstrap)
+        self._meshes.append(mesh)
+        return mesh
+
+    def client(self, account: str) -> Mesh:
+        """A client Mesh whose node claims ``SERVICE_ACCOUNT: account``."""
+        node_id = f"{account}-{len(self._meshes)}"
+        mesh = self._mesh(self.cp.bootstrap(node_id, metadata={"SERVICE_ACCOUNT": account}))
+        self.node_ids[id(mesh)] = node_id
+        return mesh
+
+    def node_of(self, mesh: Mesh) -> str:
+        return self.node_ids[id(mesh)]
+
+    def held(self, node_id: str) -> IssuedCertificate:
+        """The SVID the control plane currently holds for ``node_id``."""
+        for (key, _), issued in self.cp.svids.held().items():
+            if key == node_id:
+                return issued.certificate
+        raise AssertionError(f"no SVID held for {node_id!r}")
+
+    def rotate(self) -> int:
+        """Move the clock past the renewal point and re-issue every SVID."""
+        self.clock.advance(0.85 * TTL)
+        return self.cp.renew_certificates()
+
+    def close(self) -> None:
+        self.server.stop(0).wait(5)
+        for mesh in self._meshes:
+            mesh.close()
+        self.details.stop()
+        self.cp.stop()
+
+
+@pytest.fixture
+def world() -> Iterator[MeshUnderTest]:
+    under_test = MeshUnderTest()
+    try:
+        yield under_test
+    finally:
+        under_test.close()
