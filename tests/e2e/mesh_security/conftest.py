@@ -15,6 +15,7 @@ account.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import ssl
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,8 +31,11 @@ import pytest
 from tests.e2e.httpx_tls.conftest import TlsEcho
 
 import proxyless.grpc
-from proxyless.controlplane import ControlPlane
+from proxyless.controlplane import ControlPlane, NodeIdentity
 from proxyless.controlplane.ca import IssuedCertificate
+from proxyless.controlplane.cert_files import file_watcher_provider
+from proxyless.controlplane.model import SECRET_TYPE, NodeInfo, Snapshot
+from proxyless.controlplane.server import AdsServer
 from proxyless.mesh import Mesh
 from proxyless.testing import FakeClock
 
@@ -140,19 +145,26 @@ class CallRecord:
 class MeshUnderTest:
     """The control plane, the ``reviews`` server and client Meshes (module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ca_dir: Path | None = None) -> None:
         self.clock = FakeClock(start=0.0, wall_offset=float(int(time.time())))
         self.record = CallRecord()
+        self.ca_dir = ca_dir
         self.cp = ControlPlane(
             "",
             stderr=io.StringIO(),
             clock=self.clock,
             certificate_ttl=TTL,
             renew_check_interval=0,
+            ca_dir=ca_dir,
+            identities=(NodeIdentity("default", "web"), NodeIdentity("default", "ratings")),
         ).start()
+        self.relay: AdsServer | None = None
+        if ca_dir is not None:
+            self.relay = AdsServer(snapshot_fn=self._as_grpc_node)
+            self.relay.start()
         self.details = TlsEcho("details", self.cp.ca.issue(DETAILS), self.cp.ca).start()
         http_port = self.details.port
-        self._meshes: list[Mesh] = []
+        self.meshes: list[Mesh] = []
         self.node_ids: dict[int, str] = {}
         bootstrap = self.cp.bootstrap(
             "reviews-1",
@@ -163,6 +175,7 @@ class MeshUnderTest:
             },
         )
         bootstrap["server_listener_resource_name_template"] = TEMPLATE
+        self._use_files(bootstrap, "reviews")
         self.server_mesh = self._mesh(bootstrap)
         handler = grpc.method_handlers_generic_handler(
             "mesh.Reviews", {"Who": grpc.unary_unary_rpc_method_handler(self._who)}
@@ -174,6 +187,8 @@ class MeshUnderTest:
         self.port = self.server.add_port("127.0.0.1:0")
         self.server.start()
         self.cp.update(mesh_yaml(self.port, http_port))
+        if self.relay is not None:
+            self.relay.refresh()
         self.target = f"xds:///{REVIEWS_HOST}:{self.port}"
         self.http_url = f"http://{DETAILS_HOST}:{http_port}"
 
@@ -184,20 +199,61 @@ class MeshUnderTest:
         self.record.add(request.decode(), who, cert)
         return (who or "plaintext").encode()
 
+    def _as_grpc_node(self, node: NodeInfo) -> Snapshot:
+        """What the control plane serves a grpcio node in ``node``'s place:
+        TLS contexts naming the certificate-provider instance ``default``
+        (istiod's gRPC shape), and no Secrets."""
+        grpc_node = dataclasses.replace(node, user_agent_name="grpc-python")
+        resources = dict(self.cp.snapshot_for(grpc_node).resources)
+        resources.pop(SECRET_TYPE, None)
+        return Snapshot(resources)
+
+    def _use_files(self, bootstrap: dict[str, Any], account: str) -> None:
+        """With ``ca_dir``: take config from the relay and certificates from
+        ``ca_dir`` files (a ``file_watcher`` instance ``default``)."""
+        if self.ca_dir is None or self.relay is None:
+            return
+        bootstrap["xds_servers"][0]["server_uri"] = self.relay.target
+        bootstrap["certificate_providers"] = {
+            "default": file_watcher_provider(
+                self.ca_dir, NodeIdentity("default", account), refresh_interval="0.1s"
+            )
+        }
+
+    def files_leaf(self, account: str) -> str:
+        """The fingerprint of the certificate now in ``account``'s files."""
+        assert self.ca_dir is not None
+        chain = (self.ca_dir / "default" / account / "cert-chain.pem").read_bytes()
+        return leaf_fingerprint(IssuedCertificate(chain, b"", 0.0))
+
     def _mesh(self, bootstrap: dict[str, Any]) -> Mesh:
         mesh = Mesh(bootstrap)
-        self._meshes.append(mesh)
+        self.meshes.append(mesh)
         return mesh
 
     def client(self, account: str) -> Mesh:
         """A client Mesh whose node claims ``SERVICE_ACCOUNT: account``."""
-        node_id = f"{account}-{len(self._meshes)}"
-        mesh = self._mesh(self.cp.bootstrap(node_id, metadata={"SERVICE_ACCOUNT": account}))
+        node_id = f"{account}-{len(self.meshes)}"
+        bootstrap = self.cp.bootstrap(node_id, metadata={"SERVICE_ACCOUNT": account})
+        self._use_files(bootstrap, account)
+        mesh = self._mesh(bootstrap)
         self.node_ids[id(mesh)] = node_id
         return mesh
 
     def node_of(self, mesh: Mesh) -> str:
         return self.node_ids[id(mesh)]
+
+    def client_leaf(self, mesh: Mesh) -> str:
+        """The fingerprint of the certificate ``mesh`` should present now."""
+        if self.ca_dir is not None:
+            return self.files_leaf(self.node_of(mesh).rsplit("-", 1)[0])
+        return leaf_fingerprint(self.held(self.node_of(mesh)))
+
+    def server_leaf(self) -> str:
+        """The fingerprint of the certificate the ``reviews`` server should present now."""
+        if self.ca_dir is not None:
+            return self.files_leaf("reviews")
+        return leaf_fingerprint(self.held("reviews-1"))
 
     def held(self, node_id: str) -> IssuedCertificate:
         """The SVID the control plane currently holds for ``node_id``."""
@@ -213,15 +269,19 @@ class MeshUnderTest:
 
     def close(self) -> None:
         self.server.stop(0).wait(5)
-        for mesh in self._meshes:
+        for mesh in self.meshes:
             mesh.close()
         self.details.stop()
+        if self.relay is not None:
+            self.relay.stop()
         self.cp.stop()
 
 
-@pytest.fixture
-def world() -> Iterator[MeshUnderTest]:
-    under_test = MeshUnderTest()
+@pytest.fixture(params=[pytest.param("sds", id="sds"), pytest.param("files", id="file_watcher")])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MeshUnderTest]:
+    """The mesh with certificates over SDS, or from ``ca_dir`` files (see
+    :meth:`MeshUnderTest._as_grpc_node`)."""
+    under_test = MeshUnderTest(tmp_path / "certs" if request.param == "files" else None)
     try:
         yield under_test
     finally:
