@@ -13,15 +13,25 @@
   (403 / PERMISSION_DENIED), and when the mesh names another service account
   for the destination, the proxyless client refuses Envoy's SVID, naming
   both identities.
+* grpcio's own xDS client (``xds_channel_credentials``, a ``file_watcher``
+  instance ``default`` over the control plane's ``ca_dir`` files, the
+  cluster in istiod's gRPC shape) calls the ``reviews`` server over mTLS:
+  ``peer_identity`` sees its SPIFFE ID; with ``ratings``' files it is
+  refused by the policy.
 """
 
 from __future__ import annotations
 
 import http.server
 import io
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -38,12 +48,12 @@ from tests.interop.cp_interop_helpers import wait_until
 
 import proxyless.grpc
 import proxyless.httpx
-from proxyless.controlplane import ControlPlane
+from proxyless.controlplane import ControlPlane, NodeIdentity
 from proxyless.mesh import Mesh
 from proxyless.testing.backends import ECHO_METHOD, EchoServer, decode_reply
 from proxyless.testing.controlplane import EnvoyProcess, free_port
 
-pytestmark = [pytest.mark.envoy, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 def _rejected(envoy: EnvoyProcess) -> dict[str, int]:
@@ -72,6 +82,7 @@ def world() -> Iterator[MeshUnderTest]:
         under_test.close()
 
 
+@pytest.mark.envoy
 def test_envoy_calls_our_server_over_mtls_and_rbac_applies(world: MeshUnderTest) -> None:
     listener = free_port()
     bootstrap = world.cp.envoy_bootstrap(
@@ -193,6 +204,7 @@ def _client(cp: ControlPlane, account: str) -> Mesh:
     return Mesh(cp.bootstrap(f"{account}-client", metadata={"SERVICE_ACCOUNT": account}))
 
 
+@pytest.mark.envoy
 def test_our_clients_call_through_an_envoy_sidecar_with_mtls(
     apps: tuple[int, EchoServer],
 ) -> None:
@@ -260,3 +272,54 @@ def test_our_clients_call_through_an_envoy_sidecar_with_mtls(
                 assert "sa/details" in message and "sa/reviews" in message, message
             assert _rejected(envoy) == {}
         assert cp.server.nacks() == []
+
+
+# grpcio's own xDS client calls our server ----------------------------------------------
+
+GRPCIO_CLIENT = """
+import json, sys, grpc, grpc.experimental
+creds = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
+with grpc.secure_channel(sys.argv[1], creds) as channel:
+    who = channel.unary_unary(sys.argv[2])
+    try:
+        print(json.dumps({"reply": who(b"grpcio", timeout=20, wait_for_ready=True).decode()}))
+    except grpc.RpcError as exc:
+        print(json.dumps({"error": exc.code().name, "details": exc.details()}))
+"""
+
+
+def _grpcio_call(world: MeshUnderTest, account: str, tmp: Path) -> dict[str, str]:
+    bootstrap = world.cp.bootstrap(
+        f"grpcio-{account}",
+        metadata={"SERVICE_ACCOUNT": account},
+        certificates=NodeIdentity("default", account),
+    )
+    path = tmp / f"bootstrap-{account}.json"
+    path.write_text(json.dumps(bootstrap))
+    done = subprocess.run(
+        [sys.executable, "-c", GRPCIO_CLIENT, world.target, METHOD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "GRPC_XDS_BOOTSTRAP": str(path)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_grpcio_xds_client_with_file_watcher_calls_our_server(tmp_path: Path) -> None:
+    world = MeshUnderTest(tmp_path / "certs", files_for_proxyless=False)
+    try:
+        assert _grpcio_call(world, "web", tmp_path) == {"reply": WEB}
+        ((tag, caller, cert),) = world.record.calls
+        assert (tag, caller) == ("grpcio", WEB)
+        assert cert == world.files_leaf("web")  # the certificate of the files it was given
+        refused = _grpcio_call(world, "ratings", tmp_path)
+        assert refused["error"] == "PERMISSION_DENIED", refused
+        assert "policy[web-only]" in refused["details"], refused
+        assert len(world.record.calls) == 1
+        assert world.cp.server.nacks() == []
+    finally:
+        world.close()

@@ -145,7 +145,7 @@ class CallRecord:
 class MeshUnderTest:
     """The control plane, the ``reviews`` server and client Meshes (module docstring)."""
 
-    def __init__(self, ca_dir: Path | None = None) -> None:
+    def __init__(self, ca_dir: Path | None = None, *, files_for_proxyless: bool = True) -> None:
         self.clock = FakeClock(start=0.0, wall_offset=float(int(time.time())))
         self.record = CallRecord()
         self.ca_dir = ca_dir
@@ -159,7 +159,7 @@ class MeshUnderTest:
             identities=(NodeIdentity("default", "web"), NodeIdentity("default", "ratings")),
         ).start()
         self.relay: AdsServer | None = None
-        if ca_dir is not None:
+        if ca_dir is not None and files_for_proxyless:
             self.relay = AdsServer(snapshot_fn=self._as_grpc_node)
             self.relay.start()
         self.details = TlsEcho("details", self.cp.ca.issue(DETAILS), self.cp.ca).start()
@@ -245,13 +245,13 @@ class MeshUnderTest:
 
     def client_leaf(self, mesh: Mesh) -> str:
         """The fingerprint of the certificate ``mesh`` should present now."""
-        if self.ca_dir is not None:
+        if self.relay is not None:
             return self.files_leaf(self.node_of(mesh).rsplit("-", 1)[0])
         return leaf_fingerprint(self.held(self.node_of(mesh)))
 
     def server_leaf(self) -> str:
         """The fingerprint of the certificate the ``reviews`` server should present now."""
-        if self.ca_dir is not None:
+        if self.relay is not None:
             return self.files_leaf("reviews")
         return leaf_fingerprint(self.held("reviews-1"))
 

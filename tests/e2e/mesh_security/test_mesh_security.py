@@ -198,6 +198,6 @@ def test_rotation_under_load_fails_no_call(world: MeshUnderTest, tmp_path: Path)
     # Every caller was web, over mTLS; each rotation brought new client certificates.
     assert {caller for _, caller, _ in world.record.calls} == {WEB}
     # (over SDS each node has its own SVID; the two Meshes share web's files)
-    assert len(world.record.certs()) == (ROTATIONS + 1) * (1 if world.ca_dir else 2)
+    assert len(world.record.certs()) == (ROTATIONS + 1) * (1 if world.relay else 2)
     assert RATINGS not in {caller for _, caller, _ in world.record.calls}
     assert world.cp.server.nacks() == []
