@@ -5,7 +5,9 @@
   control plane; it calls the ``reviews`` ``proxyless.grpc.server`` (STRICT,
   AuthorizationPolicy ``web-only``) whose ``peer_identity`` sees Envoy's
   SPIFFE ID; when the policy allows another identity, Envoy's calls end in
-  PERMISSION_DENIED naming the policy.
+  PERMISSION_DENIED naming the policy; when the mesh names another service
+  account for ``reviews``, Envoy refuses the server's SVID
+  (``ssl.fail_verify_san``).
 * Envoy as a sidecar: the control plane gives it an inbound listener (STRICT
   mTLS with its SVID ``sa/reviews``, RBAC allowing ``sa/web``) in front of
   plaintext HTTP and gRPC applications. proxyless clients (httpx and gRPC)
@@ -122,7 +124,40 @@ def test_envoy_calls_our_server_over_mtls_and_rbac_applies(world: MeshUnderTest)
 
         wait_until(refused, 20, "our server to refuse Envoy's identity")
         assert all(tag != "envoy-refused" for tag, _, _ in world.record.calls)
+
     assert world.cp.server.nacks() == []
+
+
+@pytest.mark.envoy
+def test_envoy_refuses_our_server_presenting_another_identity(world: MeshUnderTest) -> None:
+    """The mesh says reviews runs as sa/details: Envoy refuses the server's sa/reviews SVID."""
+    world.cp.update(
+        mesh_yaml(world.port, world.details.port).replace(
+            "serviceAccount: reviews", "serviceAccount: details"
+        )
+    )
+    listener = free_port()
+    bootstrap = world.cp.envoy_bootstrap(
+        "envoy-web", listener_ports={f"{REVIEWS_HOST}:{world.port}": listener}
+    )
+    bootstrap["node"]["metadata"]["SERVICE_ACCOUNT"] = "web"
+    stat = f"cluster.outbound|{world.port}||{REVIEWS_HOST}.ssl.fail_verify_san"
+    with (
+        EnvoyProcess(bootstrap) as envoy,
+        grpc.insecure_channel(f"127.0.0.1:{listener}") as channel,
+    ):
+        who = channel.unary_unary(METHOD)
+
+        def refused() -> bool:
+            try:
+                who(b"envoy", timeout=5, wait_for_ready=True)
+            except grpc.RpcError as exc:
+                return exc.code() == grpc.StatusCode.UNAVAILABLE and envoy.stats().get(stat, 0) > 0
+            return False
+
+        wait_until(refused, 30, "Envoy to refuse the server's SVID")
+        assert _rejected(envoy) == {}
+    assert len(world.record) == 0
 
 
 # Our clients call through Envoy's inbound listener ------------------------------------
