@@ -10,11 +10,13 @@ server (``proxyless.grpc.server`` on a node with ``INSTANCE_IPS``,
 ``LABELS`` and ``SERVICE_ACCOUNT`` metadata, certificates over SDS) whose
 handler answers the caller's ``peer_identity`` and records the fingerprint
 of the client certificate of every call, and client Meshes by service
-account.
+account. ``reviews`` is a ``proxyless.grpc.server`` or, with ``aio_server``, a
+``proxyless.grpc.aio.server`` on its own event loop thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import io
@@ -27,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc.aio
 import pytest
 from tests.e2e.httpx_tls.conftest import TlsEcho
 
 import proxyless.grpc
+import proxyless.grpc.aio
 from proxyless.controlplane import ControlPlane, NodeIdentity
 from proxyless.controlplane.ca import IssuedCertificate
 from proxyless.controlplane.cert_files import file_watcher_provider
@@ -145,7 +149,13 @@ class CallRecord:
 class MeshUnderTest:
     """The control plane, the ``reviews`` server and client Meshes (module docstring)."""
 
-    def __init__(self, ca_dir: Path | None = None, *, files_for_proxyless: bool = True) -> None:
+    def __init__(
+        self,
+        ca_dir: Path | None = None,
+        *,
+        files_for_proxyless: bool = True,
+        aio_server: bool = False,
+    ) -> None:
         self.clock = FakeClock(start=0.0, wall_offset=float(int(time.time())))
         self.record = CallRecord()
         self.ca_dir = ca_dir
@@ -177,22 +187,41 @@ class MeshUnderTest:
         bootstrap["server_listener_resource_name_template"] = TEMPLATE
         self._use_files(bootstrap, "reviews")
         self.server_mesh = self._mesh(bootstrap)
-        handler = grpc.method_handlers_generic_handler(
-            "mesh.Reviews", {"Who": grpc.unary_unary_rpc_method_handler(self._who)}
-        )
-        self.server = proxyless.grpc.server(
-            futures.ThreadPoolExecutor(max_workers=8), mesh=self.server_mesh, handlers=[handler]
-        )
+        self.loop: asyncio.AbstractEventLoop | None = None
         # Bind first: the ServiceEntry names the server's port.
-        self.port = self.server.add_port("127.0.0.1:0")
-        self.server.start()
+        if aio_server:
+            self.loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+            self._loop_thread.start()
+            self.port = asyncio.run_coroutine_threadsafe(self._start_aio(), self.loop).result(10)
+        else:
+            handler = grpc.method_handlers_generic_handler(
+                "mesh.Reviews", {"Who": grpc.unary_unary_rpc_method_handler(self._who)}
+            )
+            self.server = proxyless.grpc.server(
+                futures.ThreadPoolExecutor(max_workers=8), mesh=self.server_mesh, handlers=[handler]
+            )
+            self.port = self.server.add_port("127.0.0.1:0")
+            self.server.start()
         self.cp.update(mesh_yaml(self.port, http_port))
         if self.relay is not None:
             self.relay.refresh()
         self.target = f"xds:///{REVIEWS_HOST}:{self.port}"
         self.http_url = f"http://{DETAILS_HOST}:{http_port}"
 
-    def _who(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    async def _start_aio(self) -> int:
+        async def who(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            return self._who(request, context)
+
+        handler = grpc.method_handlers_generic_handler(
+            "mesh.Reviews", {"Who": grpc.unary_unary_rpc_method_handler(who)}
+        )
+        self.aio_server = proxyless.grpc.aio.server(mesh=self.server_mesh, handlers=[handler])
+        port = self.aio_server.add_port("127.0.0.1:0")
+        await self.aio_server.start()
+        return port
+
+    def _who(self, request: bytes, context: Any) -> bytes:
         who = proxyless.grpc.peer_identity(context)
         pems = context.auth_context().get("x509_pem_cert")
         cert = fingerprint(ssl.PEM_cert_to_DER_cert(pems[0].decode())) if pems else ""
@@ -268,7 +297,13 @@ class MeshUnderTest:
         return self.cp.renew_certificates()
 
     def close(self) -> None:
-        self.server.stop(0).wait(5)
+        if self.loop is not None:
+            asyncio.run_coroutine_threadsafe(self.aio_server.stop(0), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._loop_thread.join(10)
+            self.loop.close()
+        else:
+            self.server.stop(0).wait(5)
         for mesh in self.meshes:
             mesh.close()
         self.details.stop()
@@ -277,11 +312,21 @@ class MeshUnderTest:
         self.cp.stop()
 
 
-@pytest.fixture(params=[pytest.param("sds", id="sds"), pytest.param("files", id="file_watcher")])
+@pytest.fixture(
+    params=[
+        pytest.param(("sds", "sync"), id="sds"),
+        pytest.param(("files", "sync"), id="file_watcher"),
+        pytest.param(("sds", "aio"), id="sds-aio-server"),
+    ]
+)
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MeshUnderTest]:
     """The mesh with certificates over SDS, or from ``ca_dir`` files (see
-    :meth:`MeshUnderTest._as_grpc_node`)."""
-    under_test = MeshUnderTest(tmp_path / "certs" if request.param == "files" else None)
+    :meth:`MeshUnderTest._as_grpc_node`); ``reviews`` a ``proxyless.grpc.server``
+    or a ``proxyless.grpc.aio.server``."""
+    certificates, server = request.param
+    under_test = MeshUnderTest(
+        tmp_path / "certs" if certificates == "files" else None, aio_server=server == "aio"
+    )
     try:
         yield under_test
     finally:
