@@ -1,16 +1,18 @@
 """A whole mesh with proxyless on both sides, configured by the embedded control plane.
 
-One Istio YAML (:func:`mesh_yaml`): ServiceEntries for ``reviews`` (gRPC)
-and ``details`` (HTTP, a ``TlsEcho`` requiring a client certificate) with their ``serviceAccount``, DestinationRules
-``ISTIO_MUTUAL``, PeerAuthentication STRICT in ``default`` and an
-AuthorizationPolicy ``web-only`` allowing ``cluster.local/ns/default/sa/web``
-on ``reviews``. :class:`MeshUnderTest` runs the control plane (SVIDs renewed
-by hand with a :class:`~proxyless.testing.FakeClock`), the ``reviews``
-server (``proxyless.grpc.server`` on a node with ``INSTANCE_IPS``,
-``LABELS`` and ``SERVICE_ACCOUNT`` metadata, certificates over SDS) whose
-handler answers the caller's ``peer_identity`` and records the fingerprint
-of the client certificate of every call, and client Meshes by service
-account. ``reviews`` is a ``proxyless.grpc.server`` or, with ``aio_server``, a
+One Istio YAML (:func:`mesh_yaml`): ServiceEntries for ``reviews`` (gRPC,
+its endpoint a WorkloadEntry) and ``details`` (HTTP, a ``TlsEcho``
+requiring a client certificate) with their ``serviceAccount``,
+DestinationRules ``ISTIO_MUTUAL``, PeerAuthentication STRICT in ``default``
+and an AuthorizationPolicy ``web-only`` allowing
+``cluster.local/ns/default/sa/web`` on ``reviews``. :class:`MeshUnderTest`
+runs the control plane (SVIDs renewed by hand with a
+:class:`~proxyless.testing.FakeClock`), the ``reviews`` server
+(``proxyless.grpc.server`` on a node with ``INSTANCE_IPS``, ``LABELS`` and
+``SERVICE_ACCOUNT`` metadata, certificates over SDS) whose handler answers
+the caller's ``peer_identity`` and records the fingerprint of the client
+certificate of every call, and client Meshes by service account.
+``reviews`` is a ``proxyless.grpc.server`` or, with ``aio_server``, a
 ``proxyless.grpc.aio.server`` on its own event loop thread.
 """
 
@@ -63,7 +65,12 @@ metadata: {{name: reviews, namespace: default}}
 spec:
   hosts: [{REVIEWS_HOST}]
   ports: [{{number: {grpc_port}, name: grpc, protocol: GRPC}}]
-  endpoints: [{{address: 127.0.0.1, labels: {{app: reviews}}, serviceAccount: reviews}}]
+  workloadSelector: {{labels: {{app: reviews}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: reviews-1, namespace: default}}
+spec: {{address: 127.0.0.1, labels: {{app: reviews}}, serviceAccount: reviews}}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
