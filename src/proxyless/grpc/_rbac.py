@@ -3,7 +3,7 @@
 :func:`authorize` runs the RBAC HTTP filters of a connection's filter chain
 in order. A filter whose ``action`` is ALLOW lets the call through to the
 next filter when one of its policies matches and denies it otherwise ("no
-policy matched", the default deny); a DENY filter denies the call when one
+policy matched", the default deny, naming the policies that did not match); a DENY filter denies the call when one
 of its policies matches. A filter without rules (or a LOG one) enforces
 nothing. A policy matches when any of its permissions and any of its
 principals match.
@@ -85,7 +85,8 @@ def authorize(filters: Sequence[tuple[str, RbacFilterConfig]], request: RbacRequ
         action = config.action
         if action == "ALLOW":
             if _first_match(config.policies, request) is None:
-                return f"RBAC filter {name!r}: no ALLOW policy matched"
+                tried = ", ".join(repr(p.name) for p in config.policies) or "none configured"
+                return f"RBAC filter {name!r}: no ALLOW policy matched (policies: {tried})"
         elif action == "DENY":
             policy = _first_match(config.policies, request)
             if policy is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from proxyless.controlplane.istio.load import load_text
 from proxyless.controlplane.istio.model import (
     ConnectionPool,
     DestinationRule,
@@ -13,6 +14,7 @@ from proxyless.controlplane.istio.model import (
     TrafficPolicy,
 )
 from proxyless.controlplane.istio.registry import (
+    Registry,
     cluster_name,
     domains,
     effective_policy,
@@ -139,3 +141,95 @@ def test_effective_policy(
     assert policy.connection_pool == pool
     assert policy.outlier_detection == outlier
     assert policy.port_level == ()
+
+
+def _entries(*hosts: str) -> str:
+    return "".join(
+        f"""
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: se{i}, namespace: default}}
+spec:
+  hosts: [{host}]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 10.0.0.{i + 1}}}]
+"""
+        for i, host in enumerate(hosts)
+    )
+
+
+def _rule(name: str, host: str, mode: str) -> str:
+    return f"""
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: default}}
+spec:
+  host: "{host}"
+  trafficPolicy: {{tls: {{mode: {mode}}}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        pytest.param(
+            [("all", "*.default.svc.cluster.local", "ISTIO_MUTUAL")],
+            {FQDN: "all", "ratings.default.svc.cluster.local": "all", "api.example.com": None},
+            id="namespace-wildcard",
+        ),
+        pytest.param(
+            [("mesh", "*", "ISTIO_MUTUAL")],
+            {FQDN: "mesh", "ratings.default.svc.cluster.local": "mesh", "api.example.com": "mesh"},
+            id="star",
+        ),
+        pytest.param(
+            [("mesh", "*.local", "ISTIO_MUTUAL"), ("exact", "reviews", "DISABLE")],
+            {FQDN: "exact", "ratings.default.svc.cluster.local": "mesh", "api.example.com": None},
+            id="exact-beats-wildcard",
+        ),
+        pytest.param(
+            [
+                ("broad", "*.local", "DISABLE"),
+                ("narrow", "*.default.svc.cluster.local", "ISTIO_MUTUAL"),
+            ],
+            {
+                FQDN: "narrow",
+                "ratings.default.svc.cluster.local": "narrow",
+                "api.example.com": None,
+            },
+            id="longest-wildcard-wins",
+        ),
+    ],
+)
+def test_wildcard_destination_rule_hosts(
+    rules: list[tuple[str, str, str]], expected: dict[str, str | None]
+) -> None:
+    text = _entries(*expected) + "".join(_rule(*r) for r in rules)
+    result = load_text(text)
+    assert result.ok, result.issues
+    assert not [i for i in result.warnings if "applies to nothing" in str(i)]
+    registry = Registry(result.mesh)
+    found = {
+        host: (rule.source.name if (rule := registry.destination_rules.get(host)) else None)
+        for host in expected
+    }
+    assert found == expected
+    mutual = {
+        h
+        for h, name in expected.items()
+        if name and dict((r[0], r[2]) for r in rules)[name] == "ISTIO_MUTUAL"
+    }
+    for host in expected:
+        policy = registry.policy(host, 80)
+        tls_mode = policy.tls.mode if policy is not None and policy.tls is not None else None
+        assert (tls_mode == "ISTIO_MUTUAL") == (host in mutual), host
+
+
+def test_a_wildcard_destination_rule_matching_nothing_is_reported() -> None:
+    result = load_text(_entries(FQDN) + _rule("other", "*.shop.svc.cluster.local", "ISTIO_MUTUAL"))
+    assert result.ok
+    assert any(
+        "no service matches *.shop.svc.cluster.local" in str(issue) for issue in result.warnings
+    ), result.issues

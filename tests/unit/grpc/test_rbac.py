@@ -94,6 +94,12 @@ CASES = [
     ([rbac("ALLOW", a=policy([ANY_R], [principal(ME)]))], req(OTHER), "no ALLOW policy matched"),
     ([rbac("ALLOW", a=policy([ANY_R], [principal(ME)]))], req(None), "no ALLOW policy matched"),
     ([rbac("ALLOW")], req(), "no ALLOW policy matched"),
+    (
+        [rbac("ALLOW", web_only=policy([ANY_R], [principal(ME)]))],
+        req(OTHER),
+        "no ALLOW policy matched (policies: 'web_only')",
+    ),
+    ([rbac("ALLOW")], req(), "(policies: none configured)"),
     ([rbac("DENY")], req(), None),
     ([rbac("DENY", bad=policy([ANY_R], [principal(OTHER)]))], req(OTHER), "'bad'"),
     ([rbac("DENY", bad=policy([ANY_R], [principal(OTHER)]))], req(), None),

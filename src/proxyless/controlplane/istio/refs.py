@@ -231,6 +231,16 @@ def _check_destination_rules(registry: Registry, mesh: MeshConfig) -> list[Issue
     issues = []
     for rule in mesh.destination_rules:
         host = registry.resolve(rule.host, rule.source.namespace)
+        if host.startswith("*"):
+            if not registry.match_hosts(host, rule.source.namespace):
+                issues.append(
+                    _warn(
+                        rule.source,
+                        "spec.host",
+                        f"no service matches {host}: the rule applies to nothing",
+                    )
+                )
+            continue
         first = registry.destination_rules.get(host)
         if first is not None and first is not rule:
             issues.append(

@@ -15,6 +15,11 @@ Policy merging follows DestinationRule's reference: port-level settings
 override the rule's policy, a subset's policy (and its port-level settings)
 override those; each of loadBalancer, connectionPool, outlierDetection and tls
 is replaced as a whole.
+
+A DestinationRule whose host is a wildcard (``*.default.svc.cluster.local``,
+``*.local``, ``*``) applies to every service it matches that no rule names
+exactly; of several wildcards the most specific (longest) wins, as in
+Istio's DestinationRule host lookup.
 """
 
 from __future__ import annotations
@@ -181,9 +186,18 @@ class Registry:
                         host, entry.source.namespace, entry.ports, tuple(endpoints), entry
                     )
         self.destination_rules: dict[str, DestinationRule] = {}
+        wildcards: list[tuple[str, DestinationRule]] = []
         for rule in mesh.destination_rules:
             host = self.resolve(rule.host, rule.source.namespace)
-            self.destination_rules.setdefault(host, rule)
+            if host.startswith("*"):
+                wildcards.append((host, rule))
+            else:
+                self.destination_rules.setdefault(host, rule)
+        # A wildcard host (``*.suffix`` or ``*``) covers every service no exact
+        # rule names; the most specific (longest) wildcard wins, as in Istio.
+        for host, rule in sorted(wildcards, key=lambda item: -len(item[0])):
+            for service_host in self.match_hosts(host, rule.source.namespace):
+                self.destination_rules.setdefault(service_host, rule)
         self.virtual_services: dict[str, VirtualService] = {}
         for vs in mesh.virtual_services:
             if vs.gateways and "mesh" not in vs.gateways:
