@@ -148,7 +148,11 @@ class Mesh:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        try:
+            self.loop.run_forever()
+        finally:
+            # Stopped by close(): give back the loop's selector and self-pipe.
+            self.loop.close()
 
     @classmethod
     def default(cls) -> Mesh:

@@ -27,11 +27,16 @@ def in_loop(loop: asyncio.AbstractEventLoop) -> bool:
 
 
 def call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
-    """Run ``fn(*args)`` on ``loop``: now if already there, else soon."""
+    """Run ``fn(*args)`` on ``loop``: now if already there, else soon
+    (nothing, once the loop is closed: its owner has shut down)."""
     if in_loop(loop):
         fn(*args)
     else:
-        loop.call_soon_threadsafe(fn, *args)
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            if not loop.is_closed():
+                raise
 
 
 def run_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], _T], timeout: float) -> _T:
@@ -47,5 +52,10 @@ def run_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], _T], timeout: 
         except BaseException as exc:
             fut.set_exception(exc)
 
-    loop.call_soon_threadsafe(run)
+    try:
+        loop.call_soon_threadsafe(run)
+    except RuntimeError:
+        if loop.is_closed():
+            raise RuntimeError("the xDS client's event loop is closed (its Mesh was closed)") from None
+        raise
     return fut.result(timeout)

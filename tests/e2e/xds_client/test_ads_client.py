@@ -236,3 +236,32 @@ def test_an_outage_logs_one_line_per_attempt_not_per_resource(make_client, caplo
     assert len(warnings) == 1, warnings
     assert "unreachable" in warnings[0]
     assert "(7 of 7 resources served from cache)" in warnings[0]
+
+
+def test_a_closed_mesh_gives_back_its_loop_and_says_it_is_closed(ads):
+    """Mesh.close() closes its event loop (no file descriptors left behind),
+    and reading a closed Mesh's xDS state fails at once, saying why."""
+    import gc
+    import os
+
+    import pytest
+
+    from proxyless.mesh import Mesh
+
+    bootstrap = make_bootstrap(ads.target)
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    Mesh(bootstrap).close()
+    gc.collect()
+    before = open_fds()
+    for _ in range(10):
+        mesh = Mesh(bootstrap)
+        mesh.close()
+    gc.collect()
+    assert open_fds() - before <= 0
+    assert mesh.loop.is_closed()
+    with pytest.raises(RuntimeError, match="Mesh was closed"):
+        mesh.xds_client.dump()
+    mesh.close()  # idempotent
