@@ -135,6 +135,7 @@ class ConfigWatcher:
         self._closed = False
         self._recomputing = False
         self._dirty = False
+        self._scheduled = False
         client._call_on_loop(self._start)
 
     # -- public --------------------------------------------------------------------------
@@ -200,10 +201,24 @@ class ConfigWatcher:
                 log.exception("config listener %r failed", fn)
 
     def _changed(self) -> None:
-        # Starting a watch may deliver a cached value at once, re-entering here:
-        # note it and recompute again once the current pass is done. Only the
-        # config of the last pass is published, so one change publishes once;
-        # a change arriving while listeners run is handled after them.
+        # One xDS response updates many resources, each calling here: walk
+        # the chain once for all of them, after the response is handled
+        # (a walk per update made a response of N clusters cost N walks of
+        # N clusters).
+        if self._recomputing:
+            self._dirty = True
+            return
+        if not self._scheduled:
+            self._scheduled = True
+            self._client.call_soon(self._update)
+
+    def _update(self) -> None:
+        # Starting a watch may deliver a cached value at once, re-entering
+        # _changed: note it and recompute again once the current pass is
+        # done. Only the config of the last pass is published, so one change
+        # publishes once; a change arriving while listeners run is handled
+        # after them.
+        self._scheduled = False
         if self._recomputing:
             self._dirty = True
             return

@@ -147,6 +147,14 @@ class XdsClient:
             except (RuntimeError, concurrent.futures.TimeoutError):
                 pass
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the client's loop after what runs there now (for
+        watchers that want one pass after all the updates of a response)."""
+        if in_loop(self._loop):
+            self._loop.call_soon(fn)
+        else:
+            call_on_loop(self._loop, fn)
+
     def _call_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on the client's loop (the config watcher and the
         Mesh schedule their own work there through it)."""

@@ -65,6 +65,11 @@ class FakeXdsClient:
     def _call_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
         fn(*args)
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """The real client runs ``fn`` after the response being handled; each
+        delivery here is a response of its own, so run it now."""
+        fn()
+
     # -- what the test does ---------------------------------------------------------------
     @property
     def watched(self) -> set[Key]:
@@ -517,3 +522,50 @@ def test_a_watcher_closed_before_it_starts_watches_nothing() -> None:
     for fn, args in client.queued:
         fn(*args)
     assert client.started == []
+
+
+def test_one_response_of_many_clusters_is_walked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The updates of one xDS response are applied in one pass over the
+    chain, after the response, not one pass per resource (N clusters would
+    cost N walks of N clusters)."""
+
+    class Deferring(FakeXdsClient):
+        def __init__(self) -> None:
+            super().__init__()
+            self.queued: list[Callable[[], None]] = []
+
+        def call_soon(self, fn: Callable[[], None]) -> None:
+            self.queued.append(fn)
+
+        def end_of_response(self) -> None:
+            while self.queued:
+                self.queued.pop(0)()
+
+    passes = 0
+    original = ConfigWatcher._recompute
+
+    def counting(self: ConfigWatcher) -> Any:
+        nonlocal passes
+        passes += 1
+        return original(self)
+
+    monkeypatch.setattr(ConfigWatcher, "_recompute", counting)
+    names = [f"c{i}" for i in range(50)]
+    client = Deferring()
+    _, published = _watcher(client)
+    client.changed(LDS, r.listener("svc", "rc"))
+    client.end_of_response()
+    client.changed(RDS, r.route_config("rc", "svc", [r.route(cluster=n) for n in names]))
+    client.end_of_response()
+    passes = 0
+    for n in names:  # one CDS response
+        client.changed(CDS, r.cluster(n))
+    assert passes == 0  # nothing walked while the response is handled
+    client.end_of_response()
+    assert passes <= 2
+    passes = 0
+    for n in names:  # one EDS response
+        client.changed(EDS, r.endpoints(n, ["10.0.0.1:80"]))
+    client.end_of_response()
+    assert passes <= 2
+    assert len(published) == 1 and set(published.last.clusters) == set(names)
