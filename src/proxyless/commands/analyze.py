@@ -1,8 +1,10 @@
 """``proxyless analyze FILE...``: check Istio YAML like ``istioctl analyze``.
 
-Prints one line per finding, ``Error: file:docN kind/name: field.path: message``
-or ``Warning: ...``, then a summary. Exit status 1 when there is any error,
-0 otherwise (warnings alone do not fail). See
+Prints one line per finding, ``Error: file:docN kind/name: field.path: message``,
+``Warning: ...`` or ``Info: ...``, then a summary; a message istioctl has a
+code for starts with it (``[IST0101] ReferencedResourceNotFound: ...``), and
+``--json`` also gives it as ``code``. Exit status 1 when there is any error,
+0 otherwise (warnings and info alone do not fail). See
 :mod:`proxyless.controlplane.istio.analyze` for what is checked.
 """
 
@@ -31,7 +33,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML files")
     parser.add_argument("--json", action="store_true", help="print findings as a JSON list")
-    parser.add_argument("--errors-only", action="store_true", help="do not print warnings")
+    parser.add_argument("--errors-only", action="store_true", help="do not print warnings and info")
     parser.set_defaults(func=run)
 
 
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if args.errors_only:
         issues = [i for i in issues if i.is_error]
     errors = sum(1 for i in issues if i.is_error)
-    warnings = len(issues) - errors
+    infos = sum(1 for i in issues if i.severity == "info")
+    warnings = len(issues) - errors - infos
     if args.json:
         payload = [
             {
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 "name": i.name,
                 "field": i.path,
                 "message": i.message,
+                "code": i.code,
                 "text": str(i),
             }
             for i in issues
@@ -62,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{issue.severity.capitalize()}: {issue}")
         names = ", ".join(str(f) for f in args.files)
         if issues:
-            print(
-                f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)} in {names}"
+            summary = (
+                f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
             )
+            if infos:
+                summary += f", {infos} info"
+            print(f"{summary} in {names}")
         else:
             print(f"no problems found in {names}")
     return 1 if errors else 0

@@ -92,7 +92,8 @@ CASES = [
     pytest.param(
         docs(SE, RETRYING_VS),
         "Error: mesh.yaml:doc2 VirtualService/reviews: spec.http[0].route[0].destination.subset: "
-        "subset 'v1' is not defined: no DestinationRule for reviews.default.svc.cluster.local",
+        "[IST0101] ReferencedResourceNotFound: subset 'v1' is not defined: no DestinationRule "
+        "for reviews.default.svc.cluster.local",
         id="error-missing-rule",
     ),
     pytest.param(

@@ -419,12 +419,6 @@ WARN = [
         id="ignored-kind",
     ),
     pytest.param(
-        docs(SE, DR.replace("version: v2}", "version: v9}")),
-        "spec.subsets[1].labels",
-        "selects no endpoint",
-        id="empty-subset",
-    ),
-    pytest.param(
         docs(SE, DR.replace("host: reviews", "host: ratings")),
         "spec.host",
         "unknown host ratings",

@@ -16,6 +16,9 @@ RE2 regexes, duplicate names. On top of that it warns about field pitfalls:
 * mTLS conflicts between DestinationRule and PeerAuthentication, and
   AuthorizationPolicy references to nothing, with istioctl's codes
   (:mod:`.analyze_security`);
+* unreachable routing rules, overlapping VirtualServices, subsets selecting
+  no endpoint, TLS origination without ``caCertificates`` and ServiceEntry
+  protocol conflicts, with istioctl's codes (:mod:`.analyze_rules`);
 * load balancers grpcio's own xDS client rejects (MAGLEV, RANDOM,
   LEAST_REQUEST: it NACKs the cluster) and query-parameter matches it never
   matches (gRFC A28);
@@ -31,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from proxyless.controlplane.istio.analyze_rules import rule_issues
 from proxyless.controlplane.istio.analyze_security import security_issues
 from proxyless.controlplane.istio.load import load_files
 from proxyless.controlplane.istio.model import Issue, MeshConfig, Source, TrafficPolicy
@@ -262,6 +266,7 @@ def analyze_mesh(
         *_lb_pitfalls(mesh),
         *_mtls_pitfalls(mesh),
         *security_issues(mesh, registry),
+        *rule_issues(mesh, registry),
         *istio_mutual_pitfalls(registry),
     ]
     if translate:

@@ -10,6 +10,7 @@ keeps the field path it came from so later checks can name it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 
+_CODE = re.compile(r"\[(IST\d{4})\] ")
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """Where a document came from: file, 1-based document index, kind and name."""
@@ -68,7 +72,7 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Issue:
-    """One finding: ``severity`` is "error" or "warning"."""
+    """One finding: ``severity`` is "error", "warning" or "info" (istioctl's three levels)."""
 
     severity: str
     file: str
@@ -85,6 +89,12 @@ class Issue:
     @property
     def is_error(self) -> bool:
         return self.severity == "error"
+
+    @property
+    def code(self) -> str:
+        """istioctl's message code the message starts with (``"IST0101"``), or ""."""
+        match = _CODE.match(self.message)
+        return match.group(1) if match else ""
 
     def __str__(self) -> str:
         where = f"{self.file}:doc{self.doc}" if self.doc else self.file

@@ -5,8 +5,20 @@ VirtualService pointing at a host no ServiceEntry defines or at a subset no
 DestinationRule defines, a destination port the service does not have,
 weights of a multi-destination route not summing to 100 (Istio's rule), the
 same endpoint twice in one cluster (gRFC A27 makes the EDS resource invalid).
-Softer findings (a DestinationRule for an unknown host, a subset selecting
-nothing, an unselected WorkloadEntry) are warnings.
+Softer findings (a DestinationRule for an unknown host, an unselected
+WorkloadEntry) are warnings.
+
+Messages istioctl analyze has a code for carry it, as istioctl prints it
+(istio.io/latest/docs/reference/config/analysis/): ``[IST0101]
+ReferencedResourceNotFound`` for an unknown destination host, port or
+subset, ``[IST0112] VirtualServiceDestinationPortSelectorRequired`` for a
+destination without a port on a service with several, ``[IST0109]
+ConflictingMeshGatewayVirtualServiceHosts`` for a host two VirtualServices of
+the mesh gateway route (a VirtualService bound only to other gateways routes
+nothing here), ``[IST0174] UnknownDestinationRuleHost`` for a DestinationRule
+host no service matches. A subset selecting no endpoint is
+``proxyless analyze``'s error IST0173 (:mod:`.analyze_rules`), not the
+loader's: the control plane serves such a config, as istiod does.
 """
 
 from __future__ import annotations
@@ -21,6 +33,9 @@ from proxyless.controlplane.istio.model import (
 from proxyless.controlplane.istio.registry import Registry, selects
 
 __all__ = ["check_references"]
+
+NOT_FOUND = "[IST0101] ReferencedResourceNotFound:"
+UNKNOWN_RULE_HOST = "[IST0174] UnknownDestinationRuleHost:"
 
 
 def _err(source: Source, path: str, message: str) -> Issue:
@@ -67,7 +82,11 @@ def _check_destination(
     shown = host if host == dest.host else f"{dest.host} (= {host})"
     if service is None:
         return [
-            _err(source, f"{dest.path}.host", f"unknown host {shown}: no ServiceEntry defines it")
+            _err(
+                source,
+                f"{dest.path}.host",
+                f"{NOT_FOUND} unknown host {shown}: no ServiceEntry defines it",
+            )
         ]
     issues = []
     if dest.port is not None and service.port(dest.port) is None:
@@ -76,13 +95,18 @@ def _check_destination(
             _err(
                 source,
                 f"{dest.path}.port.number",
-                f"{host} has no port {dest.port} (ports: {ports})",
+                f"{NOT_FOUND} {host} has no port {dest.port} (ports: {ports})",
             )
         )
     elif dest.port is None and len(service.ports) > 1 and host not in own_hosts:
         ports = ", ".join(str(p.number) for p in service.ports)
         issues.append(
-            _err(source, f"{dest.path}.port", f"is required: {host} has several ports ({ports})")
+            _err(
+                source,
+                f"{dest.path}.port",
+                f"[IST0112] VirtualServiceDestinationPortSelectorRequired: is required: {host} "
+                f"has several ports ({ports})",
+            )
         )
     if dest.subset:
         rule = registry.destination_rules.get(host)
@@ -91,7 +115,8 @@ def _check_destination(
                 _err(
                     source,
                     f"{dest.path}.subset",
-                    f"subset {dest.subset!r} is not defined: no DestinationRule for {host}",
+                    f"{NOT_FOUND} subset {dest.subset!r} is not defined: no DestinationRule "
+                    f"for {host}",
                 )
             )
         elif registry.subset(host, dest.subset) is None:
@@ -100,7 +125,7 @@ def _check_destination(
                 _err(
                     source,
                     f"{dest.path}.subset",
-                    f"subset {dest.subset!r} is not defined by DestinationRule "
+                    f"{NOT_FOUND} subset {dest.subset!r} is not defined by DestinationRule "
                     f"{rule.source.namespace}/{rule.source.name} (subsets: {known})",
                 )
             )
@@ -113,6 +138,8 @@ def _check_virtual_services(registry: Registry, mesh: MeshConfig) -> list[Issue]
     for vs in mesh.virtual_services:
         source = vs.source
         own: set[str] = set()
+        # only VirtualServices of the mesh gateway route the mesh's calls
+        on_mesh = not vs.gateways or "mesh" in vs.gateways
         for i, raw in enumerate(vs.hosts):
             hosts = registry.match_hosts(raw, source.namespace)
             if not hosts:
@@ -132,6 +159,8 @@ def _check_virtual_services(registry: Registry, mesh: MeshConfig) -> list[Issue]
                     )
             for host in hosts:
                 own.add(host)
+                if not on_mesh:
+                    continue
                 other = claimed.get(host)
                 if other is None:
                     claimed[host] = vs
@@ -140,7 +169,8 @@ def _check_virtual_services(registry: Registry, mesh: MeshConfig) -> list[Issue]
                         _err(
                             source,
                             f"spec.hosts[{i}]",
-                            f"{host} is already routed by VirtualService "
+                            f"[IST0109] ConflictingMeshGatewayVirtualServiceHosts: {host} is "
+                            f"already routed by VirtualService "
                             f"{other.source.namespace}/{other.source.name} "
                             f"({other.source.file}:doc{other.source.doc})",
                         )
@@ -237,7 +267,7 @@ def _check_destination_rules(registry: Registry, mesh: MeshConfig) -> list[Issue
                     _warn(
                         rule.source,
                         "spec.host",
-                        f"no service matches {host}: the rule applies to nothing",
+                        f"{UNKNOWN_RULE_HOST} no service matches {host}: the rule applies to nothing",
                     )
                 )
             continue
@@ -257,19 +287,12 @@ def _check_destination_rules(registry: Registry, mesh: MeshConfig) -> list[Issue
             shown = host if host == rule.host else f"{rule.host} (= {host})"
             issues.append(
                 _warn(
-                    rule.source, "spec.host", f"unknown host {shown}: the rule applies to nothing"
+                    rule.source,
+                    "spec.host",
+                    f"{UNKNOWN_RULE_HOST} unknown host {shown}: the rule applies to nothing",
                 )
             )
             continue
-        for subset in rule.subsets:
-            if not any(selects(subset.labels, e.labels) for e in service.endpoints):
-                issues.append(
-                    _warn(
-                        rule.source,
-                        f"{subset.path}.labels",
-                        f"subset {subset.name!r} selects no endpoint of {host}",
-                    )
-                )
         policies = [("spec.trafficPolicy", rule.traffic_policy)]
         policies += [(f"{s.path}.trafficPolicy", s.traffic_policy) for s in rule.subsets]
         for path, policy in policies:
