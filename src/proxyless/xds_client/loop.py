@@ -56,6 +56,8 @@ def run_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], _T], timeout: 
         loop.call_soon_threadsafe(run)
     except RuntimeError:
         if loop.is_closed():
-            raise RuntimeError("the xDS client's event loop is closed (its Mesh was closed)") from None
+            raise RuntimeError(
+                "the xDS client's event loop is closed (its Mesh was closed)"
+            ) from None
         raise
     return fut.result(timeout)

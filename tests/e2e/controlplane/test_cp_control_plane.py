@@ -142,7 +142,7 @@ def test_broken_edit_is_refused_and_reported(
         report = errors.getvalue()
         assert f"refusing {mesh_file} (1 error); still serving version 1" in report
         assert (
-            f"{mesh_file}:doc2 VirtualService/reviews: spec.http[1].route[1].destination.subset: subset 'v3'"
+            f"{mesh_file}:doc2 VirtualService/reviews: spec.http[1].route[1].destination.subset: [IST0101] ReferencedResourceNotFound: subset 'v3'"
             in report
         )
         assert cp.version == 1
