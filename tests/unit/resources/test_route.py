@@ -10,7 +10,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
-from envoy.type.matcher.v3 import regex_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
@@ -290,6 +290,44 @@ _R = "virtual_hosts[0].routes[0]"
             ),
             f"{_R}.request_headers_to_add[0]: append and append_action cannot both be set",
             id="append-and-action",
+        ),
+        pytest.param(
+            _route_with(
+                rc.RouteMatch(
+                    prefix="/",
+                    headers=[
+                        rc.HeaderMatcher(
+                            name="x-role",
+                            string_match=string_pb2.StringMatcher(
+                                safe_regex=regex_pb2.RegexMatcher(regex="admin"), ignore_case=True
+                            ),
+                        )
+                    ],
+                ),
+                cluster="c",
+            ),
+            f"{_R}.match.headers[0].string_match.ignore_case: "
+            "ignore_case has no effect for safe_regex",
+            id="header-regex-ignore-case",
+        ),
+        pytest.param(
+            _route_with(
+                rc.RouteMatch(
+                    prefix="/",
+                    query_parameters=[
+                        rc.QueryParameterMatcher(
+                            name="q",
+                            string_match=string_pb2.StringMatcher(
+                                safe_regex=regex_pb2.RegexMatcher(regex="a"), ignore_case=True
+                            ),
+                        )
+                    ],
+                ),
+                cluster="c",
+            ),
+            f"{_R}.match.query_parameters[0].string_match.ignore_case: "
+            "ignore_case has no effect for safe_regex",
+            id="query-regex-ignore-case",
         ),
     ],
 )
