@@ -47,6 +47,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 from proxyless.resources.model import (
@@ -329,16 +330,22 @@ def plan_for(result: RouteResult, route_config: RouteConfiguration) -> RoutePlan
     return plan
 
 
+_NO_REPEATS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+
+
 class LazyHeaders(Mapping[str, str]):
     """Request headers as routing sees them, built on first use: lower-case
     names, repeated values joined with ``","``, ``host`` left out (Envoy sees
-    it as ``:authority``)."""
+    it as ``:authority``). It is also the request's ``header_lists``:
+    :meth:`repeated` has the separate values of the names sent more than
+    once."""
 
-    __slots__ = ("_built", "_raw")
+    __slots__ = ("_built", "_lists", "_raw")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self._raw = raw
         self._built: dict[str, str] | None = None
+        self._lists: dict[str, tuple[str, ...]] | None = None
 
     def _build(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -348,9 +355,21 @@ class LazyHeaders(Mapping[str, str]):
                 continue
             v = value.decode("latin-1")
             prev = out.get(k)
-            out[k] = v if prev is None else f"{prev},{v}"
+            if prev is None:
+                out[k] = v
+            else:
+                out[k] = f"{prev},{v}"
+                if self._lists is None:
+                    self._lists = {}
+                self._lists[k] = (*self._lists.get(k, (prev,)), v)
         self._built = out
         return out
+
+    def repeated(self) -> Mapping[str, tuple[str, ...]]:
+        """The names sent more than once, with their values in order."""
+        if self._built is None:
+            self._build()
+        return self._lists or _NO_REPEATS
 
     def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
         built = self._built if self._built is not None else self._build()

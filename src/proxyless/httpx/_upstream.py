@@ -135,9 +135,8 @@ def request_info(
 ) -> RequestInfo:
     """What routing reads of ``request`` (headers looked up lazily)."""
     path, _, query = raw_path.partition("?")
-    return RequestInfo(
-        authority, path, query, request.method, LazyHeaders(raw_headers), False, "", scheme
-    )
+    headers = LazyHeaders(raw_headers)
+    return RequestInfo(authority, path, query, request.method, headers, False, "", scheme, headers)
 
 
 def lower_headers(headers: httpx.Headers) -> dict[str, str]:

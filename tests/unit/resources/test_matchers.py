@@ -254,3 +254,38 @@ def test_regex_rewrite(pattern: str, substitution: str, value: str, expected: st
 def test_substitution_errors(substitution: str, groups: int, error: str) -> None:
     with pytest.raises(RegexError, match=error):
         check_substitution(substitution, groups)
+
+
+@pytest.mark.parametrize(
+    ("proto", "values", "expected"),
+    [
+        # Envoy >= 1.39 (match_headers_individually): any value matching is
+        # a match, and invert_match inverts that combined result.
+        pytest.param({"exact_match": "admin"}, ("user", "admin"), True, id="exact-any"),
+        pytest.param({"exact_match": "user,admin"}, ("user", "admin"), False, id="not-joined"),
+        pytest.param(
+            {"exact_match": "admin", "invert_match": True}, ("user", "admin"), False, id="inverted"
+        ),
+        pytest.param(
+            {"exact_match": "root", "invert_match": True}, ("user", "admin"), True, id="inv-none"
+        ),
+        pytest.param({"prefix_match": "ad"}, ("user", "admin"), True, id="prefix-second"),
+        pytest.param({"suffix_match": "er"}, ("user", "admin"), True, id="suffix-first"),
+        pytest.param({"contains_match": "r,a"}, ("user", "admin"), False, id="contains-no-join"),
+        pytest.param({"safe_regex_match": _re("a.*")}, ("user", "admin"), True, id="regex"),
+        pytest.param({"range_match": _RANGE}, ("x", "15"), True, id="range"),
+        pytest.param({"range_match": _RANGE}, ("5", "25"), False, id="range-none"),
+        pytest.param({"present_match": True}, ("a", "b"), True, id="present"),
+        pytest.param({"present_match": False}, ("a", "b"), False, id="present-false"),
+        pytest.param(
+            {"string_match": string_pb2.StringMatcher(exact="ADMIN", ignore_case=True)},
+            ("user", "admin"),
+            True,
+            id="string-match-ignore-case",
+        ),
+    ],
+)
+def test_header_matcher_each_value(
+    proto: dict[str, object], values: tuple[str, ...], expected: bool
+) -> None:
+    assert _hm(**proto).matches_each(values) is expected
