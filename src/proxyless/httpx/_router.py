@@ -47,7 +47,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Final
 
 from proxyless.resources.model import (
@@ -330,13 +329,10 @@ def plan_for(result: RouteResult, route_config: RouteConfiguration) -> RoutePlan
     return plan
 
 
-_NO_REPEATS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
-
-
 class LazyHeaders(Mapping[str, str]):
     """Request headers as routing sees them, built on first use: lower-case
     names, repeated values joined with ``","``, ``host`` left out (Envoy sees
-    it as ``:authority``). It is also the request's ``header_lists``:
+    it as ``:authority``). A :class:`~proxyless.routing.HeaderLists`:
     :meth:`repeated` has the separate values of the names sent more than
     once."""
 
@@ -365,11 +361,12 @@ class LazyHeaders(Mapping[str, str]):
         self._built = out
         return out
 
-    def repeated(self) -> Mapping[str, tuple[str, ...]]:
-        """The names sent more than once, with their values in order."""
+    def repeated(self) -> dict[str, tuple[str, ...]] | None:
+        """The names sent more than once, with their values in order (None
+        when no name was)."""
         if self._built is None:
             self._build()
-        return self._lists or _NO_REPEATS
+        return self._lists
 
     def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
         built = self._built if self._built is not None else self._build()

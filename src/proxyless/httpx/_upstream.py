@@ -135,8 +135,9 @@ def request_info(
 ) -> RequestInfo:
     """What routing reads of ``request`` (headers looked up lazily)."""
     path, _, query = raw_path.partition("?")
-    headers = LazyHeaders(raw_headers)
-    return RequestInfo(authority, path, query, request.method, headers, False, "", scheme, headers)
+    return RequestInfo(
+        authority, path, query, request.method, LazyHeaders(raw_headers), False, "", scheme
+    )
 
 
 def lower_headers(headers: httpx.Headers) -> dict[str, str]:

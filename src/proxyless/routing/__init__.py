@@ -27,6 +27,7 @@ from proxyless.routing.request import (
     header_value,
     header_values,
     parse_query,
+    repeated_headers,
 )
 from proxyless.routing.resolve import (
     MissingClusterHeader,
@@ -70,6 +71,7 @@ __all__ = [
     "parse_query",
     "path_matches",
     "policy_hash",
+    "repeated_headers",
     "request_hash",
     "resolve",
     "route_label",

@@ -68,11 +68,11 @@ def _is_grpc_request(request: RequestInfo) -> bool:
 
 
 def _headers_match(matchers: tuple[HeaderMatcher, ...], request: RequestInfo) -> bool:
-    source = request.header_lists
-    lists = source.repeated() if source is not None else None
+    # Inlined repeated_headers(): this runs for every route with header matchers.
+    repeated = None if request.is_grpc else getattr(request.headers, "repeated", None)
+    lists = None if repeated is None else repeated()
     for matcher in matchers:
-        values = lists.get(matcher.name) if lists else None
-        if values is not None:
+        if lists is not None and (values := lists.get(matcher.name)) is not None:
             if not matcher.matches_each(values):
                 return False
         elif not matcher.matches(header_value(request, matcher.name)):

@@ -3,11 +3,12 @@
 The gRPC adapter and the httpx transports both describe a request as a
 :class:`RequestInfo`; every routing function (virtual host choice, route
 match, cluster choice, hash computation) reads only this. Header names are
-lower case and repeated values are already joined with ``","`` (gRFC A28);
-for HTTP, ``header_lists`` also keeps the separate values of each header
-sent more than once, because Envoy (since 1.39, runtime flag
-``envoy.reloadable_features.match_headers_individually``, on by default)
-matches a header matcher against each value and not against the join.
+lower case and repeated values are already joined with ``","`` (gRFC A28).
+For HTTP the headers mapping may also keep the separate values of each
+header sent more than once (:class:`HeaderLists`), because Envoy (since
+1.39, runtime flag ``envoy.reloadable_features.match_headers_individually``,
+on by default) matches a header matcher against each value and not against
+the join.
 
 :func:`header_value` applies the header visibility rules of gRFC A28 for
 gRPC and of Envoy's router for HTTP:
@@ -28,7 +29,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-__all__ = ["HeaderLists", "RequestInfo", "header_value", "header_values", "parse_query"]
+__all__ = [
+    "HeaderLists",
+    "RequestInfo",
+    "header_value",
+    "header_values",
+    "parse_query",
+    "repeated_headers",
+]
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
@@ -38,11 +46,12 @@ def _no_headers() -> Mapping[str, str]:
 
 
 class HeaderLists(Protocol):
-    """Where an HTTP request keeps the separate values of repeated headers."""
+    """A request's headers that also keep the separate values of repeated
+    headers (the httpx transports' headers mapping implements it)."""
 
-    def repeated(self) -> Mapping[str, tuple[str, ...]]:
+    def repeated(self) -> Mapping[str, tuple[str, ...]] | None:
         """The lower-case names sent more than once, each with its values in
-        the order sent (no other names)."""
+        the order sent (no other names); None when no name was repeated."""
         ...
 
 
@@ -55,11 +64,10 @@ class RequestInfo:
     ``/package.Service/Method`` for gRPC and the URL path without the query
     for HTTP; ``query`` is the raw query string without ``?`` ("" for none).
     ``headers`` holds lower-case names with repeated values joined by ``","``.
-    ``header_lists`` (HTTP only; None for gRPC and when no header was
-    repeated) gives, for the names sent more than once, their values one by
-    one in the order sent; header matchers of HTTP requests test those
-    values separately. It is asked only when a header matcher runs, so the
-    HTTP transports can build it lazily from the same headers.
+    For HTTP it may also be a :class:`HeaderLists` (it has ``repeated()``):
+    header matchers then test a repeated header's values one by one. It is
+    asked only when a header matcher runs, so the transports build it lazily;
+    gRPC requests never consult it.
     ``source_ip`` is the local address of the connection, used only by the
     ``connection_properties`` hash policy. ``scheme`` feeds the HTTP
     ``:scheme`` pseudo-header.
@@ -73,7 +81,6 @@ class RequestInfo:
     is_grpc: bool = True
     source_ip: str = ""
     scheme: str = "http"
-    header_lists: HeaderLists | None = None
 
     @property
     def path_and_query(self) -> str:
@@ -113,8 +120,18 @@ def header_values(request: RequestInfo, name: str) -> tuple[str, ...] | None:
     None when the header was sent at most once, and always for gRPC (gRFC
     A28 matches the joined value); :func:`header_value` then has the value.
     """
-    lists = request.header_lists
-    return None if lists is None else lists.repeated().get(name)
+    lists = repeated_headers(request)
+    return None if lists is None else lists.get(name)
+
+
+def repeated_headers(request: RequestInfo) -> Mapping[str, tuple[str, ...]] | None:
+    """The headers an HTTP request sent more than once, each with its values
+    in order, when its headers mapping keeps them (:class:`HeaderLists`);
+    None for gRPC and for mappings that do not."""
+    if request.is_grpc:
+        return None
+    repeated = getattr(request.headers, "repeated", None)
+    return None if repeated is None else repeated()
 
 
 def parse_query(query: str) -> dict[str, str]:

@@ -246,10 +246,9 @@ def test_lazy_headers_keep_repeated_values() -> None:
         [(b"Host", b"svc"), (b"X-A", b"1"), (b"x-b", b"b"), (b"x-a", b"2"), (b"X-a", b"3")]
     )
     assert h.repeated() == {"x-a": ("1", "2", "3")}
-    assert LazyHeaders([(b"Host", b"svc"), (b"x-a", b"1")]).repeated() == {}
+    assert LazyHeaders([(b"Host", b"svc"), (b"x-a", b"1")]).repeated() is None
     request = httpx.Request("GET", "http://svc/p?q", headers=[("X-A", "1"), ("x-a", "2")])
     info = request_info(request, request.headers.raw, "svc", "/p?q", "http")
-    assert info.header_lists is not None
     assert header_values(info, "x-a") == ("1", "2")
     assert header_value(info, "x-a") == "1,2"
     assert header_value(info, "host") == "svc"

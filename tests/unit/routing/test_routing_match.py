@@ -48,10 +48,12 @@ def http(
     )
 
 
-class _Lists:
-    """A request's repeated headers, as an HTTP transport keeps them."""
+class _Sent(dict[str, str]):
+    """Headers as an HTTP transport keeps them: joined, plus the separate
+    values of the repeated ones."""
 
-    def __init__(self, repeated: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, joined: dict[str, str], repeated: dict[str, tuple[str, ...]]) -> None:
+        super().__init__(joined)
         self._repeated = repeated
 
     def repeated(self) -> Mapping[str, tuple[str, ...]]:
@@ -60,7 +62,7 @@ class _Lists:
 
 def http_sent(*pairs: tuple[str, str], is_grpc: bool = False) -> RequestInfo:
     """A request whose headers were sent as ``pairs`` (names may repeat);
-    for gRPC only the joined values are kept, as the gRPC adapter does."""
+    for gRPC the separate values are there too, and must not be used."""
     values: dict[str, list[str]] = {}
     for name, value in pairs:
         values.setdefault(name, []).append(value)
@@ -70,9 +72,8 @@ def http_sent(*pairs: tuple[str, str], is_grpc: bool = False) -> RequestInfo:
         authority="web:8080",
         path="/",
         method="GET",
-        headers=joined,
+        headers=_Sent(joined, repeated),
         is_grpc=is_grpc,
-        header_lists=None if is_grpc else _Lists(repeated),
     )
 
 
