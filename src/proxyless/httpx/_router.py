@@ -332,13 +332,16 @@ def plan_for(result: RouteResult, route_config: RouteConfiguration) -> RoutePlan
 class LazyHeaders(Mapping[str, str]):
     """Request headers as routing sees them, built on first use: lower-case
     names, repeated values joined with ``","``, ``host`` left out (Envoy sees
-    it as ``:authority``)."""
+    it as ``:authority``). A :class:`~proxyless.routing.HeaderLists`:
+    :meth:`repeated` has the separate values of the names sent more than
+    once."""
 
-    __slots__ = ("_built", "_raw")
+    __slots__ = ("_built", "_lists", "_raw")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self._raw = raw
         self._built: dict[str, str] | None = None
+        self._lists: dict[str, tuple[str, ...]] | None = None
 
     def _build(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -348,9 +351,22 @@ class LazyHeaders(Mapping[str, str]):
                 continue
             v = value.decode("latin-1")
             prev = out.get(k)
-            out[k] = v if prev is None else f"{prev},{v}"
+            if prev is None:
+                out[k] = v
+            else:
+                out[k] = f"{prev},{v}"
+                if self._lists is None:
+                    self._lists = {}
+                self._lists[k] = (*self._lists.get(k, (prev,)), v)
         self._built = out
         return out
+
+    def repeated(self) -> dict[str, tuple[str, ...]] | None:
+        """The names sent more than once, with their values in order (None
+        when no name was)."""
+        if self._built is None:
+            self._build()
+        return self._lists
 
     def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
         built = self._built if self._built is not None else self._build()

@@ -21,7 +21,14 @@ from __future__ import annotations
 from proxyless.routing.clusters import choose_cluster
 from proxyless.routing.hashing import CHANNEL_ID_KEY, cookie_value, policy_hash, request_hash
 from proxyless.routing.match import match_route, path_matches
-from proxyless.routing.request import RequestInfo, header_value, parse_query
+from proxyless.routing.request import (
+    HeaderLists,
+    RequestInfo,
+    header_value,
+    header_values,
+    parse_query,
+    repeated_headers,
+)
 from proxyless.routing.resolve import (
     MissingClusterHeader,
     RouteResult,
@@ -43,6 +50,7 @@ from proxyless.routing.vhost import VirtualHostCache, domain_match_rank, select_
 __all__ = [
     "CHANNEL_ID_KEY",
     "DEFAULT_HTTP_ROUTE_TIMEOUT",
+    "HeaderLists",
     "MissingClusterHeader",
     "RequestInfo",
     "RouteResult",
@@ -56,12 +64,14 @@ __all__ = [
     "grpc_cap",
     "grpc_deadline",
     "header_value",
+    "header_values",
     "http_cap",
     "http_timeout",
     "match_route",
     "parse_query",
     "path_matches",
     "policy_hash",
+    "repeated_headers",
     "request_hash",
     "resolve",
     "route_label",

@@ -12,7 +12,11 @@ matches when all of these hold:
 - **headers**: every header matcher, with the visibility rules of
   :func:`proxyless.routing.request.header_value` (gRPC: metadata plus
   ``content-type``, ``-bin`` absent, no pseudo-headers; HTTP: pseudo-headers
-  ``:method``, ``:path``, ``:authority``, ``:scheme`` visible).
+  ``:method``, ``:path``, ``:authority``, ``:scheme`` visible, and ``host``
+  is the authority). A header sent more than once is matched as its values
+  joined with ``","`` for gRPC (gRFC A28) and value by value for HTTP (Envoy
+  since 1.39, ``match_headers_individually``): the matcher holds when any
+  value matches, and ``invert_match`` inverts that.
 - **query parameters**: never match a gRPC request (gRFC A28); for HTTP
   each matcher sees the first value of its parameter, not percent-decoded
   (Envoy's router).
@@ -64,8 +68,14 @@ def _is_grpc_request(request: RequestInfo) -> bool:
 
 
 def _headers_match(matchers: tuple[HeaderMatcher, ...], request: RequestInfo) -> bool:
+    # Inlined repeated_headers(): this runs for every route with header matchers.
+    repeated = None if request.is_grpc else getattr(request.headers, "repeated", None)
+    lists = None if repeated is None else repeated()
     for matcher in matchers:
-        if not matcher.matches(header_value(request, matcher.name)):
+        if lists is not None and (values := lists.get(matcher.name)) is not None:
+            if not matcher.matches_each(values):
+                return False
+        elif not matcher.matches(header_value(request, matcher.name)):
             return False
     return True
 

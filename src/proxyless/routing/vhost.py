@@ -8,6 +8,11 @@ Domain patterns and their precedence, as Envoy documents them in
 3. the longest prefix wildcard (``reviews.*``),
 4. the catch-all ``*``.
 
+A pattern is a suffix wildcard when it starts with ``*``, else a prefix
+wildcard when it ends with ``*``; a ``*`` anywhere else is an ordinary
+character, so ``svc.*:9000`` or ``a-*:80`` match only that exact authority
+(Envoy's ``RouteMatcher`` sorts domains the same way).
+
 Matching is case-insensitive (domains are lower-cased by the parser, the
 authority here). A wildcard never matches the empty string: ``*-bar.foo.com``
 matches ``baz-bar.foo.com`` but not ``-bar.foo.com``. When two virtual hosts

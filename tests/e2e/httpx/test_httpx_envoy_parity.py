@@ -146,6 +146,34 @@ def _redirect(prefix: str, **fields: Any) -> route_components_pb2.Route:
     return r
 
 
+def _direct(prefix: str, body: str, *matchers: Any) -> route_components_pb2.Route:
+    """A route answering ``body`` locally, so the test sees which route matched."""
+    r = route_components_pb2.Route(
+        match=route_components_pb2.RouteMatch(prefix=prefix, headers=list(matchers))
+    )
+    r.direct_response.status = 200
+    r.direct_response.body.inline_string = body
+    return r
+
+
+def _header(name: str, exact: str, invert: bool = False) -> route_components_pb2.HeaderMatcher:
+    return route_components_pb2.HeaderMatcher(name=name, exact_match=exact, invert_match=invert)
+
+
+# Header matching: repeated headers (Envoy >= 1.39 matches each value),
+# ``host`` as the authority.
+_MATCH_ROUTES = [
+    _direct("/m/role", "role-admin", _header("x-role", "admin")),
+    _direct("/m/role", "role-other"),
+    _direct("/m/joined", "joined", _header("x-role", "user,admin")),
+    _direct("/m/joined", "not-joined"),
+    _direct("/m/inv", "not-admin", _header("x-role", "admin", invert=True)),
+    _direct("/m/inv", "admin"),
+    _direct("/m/host", "host", _header("host", SERVICE)),
+    _direct("/m/host", "no-host"),
+]
+
+
 def _route_config() -> route_pb2.RouteConfiguration:
     prefix = route(prefix="/prefix/", cluster=CLUSTER)
     prefix.route.prefix_rewrite = "/p2/"
@@ -207,6 +235,7 @@ def _route_config() -> route_pb2.RouteConfiguration:
             ),
             _redirect("/redirect/scheme", scheme_redirect="https", port_redirect=8443),
             direct,
+            *_MATCH_ROUTES,
             prefix,
             regex,
             host,
@@ -223,7 +252,13 @@ def _route_config() -> route_pb2.RouteConfiguration:
     )
     vhost.request_headers_to_remove.append("x-drop-vh")
     vhost.response_headers_to_add.append(header_option("x-resp-vh", "rv"))
-    rc = route_pb2.RouteConfiguration(virtual_hosts=[vhost])
+    # A ``*`` that neither starts nor ends a domain is literal to Envoy.
+    literal = route_components_pb2.VirtualHost(
+        name="literal",
+        domains=["svc.*:9000", "a-*:80"],
+        routes=[_direct("/", "literal-domain")],
+    )
+    rc = route_pb2.RouteConfiguration(virtual_hosts=[vhost, literal])
     rc.request_headers_to_add.extend(
         [
             header_option("x-rc", "c", "ADD_IF_ABSENT"),
@@ -343,5 +378,38 @@ def test_backend_receives_what_envoy_sends(
     )
     via_proxyless = _received(
         backend, lambda: client.request(method, f"{URL}{path}", headers=headers, content=body)
+    )
+    assert via_proxyless == via_envoy
+
+
+MATCH_CASES = [
+    pytest.param("/m/role", [("x-role", "user"), ("x-role", "admin")], id="repeated-any-value"),
+    pytest.param("/m/role", [("x-role", "user,admin")], id="one-line-with-comma"),
+    pytest.param("/m/joined", [("x-role", "user"), ("x-role", "admin")], id="repeated-not-joined"),
+    pytest.param("/m/joined", [("x-role", "user,admin")], id="one-line-joined"),
+    pytest.param("/m/inv", [("x-role", "user"), ("x-role", "admin")], id="repeated-inverted"),
+    pytest.param("/m/inv", [("x-role", "user"), ("x-role", "guest")], id="repeated-inverted-none"),
+    pytest.param("/m/host", [], id="host-is-authority"),
+    pytest.param("/m/host", [("host", "svc")], id="host-other-authority"),
+    pytest.param("/", [("host", "svc.*:9000")], id="literal-star-domain"),
+    pytest.param("/", [("host", "a-*:80")], id="literal-star-before-port"),
+]
+
+
+@pytest.mark.parametrize(("path", "headers"), MATCH_CASES)
+def test_route_matching_like_envoy(
+    parity: tuple[HttpEcho, int, httpx.Client], path: str, headers: list[tuple[str, str]]
+) -> None:
+    backend, port, client = parity
+    host = next((v for k, v in headers if k == "host"), SERVICE)
+    rest = [(k, v) for k, v in headers if k != "host"]
+    via_envoy = _received(
+        backend,
+        lambda: httpx.get(
+            f"http://127.0.0.1:{port}{path}", headers=[*rest, ("host", host)], timeout=5.0
+        ),
+    )
+    via_proxyless = _received(
+        backend, lambda: client.get(f"{URL}{path}", headers=[*rest, ("host", host)])
     )
     assert via_proxyless == via_envoy

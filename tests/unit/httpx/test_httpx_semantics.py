@@ -20,6 +20,7 @@ from proxyless.httpx._router import (
     shadow_host,
     split_host_port,
 )
+from proxyless.httpx._upstream import request_info
 from proxyless.resources.model import (
     HeaderValueOption,
     RedirectAction,
@@ -29,6 +30,7 @@ from proxyless.resources.model import (
     RouteMatch,
 )
 from proxyless.resources.parse.regex import compile_re2
+from proxyless.routing import header_value, header_values
 
 
 def _opt(
@@ -237,6 +239,19 @@ def test_lazy_headers_join_values_and_hide_host() -> None:
     assert h.get("x-a") == "1,2"
     assert "host" not in h and len(h) == 1 and list(h) == ["x-a"]
     assert h["x-a"] == "1,2"
+
+
+def test_lazy_headers_keep_repeated_values() -> None:
+    h = LazyHeaders(
+        [(b"Host", b"svc"), (b"X-A", b"1"), (b"x-b", b"b"), (b"x-a", b"2"), (b"X-a", b"3")]
+    )
+    assert h.repeated() == {"x-a": ("1", "2", "3")}
+    assert LazyHeaders([(b"Host", b"svc"), (b"x-a", b"1")]).repeated() is None
+    request = httpx.Request("GET", "http://svc/p?q", headers=[("X-A", "1"), ("x-a", "2")])
+    info = request_info(request, request.headers.raw, "svc", "/p?q", "http")
+    assert header_values(info, "x-a") == ("1", "2")
+    assert header_value(info, "x-a") == "1,2"
+    assert header_value(info, "host") == "svc"
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,14 @@ from proxyless.resources.model import (
     VirtualHost,
 )
 from proxyless.resources.parse.regex import compile_re2
-from proxyless.routing import RequestInfo, header_value, match_route, parse_query, path_matches
+from proxyless.routing import (
+    RequestInfo,
+    header_value,
+    header_values,
+    match_route,
+    parse_query,
+    path_matches,
+)
 
 
 def grpc(path: str = "/pkg.Svc/Method", headers: Mapping[str, str] | None = None) -> RequestInfo:
@@ -38,6 +45,35 @@ def http(
         headers=headers or {},
         is_grpc=False,
         scheme="https",
+    )
+
+
+class _Sent(dict[str, str]):
+    """Headers as an HTTP transport keeps them: joined, plus the separate
+    values of the repeated ones."""
+
+    def __init__(self, joined: dict[str, str], repeated: dict[str, tuple[str, ...]]) -> None:
+        super().__init__(joined)
+        self._repeated = repeated
+
+    def repeated(self) -> Mapping[str, tuple[str, ...]]:
+        return self._repeated
+
+
+def http_sent(*pairs: tuple[str, str], is_grpc: bool = False) -> RequestInfo:
+    """A request whose headers were sent as ``pairs`` (names may repeat);
+    for gRPC the separate values are there too, and must not be used."""
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, []).append(value)
+    joined = {k: ",".join(v) for k, v in values.items()}
+    repeated = {k: tuple(v) for k, v in values.items() if len(v) > 1}
+    return RequestInfo(
+        authority="web:8080",
+        path="/",
+        method="GET",
+        headers=_Sent(joined, repeated),
+        is_grpc=is_grpc,
     )
 
 
@@ -169,6 +205,71 @@ HEADER_CASES = [
         True,
         id="range",
     ),
+    # Repeated headers: HTTP matches value by value (Envoy >= 1.39,
+    # match_headers_individually), gRPC the joined value (gRFC A28).
+    pytest.param(
+        exact("x-role", "admin"),
+        http_sent(("x-role", "user"), ("x-role", "admin")),
+        True,
+        id="http-repeated-any-value",
+    ),
+    pytest.param(
+        exact("x-role", "user,admin"),
+        http_sent(("x-role", "user"), ("x-role", "admin")),
+        False,
+        id="http-repeated-not-joined",
+    ),
+    pytest.param(
+        exact("x-role", "user,admin"),
+        http_sent(("x-role", "user,admin")),
+        True,
+        id="http-one-line-with-comma",
+    ),
+    pytest.param(
+        exact("x-role", "admin", invert_match=True),
+        http_sent(("x-role", "user"), ("x-role", "admin")),
+        False,
+        id="http-repeated-inverted",
+    ),
+    pytest.param(
+        exact("x-role", "root", invert_match=True),
+        http_sent(("x-role", "user"), ("x-role", "admin")),
+        True,
+        id="http-repeated-inverted-none",
+    ),
+    pytest.param(
+        HeaderMatcher("x-n", "range", range_start=1, range_end=10),
+        http_sent(("x-n", "50"), ("x-n", "5")),
+        True,
+        id="http-repeated-range",
+    ),
+    pytest.param(
+        exact("x-role", "admin"),
+        http_sent(("x-other", "1"), ("x-other", "2"), ("x-role", "admin")),
+        True,
+        id="http-other-name-repeated",
+    ),
+    pytest.param(
+        exact("x-role", "admin"),
+        http_sent(("x-role", "user"), ("x-role", "admin"), is_grpc=True),
+        False,
+        id="grpc-repeated-joined",
+    ),
+    pytest.param(
+        exact("x-role", "user,admin"),
+        http_sent(("x-role", "user"), ("x-role", "admin"), is_grpc=True),
+        True,
+        id="grpc-repeated-joined-match",
+    ),
+    # ``host``: the authority for HTTP (Envoy keeps Host as :authority);
+    # for gRPC neither it nor :authority is visible (gRFC A28).
+    pytest.param(exact("host", "web:8080"), http(), True, id="http-host-is-authority"),
+    pytest.param(exact("host", "other"), http(), False, id="http-host-mismatch"),
+    pytest.param(
+        HeaderMatcher("host", "present", present=False), http(), False, id="http-host-present"
+    ),
+    pytest.param(exact("host", "svc"), grpc(), False, id="grpc-host-absent"),
+    pytest.param(exact(":authority", "svc"), grpc(), False, id="grpc-authority-absent"),
 ]
 
 
@@ -189,6 +290,13 @@ def test_header_value_rules() -> None:
     h = http("/p", query="q", headers={"content-type": "text/plain"})
     assert header_value(h, "content-type") == "text/plain"
     assert header_value(h, ":path") == "/p?q"
+    assert header_value(h, "host") == header_value(h, ":authority") == "web:8080"
+    assert header_values(h, "content-type") is None
+    r = http_sent(("a", "1"), ("a", "2"), ("b", "3"))
+    assert header_value(r, "a") == "1,2"
+    assert header_values(r, "a") == ("1", "2")
+    assert header_values(r, "b") is None
+    assert header_values(http_sent(("a", "1"), ("a", "2"), is_grpc=True), "a") is None
 
 
 QUERY_CASES = [

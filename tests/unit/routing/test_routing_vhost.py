@@ -39,6 +39,15 @@ CASES = [
     pytest.param([("a.com",), ("a.com",)], "a.com", "vh0", id="duplicate-first-wins"),
     pytest.param([("*",), ("*",)], "x", "vh0", id="star-first-wins"),
     pytest.param([], "x", None, id="no-virtual-hosts"),
+    # Envoy: a ``*`` that neither starts nor ends the domain is a literal.
+    pytest.param([("svc.*:9000",), ("*",)], "svc.*:9000", "vh0", id="inner-star-literal"),
+    pytest.param([("svc.*:9000",), ("*",)], "svc.a:9000", "vh1", id="inner-star-no-wildcard"),
+    pytest.param([("a-*:80",)], "a-b:80", None, id="star-before-port-literal"),
+    pytest.param([("a-*:80",)], "A-*:80", "vh0", id="star-before-port-exact"),
+    pytest.param([("*.a.*",)], "x.a.*", "vh0", id="leading-star-wins"),
+    pytest.param([("*.a.*",)], "x.a.b", None, id="trailing-star-then-literal"),
+    pytest.param([("a*b*",)], "a*bc", "vh0", id="trailing-star-inner-literal"),
+    pytest.param([("a*b*",)], "axbc", None, id="inner-star-not-wildcard"),
 ]
 
 
@@ -64,6 +73,8 @@ def test_select_virtual_host(
         pytest.param("a.*", "a.com", (1, 3), id="prefix"),
         pytest.param("*", "", (0, 1), id="star-matches-anything"),
         pytest.param("*.com", ".com", None, id="suffix-empty"),
+        pytest.param("svc.*:9000", "svc.*:9000", (3, 10), id="inner-star-exact"),
+        pytest.param("svc.*:9000", "svc.x:9000", None, id="inner-star-literal"),
     ],
 )
 def test_domain_match_rank(pattern: str, host: str, rank: tuple[int, int] | None) -> None:

@@ -10,11 +10,15 @@ header is matched as the empty string).
 
 Regexes (``safe_regex``) are compiled by RE2 at parse time
 (:mod:`proxyless.resources.model.regex`) and always matched against the
-*whole* value (``RE2::FullMatch``, as in Envoy), in time linear in its length. ``ignore_case`` does not apply to regexes
-(Envoy: "has no effect for the safe_regex match").
+*whole* value (``RE2::FullMatch``, as in Envoy), in time linear in its length.
+``ignore_case`` applies to the literal kinds only; the parser rejects it on
+a regex, as Envoy does ("ignore_case has no effect for safe_regex").
 
-Matching is pure: no I/O, no clock; callers join repeated header values with
-``","`` before calling (gRFC A28).
+Matching is pure: no I/O, no clock. A header sent more than once is matched
+either as its values joined with ``","`` (gRFC A28, for gRPC) or value by
+value (:meth:`HeaderMatcher.matches_each`, Envoy since 1.39 for HTTP: the
+matcher holds if any value matches, and ``invert_match`` applies to that
+result).
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ class HeaderMatcher:
     def matches(self, value: str | None) -> bool:
         """Match one header; ``value`` None means the header is absent.
 
-        Repeated values must already be joined with ``","``.
+        A repeated header's values come joined with ``","`` (gRFC A28).
         """
         if value is None:
             if not self.treat_missing_header_as_empty:
@@ -113,15 +117,23 @@ class HeaderMatcher:
                 # matches a present_match whose value equals invert_match.
                 return self.kind == "present" and self.present == self.invert_match
             value = ""
+        return self._value_matches(value) != self.invert_match
+
+    def matches_each(self, values: tuple[str, ...]) -> bool:
+        """Match a header sent several times (``values``, at least one):
+        true when any value matches, then inverted by ``invert_match``
+        (Envoy's ``match_headers_individually``)."""
+        test = self._value_matches
+        return any(test(v) for v in values) != self.invert_match
+
+    def _value_matches(self, value: str) -> bool:
         kind = self.kind
         if kind == "present":
-            matched = self.present
-        elif kind == "range":
-            matched = _in_range(value, self.range_start, self.range_end)
-        else:
-            assert self.string_matcher is not None
-            matched = self.string_matcher.matches(value)
-        return matched != self.invert_match
+            return self.present
+        if kind == "range":
+            return _in_range(value, self.range_start, self.range_end)
+        assert self.string_matcher is not None
+        return self.string_matcher.matches(value)
 
 
 def _in_range(value: str, start: int, end: int) -> bool:

@@ -210,15 +210,15 @@ def string_matcher(ctx: Ctx, path: str, msg: Any) -> StringMatcher | None:
             return None
         return StringMatcher(kind=which, value=value, ignore_case=ignore_case)
     if which == "safe_regex":
+        if ignore_case:
+            # Envoy refuses the combination ("ignore_case has no effect for
+            # safe_regex"), and so does gRPC C-core for SAN matchers.
+            ctx.error(join(path, "ignore_case"), "ignore_case has no effect for safe_regex")
+            return None
         compiled = regex(ctx, join(path, "safe_regex"), msg.safe_regex)
         if compiled is None:
             return None
-        return StringMatcher(
-            kind="safe_regex",
-            value=msg.safe_regex.regex,
-            ignore_case=ignore_case,
-            regex=compiled,
-        )
+        return StringMatcher(kind="safe_regex", value=msg.safe_regex.regex, regex=compiled)
     if which == "custom":
         ctx.error(join(path, "custom"), "custom string matchers are not supported")
         return None

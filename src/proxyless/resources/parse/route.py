@@ -128,12 +128,9 @@ def _domain(ctx: Ctx, path: str, domain: str) -> str | None:
     if not domain:
         ctx.error(path, "domain must not be empty")
         return None
-    if domain == "*":
-        return domain
-    stars = domain.count("*")
-    if stars > 1 or (stars == 1 and not (domain.startswith("*") or domain.endswith("*"))):
-        ctx.error(path, f"invalid domain {domain!r}: one wildcard, at the start or the end")
-        return None
+    # Envoy (route_components.proto, VirtualHost.domains): a leading ``*``
+    # makes a suffix wildcard, else a trailing ``*`` a prefix wildcard, and
+    # any other ``*`` (``svc.*:9000``, ``a-*:80``) is part of an exact domain.
     if any(c.isspace() for c in domain) or "/" in domain:
         ctx.error(path, f"invalid domain {domain!r}")
         return None
