@@ -181,7 +181,7 @@ class AioCall:
             core.pool.call_ended(pooled)
             err = explain_failure(pooled, failed)
             call = lane.resume(
-                core.runtime, core.bare_request(inv.method), first, core.getter(lane.cluster)
+                core.runtime, core.bare_request(inv.method), first, core.acquire
             )
             try:
                 steps = retry_steps(call, core.target, first=(first, err))

@@ -141,7 +141,7 @@ class XdsChannel(grpc.Channel):
             lane.breaker.release_request()
             return result
         call = lane.resume(
-            core.runtime, core.bare_request(inv.method), first, core.getter(lane.cluster)
+            core.runtime, core.bare_request(inv.method), first, core.acquire
         )
         try:
             return run(retry_steps(call, self.target, first=(first, err)), inv, core.pool)

@@ -16,9 +16,8 @@ lanes.
 
 Endpoints of TLS clusters are reached through verified mTLS connections
 made with the cluster's current credentials (:mod:`._tls`): ``acquire``
-is given the cluster, and a call's ``pool_get`` is bound to it
-(:meth:`ChannelCore.getter`). The channel's ``credentials=`` apply to
-plaintext clusters only.
+is every call's ``pool_get`` and is given the endpoint's cluster. The
+channel's ``credentials=`` apply to plaintext clusters only.
 
 Calls carry ``:authority`` = the target's name (e.g.
 ``reviews.default.svc.cluster.local:9080``), as gRPC's own xDS channels do.
@@ -29,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -108,8 +107,6 @@ class ChannelCore:
         self._lanes_state: object = None
         #: the pooled connection of each endpoint this channel has used (sync)
         self._conns: dict[EndpointState, PooledChannel] = {}
-        #: per cluster, the ``pool_get`` of its calls (bound to the cluster)
-        self._getters: dict[ClusterRuntime, Callable[[EndpointState], PooledChannel]] = {}
 
     # -- routing -------------------------------------------------------------------------
     def route(
@@ -127,7 +124,7 @@ class ChannelCore:
             request = RequestInfo(rt.authority, method, headers=metadata_headers(metadata))
         else:
             request = self.bare_request(method)
-        call = Call(
+        return Call(
             rt,
             request,
             timeout=timeout,
@@ -136,22 +133,6 @@ class ChannelCore:
             pool_get=self.acquire,
             shared_request=not metadata,
         )
-        if call.cluster is not None:
-            call.pool_get = self.getter(call.cluster)
-        return call
-
-    def getter(self, cluster: ClusterRuntime) -> Callable[[EndpointState], PooledChannel]:
-        """The ``pool_get`` of calls to ``cluster``: :meth:`acquire` bound to it."""
-        fn = self._getters.get(cluster)
-        if fn is None:
-            if len(self._getters) >= _LANE_LIMIT:
-                self._getters.clear()
-
-            def fn(endpoint: EndpointState) -> PooledChannel:
-                return self.acquire(endpoint, cluster)
-
-            self._getters[cluster] = fn
-        return fn
 
     def bare_request(self, method: str) -> RequestInfo:
         """Calls without metadata share one immutable RequestInfo per method."""

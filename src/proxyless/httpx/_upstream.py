@@ -112,7 +112,7 @@ def rewrite_request(
     return target, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in hl]
 
 
-def endpoint_conn(endpoint: EndpointState) -> EndpointState:
+def endpoint_conn(endpoint: EndpointState, cluster: Any) -> EndpointState:
     """A :class:`~proxyless.runtime.call.Call`'s ``pool_get``: an httpx
     attempt's connection is its endpoint (the pool is found per attempt)."""
     return endpoint

@@ -63,7 +63,12 @@ from proxyless.routing import (
 from proxyless.runtime.cluster import ClusterRuntime
 from proxyless.runtime.target import RoutePlan, TargetRuntime
 
-__all__ = ["Attempt", "Call", "FirstAttempt", "Lane"]
+__all__ = ["Attempt", "Call", "FirstAttempt", "Lane", "PoolGet"]
+
+#: A transport's connection lookup for an attempt: the endpoint picked, and
+#: the cluster it was picked from (whose ``transport_socket`` says how to
+#: reach it).
+PoolGet = Callable[[EndpointState, ClusterRuntime], Any]
 
 
 class Attempt:
@@ -202,7 +207,7 @@ class Lane:
         rt: TargetRuntime,
         request: RequestInfo,
         attempt: FirstAttempt,
-        pool_get: Callable[[EndpointState], Any],
+        pool_get: PoolGet,
     ) -> Call:
         """The :class:`Call` carrying on after ``attempt`` (it holds the slot)."""
         return Call.resumed(
@@ -248,7 +253,7 @@ class Call:
         timeout: float | None,
         wait_for_ready: bool,
         channel_id: int,
-        pool_get: Callable[[EndpointState], Any],
+        pool_get: PoolGet,
         allow_local_actions: bool = False,
         shared_request: bool = False,
     ) -> None:
@@ -334,7 +339,7 @@ class Call:
         *,
         timeout: float | None,
         deadline: float | None,
-        pool_get: Callable[[EndpointState], Any],
+        pool_get: PoolGet,
         caller_timeout: float | None = None,
     ) -> Call:
         """The call of a request that made its first attempt on a
@@ -419,7 +424,7 @@ class Call:
             while not retry.accept_host(endpoint.key, selection):
                 selection += 1
                 endpoint = cluster.lb.pick(self.hash, self._rng, ())
-        conn = self.pool_get(endpoint)
+        conn = self.pool_get(endpoint, cluster)
         self.attempts += 1
         if retry is not None:
             retry.add_host(endpoint.key)

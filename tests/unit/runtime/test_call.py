@@ -161,7 +161,7 @@ def _call(rt: TargetRuntime, request: RequestInfo | None = None, **kw: Any) -> C
         request or _request(),
         wait_for_ready=False,
         channel_id=0,
-        pool_get=lambda endpoint: ("conn", endpoint.key),
+        pool_get=lambda endpoint, cluster: ("conn", endpoint.key),
         **kw,
     )
 
@@ -853,7 +853,7 @@ def test_lane_resume_carries_on_with_the_same_slot() -> None:
     first = lane.begin(rt.rng, 5.0)
     assert first is not None
     picked: list[EndpointState] = []
-    call = lane.resume(rt, _request(), first, picked.append)
+    call = lane.resume(rt, _request(), first, lambda endpoint, cluster: picked.append(endpoint))
     assert call.breaker is lane.breaker and call.attempts == 1
     assert call.deadline == first.call_deadline
     assert lane.breaker.requests == 1  # resuming takes no second slot
