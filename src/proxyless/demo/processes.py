@@ -32,12 +32,6 @@ __all__ = ["BackendProcess", "backend_bootstrap", "start_backends"]
 
 #: How long a backend may take to bind, and then to get its Listener.
 START_TIMEOUT = 30.0
-#: grpcio's TLS server logs this (at ERROR) for every connection whose SNI
-#: is not a name in the server's certificate: a mesh client sends Istio's
-#: ``outbound_.<port>_.<subset>_.<host>``, and an SVID carries no DNS name.
-#: The SNI plays no part in the server's choice of certificate nor in
-#: either side's verification, so the demo drops these lines.
-_SNI_NOISE = "No match found for server name"
 
 
 def backend_bootstrap(
@@ -111,9 +105,8 @@ class BackendProcess:
     def _relay_stderr(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
-            if _SNI_NOISE not in line:
-                sys.stderr.write(f"[{self.name}] {line}")
-                sys.stderr.flush()
+            sys.stderr.write(f"[{self.name}] {line}")
+            sys.stderr.flush()
 
     def wait_callers(self, timeout: float) -> list[str]:
         """The caller identities the backend reported, in order (``plaintext``
