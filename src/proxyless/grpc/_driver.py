@@ -227,9 +227,9 @@ def fault_steps(call: Call, target: str) -> tuple[float, XdsRpcError | None]:
 
 
 # -- drivers -----------------------------------------------------------------------------
-def _attempt(call: Call, target: str) -> Attempt:
+def _attempt(call: Call, target: str, hedge: bool = False) -> Attempt:
     try:
-        return call.attempt()
+        return call.attempt(hedge)
     except ProxylessError as exc:
         raise rpc_error(exc, target) from None
 
@@ -270,7 +270,7 @@ def hedge_steps(call: Call, hedge: HedgePlan, rng: Any, target: str) -> Steps:
     extra_held = 0
 
     def attempt() -> Attempt:
-        a = _attempt(call, target)
+        a = _attempt(call, target, hedge=bool(running))
         if per_try is not None:
             # The slow attempt keeps running; only the call's deadline ends it.
             a.timeout = call.remaining()
