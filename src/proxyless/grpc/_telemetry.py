@@ -72,8 +72,10 @@ def ended(tel: CallTelemetry | None, error: BaseException | None) -> None:
             status = c.name if isinstance(c, grpc.StatusCode) else "UNKNOWN"
         except Exception:
             pass
-        pe = getattr(error, "proxyless_error", None)
-        flags = getattr(pe, "flag", "") or ""
+        flags = getattr(error, "flags", None) or ""
+        if not flags:
+            pe = getattr(error, "proxyless_error", None)
+            flags = getattr(pe, "flag", "") or ""
     elif isinstance(error, (KeyboardInterrupt, SystemExit)):
         status = "CANCELLED"
     if status == "CANCELLED":

@@ -223,7 +223,4 @@ def configure(
         s.tracer_provider = tracer_provider
     if meter_provider is not _UNSET:
         s.meter_provider = meter_provider
-    from proxyless.observability import instruments
-
-    instruments.reset()
     return s

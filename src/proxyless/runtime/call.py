@@ -232,6 +232,7 @@ class Call:
         "breaker",
         "cluster",
         "deadline",
+        "exhausted",
         "fault",
         "fault_injector",
         "hash",
@@ -275,6 +276,8 @@ class Call:
         self.breaker: Any = None
         #: the call's telemetry (:class:`~proxyless.observability.telemetry.CallTelemetry`), if any
         self.obs: Any = None
+        #: retries ran out (attempts or budget) on a retriable failure (Envoy's URX)
+        self.exhausted = False
         state = rt._state
         if state is None:
             started = time.monotonic()
@@ -369,6 +372,7 @@ class Call:
         self.hash = None
         self.breaker = plan.breaker
         self.obs = None
+        self.exhausted = False
         return self
 
     def _decide_faults(
@@ -482,8 +486,10 @@ class Call:
             reason = decision.reason
             if reason == "budget_exhausted":
                 self.last_error = retry_budget_exhausted(cluster.name, outcome, self.attempts)
-            if obs is not None and reason in ("budget_exhausted", "attempts_exhausted"):
-                obs.flags.add("URX")  # Envoy: retries ran out on a retriable failure
+            if reason == "budget_exhausted" or reason == "attempts_exhausted":
+                self.exhausted = True  # Envoy: retries ran out on a retriable failure
+                if obs is not None:
+                    obs.flags.add("URX")
             return None
         remaining = self.remaining()
         if remaining is not None and remaining <= decision.delay:

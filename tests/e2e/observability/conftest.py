@@ -82,9 +82,7 @@ class Otel:
         return out
 
 
-DEFAULT_PROPAGATOR = CompositePropagator(
-    [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
-)
+DEFAULT_PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
 @pytest.fixture
@@ -124,7 +122,9 @@ class Publisher:
 
     def inbound(self, port: int) -> None:
         name = TEMPLATE % f"127.0.0.1:{port}"
-        self.ads.set_resource(LISTENER_URL, name, inbound_listener(name, "127.0.0.1", port, disable()))
+        self.ads.set_resource(
+            LISTENER_URL, name, inbound_listener(name, "127.0.0.1", port, disable())
+        )
 
 
 @pytest.fixture
@@ -134,7 +134,9 @@ def publisher(ads: AdsServer) -> Publisher:
 
 @pytest.fixture
 def mesh(ads: AdsServer) -> Iterator[Mesh]:
-    m = Mesh(bootstrap_for(ads, "e2e-observability", server_listener_resource_name_template=TEMPLATE))
+    m = Mesh(
+        bootstrap_for(ads, "e2e-observability", server_listener_resource_name_template=TEMPLATE)
+    )
     yield m
     m.close()
     from tests.e2e.conftest import close_endpoint_pools
@@ -149,7 +151,9 @@ class Chain:
     channel: grpc.Channel
     http: httpx.Client
 
-    def call(self, path: str = "/hop", metadata: Any = None, timeout: float = 10.0) -> dict[str, Any]:
+    def call(
+        self, path: str = "/hop", metadata: Any = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
         """Call A, which calls B at ``path``; B's record of the request."""
         fn = self.channel.unary_unary(A_METHOD)
         reply: dict[str, Any] = json.loads(fn(path.encode(), timeout=timeout, metadata=metadata))

@@ -69,6 +69,7 @@ class FakeCall:
     n: int = 0
     ended: int = 0
     obs: Any = None
+    exhausted: bool = False
 
     def __post_init__(self) -> None:
         self.retry_policy = _Policy(self.per_try)
