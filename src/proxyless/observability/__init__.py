@@ -1,8 +1,11 @@
-"""What proxyless tells operators: the client status (CSDS, gRFC A40).
+"""What proxyless tells operators: client status (CSDS, gRFC A40), metrics
+(gRFC A66/A78 and the mesh signals) and the telemetry switches.
 
-See :mod:`proxyless.observability.csds` and :mod:`proxyless.admin`.
+A leaf package the other layers record into: this ``__init__`` imports
+nothing, so the xDS client, the resilience layer and the security layer can
+import :mod:`proxyless.observability.xds_metrics` and
+:mod:`proxyless.observability.signals` without pulling in the Mesh. The
+modules: :mod:`~proxyless.observability.settings` (switches),
+:mod:`~proxyless.observability.instruments` (the OpenTelemetry instruments),
+:mod:`~proxyless.observability.csds` (CSDS, served by :mod:`proxyless.admin`).
 """
-
-from proxyless.observability.csds import CsdsServicer, client_config
-
-__all__ = ["CsdsServicer", "client_config"]

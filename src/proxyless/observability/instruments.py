@@ -181,9 +181,10 @@ def _make(provider: Any) -> Instruments:
 
 
 def gauge(name: str, unit: str, description: str, callback: Any) -> None:
-    """Register an observable gauge (made now if a meter provider is in
-    force, else when one appears); ``callback`` follows the OpenTelemetry
-    API (``options -> Iterable[Observation]``)."""
+    """Register an observable gauge, made with the instruments: at once if
+    they exist, else by the next :func:`get` that makes them (so a gauge
+    appears in a new meter provider once something calls :func:`get`);
+    ``callback`` follows the OpenTelemetry API (``options -> Iterable[Observation]``)."""
     with _lock:
         _gauge_callbacks[name] = (unit, description, callback)
         cur = _current

@@ -52,6 +52,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from proxyless.bootstrap import Bootstrap, XdsServer
 from proxyless.clock import Clock, SystemClock
 from proxyless.errors import ControlPlaneUnreachable, ResourceDoesNotExist
+from proxyless.observability import xds_metrics
 from proxyless.xds_client.backoff import Backoff
 from proxyless.xds_client.loop import call_on_loop, in_loop, run_on_loop
 from proxyless.xds_client.protocol import decode_response, discovery_request, node_proto
@@ -102,6 +103,7 @@ class XdsClient:
         self._node = node_proto(bootstrap)
         self._node_id = bootstrap.node.id
         self._closed = False
+        xds_metrics.track(self)  # gRFC A78 gauges
 
     # -- public API (any thread) ---------------------------------------------------
     def watch(self, rtype: ResourceType, name: str, watcher: ResourceWatcher) -> Callable[[], None]:
@@ -139,6 +141,7 @@ class XdsClient:
         if self._closed:
             return
         self._closed = True
+        xds_metrics.untrack(self)
         if in_loop(self._loop):
             self._close()
         else:
@@ -296,6 +299,8 @@ class XdsClient:
         self._stream_failed(ss, reason)
 
     def _stream_failed(self, ss: ServerState, reason: str) -> None:
+        if ss.last_error is None:  # working until now (gRFC A78 server_failure)
+            xds_metrics.server_failure(self._node_id, ss.server.server_uri)
         ss.last_error = reason
         delay = ss.backoff.next_delay()
         resources = list(ss.all_resources())
@@ -399,6 +404,7 @@ class XdsClient:
         ts.nonce = resp.nonce
         now = self._clock.time()
         decoded = decode_response(ts, resp)
+        xds_metrics.resource_updates(self._node_id, ss.server.server_uri, resp, decoded)
         error_text = "; ".join(decoded.errors) if decoded.errors else None
         for name, result in decoded.results.items():
             res = ts.resources.get(name)
