@@ -46,7 +46,7 @@ from proxyless.grpc._driver import (
 from proxyless.grpc._errors import as_aio, rpc_error
 from proxyless.grpc._invocation import NO_REQUEST, Invocation, Replay
 from proxyless.grpc._pool import PooledChannel
-from proxyless.grpc._telemetry import begin, bind, ended, ended_call
+from proxyless.grpc._telemetry import begin, bind, ended, ended_outcome
 from proxyless.grpc._tls import explain_failure, pending
 from proxyless.resilience.outcome import RESET, SUCCESS, Outcome
 from proxyless.runtime.call import Attempt, Call, FirstAttempt, Lane
@@ -348,7 +348,7 @@ class AioCall:
                 except StopIteration:
                     pass
                 call.end()
-                ended_call(self._tel, c)
+                ended_outcome(self._tel, outcome, c.cancelled())
             if self._failed_event is not None:
                 self._failed_event.set()
 

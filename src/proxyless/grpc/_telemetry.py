@@ -19,9 +19,14 @@ import grpc
 
 from proxyless.grpc._invocation import Invocation
 from proxyless.observability.settings import REQUEST_ID
-from proxyless.observability.telemetry import CallTelemetry, base_headers, start_call
+from proxyless.observability.telemetry import (
+    CallTelemetry,
+    base_headers,
+    start_call,
+    status_name,
+)
 
-__all__ = ["begin", "bind", "ended"]
+__all__ = ["begin", "bind", "ended", "ended_call", "ended_outcome"]
 
 
 def _request_id(metadata: Any) -> str | None:
@@ -81,6 +86,19 @@ def ended(tel: CallTelemetry | None, error: BaseException | None) -> None:
     if status == "CANCELLED":
         flags = f"{flags},DC" if flags else "DC"
     tel.finish(status, error, flags)
+
+
+def ended_outcome(tel: CallTelemetry | None, outcome: Any, cancelled: bool) -> None:
+    """The call ended with its last attempt's ``outcome`` (``grpc.aio``
+    streams, whose call objects answer asynchronously)."""
+    if tel is None:
+        return
+    if cancelled:
+        tel.finish("CANCELLED", None, "DC")
+    elif outcome.kind == "success":
+        tel.finish("OK")
+    else:
+        tel.finish(status_name(outcome))
 
 
 def ended_call(tel: CallTelemetry | None, inner: Any) -> None:

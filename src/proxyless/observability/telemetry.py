@@ -46,7 +46,7 @@ from proxyless.observability.flags import join, outcome_flag
 from proxyless.observability.settings import REQUEST_ID, current_request_id, new_request_id
 from proxyless.resilience.outcome import Outcome
 
-__all__ = ["CallTelemetry", "base_headers", "grpc_code", "start_call"]
+__all__ = ["CallTelemetry", "base_headers", "grpc_code", "start_call", "status_name"]
 
 _CLIENT = otel_trace.SpanKind.CLIENT
 _INTERNAL = otel_trace.SpanKind.INTERNAL
@@ -287,7 +287,7 @@ class CallTelemetry:
         self.last_outcome = outcome
         if status is None:
             if self.grpc:
-                status = _status_name(outcome)
+                status = status_name(outcome)
             else:
                 status = _http_status(outcome)
                 if status is None and outcome.kind == "success":
@@ -302,7 +302,7 @@ class CallTelemetry:
             elapsed = time.perf_counter() - started
             if self.grpc:
                 labels = self._grpc_labels()
-                labels["grpc.status"] = str(status) if status is not None else _status_name(outcome)
+                labels["grpc.status"] = str(status) if status is not None else status_name(outcome)
                 if self.locality:
                     labels["grpc.lb.locality"] = self.locality
                 if self.cluster:
@@ -425,7 +425,7 @@ _GRPC_CODES = {
 }  # fmt: skip
 
 
-def _status_name(outcome: Outcome) -> str:
+def status_name(outcome: Outcome) -> str:
     if outcome.kind == "success":
         return "OK"
     if outcome.kind == "timeout":
@@ -449,7 +449,7 @@ def _grpc_code(status: str | int | None, outcome: Outcome | None) -> int:
     if isinstance(status, str):
         return _GRPC_CODES.get(status, 2)
     if outcome is not None:
-        return _GRPC_CODES.get(_status_name(outcome), 2)
+        return _GRPC_CODES.get(status_name(outcome), 2)
     return 14
 
 

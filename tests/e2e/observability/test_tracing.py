@@ -8,17 +8,25 @@ call shows one call span and N attempt spans.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
+from typing import Any
 
+import grpc
+import httpx
 import pytest
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.sdk.trace import ReadableSpan
 from tests.e2e.httpx.conftest import retry_policy
 
+import proxyless.grpc.aio
+import proxyless.httpx
+from proxyless.mesh import Mesh
 from proxyless.observability import settings
 
-from .conftest import Chain, Otel, header
+from .conftest import A_METHOD, Chain, HttpEcho, Otel, Publisher, header
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -131,3 +139,73 @@ def test_a_retried_call_shows_one_call_span_and_one_span_per_attempt(
     # each attempt carried its own span's context
     sent = [header(r, "traceparent")[0].split("-")[2] for r in c.b.requests]
     assert [int(p, 16) for p in sent] == [s.context.span_id for s in attempts]
+
+
+def test_one_trace_through_grpc_aio_and_the_async_httpx_transport(
+    otel: Otel, mesh: Mesh, publisher: Publisher
+) -> None:
+    """The same two hops with grpc.aio on both sides of A and httpx's
+    AsyncTransport in A's handler; a server-streaming call too."""
+    b = HttpEcho("b").start()
+    publisher.service("b.test", [b.address])
+
+    async def scenario() -> tuple[dict[str, Any], int, list[bytes]]:
+        http = httpx.AsyncClient(
+            transport=proxyless.httpx.AsyncTransport(mesh=mesh, hosts=["b.test"]), timeout=10.0
+        )
+
+        async def handle(request: bytes, context: Any) -> bytes:
+            response = await http.get(f"http://b.test{request.decode()}")
+            return response.content
+
+        async def count(request: bytes, context: Any) -> Any:
+            for i in range(3):
+                yield str(i).encode()
+
+        handler = grpc.method_handlers_generic_handler(
+            "test.A",
+            {
+                "Call": grpc.unary_unary_rpc_method_handler(handle),
+                "Count": grpc.unary_stream_rpc_method_handler(count),
+            },
+        )
+        server = proxyless.grpc.aio.server(mesh=mesh, handlers=[handler])
+        port = server.add_port("127.0.0.1:0")
+        publisher.inbound(port)
+        await server.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + 10
+            while not server.serving(port):
+                assert asyncio.get_running_loop().time() < deadline, "A never served"
+                await asyncio.sleep(0.01)
+            publisher.service("a.test:80", [f"127.0.0.1:{port}"])
+            async with proxyless.grpc.aio.channel("xds:///a.test:80", mesh=mesh) as ch:
+                tracer = otel.tracer_provider.get_tracer("test")
+                with tracer.start_as_current_span("root"):
+                    raw = await ch.unary_unary(A_METHOD)(b"/aio", timeout=10)
+                    items = [m async for m in ch.unary_stream("/test.A/Count")(b"", timeout=10)]
+            return json.loads(raw), port, items
+        finally:
+            await http.aclose()
+            await server.stop(0)
+
+    try:
+        record, _port, items = asyncio.run(scenario())
+    finally:
+        b.stop()
+    assert items == [b"0", b"1", b"2"]
+    (root,) = otel.named("root")
+    trace_id = root.context.trace_id
+    sent = _one(otel.named("Sent.test.A/Call"))
+    recv = _one(otel.named("Recv.test.A/Call"))
+    get_attempt = _one(otel.named("Attempt GET"))
+    assert _parent_of(sent) == root.context.span_id
+    assert _parent_of(recv) == _one(otel.named("Attempt.test.A/Call")).context.span_id
+    assert _parent_of(_one(otel.named("GET"))) == recv.context.span_id
+    for span in (sent, recv, get_attempt):
+        assert span.context.trace_id == trace_id
+    (traceparent,) = header(record, "traceparent")
+    assert int(traceparent.split("-")[2], 16) == get_attempt.context.span_id
+    stream = _one(otel.named("Sent.test.A/Count"))
+    assert stream.attributes["rpc.grpc.status_code"] == 0
+    assert _one(otel.named("Recv.test.A/Count")).context.trace_id == trace_id
