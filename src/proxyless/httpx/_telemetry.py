@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import httpx
 
-from proxyless.observability.settings import REQUEST_ID
+from proxyless.observability.settings import REQUEST_ID, maybe_active
 from proxyless.observability.telemetry import CallTelemetry, base_headers, start_call
 
 __all__ = ["attempt_headers", "begin", "end"]
@@ -36,6 +36,9 @@ def begin(request: httpx.Request) -> CallTelemetry | None:
     """Start ``request``'s telemetry (see the module docstring)."""
     raw = request.headers.raw
     rid = _request_id(raw)
+    if not maybe_active():
+        _add_base(request, rid)
+        return None
     url = request.url
     tel = start_call(
         grpc=False,
@@ -46,12 +49,16 @@ def begin(request: httpx.Request) -> CallTelemetry | None:
         request_id=rid,
     )
     if tel is None:
-        extra = base_headers(rid)
-        if extra:
-            headers = request.headers
-            for key, value in extra:
-                headers[key] = value
+        _add_base(request, rid)
     return tel
+
+
+def _add_base(request: httpx.Request, rid: str | None) -> None:
+    extra = base_headers(rid)
+    if extra:
+        headers = request.headers
+        for key, value in extra:
+            headers[key] = value
 
 
 def attempt_headers(

@@ -42,8 +42,11 @@ __all__ = [
     "Settings",
     "configure",
     "current_request_id",
+    "maybe_active",
+    "meter_provider",
     "new_request_id",
     "settings",
+    "tracer_provider",
 ]
 
 #: Envoy's request id header.
@@ -141,8 +144,25 @@ except ImportError:  # pragma: no cover - a different API layout
     _METRICS_GLOBAL = False
 
 
-def _real(provider: Any, noop: type) -> bool:
-    return provider is not None and not isinstance(provider, noop)
+#: Providers named by the environment (the API makes them on first use).
+_ENV_PROVIDERS = bool(
+    os.environ.get("OTEL_PYTHON_TRACER_PROVIDER") or os.environ.get("OTEL_PYTHON_METER_PROVIDER")
+)
+
+
+def maybe_active() -> bool:
+    """Cheap pre-check on every call: False only when no span, metric or
+    access-log line can be made (no provider given, none set globally,
+    access logs off). True means "ask :func:`tracer_provider` and
+    :func:`meter_provider`"."""
+    s = settings
+    if s.access_log or s.tracer_provider is not None or s.meter_provider is not None:
+        return True
+    if _ENV_PROVIDERS or not (_TRACE_GLOBAL and _METRICS_GLOBAL):
+        return True
+    return (
+        otel_trace._TRACER_PROVIDER is not None or _metrics_internal._METER_PROVIDER is not None
+    )
 
 
 def tracer_provider() -> Any:
@@ -156,7 +176,7 @@ def tracer_provider() -> Any:
     if _TRACE_GLOBAL:
         p = otel_trace._TRACER_PROVIDER
         if p is None:
-            if "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ:
+            if not _ENV_PROVIDERS:
                 return None
             p = otel_trace.get_tracer_provider()
     else:  # pragma: no cover
@@ -176,7 +196,7 @@ def meter_provider() -> Any:
     if _METRICS_GLOBAL:
         p = _metrics_internal._METER_PROVIDER
         if p is None:
-            if "OTEL_PYTHON_METER_PROVIDER" not in os.environ:
+            if not _ENV_PROVIDERS:
                 return None
             p = otel_metrics.get_meter_provider()
     else:  # pragma: no cover

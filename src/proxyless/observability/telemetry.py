@@ -464,6 +464,8 @@ def start_call(
 ) -> CallTelemetry | None:
     """A :class:`CallTelemetry` when spans, metrics or access logs are on;
     None otherwise (the transport then sends :func:`base_headers`)."""
+    if not _settings.maybe_active():
+        return None
     tp = _settings.tracer_provider()
     inst = instruments.get()
     if tp is None and inst is None and not _settings.settings.access_log:
