@@ -138,7 +138,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self._passthrough: httpx.AsyncBaseTransport
         self._core, self._passthrough = make_core(
-            httpx.AsyncHTTPTransport,
+            _async_tls.AsyncEndpointTransport,
             AsyncReplayStream,
             AsyncResponseStream,
             mesh,

@@ -518,7 +518,7 @@ def make_core(
     def tls_factory(tls: ClientTls, http2: bool) -> Any:
         return tls_transport(tls, http2, options["limits"])
 
-    is_async = transport_cls is httpx.AsyncHTTPTransport
+    is_async = issubclass(transport_cls, httpx.AsyncHTTPTransport)
     core = Core(
         mesh,
         hosts,

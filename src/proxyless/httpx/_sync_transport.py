@@ -140,7 +140,7 @@ class Transport(httpx.BaseTransport):
     ) -> None:
         self._passthrough: httpx.BaseTransport
         self._core, self._passthrough = make_core(
-            httpx.HTTPTransport,
+            _sync_tls.EndpointTransport,
             SyncReplayStream,
             SyncResponseStream,
             mesh,

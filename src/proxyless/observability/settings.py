@@ -160,9 +160,7 @@ def maybe_active() -> bool:
         return True
     if _ENV_PROVIDERS or not (_TRACE_GLOBAL and _METRICS_GLOBAL):
         return True
-    return (
-        otel_trace._TRACER_PROVIDER is not None or _metrics_internal._METER_PROVIDER is not None
-    )
+    return otel_trace._TRACER_PROVIDER is not None or _metrics_internal._METER_PROVIDER is not None
 
 
 def tracer_provider() -> Any:
