@@ -240,11 +240,13 @@ def fault_steps(call: Call, target: str) -> tuple[float, XdsRpcError | None]:
     if delay is not None:
         remaining = call.remaining()
         if remaining is not None and remaining < delay:
-            return max(0.0, remaining), XdsRpcError(
+            late = XdsRpcError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{target}: deadline exceeded during an injected delay of {delay:g}s",
+                f"{target}: deadline exceeded during an injected delay of {delay:g}s [DI,UT]",
                 None,
             )
+            late.flags = "DI,UT"
+            return max(0.0, remaining), late
     fault = call.fault
     if fault.abort_grpc is not None:
         code = _CODES.get(fault.abort_grpc, grpc.StatusCode.UNKNOWN)
@@ -252,9 +254,14 @@ def fault_steps(call: Call, target: str) -> tuple[float, XdsRpcError | None]:
         code = _CODES.get(http_status_to_grpc(fault.abort_http), grpc.StatusCode.UNKNOWN)
     else:
         return delay or 0.0, None
-    return delay or 0.0, XdsRpcError(
-        code, f"{target}: fault injected by the HTTP fault filter ({call.route.describe()})", None
+    flags = "DI,FI" if delay else "FI"
+    err = XdsRpcError(
+        code,
+        f"{target}: fault injected by the HTTP fault filter ({call.route.describe()}) [{flags}]",
+        None,
     )
+    err.flags = flags
+    return delay or 0.0, err
 
 
 # -- drivers -----------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def bind(tel: CallTelemetry | None, call: Any) -> None:
     route = call.route
     name = getattr(route.route, "name", "") if route is not None else ""
     cluster = call.cluster.name if call.cluster is not None else ""
-    tel.routed(name or "", cluster)
+    tel.routed(name or "", cluster, call.fault if call.fault.active else None)
 
 
 def ended(tel: CallTelemetry | None, error: BaseException | None) -> None:

@@ -204,7 +204,8 @@ class Core:
             raise mesh_error(exc, request) from None
         if tel is not None:
             call.obs = tel
-            tel.routed(call.route.route.name or "", call.cluster.name if call.cluster else "")
+            cluster_name = call.cluster.name if call.cluster else ""
+            tel.routed(call.route.route.name or "", cluster_name, call.fault)
         state = state or rt.current
         assert state is not None
         plan = plan_for(call.route, state[1].route_config)

@@ -212,10 +212,16 @@ class CallTelemetry:
             propagate.inject(out, context=ctx, setter=_SETTER)
         return tuple(out)
 
-    def routed(self, route: str, cluster: str) -> None:
-        """The call was routed: the route's name and the cluster."""
+    def routed(self, route: str, cluster: str, fault: Any = None) -> None:
+        """The call was routed: the route's name, the cluster, and the fault
+        filter's decision for it (``DI`` for a delay, ``FI`` for an abort)."""
         self.route = route
         self.cluster = cluster
+        if fault is not None:
+            if fault.delay is not None:
+                self.flags.add("DI")
+            if fault.abort_http is not None or fault.abort_grpc is not None:
+                self.flags.add("FI")
 
     # -- attempts ------------------------------------------------------------------------------
     def attempt_started(self, attempt: Any, hedge: bool = False) -> None:
