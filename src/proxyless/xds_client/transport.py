@@ -9,7 +9,13 @@ the stream to the xDS client's event loop with ``call_soon_threadsafe``. The
 client never blocks its loop on the network.
 
 Channel credentials follow the bootstrap (gRFC A27 ``insecure``; gRFC A65
-``tls`` with CA, certificate and key files).
+``tls`` with CA, certificate and key files). The files are read when the
+channel is made; :func:`tls_refresh_interval` tells the client how long they
+may be used before a reconnect makes a new channel that reads them again
+(``refresh_interval``, 600 s by default, as for A29's ``file_watcher``).
+``google_default`` is refused with an error naming the server. A
+``server_uri`` of ``unix:///path`` (istio-agent's ``unix:///etc/istio/proxy/XDS``)
+or ``unix:path`` is a unix socket; grpc resolves it as written.
 """
 
 from __future__ import annotations
@@ -27,7 +33,16 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from proxyless.bootstrap import XdsServer
 
-__all__ = ["ADS_METHOD", "SDS_METHOD", "AdsTransport", "StreamEnd", "channel_credentials"]
+__all__ = [
+    "ADS_METHOD",
+    "DEFAULT_REFRESH_INTERVAL",
+    "SDS_METHOD",
+    "AdsTransport",
+    "StreamEnd",
+    "channel_credentials",
+    "failure_reason",
+    "tls_refresh_interval",
+]
 
 log = logging.getLogger("proxyless.xds_client")
 
@@ -59,6 +74,21 @@ def _read(path: str, what: str) -> bytes:
         raise OSError(f"cannot read the xDS server's {what} {path!r}: {exc.strerror}") from exc
 
 
+#: How long ``tls`` files are used before being read again (A65; A29's default).
+DEFAULT_REFRESH_INTERVAL = 600.0
+
+
+def tls_refresh_interval(server: XdsServer) -> float | None:
+    """Seconds after which a new channel to ``server`` must read its TLS files
+    again; None for credentials without files."""
+    creds = server.channel_creds
+    if creds.type != "tls":
+        return None
+    text = creds.config.get("refresh_interval")
+    # The loader checked the form ("600s", "0.5s").
+    return float(text[:-1]) if isinstance(text, str) else DEFAULT_REFRESH_INTERVAL
+
+
 def channel_credentials(server: XdsServer) -> grpc.ChannelCredentials | None:
     """grpc credentials for the server's chosen ``channel_creds`` (None: insecure)."""
     creds = server.channel_creds
@@ -73,6 +103,12 @@ def channel_credentials(server: XdsServer) -> grpc.ChannelCredentials | None:
             root_certificates=_read(ca, "CA certificate file") if ca else None,
             private_key=_read(key, "private key file") if key else None,
             certificate_chain=_read(cert, "certificate file") if cert else None,
+        )
+    if creds.type == "google_default":
+        raise ValueError(
+            f"channel_creds type 'google_default' (xDS server {server.server_uri}) is not "
+            "supported by proxyless's xDS client; list an 'insecure' or 'tls' entry "
+            "before it in channel_creds"
         )
     raise ValueError(f"unsupported channel_creds type {creds.type!r} for {server.server_uri}")
 
@@ -91,6 +127,27 @@ class StreamEnd:
 
     def __repr__(self) -> str:
         return f"StreamEnd({self.code.name}: {self.details!r}, got_response={self.got_response})"
+
+
+#: Words grpc's connection errors use when the TLS handshake fails.
+_TLS_FAILURE_HINTS = ("ssl", "tls", "handshake", "certificate")
+
+
+def failure_reason(server: XdsServer, end: StreamEnd) -> str:
+    """Why a stream to ``server`` ended before any response, for watchers and
+    logs. For ``tls`` credentials, a handshake failure also names the CA file
+    the server's certificate was checked against (or the system roots), so a
+    wrong CA is told apart from a server that is down."""
+    reason = f"xDS server {server.server_uri} unreachable: {end.code.name}: {end.details}"
+    creds = server.channel_creds
+    if creds.type != "tls" or not any(h in end.details.lower() for h in _TLS_FAILURE_HINTS):
+        return reason
+    ca = creds.config.get("ca_certificate_file")
+    roots = f"ca_certificate_file {ca!r}" if ca else "the system root certificates"
+    return (
+        f"{reason} (TLS handshake with xDS server {server.server_uri} failed; the "
+        f"server's certificate is checked against {roots})"
+    )
 
 
 _CLOSE = object()
@@ -194,8 +251,9 @@ class AdsTransport:
         self._post(self._on_stream_end, StreamEnd(stream_id, code, details or "", got_response))
 
     def close(self) -> None:
-        self.cancel_stream()
+        # Closed first: the reader thread of the cancelled stream posts nothing more.
         self._closed = True
+        self.cancel_stream()
         try:
             self._channel.unsubscribe(self._connectivity)
         finally:
