@@ -54,7 +54,7 @@ import concurrent.futures
 import logging
 import random
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -64,8 +64,9 @@ from proxyless.xds_client.backoff import Backoff
 from proxyless.xds_client.events import ResourceEvents
 from proxyless.xds_client.fallback import ServerChain
 from proxyless.xds_client.loop import call_on_loop, in_loop, run_on_loop
-from proxyless.xds_client.protocol import decode_response, discovery_request, node_proto
+from proxyless.xds_client.protocol import delta_request, discovery_request, node_proto
 from proxyless.xds_client.resource_type import ResourceType
+from proxyless.xds_client.responses import apply_delta, apply_sotw
 from proxyless.xds_client.state import (
     AuthorityState,
     ResourceState,
@@ -88,6 +89,8 @@ __all__ = ["DOES_NOT_EXIST_TIMEOUT", "XdsClient"]
 log = logging.getLogger("proxyless.xds_client")
 
 _T = TypeVar("_T")
+
+Response: TypeAlias = "discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse"
 
 #: Seconds a subscribed resource may stay unanswered on a connected stream.
 DOES_NOT_EXIST_TIMEOUT = 15.0
@@ -357,7 +360,7 @@ class XdsClient:
             # Restart also sends types whose resources all went away: nothing to ask for.
             if ts.resources:
                 ts.nonce = ""
-                self._send_request(ss, ts)
+                self._send_request(ss, ts, first=True)
         if ss.connected:
             self._events.start_timers(ss)
 
@@ -381,7 +384,7 @@ class XdsClient:
             return
         ss.stream_active = False
         for res in ss.all_resources():
-            if _is_active(res.authority, ss):
+            if res.authority.uses_now(ss):
                 self._events.cancel_timer(res)
         if end.got_response:
             # A57: a stream that closes after a response is not an error.
@@ -470,23 +473,23 @@ class XdsClient:
         ss: ServerState,
         ts: TypeState,
         *,
-        version: str | None = None,
-        nonce: str | None = None,
         error: str | None = None,
+        first: bool = False,
     ) -> None:
+        """A request for ``ts``: its subscription, ACKing the last response
+        (NACKing it with ``error``); ``first``: the first of the stream."""
         if ss.transport is None or not ss.stream_active:
             return
         ts.dirty = False
         node = None if ss.sent_node else self._node
         ss.sent_node = True
-        ss.transport.send(
-            discovery_request(ts, node=node, version=version, nonce=nonce, error=error)
-        )
+        if ss.server.delta:
+            ss.transport.send(delta_request(ts, node=node, first=first, server=ss, error=error))
+        else:
+            ss.transport.send(discovery_request(ts, node=node, error=error))
 
     # -- responses ----------------------------------------------------------------------------
-    def _on_response(
-        self, ss: ServerState, stream_id: int, resp: discovery_pb2.DiscoveryResponse
-    ) -> None:
+    def _on_response(self, ss: ServerState, stream_id: int, resp: Response) -> None:
         if self._closed or stream_id != ss.stream_id:
             return
         if not ss.got_response:
@@ -508,41 +511,21 @@ class XdsClient:
             return
         ts.nonce = resp.nonce
         now = self._clock.time()
-        decoded = decode_response(ts, resp)
-        error_text = "; ".join(decoded.errors) if decoded.errors else None
-        for name, result in decoded.results.items():
-            res = ts.resources.get(name)
-            if res is None:
-                continue  # not subscribed: extra resources are ignored (A27)
-            self._events.cancel_timer(res)
-            if result.errors:
-                self._events.nack(res, "; ".join(result.errors), resp.version_info, now)
-            else:
-                self._events.update(
-                    res, result.value, decoded.raws[name], resp.version_info, now, ss
-                )
-
-        if ts.rtype.all_required_in_sotw:
-            for name, res in list(ts.resources.items()):
-                if name in decoded.results or not res.cached or not _is_active(res.authority, ss):
-                    continue
-                self._events.deletion(ss, res, resp.version_info, now)
-
+        if isinstance(resp, discovery_pb2.DeltaDiscoveryResponse):
+            version = resp.system_version_info
+            error_text = apply_delta(ss, ts, resp, self._events, now)
+        else:
+            version = resp.version_info
+            error_text = apply_sotw(ss, ts, resp, self._events, now)
         if error_text is not None:
             log.warning(
                 "NACK %s version %r from %s: %s",
                 ts.rtype.short_name,
-                resp.version_info,
+                version,
                 ss.server.server_uri,
                 error_text,
             )
             self._send_request(ss, ts, error=error_text)
         else:
-            ts.version = resp.version_info
+            ts.version = version
             self._send_request(ss, ts)
-
-
-def _is_active(auth: AuthorityState, ss: ServerState) -> bool:
-    """``ss`` is the server ``auth`` is using now (its responses may delete)."""
-    active = auth.chain.active
-    return active is not None and active.key == ss.server.key

@@ -9,8 +9,9 @@ three watcher calls (:mod:`proxyless.xds_client.watcher`):
   resource are still used);
 - an invalid update (NACK): the last good value stays; watchers of a cached
   resource get an ambient error, others a resource error (A46);
-- a deletion by the server in use (LDS and CDS are "all resources required in
-  SotW"): a resource error, unless the server lists
+- a deletion by the server in use (in SotW, a Listener or Cluster missing
+  from a response; in delta xDS, ``removed_resources``): a resource error,
+  unless the resource is cached and the server lists
   ``ignore_resource_deletion`` (gRFC A53), when it is logged and kept;
 - the does-not-exist timer: 15 s per resource, started once the request
   naming it went out on a connected stream (gRFC A57), ends in a resource
@@ -78,7 +79,7 @@ class ResourceEvents:
         self.notify(res, "on_ambient_error" if res.cached else "on_resource_error", err)
 
     def deletion(self, ss: ServerState, res: ResourceState, version: str, now: float) -> None:
-        if ss.server.ignore_resource_deletion:
+        if ss.server.ignore_resource_deletion and res.cached:
             log.warning(
                 "%s %r is missing from version %r of %s; kept because the server has "
                 "ignore_resource_deletion",
@@ -88,8 +89,11 @@ class ResourceEvents:
                 ss.server.server_uri,
             )
             return
+        if res.cached:
+            log.warning(
+                "%s %r was deleted by %s", res.rtype.short_name, res.name, ss.server.server_uri
+            )
         res.delete(now)
-        log.warning("%s %r was deleted by %s", res.rtype.short_name, res.name, ss.server.server_uri)
         err = ResourceDoesNotExist(
             f"{res.rtype.short_name} {res.name!r} was removed by xDS server {ss.server.server_uri}"
         )

@@ -161,6 +161,8 @@ class TypeState:
     by_raw: dict[bytes, str] = field(default_factory=dict)
     #: a subscription change waits to be sent (coalesced per loop turn)
     dirty: bool = False
+    #: delta xDS: the names subscribed so far on the current stream
+    sent_names: set[str] = field(default_factory=set)
 
 
 @dataclass(eq=False, slots=True)
@@ -176,6 +178,11 @@ class AuthorityState:
 
     def has_uncached(self) -> bool:
         return any(res.uncached for by_name in self.types.values() for res in by_name.values())
+
+    def uses_now(self, ss: ServerState) -> bool:
+        """``ss`` is the server in use (the active one of the chain)."""
+        active = self.chain.active
+        return active is not None and active.key == ss.server.key
 
     def get(self, type_url: str, name: str) -> ResourceState | None:
         by_name = self.types.get(type_url)

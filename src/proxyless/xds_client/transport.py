@@ -36,6 +36,7 @@ from proxyless.bootstrap import XdsServer
 __all__ = [
     "ADS_METHOD",
     "DEFAULT_REFRESH_INTERVAL",
+    "DELTA_ADS_METHOD",
     "SDS_METHOD",
     "AdsTransport",
     "StreamEnd",
@@ -47,6 +48,8 @@ __all__ = [
 log = logging.getLogger("proxyless.xds_client")
 
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#: Incremental ADS, for servers whose bootstrap entry lists the ``delta_xds`` feature.
+DELTA_ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 #: The same State-of-the-World protocol for secrets only, from an SDS server.
 SDS_METHOD = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"
 
@@ -161,11 +164,12 @@ class AdsTransport:
         server: XdsServer,
         loop: asyncio.AbstractEventLoop,
         *,
-        on_response: Callable[[int, discovery_pb2.DiscoveryResponse], None],
+        on_response: Callable[[int, Any], None],
         on_stream_end: Callable[[StreamEnd], None],
         on_ready: Callable[[bool], None],
-        method: str = ADS_METHOD,
+        method: str | None = None,
     ) -> None:
+        """``method`` defaults to ADS: delta when ``server.delta``, else State of the World."""
         self.server = server
         self._loop = loop
         self._on_response = on_response
@@ -183,10 +187,16 @@ class AdsTransport:
             self._channel = grpc.secure_channel(server.server_uri, creds, options=_CHANNEL_OPTIONS)
         self._ready = False
         self._channel.subscribe(self._connectivity, try_to_connect=True)
+        if method is None:
+            method = DELTA_ADS_METHOD if server.delta else ADS_METHOD
+        delta = method == DELTA_ADS_METHOD
+        response_type = (
+            discovery_pb2.DeltaDiscoveryResponse if delta else discovery_pb2.DiscoveryResponse
+        )
         self._method = self._channel.stream_stream(
             method,
-            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+            request_serializer=_serialize,
+            response_deserializer=response_type.FromString,
         )
 
     # -- connectivity -----------------------------------------------------------
@@ -222,7 +232,9 @@ class AdsTransport:
         ).start()
         return stream_id
 
-    def send(self, request: discovery_pb2.DiscoveryRequest) -> None:
+    def send(
+        self, request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
+    ) -> None:
         if self._queue is not None:
             self._queue.put(request)
 
@@ -258,6 +270,11 @@ class AdsTransport:
             self._channel.unsubscribe(self._connectivity)
         finally:
             self._channel.close()
+
+
+def _serialize(request: Any) -> bytes:
+    data: bytes = request.SerializeToString()
+    return data
 
 
 def _requests(q: queue.SimpleQueue[Any]) -> Iterator[discovery_pb2.DiscoveryRequest]:

@@ -56,10 +56,12 @@ def publish(ads: AdsServer, backend: EchoServer, services: tuple[str, ...]) -> N
     ads.set_resources(LISTENER_URL, listeners)
 
 
-def bootstrap(*servers: str) -> dict[str, Any]:
+def bootstrap(*servers: str, delta: bool = False) -> dict[str, Any]:
+    features = ["xds_v3", "delta_xds"] if delta else ["xds_v3"]
     return {
         "xds_servers": [
-            {"server_uri": s, "channel_creds": [{"type": "insecure"}]} for s in servers
+            {"server_uri": s, "channel_creds": [{"type": "insecure"}], "server_features": features}
+            for s in servers
         ],
         "node": {"id": "e2e-fallback"},
     }
@@ -81,8 +83,8 @@ def backend() -> Iterator[EchoServer]:
 def mesh_of() -> Iterator[Callable[..., Mesh]]:
     made: list[Mesh] = []
 
-    def make(*servers: str) -> Mesh:
-        mesh = Mesh(bootstrap(*servers))
+    def make(*servers: str, delta: bool = False) -> Mesh:
+        mesh = Mesh(bootstrap(*servers, delta=delta))
         made.append(mesh)
         return mesh
 
@@ -120,8 +122,9 @@ class Load:
         self._thread.join(10)
 
 
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 def test_primary_lost_cache_serves_new_target_falls_back_then_primary_returns(
-    backend: EchoServer, mesh_of: Callable[..., Mesh]
+    backend: EchoServer, mesh_of: Callable[..., Mesh], delta: bool
 ) -> None:
     port = free_port()
     primary = AdsServer(port=port)
@@ -132,11 +135,12 @@ def test_primary_lost_cache_serves_new_target_falls_back_then_primary_returns(
     try:
         for ads in (primary, fallback):
             publish(ads, backend, ("svc:80", "new:80"))
-        mesh = mesh_of(primary.target, fallback.target)
+        mesh = mesh_of(primary.target, fallback.target, delta=delta)
         call = proxyless.grpc.channel("xds:///svc:80", mesh=mesh).unary_unary(ECHO_METHOD)
         decode_reply(call(b"x", timeout=10))
         assert set(sources(mesh).values()) == {primary.target}
         assert fallback.streams_opened == 0
+        assert primary.requests[0].delta is delta
 
         load = Load(call)
         try:
