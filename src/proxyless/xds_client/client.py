@@ -357,9 +357,10 @@ class XdsClient:
         ss.sent_node = False
         for type_url in ss.type_order:
             ts = ss.types[type_url]
-            # Restart also sends types whose resources all went away: nothing to ask for.
+            ts.nonce = ""
+            ts.sent_names = set()
+            # Types whose resources all went away: nothing to ask for.
             if ts.resources:
-                ts.nonce = ""
                 self._send_request(ss, ts, first=True)
         if ss.connected:
             self._events.start_timers(ss)
@@ -481,6 +482,8 @@ class XdsClient:
         if ss.transport is None or not ss.stream_active:
             return
         ts.dirty = False
+        if ss.server.delta and not ts.resources and not ts.sent_names and not ts.nonce:
+            return  # an empty first delta request of a type would subscribe to everything
         node = None if ss.sent_node else self._node
         ss.sent_node = True
         if ss.server.delta:

@@ -175,7 +175,12 @@ class Recorder:
 
 
 class Harness:
-    def __init__(self, servers: tuple[str, ...], creds: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        servers: tuple[str, ...],
+        creds: dict[str, Any] | None = None,
+        features: tuple[str, ...] = (),
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -187,7 +192,11 @@ class Harness:
         bootstrap = load_bootstrap(
             {
                 "xds_servers": [
-                    {"server_uri": s, "channel_creds": [creds or {"type": "insecure"}]}
+                    {
+                        "server_uri": s,
+                        "channel_creds": [creds or {"type": "insecure"}],
+                        "server_features": list(features),
+                    }
                     for s in servers
                 ],
                 "node": {"id": "unit"},
@@ -232,8 +241,10 @@ class Harness:
 def harness() -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(*servers: str, creds: dict[str, Any] | None = None) -> Harness:
-        h = Harness(servers, creds)
+    def make(
+        *servers: str, creds: dict[str, Any] | None = None, features: tuple[str, ...] = ()
+    ) -> Harness:
+        h = Harness(servers, creds, features)
         made.append(h)
         return h
 
@@ -327,3 +338,23 @@ def test_tls_files_are_read_again_at_a_reconnect_after_refresh_interval(
     h.run(lambda: first.callbacks["on_stream_end"](end))
     assert first.closed and h.uris() == ["p:1", "p:1"]  # a new channel reads the files
     assert h.t("p:1").names() == {"a"}
+
+
+def test_delta_resubscribes_a_name_cancelled_and_watched_again_across_a_reconnect(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness("p:1", features=("delta_xds",))
+    cancel = h.client.watch(CDS, "a", Recorder())
+    h.run(lambda: None)
+    p = h.t("p:1")
+    first = p.requests[-1]
+    assert isinstance(first, discovery_pb2.DeltaDiscoveryRequest)
+    assert list(first.resource_names_subscribe) == ["a"] and first.node.id == "unit"
+    h.run(p.fail)  # stream down: the cancel below cannot be sent
+    cancel()
+    h.advance(1.3)  # reconnect: nothing watched, nothing sent (no wildcard request)
+    assert p.streams == 2 and len(p.requests) == 1
+    h.watch("a")
+    again = p.requests[-1]
+    assert list(again.resource_names_subscribe) == ["a"]
+    assert again.node.id == "unit"  # the first request of the new stream carries the node
