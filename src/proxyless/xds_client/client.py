@@ -1,7 +1,11 @@
-"""The generic xDS client: ADS State of the World, shared by the whole process.
+"""The generic xDS client: ADS (State of the World or delta), shared by the whole process.
 
 What it implements, with sources:
 
+- State of the World by default; delta (incremental) xDS with a server whose
+  bootstrap entry lists the ``delta_xds`` feature (Envoy's
+  api-docs/xds_protocol.rst; what a response means in each variant is in
+  :mod:`proxyless.xds_client.responses`).
 - One ADS stream per xDS server (gRFC A27), shared by every watcher of every
   channel and transport; istio-agent keeps only one stream per pod.
 - Per type: ``version_info`` and ``nonce``; an ACK carries the accepted

@@ -180,6 +180,7 @@ class Harness:
         servers: tuple[str, ...],
         creds: dict[str, Any] | None = None,
         features: tuple[str, ...] = (),
+        document: dict[str, Any] | None = None,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -190,7 +191,8 @@ class Harness:
         factory = type("T", (FakeTransport,), {"made": made})
         self._made = made
         bootstrap = load_bootstrap(
-            {
+            document
+            or {
                 "xds_servers": [
                     {
                         "server_uri": s,
@@ -242,9 +244,12 @@ def harness() -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
     def make(
-        *servers: str, creds: dict[str, Any] | None = None, features: tuple[str, ...] = ()
+        *servers: str,
+        creds: dict[str, Any] | None = None,
+        features: tuple[str, ...] = (),
+        document: dict[str, Any] | None = None,
     ) -> Harness:
-        h = Harness(servers, creds, features)
+        h = Harness(servers, creds, features, document)
         made.append(h)
         return h
 
@@ -358,3 +363,30 @@ def test_delta_resubscribes_a_name_cancelled_and_watched_again_across_a_reconnec
     again = p.requests[-1]
     assert list(again.resource_names_subscribe) == ["a"]
     assert again.node.id == "unit"  # the first request of the new stream carries the node
+
+
+def test_fallback_is_per_authority(harness: Callable[..., Harness]) -> None:
+    insecure = [{"type": "insecure"}]
+    h = harness(
+        document={
+            "xds_servers": [{"server_uri": "p:1", "channel_creds": insecure}],
+            "node": {"id": "unit"},
+            "authorities": {
+                "x": {
+                    "xds_servers": [
+                        {"server_uri": "p:1", "channel_creds": insecure},
+                        {"server_uri": "f:1", "channel_creds": insecure},
+                    ]
+                }
+            },
+        }
+    )
+    federated = "xdstp://x/envoy.config.cluster.v3.Cluster/b"
+    wa, wb = h.watch("a"), h.watch(federated)
+    p = h.t("p:1")
+    assert p.names() == {"a", federated}  # one stream for the server both list
+    h.run(p.fail)
+    assert h.uris() == ["p:1", "f:1"]
+    assert h.t("f:1").names() == {federated}  # only authority x falls back
+    assert [k for k, _ in wa.events] == ["resource_error"]  # no fallback for the top level
+    assert wb.events == []
