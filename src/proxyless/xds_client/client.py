@@ -520,10 +520,11 @@ class XdsClient:
         now = self._clock.time()
         if isinstance(resp, discovery_pb2.DeltaDiscoveryResponse):
             version = resp.system_version_info
-            error_text = apply_delta(ss, ts, resp, self._events, now)
+            decoded = apply_delta(ss, ts, resp, self._events, now)
         else:
             version = resp.version_info
-            error_text = apply_sotw(ss, ts, resp, self._events, now)
+            decoded = apply_sotw(ss, ts, resp, self._events, now)
+        error_text = "; ".join(decoded.errors) if decoded.errors else None
         if error_text is not None:
             log.warning(
                 "NACK %s version %r from %s: %s",

@@ -18,7 +18,8 @@ In both, valid resources are used even when siblings are invalid, and an
 invalid one keeps its last good value (gRFC A46); deletions are applied only
 from the server the authority uses now (gRFC A71), and
 ``ignore_resource_deletion`` keeps a cached resource the server drops
-(gRFC A53). Each function returns the NACK text, or None to ACK.
+(gRFC A53). Each function returns the decoded response; its ``errors``, if
+any, make the NACK.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def apply_sotw(
     resp: discovery_pb2.DiscoveryResponse,
     events: ResourceEvents,
     now: float,
-) -> str | None:
+) -> DecodedResponse:
     decoded = decode_response(ts, resp)
     _apply_decoded(ss, ts, decoded, events, resp.version_info, now)
     if ts.rtype.all_required_in_sotw:
@@ -66,7 +67,7 @@ def apply_sotw(
             if name in decoded.results or not res.cached or not res.authority.uses_now(ss):
                 continue
             events.deletion(ss, res, resp.version_info, now)
-    return "; ".join(decoded.errors) if decoded.errors else None
+    return decoded
 
 
 def apply_delta(
@@ -75,7 +76,7 @@ def apply_delta(
     resp: discovery_pb2.DeltaDiscoveryResponse,
     events: ResourceEvents,
     now: float,
-) -> str | None:
+) -> DecodedResponse:
     decoded = decode_delta_response(ts, resp)
     _apply_decoded(ss, ts, decoded, events, decoded.versions, now)
     for name in decoded.removed:
@@ -84,4 +85,4 @@ def apply_delta(
             continue
         events.cancel_timer(res)
         events.deletion(ss, res, resp.system_version_info, now)
-    return "; ".join(decoded.errors) if decoded.errors else None
+    return decoded
