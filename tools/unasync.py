@@ -42,6 +42,7 @@ WORDS: Final[dict[str, str]] = {
     "AsyncByteStream": "SyncByteStream",
     "AsyncClient": "Client",
     "AsyncConnectionPool": "ConnectionPool",
+    "AsyncEndpointTransport": "EndpointTransport",
     "AsyncHTTPTransport": "HTTPTransport",
     "AsyncIterator": "Iterator",
     "AsyncMeshTlsBackend": "MeshTlsBackend",

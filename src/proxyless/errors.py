@@ -105,6 +105,8 @@ class SecurityError(ProxylessError):
     """TLS material or a peer's identity is not usable; the connection
     fails closed (never falls back to plaintext)."""
 
+    flag = "UF"
+
 
 class CertificateError(SecurityError):
     """A certificate, private key or trust bundle could not be used: the
@@ -127,6 +129,8 @@ class IdentityMismatch(SecurityError):
 
 class XdsConfigError(ProxylessError):
     """The xDS config needed for a request is not available."""
+
+    flag = "NC"
 
 
 class ControlPlaneUnreachable(XdsConfigError):

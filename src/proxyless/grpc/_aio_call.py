@@ -46,8 +46,9 @@ from proxyless.grpc._driver import (
 from proxyless.grpc._errors import as_aio, rpc_error
 from proxyless.grpc._invocation import NO_REQUEST, Invocation, Replay
 from proxyless.grpc._pool import PooledChannel
+from proxyless.grpc._telemetry import begin, bind, ended, ended_outcome
 from proxyless.grpc._tls import explain_failure, pending
-from proxyless.resilience.outcome import RESET, Outcome
+from proxyless.resilience.outcome import RESET, SUCCESS, Outcome
 from proxyless.runtime.call import Attempt, Call, FirstAttempt, Lane
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class AioCall:
         self._steps: Steps | None = None
         self._stream_call: Call | None = None
         self._inv = inv
+        self._tel = begin(inv, core.target, core.runtime.authority)
         self._reader: AsyncIterator[Any] | None = None
         self._fast_started = False
         self._fast = self._start_fast(inv, timeout) if kind == "unary_unary" else None
@@ -144,6 +146,10 @@ class AioCall:
         except BaseException:
             lane.abandon(first)
             return None
+        tel = self._tel
+        if tel is not None:
+            tel.routed(lane.plan.route.route.name or "", lane.cluster.name)
+            tel.attempt_started(first)
         try:
             inner = self._inner = inv.start(pooled, first.timeout)
         except BaseException:
@@ -172,6 +178,20 @@ class AioCall:
     ) -> Any:
         """The rest of a call started on ``lane``: its outcome, and the
         general path's retries should it fail."""
+        tel = self._tel
+        if tel is None:
+            return await self._finish_fast(lane, first, pooled, inner)
+        try:
+            result = await self._finish_fast(lane, first, pooled, inner)
+        except BaseException as exc:
+            ended(tel, exc)
+            raise
+        ended(tel, None)
+        return result
+
+    async def _finish_fast(
+        self, lane: Lane, first: FirstAttempt, pooled: PooledChannel, inner: Any
+    ) -> Any:
         self._fast_started = True
         core = self._core
         inv = self._inv
@@ -180,9 +200,8 @@ class AioCall:
         except grpc.RpcError as failed:
             core.pool.call_ended(pooled)
             err = explain_failure(pooled, failed)
-            call = lane.resume(
-                core.runtime, core.bare_request(inv.method), first, core.acquire
-            )
+            call = lane.resume(core.runtime, core.bare_request(inv.method), first, core.acquire)
+            call.obs = self._tel
             try:
                 steps = retry_steps(call, core.target, first=(first, err))
                 return await arun(steps, inv, core.pool, started=self._set_inner)
@@ -195,6 +214,8 @@ class AioCall:
         core.pool.call_ended(pooled)
         lane.succeeded(first.endpoint)
         lane.breaker.release_request()
+        if self._tel is not None:
+            self._tel.attempt_ended(first, SUCCESS)
         return result
 
     # -- the general path ---------------------------------------------------------------
@@ -237,10 +258,23 @@ class AioCall:
         return call
 
     async def _run_unary(self, inv: Invocation, timeout: float | None) -> Any:
+        tel = self._tel
+        if tel is None:
+            return await self._unary_attempts(inv, timeout)
+        try:
+            result = await self._unary_attempts(inv, timeout)
+        except BaseException as exc:
+            ended(tel, exc)
+            raise
+        ended(tel, None)
+        return result
+
+    async def _unary_attempts(self, inv: Invocation, timeout: float | None) -> Any:
         core = self._core
         plain = not inv.metadata and inv.kind == "unary_unary"
         state = core.runtime._state
         call = await self._route(inv, timeout)
+        bind(self._tel, call)
         if plain:
             core.learn(inv.method, state, call)
         try:
@@ -258,7 +292,12 @@ class AioCall:
 
     # -- streams ----------------------------------------------------------------------------
     async def _start(self, inv: Invocation, timeout: float | None) -> Any:
-        call = await self._route(inv, timeout)
+        try:
+            call = await self._route(inv, timeout)
+        except BaseException as exc:
+            ended(self._tel, exc)
+            raise
+        bind(self._tel, call)
         self._stream_call = call
         self._steps = stream_steps(call, self._core.target)
         if self._server_stream:
@@ -279,6 +318,7 @@ class AioCall:
             raise AssertionError("the stream driver asked for no attempt") from None
         except grpc.RpcError as err:
             call.end()
+            ended(self._tel, err)
             raise as_aio(err) from None
         assert isinstance(step, Start)
         attempt = step.attempt
@@ -308,6 +348,7 @@ class AioCall:
                 except StopIteration:
                     pass
                 call.end()
+                ended_outcome(self._tel, outcome, c.cancelled())
             if self._failed_event is not None:
                 self._failed_event.set()
 
@@ -337,7 +378,9 @@ class AioCall:
             step = steps.send((outcome, err, committed))
         except StopIteration as stop:
             call.end()
-            raise as_aio(stop.value if stop.value is not None else err) from None
+            final = stop.value if stop.value is not None else err
+            ended(self._tel, final)
+            raise as_aio(final) from None
         if isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
             return self._launch_stream(None)

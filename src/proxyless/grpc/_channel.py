@@ -42,9 +42,11 @@ from proxyless.grpc._multicallables import StreamStream, StreamUnary, UnaryStrea
 from proxyless.grpc._pool import POOL, ChannelPool
 from proxyless.grpc._retrying import RetryingCall, start_single
 from proxyless.grpc._sync import attempt_once, run
+from proxyless.grpc._telemetry import begin, bind, ended
 from proxyless.grpc._tls import pending
 from proxyless.mesh import Mesh
 from proxyless.resilience.fault import NO_FAULT
+from proxyless.resilience.outcome import SUCCESS
 from proxyless.runtime.call import Call, FirstAttempt, Lane
 
 __all__ = ["XdsChannel", "channel"]
@@ -91,6 +93,18 @@ class XdsChannel(grpc.Channel):
 
     def run_unary(self, inv: Invocation, timeout: float | None, streaming_request: bool) -> Any:
         """A blocking unary-response call (see the module docstring)."""
+        tel = begin(inv, self.target, self._core.runtime.authority)
+        if tel is None:
+            return self._run_unary(inv, timeout, streaming_request)
+        try:
+            result = self._run_unary(inv, timeout, streaming_request)
+        except BaseException as exc:
+            ended(tel, exc)
+            raise
+        ended(tel, None)
+        return result
+
+    def _run_unary(self, inv: Invocation, timeout: float | None, streaming_request: bool) -> Any:
         core = self._core
         plain = not inv.metadata and not streaming_request
         if plain:
@@ -104,6 +118,7 @@ class XdsChannel(grpc.Channel):
                     return self._run_fast(lane, first, inv)
         state = core.runtime._state
         call = self._route(inv, timeout)
+        bind(inv.tel, call)
         if plain:
             core.learn(inv.method, state, call)
         try:
@@ -123,6 +138,9 @@ class XdsChannel(grpc.Channel):
         """The first attempt of a call on ``lane``; a :class:`Call` is made
         only when it fails, to carry on as :meth:`run_unary` would."""
         core = self._core
+        tel = inv.tel
+        if tel is not None:
+            tel.routed(lane.plan.route.route.name or "", lane.cluster.name)
         try:
             first.conn = core.acquire(first.endpoint, lane.cluster)
         except ProxylessError as exc:
@@ -131,6 +149,8 @@ class XdsChannel(grpc.Channel):
         except BaseException:
             lane.abandon(first)
             raise
+        if tel is not None:
+            tel.attempt_started(first)
         try:
             result, err = attempt_once(first, inv, core.pool)
         except BaseException:
@@ -139,10 +159,11 @@ class XdsChannel(grpc.Channel):
         if err is None:
             lane.succeeded(first.endpoint)
             lane.breaker.release_request()
+            if tel is not None:
+                tel.attempt_ended(first, SUCCESS)
             return result
-        call = lane.resume(
-            core.runtime, core.bare_request(inv.method), first, core.acquire
-        )
+        call = lane.resume(core.runtime, core.bare_request(inv.method), first, core.acquire)
+        call.obs = tel
         try:
             return run(retry_steps(call, self.target, first=(first, err)), inv, core.pool)
         finally:
@@ -150,15 +171,19 @@ class XdsChannel(grpc.Channel):
 
     def start_retrying(self, inv: Invocation, timeout: float | None, *, streaming: bool) -> Any:
         """A unary ``future()`` or server-streaming call (:class:`RetryingCall`)."""
+        tel = begin(inv, self.target, self._core.runtime.authority)
         try:
             call = self._route(inv, timeout)
         except XdsRpcError as err:
+            ended(tel, err)
             return FailedCall.of(err)
+        bind(tel, call)
         try:
             if call.fault is not NO_FAULT:
                 self._apply_fault(call)
         except XdsRpcError as err:
             call.end()
+            ended(tel, err)
             return FailedCall.of(err)
         return RetryingCall(
             stream_steps(call, self.target), call, inv, self._core.pool, streaming=streaming
@@ -172,19 +197,24 @@ class XdsChannel(grpc.Channel):
         reports it for these shapes: a call object that is already done, whose
         ``result()``/iteration raises and whose ``exception()`` returns it.
         """
+        tel = begin(inv, self.target, self._core.runtime.authority)
         try:
             call = self._route(inv, timeout)
         except XdsRpcError as err:
+            ended(tel, err)
             return FailedCall.of(err)
+        bind(tel, call)
         try:
             if call.fault is not NO_FAULT:
                 self._apply_fault(call)
             return start_single(stream_steps(call, self.target), call, inv, self._core.pool, attr)
         except XdsRpcError as err:
             call.end()
+            ended(tel, err)
             return FailedCall.of(err)
-        except BaseException:
+        except BaseException as exc:
             call.end()
+            ended(tel, exc)
             raise
 
     # -- grpc.Channel -------------------------------------------------------------------

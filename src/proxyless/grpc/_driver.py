@@ -189,13 +189,44 @@ def grpc_outcome(err: grpc.RpcError, attempt: Attempt, call: Call) -> Outcome:
     return classify_status(code, details, trailing, attempt, call)
 
 
-def end_error(call: Call, err: grpc.RpcError) -> grpc.RpcError:
+#: What an attempt that got no answer from its endpoint ran into, by
+#: outcome kind, and Envoy's response flag for it.
+_LOCAL_ORIGIN = {
+    "connect_failure": ("upstream connect failure", "UF"),
+    "timeout": ("upstream request timeout", "UT"),
+    "reset": ("upstream connection reset", "UC"),
+}
+
+
+def end_error(
+    call: Call,
+    err: grpc.RpcError,
+    outcome: Outcome | None = None,
+    target: str = "",
+    attempt: Attempt | None = None,
+) -> grpc.RpcError:
     """What a call ends with when it stops after ``err``: the retry budget's
-    refusal when that is what stopped it, else ``err`` itself."""
-    if call.last_error is None:
+    refusal when that is what stopped it; for a failure that did not come
+    from the backend (``outcome`` a connect failure, a timeout or a reset),
+    an error saying so, where, and with Envoy's response flag (``UF``,
+    ``UT``, ``UC``; ``URX`` too when retries ran out); else ``err`` itself,
+    the backend's own status and trailers."""
+    local = _LOCAL_ORIGIN.get(outcome.kind) if outcome is not None else None
+    if call.last_error is None and local is None:
         return err
     code, details, _ = status_of(err)
-    out = XdsRpcError(code, f"{details} ({call.last_error})", call.last_error)  # type: ignore[arg-type]
+    if local is not None:
+        what, flag = local
+        flags = f"{flag},URX" if call.exhausted else flag
+        prefix = f"{target}: " if target else ""
+        at = f" at {attempt.endpoint.address}" if attempt is not None else ""
+        text = f"{prefix}{what}{at} ({call.describe()}): {details}"
+        if call.last_error is not None:
+            text = f"{text} ({call.last_error})"
+        out = XdsRpcError(code, f"{text} [{flags}]", call.last_error)  # type: ignore[arg-type]
+        out.flags = flags
+    else:
+        out = XdsRpcError(code, f"{details} ({call.last_error})", call.last_error)  # type: ignore[arg-type]
     out.__cause__ = err
     return out
 
@@ -227,9 +258,9 @@ def fault_steps(call: Call, target: str) -> tuple[float, XdsRpcError | None]:
 
 
 # -- drivers -----------------------------------------------------------------------------
-def _attempt(call: Call, target: str) -> Attempt:
+def _attempt(call: Call, target: str, hedge: bool = False) -> Attempt:
     try:
-        return call.attempt()
+        return call.attempt(hedge)
     except ProxylessError as exc:
         raise rpc_error(exc, target) from None
 
@@ -255,9 +286,10 @@ def retry_steps(
                 call.attempt_done(attempt, SUCCESS)
                 return result
         may_retry = committed is None or not committed()
-        delay = call.attempt_done(attempt, grpc_outcome(err, attempt, call), may_retry=may_retry)
+        outcome = grpc_outcome(err, attempt, call)
+        delay = call.attempt_done(attempt, outcome, may_retry=may_retry)
         if delay is None:
-            raise end_error(call, err) from None
+            raise end_error(call, err, outcome, target, attempt) from None
         if delay > 0:
             yield Sleep(delay)
 
@@ -270,7 +302,7 @@ def hedge_steps(call: Call, hedge: HedgePlan, rng: Any, target: str) -> Steps:
     extra_held = 0
 
     def attempt() -> Attempt:
-        a = _attempt(call, target)
+        a = _attempt(call, target, hedge=bool(running))
         if per_try is not None:
             # The slow attempt keeps running; only the call's deadline ends it.
             a.timeout = call.remaining()
@@ -312,11 +344,12 @@ def hedge_steps(call: Call, hedge: HedgePlan, rng: Any, target: str) -> Steps:
             if err is None:
                 call.attempt_done(a, SUCCESS)
                 return result
-            delay = call.attempt_done(a, grpc_outcome(err, a, call), may_retry=not running)
+            outcome = grpc_outcome(err, a, call)
+            delay = call.attempt_done(a, outcome, may_retry=not running)
             if running:
                 continue
             if delay is None:
-                raise end_error(call, err) from None
+                raise end_error(call, err, outcome, target, a) from None
             if delay > 0:
                 yield Sleep(delay)
             yield Launch(attempt())
@@ -338,6 +371,6 @@ def stream_steps(call: Call, target: str) -> Steps:
         if delay is None:
             if err is None or call.last_error is None:
                 return None
-            return end_error(call, err)
+            return end_error(call, err, None, target)
         if delay > 0:
             yield Sleep(delay)

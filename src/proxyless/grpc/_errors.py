@@ -30,6 +30,8 @@ class XdsRpcError(grpc.RpcError, grpc.Call):
         self._code = code
         self._details = details
         self.proxyless_error = error
+        #: Envoy response flags (``UF``, ``UT,URX`` ...), "" for none
+        self.flags: str = getattr(error, "flag", "") or ""
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -41,8 +43,8 @@ class XdsRpcError(grpc.RpcError, grpc.Call):
         return ()
 
     def trailing_metadata(self) -> Any:
-        flag = getattr(self.proxyless_error, "flag", "")
-        return (("x-proxyless-flag", flag),) if flag else ()
+        flags = self.flags
+        return (("x-proxyless-flag", flags),) if flags else ()
 
     def is_active(self) -> bool:
         return False
@@ -73,6 +75,7 @@ class FailedCall(XdsRpcError, grpc.Future):  # type: ignore[type-arg]
             return err
         if isinstance(err, XdsRpcError):
             out = cls(err.code(), err.details(), err.proxyless_error)
+            out.flags = err.flags
         else:
             out = cls(grpc.StatusCode.UNKNOWN, str(err), None)
         out.__cause__ = err.__cause__
@@ -129,6 +132,7 @@ def as_aio(err: grpc.RpcError) -> grpc.RpcError:
         return err
     out = status_error(err.code(), err.details())
     out.proxyless_error = err.proxyless_error  # type: ignore[attr-defined]
+    out.flags = err.flags  # type: ignore[attr-defined]
     out.__cause__ = err.__cause__
     return out
 

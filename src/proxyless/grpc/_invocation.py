@@ -70,11 +70,13 @@ class Invocation:
         "compression",
         "credentials",
         "deser",
+        "extra",
         "kind",
         "metadata",
         "method",
         "request",
         "ser",
+        "tel",
         "wait_for_ready",
     )
 
@@ -99,6 +101,10 @@ class Invocation:
         self.credentials = credentials
         self.wait_for_ready = wait_for_ready
         self.compression = compression
+        #: metadata every attempt adds (request id, trace context: :mod:`._telemetry`)
+        self.extra: tuple[tuple[str, str], ...] = ()
+        #: the call's telemetry, whose headers change per attempt
+        self.tel: Any = None
 
     def start(
         self,
@@ -115,9 +121,14 @@ class Invocation:
         mc = pooled.callable(kind or self.kind, self.method, self.ser, self.deser)
         fn = mc if attr is None else getattr(mc, attr)
         request = self.request if request is SAME else request
+        metadata = self.metadata
+        tel = self.tel
+        extra = tel.headers if tel is not None else self.extra
+        if extra:
+            metadata = (*metadata, *extra) if metadata else extra
         kwargs = {
             "timeout": timeout,
-            "metadata": self.metadata,
+            "metadata": metadata,
             "credentials": self.credentials,
             "wait_for_ready": self.wait_for_ready,
             "compression": self.compression,

@@ -31,6 +31,7 @@ from proxyless.grpc._driver import Sleep, Start, Steps, grpc_outcome
 from proxyless.grpc._errors import XdsRpcError
 from proxyless.grpc._invocation import Invocation
 from proxyless.grpc._pool import ChannelPool
+from proxyless.grpc._telemetry import ended, ended_call
 from proxyless.grpc._tls import explain_failure
 from proxyless.resilience.outcome import RESET, SUCCESS, Outcome
 from proxyless.runtime.call import Attempt, Call
@@ -72,6 +73,7 @@ def start_single(
             pass
         finally:
             call.end()
+            ended_call(call.obs, c)
 
     inner.add_done_callback(done)
     return inner
@@ -171,6 +173,12 @@ class RetryingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
             callbacks, self._callbacks = self._callbacks, []
             self._cond.notify_all()
         self._call.end()
+        obs = self._call.obs
+        if obs is not None:
+            if error is None and self._inner is not None:
+                ended_call(obs, self._inner)
+            else:
+                ended(obs, error)
         for fn in callbacks:
             try:
                 fn(self)

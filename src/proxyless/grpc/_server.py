@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -25,6 +25,7 @@ import grpc
 from proxyless.grpc._server_core import ServerCore, ServerSurface, rewrap
 from proxyless.grpc._serving import ServingStatusCallback
 from proxyless.mesh import Mesh
+from proxyless.observability.server import ServerCall, status_of
 
 __all__ = ["XdsServer", "server"]
 
@@ -43,11 +44,33 @@ def wrap_handler(
             verdict = check(context, method, metadata)
             if verdict is not None:
                 context.abort(*verdict)
-            return behavior(request, context)
+            sc = ServerCall(method, metadata)
+            try:
+                result = behavior(request, context)
+            except BaseException as exc:
+                sc.close(status_of(context, exc), exc)
+                raise
+            sc.close(status_of(context, None))
+            return result
 
         return guarded
 
-    return rewrap(handler, guard, guard)
+    def guard_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            verdict = check(context, method, metadata)
+            if verdict is not None:
+                context.abort(*verdict)
+            sc = ServerCall(method, metadata)
+            try:
+                yield from behavior(request, context)
+            except BaseException as exc:
+                sc.close(status_of(context, exc), exc)
+                raise
+            sc.close(status_of(context, None))
+
+        return guarded
+
+    return rewrap(handler, guard, guard_stream)
 
 
 class _Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]

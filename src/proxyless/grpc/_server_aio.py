@@ -19,6 +19,7 @@ import grpc.aio
 from proxyless.grpc._server_core import ServerCore, ServerSurface, rewrap
 from proxyless.grpc._serving import ServingStatusCallback
 from proxyless.mesh import Mesh
+from proxyless.observability.server import ServerCall, status_of
 
 __all__ = ["AioXdsServer", "server"]
 
@@ -32,8 +33,16 @@ def _wrap(handler: Any, method: str, metadata: Any, core: ServerCore) -> Any:
     def unary_result(behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await deny(context)
-            result = behavior(request, context)
-            return await result if inspect.isawaitable(result) else result
+            sc = ServerCall(method, metadata)
+            try:
+                result = behavior(request, context)
+                if inspect.isawaitable(result):
+                    result = await result
+            except BaseException as exc:
+                sc.close(status_of(context, exc), exc)
+                raise
+            sc.close(status_of(context, None))
+            return result
 
         return guarded
 
@@ -42,15 +51,21 @@ def _wrap(handler: Any, method: str, metadata: Any, core: ServerCore) -> Any:
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             await deny(context)
-            result = behavior(request, context)
-            if inspect.isasyncgen(result):
-                async for item in result:
-                    yield item
-            elif inspect.isawaitable(result):
-                await result  # writes with context.write()
-            else:
-                for item in result:
-                    yield item
+            sc = ServerCall(method, metadata)
+            try:
+                result = behavior(request, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                elif inspect.isawaitable(result):
+                    await result  # writes with context.write()
+                else:
+                    for item in result:
+                        yield item
+            except BaseException as exc:
+                sc.close(status_of(context, exc), exc)
+                raise
+            sc.close(status_of(context, None))
 
         return guarded
 

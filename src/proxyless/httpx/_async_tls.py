@@ -22,6 +22,7 @@ for asyncio; ``_sync_tls.py`` is generated from it by ``tools/unasync.py``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import ssl
 import typing
 
@@ -38,7 +39,22 @@ from proxyless.httpx._tls import (
 )
 from proxyless.security.credentials import ClientTls
 
-__all__ = ["AsyncMeshTlsBackend", "AsyncPlaintextGuard", "tls_transport"]
+__all__ = ["AsyncEndpointTransport", "AsyncMeshTlsBackend", "AsyncPlaintextGuard", "tls_transport"]
+
+#: httpx's own ``handle_async_request``, even when an instrumentation wrapped it.
+_PLAIN_HANDLE = inspect.unwrap(httpx.AsyncHTTPTransport.handle_async_request)
+
+
+class AsyncEndpointTransport(httpx.AsyncHTTPTransport):
+    """The transport of an endpoint pool. Its requests are attempts of
+    calls proxyless traces itself, so it calls httpx's own
+    ``handle_async_request``: OpenTelemetry's httpx instrumentation, which
+    wraps that method on ``httpx.AsyncHTTPTransport``, does not trace them
+    a second time (docs/observability.md)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response: httpx.Response = await _PLAIN_HANDLE(self, request)
+        return response
 
 
 class AsyncMeshTlsBackend(httpcore.AsyncNetworkBackend):
@@ -120,9 +136,8 @@ class AsyncPlaintextGuard(httpcore.AsyncNetworkStream):
 
 def tls_transport(tls: ClientTls, http2: bool, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
     """The httpx transport of one endpoint pool of a TLS cluster."""
-    transport = httpx.AsyncHTTPTransport(
-        verify=DECOY_CONTEXT, http1=not http2, http2=http2, limits=limits
-    )
+    endpoint = AsyncEndpointTransport
+    transport = endpoint(verify=DECOY_CONTEXT, http1=not http2, http2=http2, limits=limits)
     # httpx makes its connection pool without a network_backend parameter:
     # the pool is replaced by the same one, connecting through the mesh backend.
     transport._pool = httpcore.AsyncConnectionPool(

@@ -46,9 +46,11 @@ from proxyless.httpx._lane import FirstTry
 from proxyless.httpx._mirror import AsyncMirrors, mirror_request, mirror_targets
 from proxyless.httpx._outcome import fault_delay, fault_response
 from proxyless.httpx._pool import PoolEntry
+from proxyless.httpx._telemetry import begin, end, passthrough
 from proxyless.httpx._tls import pending_credentials, wait_credentials_async
 from proxyless.httpx._upstream import Routed, Upstream
 from proxyless.mesh import Mesh
+from proxyless.observability.telemetry import CallTelemetry
 from proxyless.resilience.fault import NO_FAULT
 
 __all__ = ["AsyncReplayStream", "AsyncResponseStream", "AsyncTransport"]
@@ -136,7 +138,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self._passthrough: httpx.AsyncBaseTransport
         self._core, self._passthrough = make_core(
-            httpx.AsyncHTTPTransport,
+            _async_tls.AsyncEndpointTransport,
             AsyncReplayStream,
             AsyncResponseStream,
             mesh,
@@ -158,7 +160,21 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         core = self._core
         if core.closed:
             raise RuntimeError("the proxyless httpx transport is closed")
-        fast = core.fast(request)
+        tel = begin(request)
+        if tel is None:
+            return await self._handle(core, request, None)
+        try:
+            response = await self._handle(core, request, tel)
+        except BaseException as exc:
+            end(tel, None, exc)
+            raise
+        end(tel, response, None)
+        return response
+
+    async def _handle(
+        self, core: Core, request: httpx.Request, tel: CallTelemetry | None
+    ) -> httpx.Response:
+        fast = core.fast(request, tel)
         first: FirstTry | None = None
         if fast is not None:
             result: httpx.Response | httpx.TransportError
@@ -181,8 +197,9 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             if not decision.in_mesh:
                 if core.refuse:
                     raise refused(request, decision)
+                passthrough(tel, request)
                 return await self._passthrough.handle_async_request(request)
-            got = core.route_request(request, decision, scheme, host, port)
+            got = core.route_request(request, decision, scheme, host, port, tel)
             if isinstance(got, httpx.Response):
                 return got
             routed = got

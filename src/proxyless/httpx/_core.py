@@ -64,6 +64,7 @@ from proxyless.httpx._router import (
     plan_for,
     redirect_location,
 )
+from proxyless.httpx._telemetry import attempt_headers
 from proxyless.httpx._tls import client_tls
 from proxyless.httpx._upstream import (
     ClusterInfo,
@@ -79,6 +80,8 @@ from proxyless.httpx._upstream import (
 )
 from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
+from proxyless.observability.telemetry import CallTelemetry
+from proxyless.resilience.outcome import SUCCESS
 from proxyless.resources.model import DirectResponseAction, RedirectAction
 from proxyless.routing import MissingClusterHeader
 from proxyless.runtime.call import Attempt, Call, Lane
@@ -176,6 +179,7 @@ class Core:
         port: int | None,
         raw_headers: list[tuple[bytes, bytes]],
         host_value: bytes | None,
+        tel: CallTelemetry | None = None,
     ) -> Routed | httpx.Response:
         """Route ``request``: a :class:`Routed`, or the local answer (redirect,
         direct response, fault abort, cluster_not_found code)."""
@@ -198,6 +202,9 @@ class Core:
             return local_reply(request, exc.response_code, [("content-length", "0")], b"")
         except ProxylessError as exc:
             raise mesh_error(exc, request) from None
+        if tel is not None:
+            call.obs = tel
+            tel.routed(call.route.route.name or "", call.cluster.name if call.cluster else "")
         state = state or rt.current
         assert state is not None
         plan = plan_for(call.route, state[1].route_config)
@@ -250,12 +257,14 @@ class Core:
         scheme: str,
         host: str,
         port: int | None,
+        tel: CallTelemetry | None = None,
     ) -> Routed | httpx.Response:
         """:meth:`route` for a request to a mesh host."""
         rt = decision.runtime
         assert rt is not None
         raw_headers = request.headers.raw
-        return self.route(request, rt, scheme, host, port, raw_headers, host_value(raw_headers))
+        hv = host_value(raw_headers)
+        return self.route(request, rt, scheme, host, port, raw_headers, hv, tel)
 
     # -- the fast path ----------------------------------------------------------------------
     def _add_lane(
@@ -282,7 +291,7 @@ class Core:
         scheme, host, _, _, raw_path = key
         lanes[key] = FastLane(rt, core, hplan, info, scheme, host, raw_path)
 
-    def fast(self, request: httpx.Request) -> FastRequest | None:
+    def fast(self, request: httpx.Request, tel: CallTelemetry | None = None) -> FastRequest | None:
         """Start ``request`` on the fast path when it has a :class:`FastLane` in
         the current snapshot: take the breaker slot, pick an endpoint and
         build the first attempt. None sends it down the general path (which
@@ -331,6 +340,12 @@ class Core:
         f.attempt = attempt
         f.entry = entry
         f.raw_headers = raw_headers
+        f.tel = tel
+        headers = raw_headers
+        if tel is not None:
+            tel.routed(core.plan.route.route.name or "", core.cluster.name)
+            tel.attempt_started(attempt)
+            headers = attempt_headers(tel, raw_headers)
         ext = dict(request.extensions)
         user = ext.get("timeout")
         timeout = attempt.timeout
@@ -344,7 +359,7 @@ class Core:
         upstream_url = lane.urls.get(entry)
         if upstream_url is None:
             upstream_url = lane.url_for(entry, endpoint)
-        f.upstream = Upstream(request.method, upstream_url, raw_headers, request.stream, ext)
+        f.upstream = Upstream(request.method, upstream_url, headers, request.stream, ext)
         return f
 
     def fast_done(
@@ -362,8 +377,13 @@ class Core:
             or lane.inspects_success
         ):
             routed = f.routed(request, self.retry_buffer_limit, self.replay)
+            routed.call.obs = f.tel
             return routed, (f.attempt, f.entry, result)
         lane.core.succeeded(f.attempt.endpoint)
+        tel = f.tel
+        if tel is not None:
+            tel.response_status = result.status_code
+            tel.attempt_ended(f.attempt, SUCCESS)
         f.pools = self.pools
         f.held = True
         result.stream = self.response_body(result.stream, f, f.attempt.call_deadline, request, f)
@@ -407,6 +427,9 @@ class Core:
             hl = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
             hl = set_host(hl, es.endpoint.hostname, keep_original=True)
             headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in hl]
+        tel = r.call.obs
+        if tel is not None:
+            headers = attempt_headers(tel, headers)
         ext = dict(r.request.extensions)
         ext["timeout"] = attempt_timeouts(ext.get("timeout"), attempt.timeout, info.connect_timeout)
         if sni is not None:
@@ -438,6 +461,8 @@ class Core:
                 raise failure(r, attempt, result, ours) from result
             return delay, None
         outcome = response_outcome(r, result, self.max_retry_after)
+        if call.obs is not None:
+            call.obs.response_status = result.status_code
         if outcome.kind != "success":
             delay = call.attempt_done(attempt, outcome)
             if delay is not None and allows_retry(r):
@@ -493,7 +518,7 @@ def make_core(
     def tls_factory(tls: ClientTls, http2: bool) -> Any:
         return tls_transport(tls, http2, options["limits"])
 
-    is_async = transport_cls is httpx.AsyncHTTPTransport
+    is_async = issubclass(transport_cls, httpx.AsyncHTTPTransport)
     core = Core(
         mesh,
         hosts,

@@ -150,11 +150,16 @@ def mesh_error(
 
 
 def timeout_error(
-    request: httpx.Request, why: str, cause: BaseException | None, *, connecting: bool = False
+    request: httpx.Request,
+    why: str,
+    cause: BaseException | None,
+    *,
+    connecting: bool = False,
+    flags: str = _UT,
 ) -> httpx.TimeoutException:
     """The httpx timeout for an expired route or per-try timeout."""
     error = UpstreamTimeout(why)
-    text = _text(request, "timeout", why, _UT)
+    text = _text(request, "timeout", why, flags)
     exc: MeshConnectTimeout | MeshReadTimeout = (
         MeshConnectTimeout(text, request=request)
         if connecting
@@ -167,11 +172,13 @@ def timeout_error(
 
 
 def upstream_error(
-    exc: httpx.TransportError, request: httpx.Request, where: str
+    exc: httpx.TransportError, request: httpx.Request, where: str, flags: str = ""
 ) -> httpx.TransportError:
     """``exc`` (raised by an endpoint's connection) again, same type, with ``where``
-    (route, cluster, endpoint, attempts) added to the message."""
-    text = f"proxyless: {describe_request(request)}: upstream: {exc} ({where})"
+    (route, cluster, endpoint, attempts) and Envoy's response ``flags``
+    added to the message."""
+    suffix = f" [{flags}]" if flags else ""
+    text = f"proxyless: {describe_request(request)}: upstream: {exc} ({where}){suffix}"
     try:
         out = type(exc)(text, request=request)
     except TypeError:  # an exception type with another signature: keep the original

@@ -123,7 +123,7 @@ class FastRequest:
     succeeded, what its response body gives back when closed (called like a
     :class:`~proxyless.httpx._bodies.Finisher`)."""
 
-    __slots__ = ("attempt", "entry", "held", "lane", "pools", "raw_headers", "upstream")
+    __slots__ = ("attempt", "entry", "held", "lane", "pools", "raw_headers", "tel", "upstream")
 
     lane: FastLane
     attempt: FirstAttempt
@@ -132,6 +132,7 @@ class FastRequest:
     held: bool
     upstream: Upstream
     raw_headers: list[tuple[bytes, bytes]]
+    tel: Any
 
     @property
     def why_timeout(self) -> str:

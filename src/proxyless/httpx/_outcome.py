@@ -186,10 +186,16 @@ def failure(r: Routed, attempt: Attempt, exc: httpx.TransportError, ours: bool) 
     security = security_cause(exc)
     if security is not None:  # TLS handshake or peer identity (proxyless.httpx._tls)
         return security_error(security, r.request, _where(r, attempt), exc)
+    urx = ",URX" if call.exhausted else ""
     if ours:
         why = "per-try timeout" if attempt.per_try else r.why_timeout
         connecting = isinstance(exc, httpx.ConnectTimeout)
         return timeout_error(
-            r.request, f"{why} expired ({_where(r, attempt)})", exc, connecting=connecting
+            r.request,
+            f"{why} expired ({_where(r, attempt)})",
+            exc,
+            connecting=connecting,
+            flags=f"UT{urx}",
         )
-    return upstream_error(exc, r.request, _where(r, attempt))
+    flag = "UF" if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) else "UC"
+    return upstream_error(exc, r.request, _where(r, attempt), f"{flag}{urx}")

@@ -25,6 +25,7 @@ for asyncio; ``_sync_tls.py`` is generated from it by ``tools/unasync.py``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import ssl
 import typing
 
@@ -41,7 +42,22 @@ from proxyless.httpx._tls import (
 )
 from proxyless.security.credentials import ClientTls
 
-__all__ = ["MeshTlsBackend", "PlaintextGuard", "tls_transport"]
+__all__ = ["EndpointTransport", "MeshTlsBackend", "PlaintextGuard", "tls_transport"]
+
+#: httpx's own ``handle_request``, even when an instrumentation wrapped it.
+_PLAIN_HANDLE = inspect.unwrap(httpx.HTTPTransport.handle_request)
+
+
+class EndpointTransport(httpx.HTTPTransport):
+    """The transport of an endpoint pool. Its requests are attempts of
+    calls proxyless traces itself, so it calls httpx's own
+    ``handle_request``: OpenTelemetry's httpx instrumentation, which
+    wraps that method on ``httpx.HTTPTransport``, does not trace them
+    a second time (docs/observability.md)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response: httpx.Response = _PLAIN_HANDLE(self, request)
+        return response
 
 
 class MeshTlsBackend(httpcore.NetworkBackend):
@@ -123,9 +139,8 @@ class PlaintextGuard(httpcore.NetworkStream):
 
 def tls_transport(tls: ClientTls, http2: bool, limits: httpx.Limits) -> httpx.HTTPTransport:
     """The httpx transport of one endpoint pool of a TLS cluster."""
-    transport = httpx.HTTPTransport(
-        verify=DECOY_CONTEXT, http1=not http2, http2=http2, limits=limits
-    )
+    endpoint = EndpointTransport
+    transport = endpoint(verify=DECOY_CONTEXT, http1=not http2, http2=http2, limits=limits)
     # httpx makes its connection pool without a network_backend parameter:
     # the pool is replaced by the same one, connecting through the mesh backend.
     transport._pool = httpcore.ConnectionPool(

@@ -48,9 +48,11 @@ from proxyless.httpx._lane import FirstTry
 from proxyless.httpx._mirror import Mirrors, mirror_request, mirror_targets
 from proxyless.httpx._outcome import fault_delay, fault_response
 from proxyless.httpx._pool import PoolEntry
+from proxyless.httpx._telemetry import begin, end, passthrough
 from proxyless.httpx._tls import pending_credentials, wait_credentials
 from proxyless.httpx._upstream import Routed, Upstream
 from proxyless.mesh import Mesh
+from proxyless.observability.telemetry import CallTelemetry
 from proxyless.resilience.fault import NO_FAULT
 
 __all__ = ["SyncReplayStream", "SyncResponseStream", "Transport"]
@@ -138,7 +140,7 @@ class Transport(httpx.BaseTransport):
     ) -> None:
         self._passthrough: httpx.BaseTransport
         self._core, self._passthrough = make_core(
-            httpx.HTTPTransport,
+            _sync_tls.EndpointTransport,
             SyncReplayStream,
             SyncResponseStream,
             mesh,
@@ -160,7 +162,21 @@ class Transport(httpx.BaseTransport):
         core = self._core
         if core.closed:
             raise RuntimeError("the proxyless httpx transport is closed")
-        fast = core.fast(request)
+        tel = begin(request)
+        if tel is None:
+            return self._handle(core, request, None)
+        try:
+            response = self._handle(core, request, tel)
+        except BaseException as exc:
+            end(tel, None, exc)
+            raise
+        end(tel, response, None)
+        return response
+
+    def _handle(
+        self, core: Core, request: httpx.Request, tel: CallTelemetry | None
+    ) -> httpx.Response:
+        fast = core.fast(request, tel)
         first: FirstTry | None = None
         if fast is not None:
             result: httpx.Response | httpx.TransportError
@@ -183,8 +199,9 @@ class Transport(httpx.BaseTransport):
             if not decision.in_mesh:
                 if core.refuse:
                     raise refused(request, decision)
+                passthrough(tel, request)
                 return self._passthrough.handle_request(request)
-            got = core.route_request(request, decision, scheme, host, port)
+            got = core.route_request(request, decision, scheme, host, port, tel)
             if isinstance(got, httpx.Response):
                 return got
             routed = got

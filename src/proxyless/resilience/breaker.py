@@ -24,6 +24,9 @@ Overflow counters use Envoy's cluster statistic names:
 ``upstream_cx_overflow`` (``max_connections``), plus ``upstream_rq_overflow``
 for ``max_requests`` (Envoy folds that one into the pending overflow) and
 ``budget_exhausted`` (the retry budget's share of the retry overflows).
+Each overflow is also recorded as ``proxyless.circuit_breaker.overflows``
+with the limit's name (:mod:`proxyless.observability.signals`), after the
+lock is released.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import threading
 from typing import Final, Literal, TypeAlias, final
 
 from proxyless.errors import CircuitBreakerOpen
+from proxyless.observability import signals
 from proxyless.resilience.budget import RetryBudget
 from proxyless.resources.model import CircuitBreakers, Thresholds
 
@@ -91,7 +95,7 @@ class CircuitBreaker:
             "upstream_rq_retry_overflow": 0,
             "budget_exhausted": 0,
         }
-        self.retry_budget = RetryBudget(self._in_flight, self._lock, t, self.stats)
+        self.retry_budget = RetryBudget(self._in_flight, self._lock, t, self.stats, cluster)
 
     def _in_flight(self) -> int:
         """Active plus pending requests: what the retry budget is a share of."""
@@ -102,11 +106,12 @@ class CircuitBreaker:
     def try_acquire_request(self) -> bool:
         """Take a ``max_requests`` slot; False (and counted) when the limit is reached."""
         with self._lock:
-            if self.requests >= self.max_requests:
-                self.stats["upstream_rq_overflow"] += 1
-                return False
-            self.requests += 1
-            return True
+            if self.requests < self.max_requests:
+                self.requests += 1
+                return True
+            self.stats["upstream_rq_overflow"] += 1
+        signals.breaker_overflow(self.cluster, "max_requests")
+        return False
 
     def release_request(self) -> None:
         with self._lock:
@@ -118,11 +123,12 @@ class CircuitBreaker:
     def try_acquire_pending(self) -> bool:
         """Take a ``max_pending_requests`` slot (a request queued for a connection)."""
         with self._lock:
-            if self.pending_requests >= self.max_pending_requests:
-                self.stats["upstream_rq_pending_overflow"] += 1
-                return False
-            self.pending_requests += 1
-            return True
+            if self.pending_requests < self.max_pending_requests:
+                self.pending_requests += 1
+                return True
+            self.stats["upstream_rq_pending_overflow"] += 1
+        signals.breaker_overflow(self.cluster, "max_pending_requests")
+        return False
 
     def release_pending(self) -> None:
         with self._lock:
@@ -134,11 +140,12 @@ class CircuitBreaker:
     def try_acquire_connection(self) -> bool:
         """Take a ``max_connections`` slot before opening an upstream connection."""
         with self._lock:
-            if self.connections >= self.max_connections:
-                self.stats["upstream_cx_overflow"] += 1
-                return False
-            self.connections += 1
-            return True
+            if self.connections < self.max_connections:
+                self.connections += 1
+                return True
+            self.stats["upstream_cx_overflow"] += 1
+        signals.breaker_overflow(self.cluster, "max_connections")
+        return False
 
     def release_connection(self) -> None:
         with self._lock:

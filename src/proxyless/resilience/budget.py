@@ -18,9 +18,12 @@ budgets" in the architecture docs):
   control plane set it explicitly and sent no budget; a budget overrides it.
 
 A refused retry is counted in the breaker's ``upstream_rq_retry_overflow``
-(Envoy's name) and, when a budget refused it, in ``budget_exhausted``; the
-call then ends with its last attempt's error and the reason "retry budget
-exhausted" (:func:`proxyless.resilience.retry.retry_budget_exhausted`).
+(Envoy's name) and, when a budget refused it, in ``budget_exhausted``; it is
+recorded as ``proxyless.retry_budget.refusals`` (a budget) or as
+``proxyless.circuit_breaker.overflows`` with limit ``max_retries``
+(:mod:`proxyless.observability.signals`). The call then ends with its last
+attempt's error and the reason "retry budget exhausted"
+(:func:`proxyless.resilience.retry.retry_budget_exhausted`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import threading
 from collections.abc import Callable, MutableMapping
 from typing import Final, final
 
+from proxyless.observability import signals
 from proxyless.resources.model import RetryBudget as RetryBudgetConfig
 from proxyless.resources.model import Thresholds
 
@@ -45,7 +49,8 @@ class RetryBudget:
 
     Created by the breaker, sharing its lock: ``in_flight`` returns the
     breaker's active plus pending requests, and refusals are counted in the
-    breaker's ``stats``. ``active`` is the number of retries outstanding.
+    breaker's ``stats`` (and recorded under ``cluster``). ``active`` is the
+    number of retries outstanding.
     """
 
     __slots__ = (
@@ -54,6 +59,7 @@ class RetryBudget:
         "_stats",
         "active",
         "budget_percent",
+        "cluster",
         "max_retries",
         "min_retry_concurrency",
         "uses_budget",
@@ -65,7 +71,9 @@ class RetryBudget:
         lock: threading.Lock,
         thresholds: Thresholds,
         stats: MutableMapping[str, int],
+        cluster: str = "",
     ) -> None:
+        self.cluster = cluster
         self._in_flight = in_flight
         self._lock = lock
         self._stats = stats
@@ -100,14 +108,19 @@ class RetryBudget:
     def try_acquire_retry(self) -> bool:
         """Admit one retry; False (and counted) when the budget or ``max_retries`` is spent."""
         with self._lock:
-            if self.active >= self.limit():
-                stats = self._stats
-                stats["upstream_rq_retry_overflow"] += 1
-                if self.uses_budget:
-                    stats["budget_exhausted"] += 1
-                return False
-            self.active += 1
-            return True
+            if self.active < self.limit():
+                self.active += 1
+                return True
+            stats = self._stats
+            stats["upstream_rq_retry_overflow"] += 1
+            budget = self.uses_budget
+            if budget:
+                stats["budget_exhausted"] += 1
+        if budget:
+            signals.budget_refusal(self.cluster)
+        else:
+            signals.breaker_overflow(self.cluster, "max_retries")
+        return False
 
     def release_retry(self) -> None:
         """The retry attempt ended (or was abandoned before it started)."""

@@ -49,6 +49,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, final
 
+from proxyless.observability import signals
 from proxyless.resilience.outcome import Outcome
 from proxyless.resilience.outlier_rates import scan_rates
 from proxyless.resilience.outlier_state import (
@@ -315,6 +316,7 @@ class OutlierDetector:
         stats = self.stats
         if not self._ejection_allowed():
             stats["ejections_overflow"] += 1
+            signals.ejection(self.cluster, kind, enforced=False)
             _log.info(
                 "cluster %r: endpoint %s not ejected (%s%s): max_ejection_percent=%d%% "
                 "reached with %d of %d endpoints ejected",
@@ -330,6 +332,7 @@ class OutlierDetector:
         enforcing = self._enforcing(kind)
         if enforcing < 100 and (enforcing <= 0 or self._rng.randrange(100) >= enforcing):
             stats["ejections_skipped_enforcement"] += 1
+            signals.ejection(self.cluster, kind, enforced=False)
             _log.log(
                 logging.INFO if enforcing > 0 else logging.DEBUG,
                 "cluster %r: endpoint %s not ejected (%s%s): enforcement roll lost "
@@ -357,6 +360,7 @@ class OutlierDetector:
         stats["ejections_total"] += 1
         stats["ejections_enforced_total"] += 1
         stats[f"ejections_enforced_{kind}"] += 1
+        signals.ejection(self.cluster, kind, enforced=True)
         stats["ejections_active"] = self._ejected
         _log.info(
             "cluster %r: endpoint %s ejected (%s%s) for %.3gs (ejection %d, multiplier %d); "

@@ -74,7 +74,7 @@ PoolGet = Callable[[EndpointState, ClusterRuntime], Any]
 class Attempt:
     """One try of a call on one endpoint."""
 
-    __slots__ = ("conn", "deadline", "endpoint", "per_try", "timeout")
+    __slots__ = ("conn", "deadline", "endpoint", "per_try", "started", "timeout")
 
     def __init__(
         self,
@@ -232,11 +232,13 @@ class Call:
         "breaker",
         "cluster",
         "deadline",
+        "exhausted",
         "fault",
         "fault_injector",
         "hash",
         "hedge",
         "last_error",
+        "obs",
         "pool_get",
         "request",
         "retry",
@@ -272,6 +274,10 @@ class Call:
         self.fault: FaultDecision = NO_FAULT
         self.fault_injector: FaultInjector | None = None
         self.breaker: Any = None
+        #: the call's telemetry (:class:`~proxyless.observability.telemetry.CallTelemetry`), if any
+        self.obs: Any = None
+        #: retries ran out (attempts or budget) on a retriable failure (Envoy's URX)
+        self.exhausted = False
         state = rt._state
         if state is None:
             started = time.monotonic()
@@ -365,6 +371,8 @@ class Call:
         self.hedge = plan.hedge
         self.hash = None
         self.breaker = plan.breaker
+        self.obs = None
+        self.exhausted = False
         return self
 
     def _decide_faults(
@@ -409,8 +417,9 @@ class Call:
             return None
         return self.deadline - time.monotonic()
 
-    def attempt(self) -> Attempt:
-        """Pick an endpoint for the next attempt; raises NoHealthyEndpoints."""
+    def attempt(self, hedge: bool = False) -> Attempt:
+        """Pick an endpoint for the next attempt; raises NoHealthyEndpoints.
+        ``hedge``: the attempt races others still running (hedging)."""
         cluster = self.cluster
         assert cluster is not None
         retry = self.retry
@@ -438,7 +447,11 @@ class Call:
         if timeout is not None and timeout <= 0:
             timeout = 0.0
         deadline = None if timeout is None else time.monotonic() + timeout
-        return Attempt(endpoint, conn, timeout, deadline, is_per_try)
+        attempt = Attempt(endpoint, conn, timeout, deadline, is_per_try)
+        obs = self.obs
+        if obs is not None:
+            obs.attempt_started(attempt, hedge)
+        return attempt
 
     def attempt_done(
         self, attempt: Attempt, outcome: Outcome, *, may_retry: bool = True
@@ -452,6 +465,9 @@ class Call:
         endpoint.active_requests -= 1
         cluster = self.cluster
         assert cluster is not None
+        obs = self.obs
+        if obs is not None:
+            obs.attempt_ended(attempt, outcome)
         outlier = cluster.outlier
         if outcome.kind == "success":
             if outlier is not None:
@@ -467,8 +483,13 @@ class Call:
             retry = self.retry = RetryState(policy, endpoint.key, attempts=self.attempts)
         decision = retry.decide(outcome, self.breaker.retry_budget, self._rng, time.time())
         if not decision.retry:
-            if decision.reason == "budget_exhausted":
+            reason = decision.reason
+            if reason == "budget_exhausted":
                 self.last_error = retry_budget_exhausted(cluster.name, outcome, self.attempts)
+            if reason == "budget_exhausted" or reason == "attempts_exhausted":
+                self.exhausted = True  # Envoy: retries ran out on a retriable failure
+                if obs is not None:
+                    obs.flags.add("URX")
             return None
         remaining = self.remaining()
         if remaining is not None and remaining <= decision.delay:

@@ -23,6 +23,10 @@ file data sources are read here; certificate-provider instances (gRFC
 A29/A65 ``file_watcher``) and SDS secrets (Envoy SDS, on the ADS stream or
 from a separate SDS server) are watched by handlers the Mesh registers. A
 reference nothing can serve reports what is missing instead of hanging.
+
+While open, a :class:`ClusterCredentials` reports the seconds left on its
+leaf certificate in the ``proxyless.certificate.expiry`` gauge
+(:mod:`proxyless.observability.signals`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
 from proxyless.errors import CertificateError, CredentialsNotReady, SecurityError
+from proxyless.observability import signals
 from proxyless.resources.model.security import (
     CertificateProviderInstance,
     CertificateValidationContext,
@@ -165,6 +170,16 @@ def _identity_label(ref: TlsIdentity) -> str:
     return "the TLS certificate"
 
 
+def _identity_source(ref: TlsIdentity | None) -> str:
+    if isinstance(ref, SdsSecretConfig):
+        return f"sds:{ref.name}"
+    if isinstance(ref, CertificateProviderInstance):
+        return f"certificate_provider:{ref.instance_name}"
+    if isinstance(ref, TlsCertificate) and ref.certificate_chain.filename is not None:
+        return f"file:{ref.certificate_chain.filename}"
+    return "inline"
+
+
 class ClusterCredentials:
     """The credentials of one cluster (see the module docstring)."""
 
@@ -182,6 +197,7 @@ class ClusterCredentials:
         self._listeners: list[Callable[[ClientTls], None]] = []
         self._generation = 0
         self._subscribe(context)
+        signals.track_credentials(self)  # the certificate-expiry gauge
 
     # -- resolving references ---------------------------------------------------------
     def _subscribe(self, context: UpstreamTlsContext) -> None:
@@ -383,12 +399,25 @@ class ClusterCredentials:
         self._subscribe(context)
 
     def close(self) -> None:
+        signals.untrack_credentials(self)
         subs, self._subs = self._subs, []
         for unsubscribe in subs:
             unsubscribe()
         with self._cond:
             self._generation += 1
             self._listeners.clear()
+
+    def certificate_expiry(self) -> tuple[str, str, float] | None:
+        """``(source, SPIFFE ID or "", seconds until the leaf expires)`` of the
+        client identity in use, on the sources' clock; None without one. The
+        source is ``sds:<secret>``, ``certificate_provider:<instance>``,
+        ``file:<path>`` or ``inline``."""
+        current = self._current
+        identity = current.identity if current is not None else None
+        if identity is None:
+            return None
+        source = _identity_source(self._context.identity)
+        return source, identity.spiffe_id or "", identity.expires_in(self._sources.now())
 
     def __repr__(self) -> str:
         state = repr(self._current) if self._current else f"not ready ({self._not_ready()})"

