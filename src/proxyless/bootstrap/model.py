@@ -40,6 +40,10 @@ IGNORE_RESOURCE_DELETION = "ignore_resource_deletion"
 #: Server feature that lets data errors drop cached resources (gRFC A88).
 FAIL_ON_DATA_ERRORS = "fail_on_data_errors"
 
+#: Server feature that makes the client speak delta (incremental) xDS to the
+#: server instead of State of the World (a proxyless extension; gRPC ignores it).
+DELTA_XDS = "delta_xds"
+
 #: The resource name template used when ``authorities[name]`` gives none (gRFC A47).
 DEFAULT_AUTHORITY_TEMPLATE = "xdstp://{name}/envoy.config.listener.v3.Listener/%s"
 
@@ -136,6 +140,11 @@ class XdsServer:
     def fail_on_data_errors(self) -> bool:
         """``fail_on_data_errors`` is among the server features (gRFC A88)."""
         return FAIL_ON_DATA_ERRORS in self.server_features
+
+    @property
+    def delta(self) -> bool:
+        """``delta_xds`` is among the server features: ADS is spoken incrementally."""
+        return DELTA_XDS in self.server_features
 
     @property
     def key(self) -> tuple[Any, ...]:

@@ -20,7 +20,9 @@ resources changed.
 The same streams are served as ``envoy.service.secret.v3.SecretDiscoveryService``
 (``StreamSecrets``, ``DeltaSecrets``) for clients that fetch ``Secret``
 resources from a separate SDS server. ``address`` may be ``unix:/path`` to
-listen on a unix socket, as SDS servers do.
+listen on a unix socket, as SDS servers and istio-agent do;
+``server_credentials`` (``grpc.ssl_server_credentials``) serve over TLS, for
+clients whose bootstrap gives ``tls`` channel credentials (gRFC A65).
 
 Every request received is recorded in :attr:`AdsServer.requests` and every
 response sent in :attr:`AdsServer.responses`, so tests can wait for ACKs and
@@ -95,6 +97,7 @@ class AdsServer:
         snapshot_fn: Callable[[NodeInfo], Snapshot] | None = None,
         max_workers: int = 64,
         max_records: int | None = None,
+        server_credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         """``max_records`` caps :attr:`requests` and :attr:`responses` (oldest dropped) for
         long-running servers; None (the default, for tests) keeps everything."""
@@ -102,6 +105,7 @@ class AdsServer:
         self._max_records = max_records
         self.port = port
         self._snapshot_fn = snapshot_fn
+        self._credentials = server_credentials
         self._max_workers = max_workers
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -176,7 +180,10 @@ class AdsServer:
         host = f"[{self.address}]" if ":" in self.address and not unix else self.address
         where = self.address if unix else f"{host}:{self.port}"
         try:
-            bound = server.add_insecure_port(where)
+            if self._credentials is None:
+                bound = server.add_insecure_port(where)
+            else:
+                bound = server.add_secure_port(where, self._credentials)
         except RuntimeError:
             bound = 0
         if bound == 0:
@@ -185,7 +192,8 @@ class AdsServer:
         self.port = 0 if unix else bound
         server.start()
         self._server = server
-        _log.info("ADS server listening on %s", self.target)
+        tls = "" if self._credentials is None else " (TLS)"
+        _log.info("ADS server listening on %s%s", self.target, tls)
         return bound
 
     def stop(self, grace: float | None = 0) -> None:

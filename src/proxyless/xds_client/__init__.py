@@ -1,4 +1,5 @@
-"""Generic xDS client (ADS State of the World), shared by the whole process.
+"""Generic xDS client (ADS, State of the World or delta; fallback servers), shared by
+the whole process.
 
 See :mod:`proxyless.xds_client.client` for the protocol rules it follows.
 """

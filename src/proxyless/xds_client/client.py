@@ -1,7 +1,11 @@
-"""The generic xDS client: ADS State of the World, shared by the whole process.
+"""The generic xDS client: ADS (State of the World or delta), shared by the whole process.
 
 What it implements, with sources:
 
+- State of the World by default; delta (incremental) xDS with a server whose
+  bootstrap entry lists the ``delta_xds`` feature (Envoy's
+  api-docs/xds_protocol.rst; what a response means in each variant is in
+  :mod:`proxyless.xds_client.responses`).
 - One ADS stream per xDS server (gRFC A27), shared by every watcher of every
   channel and transport; istio-agent keeps only one stream per pod.
 - Per type: ``version_info`` and ``nonce``; an ACK carries the accepted
@@ -11,22 +15,31 @@ What it implements, with sources:
   in :mod:`proxyless.xds_client.protocol`; what is remembered per server,
   type and resource is in :mod:`proxyless.xds_client.state`.
 - Watchers get changed / resource error / ambient error
-  (:mod:`proxyless.xds_client.watcher`). The first watch of a name subscribes
-  it; the last cancel unsubscribes it.
+  (:mod:`proxyless.xds_client.watcher`; what each event does to the cache is
+  in :mod:`proxyless.xds_client.events`). The first watch of a name
+  subscribes it; the last cancel unsubscribes it.
 - Does-not-exist timer: 15 s per resource, started only once the request
   naming it was sent on a stream whose channel is connected; after a
   reconnect it is started again only for resources not cached (gRFC A57).
 - LDS and CDS are "all resources required in SotW": a cached resource
-  missing from a response was deleted, unless the server lists the
-  ``ignore_resource_deletion`` feature (gRFC A53), in which case the deletion
-  is logged at WARNING and the resource kept.
-- A stream failure before any response is an error: watchers of cached
-  resources get an ambient error (keep using them), watchers of resources
-  never received get a resource error saying the server is unreachable. The
-  client reconnects with exponential backoff and jitter, reset once a
-  response arrives; a stream that ends after a response reconnects at once
-  (gRFC A57). Everything subscribed is requested again on the new stream,
-  with the cached versions.
+  missing from a response of the server in use was deleted, unless the
+  server lists the ``ignore_resource_deletion`` feature (gRFC A53), in which
+  case the deletion is logged at WARNING and the resource kept.
+- A stream failure before any response is an error. The client reconnects
+  with exponential backoff and jitter, reset once a response arrives; a
+  stream that ends after a response reconnects at once (gRFC A57).
+  Everything subscribed is requested again on the new stream, with the
+  cached versions.
+- Fallback servers (gRFC A71; rules in :mod:`proxyless.xds_client.fallback`):
+  when the server in use fails while some resource of its authority is not
+  cached, the next server of the bootstrap's list is asked for every
+  resource of the authority; with everything cached the cache keeps serving
+  and the failed server keeps being retried. Resources from the fallback
+  replace the cached ones. The first response of a higher-priority server
+  makes it the server in use again and closes the lower-priority streams.
+  Only when no server is left do the watchers hear of the failure: cached
+  resources get an ambient error (keep using them), resources never
+  received a resource error saying the server is unreachable.
 - :meth:`XdsClient.dump` returns a :class:`ResourceStatus` per resource, the
   shape of CSDS (gRFC A40).
 - Federation (gRFC A47): an ``xdstp://authority/...`` name goes to the
@@ -45,19 +58,22 @@ import concurrent.futures
 import logging
 import random
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from proxyless.bootstrap import Bootstrap, XdsServer
 from proxyless.clock import Clock, SystemClock
-from proxyless.errors import ControlPlaneUnreachable, ResourceDoesNotExist
 from proxyless.observability import xds_metrics
 from proxyless.xds_client.backoff import Backoff
+from proxyless.xds_client.events import ResourceEvents
+from proxyless.xds_client.fallback import ServerChain
 from proxyless.xds_client.loop import call_on_loop, in_loop, run_on_loop
-from proxyless.xds_client.protocol import decode_response, discovery_request, node_proto
+from proxyless.xds_client.protocol import delta_request, discovery_request, node_proto
 from proxyless.xds_client.resource_type import ResourceType
+from proxyless.xds_client.responses import apply_delta, apply_sotw
 from proxyless.xds_client.state import (
+    AuthorityState,
     ResourceState,
     ServerState,
     TypeState,
@@ -65,7 +81,12 @@ from proxyless.xds_client.state import (
     status_dump,
 )
 from proxyless.xds_client.status import ClientStatus, ResourceStatus
-from proxyless.xds_client.transport import AdsTransport, StreamEnd
+from proxyless.xds_client.transport import (
+    AdsTransport,
+    StreamEnd,
+    failure_reason,
+    tls_refresh_interval,
+)
 from proxyless.xds_client.watcher import ResourceWatcher
 
 __all__ = ["DOES_NOT_EXIST_TIMEOUT", "XdsClient"]
@@ -73,6 +94,8 @@ __all__ = ["DOES_NOT_EXIST_TIMEOUT", "XdsClient"]
 log = logging.getLogger("proxyless.xds_client")
 
 _T = TypeVar("_T")
+
+Response: TypeAlias = "discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse"
 
 #: Seconds a subscribed resource may stay unanswered on a connected stream.
 DOES_NOT_EXIST_TIMEOUT = 15.0
@@ -97,12 +120,16 @@ class XdsClient:
         self._types = {t.type_url: t for t in resource_types}
         self._clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
-        self._dne_timeout = does_not_exist_timeout
         self._transport_factory = transport_factory
         self._servers: dict[tuple[Any, ...], ServerState] = {}
+        #: per authority (keyed by its servers' keys): the resources and the fallback chain
+        self._authorities: dict[tuple[Any, ...], AuthorityState] = {}
         self._node = node_proto(bootstrap)
         self._node_id = bootstrap.node.id
         self._closed = False
+        self._events = ResourceEvents(
+            self._clock, self._node_id, does_not_exist_timeout, lambda: self._closed
+        )
         xds_metrics.track(self)  # gRFC A78 gauges
 
     # -- public API (any thread) ---------------------------------------------------
@@ -119,7 +146,7 @@ class XdsClient:
 
     def dump(self, timeout: float = 5.0) -> list[ResourceStatus]:
         """Status of every subscribed resource (CSDS shape), sorted by type and name."""
-        return run_on_loop(self._loop, lambda: status_dump(self._servers.values()), timeout)
+        return run_on_loop(self._loop, lambda: status_dump(self._authorities.values()), timeout)
 
     def probe(
         self, rtype: ResourceType, name: str, timeout: float = 2.0
@@ -128,8 +155,14 @@ class XdsClient:
         resource: lets a caller see that a response came and went without it."""
 
         def read() -> tuple[str, ClientStatus | None, bool]:
-            ss = self._servers.get(self._server_for(name).key)
-            return ("", None, False) if ss is None else ss.probe(rtype.type_url, name)
+            auth = self._authority_for(name)
+            active = auth.chain.active
+            ss = self._servers.get(active.key) if active is not None else None
+            if ss is None:
+                return "", None, False
+            nonce, _, _ = ss.probe(rtype.type_url, name)
+            res = auth.get(rtype.type_url, name)
+            return (nonce, None, False) if res is None else (nonce, res.status, res.cached)
 
         return run_on_loop(self._loop, read, timeout)
 
@@ -164,11 +197,16 @@ class XdsClient:
         call_on_loop(self._loop, fn, *args)
 
     # -- watches (loop) ----------------------------------------------------------------
-    def _server_for(self, name: str) -> XdsServer:
+    def _authority_for(self, name: str) -> AuthorityState:
         authority: str | None = None
         if name.startswith("xdstp://"):
             authority = name[len("xdstp://") :].split("/", 1)[0]
-        return self.bootstrap.servers_for_authority(authority)[0]
+        servers = self.bootstrap.servers_for_authority(authority)
+        key = tuple(s.key for s in servers)
+        state = self._authorities.get(key)
+        if state is None:
+            state = self._authorities[key] = AuthorityState(ServerChain(servers))
+        return state
 
     def _server_state(self, server: XdsServer) -> ServerState:
         state = self._servers.get(server.key)
@@ -177,45 +215,78 @@ class XdsClient:
             self._servers[server.key] = state
         return state
 
+    def _failing(self, server: XdsServer) -> bool:
+        ss = self._servers.get(server.key)
+        return ss is not None and ss.last_error is not None
+
+    def _active_error(self, auth: AuthorityState) -> str | None:
+        """The active server's failure, when it is failing (gRFC A71: the
+        watchers of the authority hear of it)."""
+        active = auth.chain.active
+        ss = self._servers.get(active.key) if active is not None else None
+        return ss.last_error if ss is not None else None
+
     def _add_watch(self, rtype: ResourceType, name: str, watcher: ResourceWatcher) -> None:
         if self._closed:
             return
-        ss = self._server_state(self._server_for(name))
-        ts = ss.types.get(rtype.type_url)
-        if ts is None:
-            ts = ss.types[rtype.type_url] = TypeState(rtype)
-            ss.type_order.append(rtype.type_url)
-        res = ts.resources.get(name)
+        auth = self._authority_for(name)
+        res = auth.get(rtype.type_url, name)
         if res is None:
-            res = ts.resources[name] = ResourceState(rtype, name, ss)
+            before = auth.chain.active
+            added = auth.chain.on_new_resource(self._failing)
+            if added and before is not None:
+                self._log_fallback(before, added, "a resource not cached is watched")
+            active = auth.chain.active
+            assert active is not None
+            res = ResourceState(rtype, name, self._server_state(active), auth)
+            auth.types.setdefault(rtype.type_url, {})[name] = res
             res.watchers.append(watcher)
-            if ss.transport is None:
-                self._connect(ss)
-            elif ss.stream_active:
-                self._request_soon(ss, ts)
-            elif ss.last_error is not None:
+            for server in auth.chain.used:
+                if server in added:
+                    self._subscribe(self._server_state(server), auth.all_resources())
+                else:
+                    self._subscribe(self._server_state(server), (res,))
+            reason = self._active_error(auth)
+            if reason is not None and res.uncached and watcher in res.watchers:
                 # The server is known to be unreachable right now: say so at once.
-                self._safe(watcher.on_resource_error, res.unreachable_error(self._node_id))
+                self._events.safe(
+                    watcher.on_resource_error, res.unreachable_error(self._node_id, reason)
+                )
             return
         res.watchers.append(watcher)
-        if res.cached:
-            self._safe(watcher.on_changed, res.value)
-            if res.status is ClientStatus.NACKED and res.error:
-                self._safe(watcher.on_ambient_error, res.nacked_error(self._node_id))
-        elif res.status is ClientStatus.DOES_NOT_EXIST:
-            self._safe(watcher.on_resource_error, res.does_not_exist_error(self._node_id))
-        elif res.status is ClientStatus.NACKED:
-            self._safe(watcher.on_resource_error, res.nacked_error(self._node_id))
-        elif ss.last_error is not None and not ss.connected:
-            self._safe(watcher.on_resource_error, res.unreachable_error(self._node_id))
+        self._events.greet(res, watcher, self._active_error(auth))
+
+    def _subscribe(self, ss: ServerState, resources: Iterable[ResourceState]) -> None:
+        """Ask ``ss`` for ``resources`` too (connecting it if it has no channel)."""
+        changed: list[TypeState] = []
+        for res in resources:
+            ts = ss.type_state(res.rtype)
+            if ts.resources.get(res.name) is not res:
+                ts.resources[res.name] = res
+                changed.append(ts)
+        if ss.transport is None:
+            self._connect(ss)
+        elif ss.stream_active:
+            for ts in changed:
+                self._request_soon(ss, ts)
+
+    def _unsubscribe(self, ss: ServerState, resources: Iterable[ResourceState]) -> None:
+        for res in resources:
+            ts = ss.types.get(res.rtype.type_url)
+            if ts is None or ts.resources.get(res.name) is not res:
+                continue
+            del ts.resources[res.name]
+            if res.raw is not None and ts.by_raw.get(res.raw) == res.name:
+                del ts.by_raw[res.raw]
+            if ss.stream_active:
+                self._request_soon(ss, ts)
 
     def _remove_watch(self, rtype: ResourceType, name: str, watcher: ResourceWatcher) -> None:
         if self._closed:
             return
-        ss = self._servers.get(self._server_for(name).key)
-        ts = ss.types.get(rtype.type_url) if ss else None
-        res = ts.resources.get(name) if ts else None
-        if ss is None or ts is None or res is None:
+        auth = self._authority_for(name)
+        res = auth.get(rtype.type_url, name)
+        if res is None:
             return
         try:
             res.watchers.remove(watcher)
@@ -223,19 +294,57 @@ class XdsClient:
             return
         if res.watchers:
             return
-        self._cancel_timer(res)
-        del ts.resources[name]
-        if res.raw is not None:
-            ts.by_raw.pop(res.raw, None)
-        if ss.stream_active:
-            self._request_soon(ss, ts)
+        self._events.cancel_timer(res)
+        del auth.types[rtype.type_url][name]
+        for server in auth.chain.used:
+            ss = self._servers.get(server.key)
+            if ss is not None:
+                self._unsubscribe(ss, (res,))
+
+    # -- fallback (loop; gRFC A71, rules in proxyless.xds_client.fallback) -----------------
+    def _log_fallback(self, failed: XdsServer, added: Iterable[XdsServer], why: str) -> None:
+        log.warning(
+            "xDS server %s is unreachable and %s: falling back to %s",
+            failed.server_uri,
+            why,
+            ", ".join(s.server_uri for s in added),
+        )
+
+    def _restore(self, ss: ServerState) -> None:
+        """``ss`` answered: lower-priority servers of its authorities are dropped."""
+        for auth in self._authorities.values():
+            dropped = auth.chain.on_response(ss.server)
+            if not dropped:
+                continue
+            log.info(
+                "xDS server %s is back: switching back from %s",
+                ss.server.server_uri,
+                ", ".join(s.server_uri for s in dropped),
+            )
+            for server in dropped:
+                other = self._servers.get(server.key)
+                if other is not None:
+                    self._unsubscribe(other, auth.all_resources())
+        for key, other in list(self._servers.items()):
+            if any(a.chain.position(other.server) is not None for a in self._authorities.values()):
+                continue
+            self._close_server(other)
+            del self._servers[key]
 
     # -- stream lifecycle (loop) -----------------------------------------------------------
     def _connect(self, ss: ServerState) -> None:
         ss.reconnect_timer = None
-        if self._closed:
+        if self._closed or self._servers.get(ss.server.key) is not ss:
             return
+        refresh = tls_refresh_interval(ss.server)
+        now = self._clock.monotonic()
+        if ss.transport is not None and refresh is not None and now - ss.creds_read_at >= refresh:
+            # A65 refresh_interval: a new channel reads the TLS files again.
+            log.info("reading the TLS files of xDS server %s again", ss.server.server_uri)
+            ss.transport.close()
+            ss.transport = None
         if ss.transport is None:
+            ss.creds_read_at = now
             try:
                 ss.transport = self._transport_factory(
                     ss.server,
@@ -246,7 +355,6 @@ class XdsClient:
                 )
             except (OSError, ValueError) as exc:
                 # Bad credentials files: nothing will ever connect; tell every watcher.
-                ss.last_error = str(exc)
                 log.error("cannot create the xDS channel to %s: %s", ss.server.server_uri, exc)
                 self._stream_failed(ss, str(exc))
                 return
@@ -256,12 +364,13 @@ class XdsClient:
         ss.sent_node = False
         for type_url in ss.type_order:
             ts = ss.types[type_url]
-            # Restart also sends types whose resources all went away: nothing to ask for.
+            ts.nonce = ""
+            ts.sent_names = set()
+            # Types whose resources all went away: nothing to ask for.
             if ts.resources:
-                ts.nonce = ""
-                self._send_request(ss, ts)
+                self._send_request(ss, ts, first=True)
         if ss.connected:
-            self._start_timers(ss)
+            self._events.start_timers(ss)
 
     def _on_ready(self, ss: ServerState, ready: bool) -> None:
         if self._closed:
@@ -276,14 +385,15 @@ class XdsClient:
                     self.bootstrap.node.id,
                 )
             ss.connected_once = True
-            self._start_timers(ss)
+            self._events.start_timers(ss)
 
     def _on_stream_end(self, ss: ServerState, end: StreamEnd) -> None:
         if self._closed or end.stream_id != ss.stream_id:
             return
         ss.stream_active = False
         for res in ss.all_resources():
-            self._cancel_timer(res)
+            if res.authority.uses_now(ss):
+                self._events.cancel_timer(res)
         if end.got_response:
             # A57: a stream that closes after a response is not an error.
             log.info(
@@ -295,15 +405,14 @@ class XdsClient:
             ss.backoff.reset()
             self._connect(ss)
             return
-        reason = f"xDS server {ss.server.server_uri} unreachable: {end.code.name}: {end.details}"
-        self._stream_failed(ss, reason)
+        self._stream_failed(ss, failure_reason(ss.server, end))
 
     def _stream_failed(self, ss: ServerState, reason: str) -> None:
         if ss.last_error is None:  # working until now (gRFC A78 server_failure)
             xds_metrics.server_failure(self._node_id, ss.server.server_uri)
         ss.last_error = reason
         delay = ss.backoff.next_delay()
-        resources = list(ss.all_resources())
+        resources = ss.all_resources()
         cached = sum(1 for res in resources if res.cached)
         # One line per attempt: the watchers hear of it without logging again.
         log.warning(
@@ -313,30 +422,38 @@ class XdsClient:
             cached,
             len(resources),
         )
-        for res in resources:
-            if res.cached:
-                err: Exception = ControlPlaneUnreachable(
-                    f"{res.rtype.short_name} {res.name!r}: {reason} (using the cached version {res.version!r})"
-                )
-                self._notify(res, "on_ambient_error", err)
-            elif res.status is ClientStatus.REQUESTED:
-                res.error = reason
-                res.error_time = self._clock.time()
-                unreachable = res.unreachable_error(self._node_id)
-                self._notify(res, "on_resource_error", unreachable)
         if not self._closed and ss.transport is not None:
             ss.reconnect_timer = self._clock.call_later(delay, lambda: self._connect(ss))
+        for auth in list(self._authorities.values()):
+            added = auth.chain.on_failure(
+                ss.server, uncached=auth.has_uncached(), failing=self._failing
+            )
+            if added is None:
+                continue  # not the server this authority is using now
+            if added:
+                self._log_fallback(ss.server, added, "some resources are not cached")
+                for server in added:
+                    self._subscribe(self._server_state(server), auth.all_resources())
+            active_error = self._active_error(auth)
+            if active_error is None:
+                continue  # a fallback server took over
+            self._events.unreachable(auth, active_error)
+
+    def _close_server(self, ss: ServerState) -> None:
+        if ss.reconnect_timer is not None:
+            ss.reconnect_timer.cancel()
+            ss.reconnect_timer = None
+        if ss.transport is not None:
+            ss.transport.close()
+            ss.transport = None
+        ss.stream_active = False
 
     def _close(self) -> None:
+        for auth in self._authorities.values():
+            for res in auth.all_resources():
+                self._events.cancel_timer(res)
         for ss in self._servers.values():
-            if ss.reconnect_timer is not None:
-                ss.reconnect_timer.cancel()
-            for res in ss.all_resources():
-                self._cancel_timer(res)
-            if ss.transport is not None:
-                ss.transport.close()
-                ss.transport = None
-            ss.stream_active = False
+            self._close_server(ss)
 
     # -- requests ---------------------------------------------------------------------------
     def _request_soon(self, ss: ServerState, ts: TypeState) -> None:
@@ -359,30 +476,32 @@ class XdsClient:
                 self._send_request(ss, ts)
                 if ss.connected:
                     for res in ts.resources.values():
-                        self._start_timer(res)
+                        self._events.start_timer(res)
 
     def _send_request(
         self,
         ss: ServerState,
         ts: TypeState,
         *,
-        version: str | None = None,
-        nonce: str | None = None,
         error: str | None = None,
+        first: bool = False,
     ) -> None:
+        """A request for ``ts``: its subscription, ACKing the last response
+        (NACKing it with ``error``); ``first``: the first of the stream."""
         if ss.transport is None or not ss.stream_active:
             return
         ts.dirty = False
+        if ss.server.delta and not ts.resources and not ts.sent_names and not ts.nonce:
+            return  # an empty first delta request of a type would subscribe to everything
         node = None if ss.sent_node else self._node
         ss.sent_node = True
-        ss.transport.send(
-            discovery_request(ts, node=node, version=version, nonce=nonce, error=error)
-        )
+        if ss.server.delta:
+            ss.transport.send(delta_request(ts, node=node, first=first, server=ss, error=error))
+        else:
+            ss.transport.send(discovery_request(ts, node=node, error=error))
 
     # -- responses ----------------------------------------------------------------------------
-    def _on_response(
-        self, ss: ServerState, stream_id: int, resp: discovery_pb2.DiscoveryResponse
-    ) -> None:
+    def _on_response(self, ss: ServerState, stream_id: int, resp: Response) -> None:
         if self._closed or stream_id != ss.stream_id:
             return
         if not ss.got_response:
@@ -392,7 +511,8 @@ class XdsClient:
                 log.info("xDS stream to %s is back", ss.server.server_uri)
             ss.last_error = None
             ss.connected_once = True
-            self._start_timers(ss)
+            self._restore(ss)
+            self._events.start_timers(ss)
         ts = ss.types.get(resp.type_url)
         if ts is None:
             log.warning(
@@ -403,126 +523,23 @@ class XdsClient:
             return
         ts.nonce = resp.nonce
         now = self._clock.time()
-        decoded = decode_response(ts, resp)
+        if isinstance(resp, discovery_pb2.DeltaDiscoveryResponse):
+            version = resp.system_version_info
+            decoded = apply_delta(ss, ts, resp, self._events, now)
+        else:
+            version = resp.version_info
+            decoded = apply_sotw(ss, ts, resp, self._events, now)
         xds_metrics.resource_updates(self._node_id, ss.server.server_uri, resp, decoded)
         error_text = "; ".join(decoded.errors) if decoded.errors else None
-        for name, result in decoded.results.items():
-            res = ts.resources.get(name)
-            if res is None:
-                continue  # not subscribed: extra resources are ignored (A27)
-            self._cancel_timer(res)
-            if result.errors:
-                self._apply_nack(res, "; ".join(result.errors), resp.version_info, now)
-            else:
-                self._apply_update(res, result.value, decoded.raws[name], resp.version_info, now)
-
-        if ts.rtype.all_required_in_sotw:
-            for name, res in list(ts.resources.items()):
-                if name in decoded.results or not res.cached:
-                    continue
-                self._apply_deletion(ss, res, resp.version_info, now)
-
         if error_text is not None:
             log.warning(
                 "NACK %s version %r from %s: %s",
                 ts.rtype.short_name,
-                resp.version_info,
+                version,
                 ss.server.server_uri,
                 error_text,
             )
             self._send_request(ss, ts, error=error_text)
         else:
-            ts.version = resp.version_info
+            ts.version = version
             self._send_request(ss, ts)
-
-    def _apply_update(
-        self, res: ResourceState, value: Any, raw: bytes, version: str, now: float
-    ) -> None:
-        if not res.accept(value, raw, version, now):
-            return
-        ignored = getattr(value, "ignored_fields", ())
-        if ignored and res.logged_ignored_version != version:
-            res.logged_ignored_version = version
-            log.info(
-                "%s %r version %r: ignored %s",
-                res.rtype.short_name,
-                res.name,
-                version,
-                ", ".join(ignored),
-            )
-        self._notify(res, "on_changed", value)
-
-    def _apply_nack(self, res: ResourceState, reason: str, version: str, now: float) -> None:
-        res.reject(reason, version, now)
-        err = res.nacked_error(self._node_id)
-        self._notify(res, "on_ambient_error" if res.cached else "on_resource_error", err)
-
-    def _apply_deletion(
-        self, ss: ServerState, res: ResourceState, version: str, now: float
-    ) -> None:
-        if ss.server.ignore_resource_deletion:
-            log.warning(
-                "%s %r is missing from version %r of %s; kept because the server has "
-                "ignore_resource_deletion",
-                res.rtype.short_name,
-                res.name,
-                version,
-                ss.server.server_uri,
-            )
-            return
-        res.delete(now)
-        log.warning("%s %r was deleted by %s", res.rtype.short_name, res.name, ss.server.server_uri)
-        err = ResourceDoesNotExist(
-            f"{res.rtype.short_name} {res.name!r} was removed by xDS server {ss.server.server_uri}"
-        )
-        self._notify(res, "on_resource_error", err)
-
-    # -- does-not-exist timers ------------------------------------------------------------------
-    def _start_timers(self, ss: ServerState) -> None:
-        for res in ss.all_resources():
-            self._start_timer(res)
-
-    def _start_timer(self, res: ResourceState) -> None:
-        if res.timer is not None or res.cached or res.status is not ClientStatus.REQUESTED:
-            return
-        res.timer = self._clock.call_later(self._dne_timeout, lambda: self._timer_fired(res))
-
-    def _cancel_timer(self, res: ResourceState) -> None:
-        if res.timer is not None:
-            res.timer.cancel()
-            res.timer = None
-
-    def _timer_fired(self, res: ResourceState) -> None:
-        res.timer = None
-        if self._closed or res.cached or res.status is not ClientStatus.REQUESTED:
-            return
-        ts = res.server.types.get(res.rtype.type_url)
-        if ts is None or ts.resources.get(res.name) is not res:
-            return
-        res.status = ClientStatus.DOES_NOT_EXIST
-        res.error = (
-            f"not received within {self._dne_timeout:g}s of subscribing on a connected stream"
-        )
-        res.error_time = self._clock.time()
-        log.warning(
-            "%s %r does not exist on xDS server %s (node id %r)",
-            res.rtype.short_name,
-            res.name,
-            res.server.server.server_uri,
-            self.bootstrap.node.id,
-        )
-        err = res.does_not_exist_error(self._node_id)
-        self._notify(res, "on_resource_error", err)
-
-    # -- errors -----------------------------------------------------------------------------------
-    def _notify(self, res: ResourceState, event: str, arg: Any) -> None:
-        """Call ``event`` (``on_changed``, ``on_resource_error`` or
-        ``on_ambient_error``) on every watcher of ``res``."""
-        for w in list(res.watchers):
-            self._safe(getattr(w, event), arg)
-
-    def _safe(self, fn: Callable[[Any], None], arg: Any) -> None:
-        try:
-            fn(arg)
-        except Exception:
-            log.exception("xDS watcher %r failed", fn)

@@ -1,4 +1,5 @@
-"""The ADS State of the World messages: the node, requests, decoded responses.
+"""The ADS messages: the node, requests and decoded responses, State of the
+World and delta (Envoy's api-docs/xds_protocol.rst).
 
 - :func:`node_proto`: the ``Node`` sent on the first request of each stream
   (id, cluster, locality, metadata from the bootstrap; gRFC A27), with the
@@ -12,11 +13,18 @@
   cached value), unwrapped from an ``envoy.service.discovery.v3.Resource``
   when wrapped, with one problem per resource that is undecodable, of the
   wrong type, invalid, or named twice.
+- :func:`delta_request` and :func:`decode_delta_response`: the same for delta
+  xDS. A request subscribes the names not yet sent on the stream and
+  unsubscribes those no longer watched; the first one of a stream lists
+  every name and, in ``initial_resource_versions``, the version of each
+  cached resource, so the server resends only what changed. An ACK carries
+  the response's nonce; a NACK adds ``error_detail``. A decoded delta
+  response also gives each resource's own version and the removed names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -33,7 +41,9 @@ from proxyless.xds_client.state import TypeState
 __all__ = [
     "CLIENT_FEATURES",
     "DecodedResponse",
+    "decode_delta_response",
     "decode_response",
+    "delta_request",
     "discovery_request",
     "node_proto",
 ]
@@ -52,36 +62,64 @@ class DecodedResponse:
     #: serialized resource by name
     raws: dict[str, bytes]
     errors: list[str]
+    #: delta: each resource's own version, by name
+    versions: dict[str, str] = field(default_factory=dict)
+    #: delta: ``removed_resources``
+    removed: tuple[str, ...] = ()
 
 
 def decode_response(ts: TypeState, resp: discovery_pb2.DiscoveryResponse) -> DecodedResponse:
     """Decode every resource of ``resp`` (a response for ``ts``'s type)."""
-    errors: list[str] = []
-    seen: dict[str, DecodeResult] = {}
-    raws: dict[str, bytes] = {}
+    out = DecodedResponse(results={}, raws={}, errors=[])
     for index, any_msg in enumerate(resp.resources):
-        raw, problem = _unwrap(any_msg, ts.rtype.type_url)
-        if problem is not None:
-            errors.append(f"resources[{index}]: {problem}")
+        _decode_one(ts, index, any_msg, out)
+    return out
+
+
+def decode_delta_response(
+    ts: TypeState, resp: discovery_pb2.DeltaDiscoveryResponse
+) -> DecodedResponse:
+    """Decode every resource of a delta response for ``ts``'s type."""
+    out = DecodedResponse(results={}, raws={}, errors=[], removed=tuple(resp.removed_resources))
+    for index, wrapper in enumerate(resp.resources):
+        if not wrapper.HasField("resource"):
+            continue  # a TTL heartbeat: nothing changes
+        name = _decode_one(ts, index, wrapper.resource, out)
+        if name is None:
             continue
-        assert raw is not None
-        known = ts.by_raw.get(raw)
-        res = ts.resources.get(known) if known is not None else None
-        if res is not None and res.cached and res.raw == raw and res.error is None:
-            result = DecodeResult(known, res.value)  # unchanged: no need to decode
-        else:
-            result = ts.rtype.decode(raw)
-        if result.name is None:
-            errors.append(f"resources[{index}]: " + "; ".join(result.errors))
+        if wrapper.name and wrapper.name != name:
+            out.errors.append(f"{name}: sent under the name {wrapper.name!r}")
+            del out.results[name], out.raws[name]
             continue
-        if result.name in seen:
-            errors.append(f"{result.name}: duplicate resource name in one response")
-            continue
-        seen[result.name] = result
-        raws[result.name] = raw
-        if result.errors:
-            errors.append(f"{result.name}: " + "; ".join(result.errors))
-    return DecodedResponse(results=seen, raws=raws, errors=errors)
+        out.versions[name] = wrapper.version
+    return out
+
+
+def _decode_one(ts: TypeState, index: int, any_msg: Any, out: DecodedResponse) -> str | None:
+    """Decode one resource into ``out``; its name, or None when it has none
+    usable (undecodable, of the wrong type, or named twice)."""
+    raw, problem = _unwrap(any_msg, ts.rtype.type_url)
+    if problem is not None:
+        out.errors.append(f"resources[{index}]: {problem}")
+        return None
+    assert raw is not None
+    known = ts.by_raw.get(raw)
+    res = ts.resources.get(known) if known is not None else None
+    if res is not None and res.cached and res.raw == raw and res.error is None:
+        result = DecodeResult(known, res.value)  # unchanged: no need to decode
+    else:
+        result = ts.rtype.decode(raw)
+    if result.name is None:
+        out.errors.append(f"resources[{index}]: " + "; ".join(result.errors))
+        return None
+    if result.name in out.results:
+        out.errors.append(f"{result.name}: duplicate resource name in one response")
+        return None
+    out.results[result.name] = result
+    out.raws[result.name] = raw
+    if result.errors:
+        out.errors.append(f"{result.name}: " + "; ".join(result.errors))
+    return result.name
 
 
 def discovery_request(
@@ -101,6 +139,46 @@ def discovery_request(
         type_url=ts.rtype.type_url,
         response_nonce=ts.nonce if nonce is None else nonce,
     )
+    if node is not None:
+        req.node.CopyFrom(node)
+    if error is not None:
+        req.error_detail.CopyFrom(
+            status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=error)
+        )
+    return req
+
+
+def delta_request(
+    ts: TypeState,
+    *,
+    node: base_pb2.Node | None,
+    first: bool,
+    server: object,
+    error: str | None = None,
+) -> discovery_pb2.DeltaDiscoveryRequest:
+    """A delta request for ``ts``: the subscription changes since the last
+    request of the stream (all names when ``first``), the type's nonce (an
+    ACK, or a NACK with ``error``). Updates ``ts.sent_names``.
+
+    ``initial_resource_versions`` lists only resources whose cached value
+    came from ``server`` (the ServerState of the stream): a version names
+    a value only on the server that sent it, and a fallback server must
+    send its own (gRFC A71: the fallback's resources replace the cache)."""
+    names = set(ts.resources)
+    if first:
+        ts.sent_names = set()
+    req = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ts.rtype.type_url,
+        resource_names_subscribe=sorted(names - ts.sent_names),
+        resource_names_unsubscribe=sorted(ts.sent_names - names),
+        response_nonce=ts.nonce,
+    )
+    if first:
+        for name in sorted(names):
+            res = ts.resources[name]
+            if res.cached and res.version and res.server is server:
+                req.initial_resource_versions[name] = res.version
+    ts.sent_names = names
     if node is not None:
         req.node.CopyFrom(node)
     if error is not None:

@@ -2,10 +2,15 @@
 
 A :class:`ServerState` per xDS server holds its stream's state (gRFC A27:
 one ADS stream per server) and a :class:`TypeState` per type URL, with the
-``version_info`` and ``nonce`` an ACK or NACK carries. A :class:`ResourceState`
-per subscribed name holds its watchers and cache: the last good value, the
-version it came in, and the last error (gRFC A46: a NACKed resource keeps its
-last good value). Its transitions (:meth:`ResourceState.accept`,
+``version_info`` and ``nonce`` an ACK or NACK carries and the names
+subscribed on that stream. An :class:`AuthorityState` per authority (gRFC
+A47; its servers in a :class:`~proxyless.xds_client.fallback.ServerChain`,
+gRFC A71) owns that authority's resources: one :class:`ResourceState` per
+subscribed name, with its watchers and cache: the last good value, the
+version it came in, the server it came from, and the last error (gRFC A46: a
+NACKed resource keeps its last good value). When fallback puts several
+servers in use, their ``TypeState`` maps share the same ``ResourceState``
+objects: one cache per authority, whichever server fills it. Its transitions (:meth:`ResourceState.accept`,
 :meth:`~ResourceState.reject`, :meth:`~ResourceState.delete`) change the
 record only; telling the watchers is the client's job.
 
@@ -23,12 +28,14 @@ from proxyless.bootstrap import XdsServer
 from proxyless.clock import TimerHandle
 from proxyless.errors import ControlPlaneUnreachable, ResourceDoesNotExist, ResourceNacked
 from proxyless.xds_client.backoff import Backoff
+from proxyless.xds_client.fallback import ServerChain
 from proxyless.xds_client.resource_type import ResourceType
 from proxyless.xds_client.status import ClientStatus, ResourceStatus
 from proxyless.xds_client.transport import AdsTransport
 from proxyless.xds_client.watcher import ResourceWatcher
 
 __all__ = [
+    "AuthorityState",
     "ResourceState",
     "ServerState",
     "TypeState",
@@ -45,7 +52,9 @@ class ResourceState:
 
     rtype: ResourceType
     name: str
+    #: the server the cached value came from (before any: the one first asked)
     server: ServerState
+    authority: AuthorityState
     watchers: list[ResourceWatcher] = field(default_factory=list)
     value: Any = None
     raw: bytes | None = None
@@ -59,14 +68,16 @@ class ResourceState:
     timer: TimerHandle | None = None
     logged_ignored_version: str | None = None
 
-    def accept(self, value: Any, raw: bytes, version: str, now: float) -> bool:
-        """Cache a valid update (ACKed); True if the value changed."""
+    def accept(self, value: Any, raw: bytes, version: str, now: float, source: ServerState) -> bool:
+        """Cache a valid update (ACKed) received from ``source``; True if the
+        value changed."""
         changed = not self.cached or raw != self.raw
-        if changed:
-            by_raw = self.server.types[self.rtype.type_url].by_raw
-            if self.raw is not None:
-                by_raw.pop(self.raw, None)
-            by_raw[raw] = self.name
+        if changed or source is not self.server:
+            self._forget_raw()
+            ts = source.types.get(self.rtype.type_url)
+            if ts is not None:
+                ts.by_raw[raw] = self.name
+        self.server = source
         self.value, self.raw, self.cached = value, raw, True
         self.version = version
         self.status = ClientStatus.ACKED
@@ -81,12 +92,23 @@ class ResourceState:
 
     def delete(self, now: float) -> None:
         """The server removed the resource: forget the cached value."""
-        if self.raw is not None:
-            self.server.types[self.rtype.type_url].by_raw.pop(self.raw, None)
+        self._forget_raw()
         self.value, self.raw, self.cached = None, None, False
         self.status = ClientStatus.DOES_NOT_EXIST
         self.version = ""
         self.last_updated = now
+
+    def _forget_raw(self) -> None:
+        if self.raw is not None:
+            ts = self.server.types.get(self.rtype.type_url)
+            if ts is not None and ts.by_raw.get(self.raw) == self.name:
+                del ts.by_raw[self.raw]
+
+    @property
+    def uncached(self) -> bool:
+        """Requested and nothing heard yet: no value, no NACK, no "does not
+        exist" (the resources that make the client fall back, gRFC A71)."""
+        return not self.cached and self.status is ClientStatus.REQUESTED
 
     def does_not_exist_error(self, node_id: str) -> ResourceDoesNotExist:
         return ResourceDoesNotExist(
@@ -101,10 +123,10 @@ class ResourceState:
             f"was rejected: {self.error}{kept} ({self._where(node_id)})"
         )
 
-    def unreachable_error(self, node_id: str) -> ControlPlaneUnreachable:
+    def unreachable_error(self, node_id: str, reason: str | None) -> ControlPlaneUnreachable:
         return ControlPlaneUnreachable(
             f"{self.rtype.short_name} resource {self.name!r} not received: "
-            f"{self.server.last_error} (node id {node_id!r})"
+            f"{reason or self.error} (node id {node_id!r})"
         )
 
     def _where(self, node_id: str) -> str:
@@ -139,6 +161,32 @@ class TypeState:
     by_raw: dict[bytes, str] = field(default_factory=dict)
     #: a subscription change waits to be sent (coalesced per loop turn)
     dirty: bool = False
+    #: delta xDS: the names subscribed so far on the current stream
+    sent_names: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False, slots=True)
+class AuthorityState:
+    """The resources of one authority and the servers they are asked of."""
+
+    chain: ServerChain
+    #: type URL -> name -> state; the same objects the servers' TypeStates hold
+    types: dict[str, dict[str, ResourceState]] = field(default_factory=dict)
+
+    def all_resources(self) -> list[ResourceState]:
+        return [res for by_name in self.types.values() for res in by_name.values()]
+
+    def has_uncached(self) -> bool:
+        return any(res.uncached for by_name in self.types.values() for res in by_name.values())
+
+    def uses_now(self, ss: ServerState) -> bool:
+        """``ss`` is the server in use (the active one of the chain)."""
+        active = self.chain.active
+        return active is not None and active.key == ss.server.key
+
+    def get(self, type_url: str, name: str) -> ResourceState | None:
+        by_name = self.types.get(type_url)
+        return None if by_name is None else by_name.get(name)
 
 
 @dataclass(eq=False, slots=True)
@@ -160,6 +208,8 @@ class ServerState:
     #: type URLs in the order they were first subscribed (requests keep it).
     type_order: list[str] = field(default_factory=list)
     flush_scheduled: bool = False
+    #: clock.monotonic() when the transport (and its TLS files) was made
+    creds_read_at: float = 0.0
 
     @property
     def connected(self) -> bool:
@@ -178,10 +228,17 @@ class ServerState:
     def all_resources(self) -> list[ResourceState]:
         return [res for ts in self.types.values() for res in ts.resources.values()]
 
+    def type_state(self, rtype: ResourceType) -> TypeState:
+        ts = self.types.get(rtype.type_url)
+        if ts is None:
+            ts = self.types[rtype.type_url] = TypeState(rtype)
+            self.type_order.append(rtype.type_url)
+        return ts
 
-def status_dump(servers: Iterable[ServerState]) -> list[ResourceStatus]:
+
+def status_dump(authorities: Iterable[AuthorityState]) -> list[ResourceStatus]:
     """Status of every subscribed resource (CSDS shape), sorted by type and name."""
-    out = [res.to_status() for ss in servers for res in ss.all_resources()]
+    out = [res.to_status() for auth in authorities for res in auth.all_resources()]
     out.sort(key=lambda s: (_TYPE_ORDER.get(s.type_name, 9), s.type_name, s.name))
     return out
 

@@ -9,7 +9,13 @@ the stream to the xDS client's event loop with ``call_soon_threadsafe``. The
 client never blocks its loop on the network.
 
 Channel credentials follow the bootstrap (gRFC A27 ``insecure``; gRFC A65
-``tls`` with CA, certificate and key files).
+``tls`` with CA, certificate and key files). The files are read when the
+channel is made; :func:`tls_refresh_interval` tells the client how long they
+may be used before a reconnect makes a new channel that reads them again
+(``refresh_interval``, 600 s by default, as for A29's ``file_watcher``).
+``google_default`` is refused with an error naming the server. A
+``server_uri`` of ``unix:///path`` (istio-agent's ``unix:///etc/istio/proxy/XDS``)
+or ``unix:path`` is a unix socket; grpc resolves it as written.
 """
 
 from __future__ import annotations
@@ -27,11 +33,23 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from proxyless.bootstrap import XdsServer
 
-__all__ = ["ADS_METHOD", "SDS_METHOD", "AdsTransport", "StreamEnd", "channel_credentials"]
+__all__ = [
+    "ADS_METHOD",
+    "DEFAULT_REFRESH_INTERVAL",
+    "DELTA_ADS_METHOD",
+    "SDS_METHOD",
+    "AdsTransport",
+    "StreamEnd",
+    "channel_credentials",
+    "failure_reason",
+    "tls_refresh_interval",
+]
 
 log = logging.getLogger("proxyless.xds_client")
 
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#: Incremental ADS, for servers whose bootstrap entry lists the ``delta_xds`` feature.
+DELTA_ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 #: The same State-of-the-World protocol for secrets only, from an SDS server.
 SDS_METHOD = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"
 
@@ -59,6 +77,21 @@ def _read(path: str, what: str) -> bytes:
         raise OSError(f"cannot read the xDS server's {what} {path!r}: {exc.strerror}") from exc
 
 
+#: How long ``tls`` files are used before being read again (A65; A29's default).
+DEFAULT_REFRESH_INTERVAL = 600.0
+
+
+def tls_refresh_interval(server: XdsServer) -> float | None:
+    """Seconds after which a new channel to ``server`` must read its TLS files
+    again; None for credentials without files."""
+    creds = server.channel_creds
+    if creds.type != "tls":
+        return None
+    text = creds.config.get("refresh_interval")
+    # The loader checked the form ("600s", "0.5s").
+    return float(text[:-1]) if isinstance(text, str) else DEFAULT_REFRESH_INTERVAL
+
+
 def channel_credentials(server: XdsServer) -> grpc.ChannelCredentials | None:
     """grpc credentials for the server's chosen ``channel_creds`` (None: insecure)."""
     creds = server.channel_creds
@@ -73,6 +106,12 @@ def channel_credentials(server: XdsServer) -> grpc.ChannelCredentials | None:
             root_certificates=_read(ca, "CA certificate file") if ca else None,
             private_key=_read(key, "private key file") if key else None,
             certificate_chain=_read(cert, "certificate file") if cert else None,
+        )
+    if creds.type == "google_default":
+        raise ValueError(
+            f"channel_creds type 'google_default' (xDS server {server.server_uri}) is not "
+            "supported by proxyless's xDS client; list an 'insecure' or 'tls' entry "
+            "before it in channel_creds"
         )
     raise ValueError(f"unsupported channel_creds type {creds.type!r} for {server.server_uri}")
 
@@ -93,6 +132,27 @@ class StreamEnd:
         return f"StreamEnd({self.code.name}: {self.details!r}, got_response={self.got_response})"
 
 
+#: Words grpc's connection errors use when the TLS handshake fails.
+_TLS_FAILURE_HINTS = ("ssl", "tls", "handshake", "certificate")
+
+
+def failure_reason(server: XdsServer, end: StreamEnd) -> str:
+    """Why a stream to ``server`` ended before any response, for watchers and
+    logs. For ``tls`` credentials, a handshake failure also names the CA file
+    the server's certificate was checked against (or the system roots), so a
+    wrong CA is told apart from a server that is down."""
+    reason = f"xDS server {server.server_uri} unreachable: {end.code.name}: {end.details}"
+    creds = server.channel_creds
+    if creds.type != "tls" or not any(h in end.details.lower() for h in _TLS_FAILURE_HINTS):
+        return reason
+    ca = creds.config.get("ca_certificate_file")
+    roots = f"ca_certificate_file {ca!r}" if ca else "the system root certificates"
+    return (
+        f"{reason} (TLS handshake with xDS server {server.server_uri} failed; the "
+        f"server's certificate is checked against {roots})"
+    )
+
+
 _CLOSE = object()
 
 
@@ -104,11 +164,12 @@ class AdsTransport:
         server: XdsServer,
         loop: asyncio.AbstractEventLoop,
         *,
-        on_response: Callable[[int, discovery_pb2.DiscoveryResponse], None],
+        on_response: Callable[[int, Any], None],
         on_stream_end: Callable[[StreamEnd], None],
         on_ready: Callable[[bool], None],
-        method: str = ADS_METHOD,
+        method: str | None = None,
     ) -> None:
+        """``method`` defaults to ADS: delta when ``server.delta``, else State of the World."""
         self.server = server
         self._loop = loop
         self._on_response = on_response
@@ -126,10 +187,16 @@ class AdsTransport:
             self._channel = grpc.secure_channel(server.server_uri, creds, options=_CHANNEL_OPTIONS)
         self._ready = False
         self._channel.subscribe(self._connectivity, try_to_connect=True)
+        if method is None:
+            method = DELTA_ADS_METHOD if server.delta else ADS_METHOD
+        delta = method == DELTA_ADS_METHOD
+        response_type = (
+            discovery_pb2.DeltaDiscoveryResponse if delta else discovery_pb2.DiscoveryResponse
+        )
         self._method = self._channel.stream_stream(
             method,
-            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+            request_serializer=_serialize,
+            response_deserializer=response_type.FromString,
         )
 
     # -- connectivity -----------------------------------------------------------
@@ -165,7 +232,9 @@ class AdsTransport:
         ).start()
         return stream_id
 
-    def send(self, request: discovery_pb2.DiscoveryRequest) -> None:
+    def send(
+        self, request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
+    ) -> None:
         if self._queue is not None:
             self._queue.put(request)
 
@@ -194,12 +263,18 @@ class AdsTransport:
         self._post(self._on_stream_end, StreamEnd(stream_id, code, details or "", got_response))
 
     def close(self) -> None:
-        self.cancel_stream()
+        # Closed first: the reader thread of the cancelled stream posts nothing more.
         self._closed = True
+        self.cancel_stream()
         try:
             self._channel.unsubscribe(self._connectivity)
         finally:
             self._channel.close()
+
+
+def _serialize(request: Any) -> bytes:
+    data: bytes = request.SerializeToString()
+    return data
 
 
 def _requests(q: queue.SimpleQueue[Any]) -> Iterator[discovery_pb2.DiscoveryRequest]:
