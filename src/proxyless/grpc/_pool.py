@@ -22,6 +22,7 @@ new channel with the new ones.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import weakref
@@ -105,6 +106,15 @@ class PooledChannel:
         return f"PooledChannel({self.address}, in_flight={self.in_flight})"
 
 
+
+def _plain(make: Any) -> Any:
+    """grpcio's channel constructor itself, even when an instrumentation
+    (OpenTelemetry's gRPC client instrumentation) has wrapped it: endpoint
+    channels carry attempts of calls proxyless traces itself, and an
+    interceptor there would trace them again and replace the attempt's
+    trace context (docs/observability.md)."""
+    return inspect.unwrap(make)
+
 class ChannelPool:
     """Process-wide pool of per-endpoint channels (see the module docstring)."""
 
@@ -138,15 +148,15 @@ class ChannelPool:
                 opts = self._channel_options(options, authority)
                 if loop is not None:
                     ch: Any = (
-                        grpc.aio.secure_channel(address, credentials, options=opts)
+                        _plain(grpc.aio.secure_channel)(address, credentials, options=opts)
                         if credentials is not None
-                        else grpc.aio.insecure_channel(address, options=opts)
+                        else _plain(grpc.aio.insecure_channel)(address, options=opts)
                     )
                 else:
                     ch = (
-                        grpc.secure_channel(address, credentials, options=opts)
+                        _plain(grpc.secure_channel)(address, credentials, options=opts)
                         if credentials is not None
-                        else grpc.insecure_channel(address, options=opts)
+                        else _plain(grpc.insecure_channel)(address, options=opts)
                     )
                 entry = PooledChannel(key, address, ch)
                 self._entries[key] = entry
@@ -179,9 +189,9 @@ class ChannelPool:
                 fwd = hub().open(tls, address)
                 opts = self._channel_options(options, authority)
                 ch: Any = (
-                    grpc.aio.insecure_channel(fwd.target, options=opts)
+                    _plain(grpc.aio.insecure_channel)(fwd.target, options=opts)
                     if loop is not None
-                    else grpc.insecure_channel(fwd.target, options=opts)
+                    else _plain(grpc.insecure_channel)(fwd.target, options=opts)
                 )
                 entry = PooledChannel(key, address, ch, fwd)
                 entry.owner = owner
