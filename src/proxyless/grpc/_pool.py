@@ -143,7 +143,10 @@ class PooledChannel:
         if running is loop:
             self._follower = loop.create_task(self._follow_aio())
         else:
-            loop.call_soon_threadsafe(self._start_aio_task, loop)
+            try:
+                loop.call_soon_threadsafe(self._start_aio_task, loop)
+            except RuntimeError:  # a closed loop: its channel takes no calls
+                pass
 
     def _start_aio_task(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._follower is True:
