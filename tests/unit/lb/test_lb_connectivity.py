@@ -184,3 +184,25 @@ def test_priority_without_ready_endpoint_fails_over(
     rng = random.Random(9)
     got = {lb.pick(None, rng).priority for _ in range(PICKS)}
     assert got == expected_priorities
+
+
+@pytest.mark.parametrize(
+    "policy", [RingHash(), Maglev(table_size=251)], ids=["ring-hash", "maglev"]
+)
+def test_hash_policy_moves_a_key_off_an_unready_endpoint_and_back(policy: LbPolicy) -> None:
+    endpoints = make((None, None, None, None))
+    picker = build_picker(policy, endpoints, random.Random(10))
+    rng = random.Random(11)
+    key = 0x1234_5678_9ABC_DEF0
+    owner = picker.pick(rng, key)
+    assert owner is not None
+    owner.set_connectivity(CONNECTING)
+    moved = picker.pick(rng, key)
+    assert moved is not None and moved is not owner
+    assert all(picker.pick(rng, key) is moved for _ in range(10))  # still deterministic
+    owner.set_connectivity("READY")
+    assert picker.pick(rng, key) is owner
+    for es in endpoints:
+        es.set_connectivity(TF)
+    owner.set_connectivity(CONNECTING)
+    assert picker.pick(rng, key) is owner  # none ready: the connecting one
