@@ -208,6 +208,8 @@ class ChannelCore:
                 if len(conns) > _CONN_LIMIT:
                     conns.clear()
                 conns[endpoint] = pooled
+        if endpoint.watcher is not pooled:
+            pooled.watch(endpoint)  # its connectivity feeds the pickers
         pooled.in_flight += 1
         return pooled
 
@@ -243,6 +245,8 @@ class ChannelCore:
                 if len(conns) > _CONN_LIMIT:
                     conns.clear()
                 conns[endpoint] = pooled
+        if endpoint.watcher is not pooled:
+            pooled.watch(endpoint)  # its connectivity feeds the pickers
         pooled.in_flight += 1
         return pooled
 

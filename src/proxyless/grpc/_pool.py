@@ -17,6 +17,23 @@ connections (:mod:`._tls_forward`). When the credentials rotate, the
 channels made with the old ones are retired at once (idle ones close, busy
 ones close once their in-flight calls have ended) and the next call makes a
 new channel with the new ones.
+
+Connectivity: each pooled channel follows its connection's state and
+reports it to the :class:`~proxyless.lb.state.EndpointState` of every
+cluster endpoint it serves (:meth:`PooledChannel.watch`, called when a call
+first takes the channel for that endpoint), so the pickers skip an endpoint
+whose connection is CONNECTING or in TRANSIENT_FAILURE while others are
+READY (:mod:`proxyless.lb.pickers`). A sync channel is followed with
+``channel.subscribe(..., try_to_connect=True)`` (grpcio runs one polling
+thread per subscribed channel). A ``grpc.aio`` channel is followed by a task
+on its own event loop (``get_state`` / ``wait_for_state_change``) that ends
+when the channel closes: it sees exactly the connection the aio calls use,
+costs no thread, and is there even when no sync channel to the address
+exists, which sharing the sync pool's state would not give. When one
+endpoint is served by several channels (sync and aio, several loops) the
+last change reported wins. A closed channel makes its endpoints' state
+unknown again (``ready``), and the next call that takes a channel for them
+registers it.
 """
 
 from __future__ import annotations
@@ -34,6 +51,7 @@ import grpc.aio
 
 from proxyless.grpc._tls import explain_failure
 from proxyless.grpc._tls_forward import Forwarder, hub
+from proxyless.lb.state import EndpointState
 from proxyless.runtime.call import Attempt
 from proxyless.runtime.cluster import release_refs, retain_refs
 from proxyless.security.credentials import ClientTls, ClusterCredentials
@@ -47,20 +65,26 @@ _Key = tuple[Hashable, ...]
 #: Seconds a retired idle TLS channel stays open before it is closed.
 RETIRE_GRACE = 1.0
 
+# Guards PooledChannel.watched and the endpoint states it writes (rare operations).
+_WATCH_LOCK = threading.Lock()
+
 
 class PooledChannel:
     """A grpc channel to one endpoint plus its cached multicallables."""
 
     __slots__ = (
         "_callables",
+        "_follower",
         "address",
         "channel",
         "closing",
+        "connectivity",
         "forwarder",
         "in_flight",
         "key",
         "owner",
         "tls",
+        "watched",
     )
 
     def __init__(
@@ -77,6 +101,85 @@ class PooledChannel:
         #: the credentials ``tls`` came from (whose rotation retires this channel)
         self.owner: ClusterCredentials | None = None
         self._callables: dict[tuple[Any, ...], Any] = {}
+        #: the connection's state as last seen (a ChannelConnectivity name; None: unknown)
+        self.connectivity: str | None = None
+        #: the cluster endpoints this channel reports its state to
+        self.watched: weakref.WeakSet[EndpointState] = weakref.WeakSet()
+        #: what follows the state: the subscribed callback (sync) or the task (aio)
+        self._follower: Any = None
+
+    def watch(self, endpoint: EndpointState) -> None:
+        """Report this channel's connectivity to ``endpoint`` from now on
+        (the state known now at once)."""
+        with _WATCH_LOCK:
+            self.watched.add(endpoint)
+            endpoint.watcher = self
+            endpoint.set_connectivity(self.connectivity)
+
+    def report(self, state: str | None) -> None:
+        """The connection's state changed to ``state``."""
+        with _WATCH_LOCK:
+            if self._follower is None:
+                return  # stopped: a late report of a closed channel
+            self.connectivity = state
+            for endpoint in self.watched:
+                endpoint.set_connectivity(state)
+
+    def follow(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Start following the channel's connectivity (see the module docstring)."""
+        if loop is None:
+            ch = self.channel
+
+            def changed(state: grpc.ChannelConnectivity) -> None:
+                self.report(state.name)
+
+            self._follower = changed
+            ch.subscribe(changed, try_to_connect=True)
+            return
+        self._follower = True  # until the task exists
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._follower = loop.create_task(self._follow_aio())
+        else:
+            try:
+                loop.call_soon_threadsafe(self._start_aio_task, loop)
+            except RuntimeError:  # a closed loop: its channel takes no calls
+                pass
+
+    def _start_aio_task(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._follower is True:
+            self._follower = loop.create_task(self._follow_aio())
+
+    async def _follow_aio(self) -> None:
+        ch = self.channel
+        try:
+            state = ch.get_state(try_to_connect=True)
+            while state is not grpc.ChannelConnectivity.SHUTDOWN and self._follower is not None:
+                self.report(state.name)
+                await ch.wait_for_state_change(state)
+                state = ch.get_state(try_to_connect=False)
+        except Exception as exc:  # a channel closed under the watch
+            log.debug("stopped following %s: %r", self.address, exc)
+
+    def stop_following(self) -> None:
+        """The channel is closing: its endpoints' state is unknown again."""
+        follower = self._follower
+        with _WATCH_LOCK:
+            self._follower = None
+            self.connectivity = None
+            for endpoint in self.watched:
+                if endpoint.watcher is self:
+                    endpoint.watcher = None
+                    endpoint.set_connectivity(None)
+            self.watched = weakref.WeakSet()
+        if callable(follower) and not isinstance(self.channel, grpc.aio.Channel):
+            try:
+                self.channel.unsubscribe(follower)
+            except Exception:  # already closed
+                pass
 
     def callable(
         self,
@@ -160,6 +263,7 @@ class ChannelPool:
                     )
                 entry = PooledChannel(key, address, ch)
                 self._entries[key] = entry
+                entry.follow(loop)
         return entry
 
     def get_tls(
@@ -196,6 +300,7 @@ class ChannelPool:
                 entry = PooledChannel(key, address, ch, fwd)
                 entry.owner = owner
                 self._entries[key] = entry
+                entry.follow(loop)
         if owner._current is tls:
             self._retire(owner, tls)
         return entry
@@ -291,6 +396,7 @@ class ChannelPool:
 
     def _close(self, entry: PooledChannel) -> None:
         log.debug("closing drained channel to %s", entry.address)
+        entry.stop_following()
         if entry.forwarder is not None:
             entry.forwarder.close()
         ch = entry.channel

@@ -17,7 +17,11 @@ A pick (Envoy ``LoadBalancerBase::chooseHost``; gRFC A27/A42/A56):
    locality weighting when the policy is ``wrr_locality`` or the cluster
    sets ``locality_weighted_lb_config`` — or, when the priority is in
    panic, a picker over all its endpoints regardless of health;
-3. skip endpoints whose health changed since the pickers were built.
+3. skip endpoints whose health changed since the pickers were built, and
+   endpoints whose connection is not ready while others are
+   (:mod:`proxyless.lb.pickers`); when the chosen priority has no ready
+   endpoint, a ready one of another priority is taken (gRFC A56 fails over
+   from a priority that cannot connect).
 
 Pickers are rebuilt only for priorities whose set of usable endpoints
 changed. Health changes that do not come through EDS (outlier ejection)
@@ -348,8 +352,30 @@ class ClusterLoadBalancer:
         if index is not None:
             chosen = self._picker_for(view, index).pick(rng, request_hash, exclude)
             if chosen is not None:
-                return chosen
+                if chosen.ready:
+                    return chosen
+                return self._ready_elsewhere(view, index, request_hash, rng, exclude) or chosen
         return self._pick_again(request_hash, rng, exclude)
+
+    def _ready_elsewhere(
+        self,
+        view: _View,
+        skip: int,
+        request_hash: int | None,
+        rng: random.Random,
+        exclude: Container[EndpointKey],
+    ) -> EndpointState | None:
+        """The chosen priority has no ready endpoint: a ready, not excluded
+        endpoint of another priority (in priority order), if one has it, as
+        gRFC A56 fails over from a priority whose connections are not up."""
+        for index, priority in enumerate(view.priorities):
+            picker = priority.picker
+            if index == skip or picker is None:
+                continue
+            other = picker.pick(rng, request_hash, exclude)
+            if other is not None and other.ready and other.key not in exclude:
+                return other
+        return None
 
     def _picker_for(self, view: _View, index: int) -> Picker:
         priority = view.priorities[index]
@@ -442,6 +468,7 @@ class ClusterLoadBalancer:
                                 "healthy": e.healthy,
                                 "ejected": e.ejected,
                                 "draining": e.draining,
+                                "connectivity": e.connectivity,
                                 "active_requests": e.active_requests,
                             }
                             for e in members

@@ -15,7 +15,10 @@ them at random; both give the same proportions, proxyless draws at random
 (lock-free).
 
 When the chosen locality cannot serve (every endpoint ejected since the
-last rebuild, or only excluded ones left) the other localities are tried.
+last rebuild, only excluded ones left, or none ready: gRPC's
+``weighted_target`` picks among READY localities) the other localities are
+tried, and the best fallback of all is taken when none has a ready,
+not excluded endpoint (:func:`~proxyless.lb.pickers.fallback_rank`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from bisect import bisect_right
 from collections.abc import Container, Sequence
 from itertools import accumulate
 
-from proxyless.lb.pickers import EndpointKey, Picker
+from proxyless.lb.pickers import EndpointKey, Picker, fallback_rank
 from proxyless.lb.state import EndpointState
 from proxyless.resources.model import Locality
 
@@ -82,18 +85,20 @@ class LocalityPicker(Picker):
                 bisect_right(self._cumulative, rng.random() * self._total), len(children) - 1
             )
         chosen = children[first].pick(rng, request_hash, exclude)
-        if chosen is not None and chosen.key not in exclude:
+        if chosen is not None and chosen.ready and chosen.key not in exclude:
             return chosen
         fallback = chosen
+        rank = 6 if chosen is None else fallback_rank(chosen, exclude)
         for index, child in enumerate(children):
             if index == first:
                 continue
             other = child.pick(rng, request_hash, exclude)
             if other is not None:
-                if other.key not in exclude:
+                other_rank = fallback_rank(other, exclude)
+                if other_rank == 0:
                     return other
-                if fallback is None:
-                    fallback = other
+                if other_rank < rank:
+                    fallback, rank = other, other_rank
         return fallback
 
     def __repr__(self) -> str:

@@ -14,7 +14,8 @@ Table construction follows Envoy's implementation of the paper's
   with the largest weight fills a slot every round and one with a third of
   it every third round.
 
-A pick reads ``table[hash % M]``. If that endpoint is unusable or excluded,
+A pick reads ``table[hash % M]``. If that endpoint is unusable, excluded or
+not ready (:mod:`proxyless.lb.hash_walk`),
 the hash is perturbed as Envoy does for retries (``hash ^ (2**64 -
 attempt)``) for a few attempts, then the table is walked from the slot to
 the next usable endpoint.
@@ -123,11 +124,11 @@ class MaglevPicker(Picker):
         endpoints = self.endpoints
         panic = self.panic
         chosen = endpoints[table[h % size]]
-        if (panic or chosen.healthy) and chosen.key not in exclude:
+        if chosen.ready and (panic or chosen.healthy) and chosen.key not in exclude:
             return chosen
         for attempt in range(1, _PERTURB_ATTEMPTS + 1):
             chosen = endpoints[table[(h ^ ((_MASK - attempt + 1) & _MASK)) % size]]
-            if (panic or chosen.healthy) and chosen.key not in exclude:
+            if chosen.ready and (panic or chosen.healthy) and chosen.key not in exclude:
                 return chosen
         return walk_from(table, h % size, endpoints, exclude, panic=panic)
 

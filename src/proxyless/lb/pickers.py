@@ -24,6 +24,20 @@ keys in ``exclude`` (a retry's previous hosts) while another choice exists.
 A picker never blocks on I/O and never awaits; the only lock is the
 few-microsecond critical section of the EDF heap.
 
+Connectivity, as gRPC's policies use it (round robin, least request and
+weighted round robin pick READY subchannels; gRFC A61 ring hash scans on
+to a READY one): a pick takes only endpoints that are
+:attr:`~EndpointState.ready` (connection READY or IDLE, or not known yet)
+while one exists, reading that one attribute per candidate. When no usable
+endpoint is ready (:meth:`Picker.fallback`) the pick falls back to the
+usable ones, those still connecting before those in TRANSIENT_FAILURE, and
+the call waits for that connection within its deadline, as gRPC queues a
+pick while a subchannel connects; when all are in TRANSIENT_FAILURE the
+attempt goes to one of them and grpcio fails it at once with UNAVAILABLE
+(or holds a ``wait_for_ready`` call), which is the answer gRPC gives.
+Readiness comes before ``exclude``: an endpoint tried already but ready is
+preferred to an untried one that cannot take the call now.
+
 Pickers are built from the endpoints that are usable *at build time*;
 :class:`~proxyless.lb.cluster.ClusterLoadBalancer` rebuilds them when health
 or membership changes. The per-pick health check covers the gap until then.
@@ -47,9 +61,33 @@ __all__ = [
     "Picker",
     "RandomPicker",
     "RoundRobinPicker",
+    "fallback_candidates",
+    "fallback_rank",
 ]
 
 EndpointKey = tuple[str, int]
+
+
+def fallback_rank(endpoint: EndpointState, exclude: Container[EndpointKey]) -> int:
+    """How good a usable endpoint is as a fallback, 0 (ready, not excluded)
+    to 5 (in TRANSIENT_FAILURE and excluded), in the order of
+    :func:`fallback_candidates`."""
+    base = 0 if endpoint.ready else 4 if endpoint.connectivity == "TRANSIENT_FAILURE" else 2
+    return base + (endpoint.key in exclude)
+
+
+def fallback_candidates(
+    candidates: Sequence[EndpointState], exclude: Container[EndpointKey], panic: bool
+) -> tuple[list[EndpointState], bool]:
+    """:meth:`Picker.fallback` for any list of candidates."""
+    usable = [e for e in candidates if panic or e.healthy]
+    ready = [e for e in usable if e.ready]
+    if not ready:
+        ready = [e for e in usable if e.connectivity != "TRANSIENT_FAILURE"] or usable
+    preferred = [e for e in ready if e.key not in exclude]
+    if preferred:
+        return preferred, True
+    return ready, False
 
 
 class Picker:
@@ -81,14 +119,12 @@ class Picker:
     def fallback(
         self, candidates: Sequence[EndpointState], exclude: Container[EndpointKey]
     ) -> tuple[list[EndpointState], bool]:
-        """The usable candidates not excluded; if there are none, the usable
-        ones that are excluded. The flag tells which list was returned."""
-        panic = self.panic
-        usable = [e for e in candidates if panic or e.healthy]
-        preferred = [e for e in usable if e.key not in exclude]
-        if preferred:
-            return preferred, True
-        return usable, False
+        """What to choose from when the fast pass found no ready, usable,
+        not excluded endpoint: the ready usable candidates, or when none is
+        ready the usable ones not in TRANSIENT_FAILURE, or else every usable
+        one; of those, the ones not excluded if any. The flag is True when
+        the list holds no excluded endpoint."""
+        return fallback_candidates(candidates, exclude, self.panic)
 
     def __repr__(self) -> str:
         mode = ", panic" if self.panic else ""
@@ -180,13 +216,16 @@ class RoundRobinPicker(Picker):
         if not endpoints:
             return None
         chosen = endpoints[self._advance()]
-        if (self.panic or chosen.healthy) and chosen.key not in exclude:
+        if chosen.ready and (self.panic or chosen.healthy) and chosen.key not in exclude:
             return chosen
         for _ in range(len(endpoints) - 1):
             chosen = endpoints[self._advance()]
-            if (self.panic or chosen.healthy) and chosen.key not in exclude:
+            if chosen.ready and (self.panic or chosen.healthy) and chosen.key not in exclude:
                 return chosen
-        usable, _ = self.fallback(endpoints, exclude)
+        usable, spread = self.fallback(endpoints, exclude)
+        if spread and len(usable) > 1:
+            # none ready: spread the calls waiting for a connection
+            return usable[int(rng.random() * len(usable))]
         return usable[0] if usable else None
 
 
@@ -228,7 +267,7 @@ class RandomPicker(Picker):
         if not endpoints:
             return None
         chosen = endpoints[self._index(rng)]
-        if (self.panic or chosen.healthy) and chosen.key not in exclude:
+        if chosen.ready and (self.panic or chosen.healthy) and chosen.key not in exclude:
             return chosen
         candidates, _ = self.fallback(endpoints, exclude)
         if not candidates:
@@ -284,7 +323,9 @@ class LeastRequestPicker(Picker):
         panic = self.panic
         for _ in range(self._choice_count):
             sample = candidates[int(rng.random() * n)]
-            if check and (not (panic or sample.healthy) or sample.key in exclude):
+            if check and (
+                not sample.ready or not (panic or sample.healthy) or sample.key in exclude
+            ):
                 continue
             if best is None or sample.active_requests < best.active_requests:
                 best = sample
@@ -302,7 +343,7 @@ class LeastRequestPicker(Picker):
         if self._edf is not None:
             for _ in range(len(endpoints)):
                 chosen = endpoints[self._edf.next()]
-                if (self.panic or chosen.healthy) and chosen.key not in exclude:
+                if chosen.ready and (self.panic or chosen.healthy) and chosen.key not in exclude:
                     return chosen
         else:
             best = self._p2c(endpoints, rng, exclude, True)
@@ -340,7 +381,7 @@ class PickFirstPicker(Picker):
     ) -> EndpointState | None:
         panic = self.panic
         for endpoint in self.endpoints:
-            if (panic or endpoint.healthy) and endpoint.key not in exclude:
+            if endpoint.ready and (panic or endpoint.healthy) and endpoint.key not in exclude:
                 return endpoint
         usable, _ = self.fallback(self.endpoints, exclude)
         return usable[0] if usable else None

@@ -14,9 +14,10 @@ Building the ring, as Envoy and gRPC do:
 
 A pick takes the first entry whose hash is >= the request hash, wrapping
 to the start (binary search, Envoy's ketama port). When that endpoint is
-unusable or excluded, the walk continues clockwise to the next distinct
-usable endpoint (gRFC A42 walks the ring the same way; Envoy's retry
-``attempt`` moves forward by one entry per attempt).
+unusable, excluded or not ready (its connection is not READY or IDLE), the
+walk continues clockwise to the next distinct usable endpoint
+(:mod:`proxyless.lb.hash_walk`; gRFC A42 and A61 walk the ring the same
+way; Envoy's retry ``attempt`` moves forward by one entry per attempt).
 
 Adding one endpoint to N moves somewhat more than 1/(N+1) of the keys:
 the newcomer's entries take over the arcs just before them, and because the
@@ -120,7 +121,7 @@ class RingHashPicker(Picker):
             slot = 0
         endpoints = self.endpoints
         chosen = endpoints[self._owners[slot]]
-        if (self.panic or chosen.healthy) and chosen.key not in exclude:
+        if chosen.ready and (self.panic or chosen.healthy) and chosen.key not in exclude:
             return chosen
         return walk_from(self._owners, slot, endpoints, exclude, panic=self.panic)
 

@@ -6,6 +6,17 @@ survive config pushes. Request paths update it with plain attribute
 arithmetic (O(1), no lock: a lost increment under a thread race is
 tolerated the way grpc-go's atomic counters tolerate staleness; the values
 are load hints, not accounting).
+
+Connectivity (gRPC): the transport that holds a connection to the endpoint
+reports its state with :meth:`EndpointState.set_connectivity` (gRPC's
+``ChannelConnectivity`` names: ``IDLE``, ``CONNECTING``, ``READY``,
+``TRANSIENT_FAILURE``, ``SHUTDOWN``); pickers read :attr:`EndpointState.ready`
+only, one attribute per candidate. ``ready`` is true for ``READY`` and
+``IDLE`` (a call on an idle connection makes it connect) and while the state
+is unknown (``connectivity`` None: no connection was made yet, or the
+endpoint is reached by a transport that does not report, like httpx), so an
+endpoint never seen is picked and its first call connects it. The rules that
+use it are in :mod:`proxyless.lb.pickers` and ``docs/load-balancing.md``.
 """
 
 from __future__ import annotations
@@ -14,15 +25,20 @@ from typing import Any
 
 from proxyless.resources.model import Endpoint, Locality
 
-__all__ = ["EndpointState"]
+__all__ = ["PICKABLE_STATES", "EndpointState"]
+
+#: Connectivity states in which an endpoint counts as :attr:`EndpointState.ready`.
+PICKABLE_STATES = frozenset({"READY", "IDLE"})
 
 
 class EndpointState:
     """Mutable state of one endpoint (see the module docstring)."""
 
     __slots__ = (
+        "__weakref__",
         "active_requests",
         "address",
+        "connectivity",
         "draining",
         "ejected",
         "endpoint",
@@ -30,7 +46,9 @@ class EndpointState:
         "locality",
         "outlier",
         "priority",
+        "ready",
         "total_requests",
+        "watcher",
         "weight",
     )
 
@@ -52,6 +70,12 @@ class EndpointState:
         self.draining = False
         #: per-endpoint data owned by outlier detection (proxyless.resilience)
         self.outlier: Any = None
+        #: the connection's state as last reported (None: unknown), and whether
+        #: pickers may choose the endpoint while others are ready (module docstring)
+        self.connectivity: str | None = None
+        self.ready = True
+        #: the connection that last registered to report this endpoint's state
+        self.watcher: object = None
 
     def update(self, endpoint: Endpoint, locality: Locality, priority: int) -> None:
         """Take the new EDS view of the same address."""
@@ -60,6 +84,12 @@ class EndpointState:
         self.priority = priority
         self.weight = endpoint.weight
         self.draining = False
+
+    def set_connectivity(self, state: str | None) -> None:
+        """Take the connection's state (a ``ChannelConnectivity`` name; None
+        when it is unknown again, e.g. the connection was closed)."""
+        self.connectivity = state
+        self.ready = state is None or state in PICKABLE_STATES
 
     @property
     def healthy(self) -> bool:
@@ -70,6 +100,8 @@ class EndpointState:
         flags = "".join(
             f" {n}" for n, on in (("ejected", self.ejected), ("draining", self.draining)) if on
         )
+        if self.connectivity is not None:
+            flags += f" {self.connectivity}"
         return (
             f"EndpointState({self.address} p{self.priority} w{self.weight} "
             f"{self.endpoint.health} active={self.active_requests}{flags})"

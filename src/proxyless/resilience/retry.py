@@ -22,6 +22,14 @@ header holding an interval no longer than its ``max_interval`` and waits a
 random time in ``[interval, 1.5 * interval)``, capped at ``max_interval``
 (Envoy ``JitteredLowerBoundBackOffStrategy``).
 
+gRPC routes also act on three of Envoy's HTTP conditions, for per-try
+timeouts only: ``reset`` ("disconnect/reset/read timeout"), ``5xx`` and
+``gateway-error`` each retry an attempt that hit ``per_try_timeout``, as
+Envoy's router does for gRPC traffic (gRFC A44 knows only status names, so
+a gRPC client would otherwise retry a per-try timeout only with
+``deadline-exceeded``); every other outcome of a gRPC attempt is retried
+by status name alone (:data:`GRPC_TIMEOUT_CONDITIONS`).
+
 Everything here is pure: the RNG and wall-clock ``now`` are arguments. A
 :class:`CompiledRetryPolicy` is built once per ``RetryPolicy`` object and
 cached by identity; the per-call :class:`RetryState` is created only after a
@@ -51,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GRPC_MAX_ATTEMPTS",
     "GRPC_RETRY_CONDITIONS",
+    "GRPC_TIMEOUT_CONDITIONS",
     "HTTP_RETRY_CONDITIONS",
     "NO_HEDGING",
     "CompiledRetryPolicy",
@@ -72,6 +81,9 @@ GRPC_RETRY_CONDITIONS: Final[Mapping[str, str]] = {
     "resource-exhausted": "RESOURCE_EXHAUSTED",
     "unavailable": "UNAVAILABLE",
 }
+
+#: Envoy's HTTP ``retry_on`` conditions that, on a gRPC route, retry a per-try timeout.
+GRPC_TIMEOUT_CONDITIONS: Final[frozenset[str]] = frozenset({"5xx", "gateway-error", "reset"})
 
 #: Envoy's HTTP ``retry_on`` conditions understood for HTTP routes.
 #: ``http3-post-connect-failure`` is accepted and ignored (no HTTP/3 upstreams).
@@ -142,6 +154,7 @@ class CompiledRetryPolicy:
         "_on_5xx",
         "_on_connect_failure",
         "_on_gateway",
+        "_on_grpc_timeout",
         "_on_headers",
         "_on_ratelimited",
         "_on_refused_stream",
@@ -173,8 +186,12 @@ class CompiledRetryPolicy:
         p = policy if policy is not None else RetryPolicy()
         retry_on = p.retry_on if policy is not None else frozenset()
         if is_grpc:
-            known = frozenset(c for c in retry_on if c in GRPC_RETRY_CONDITIONS)
-            self._grpc_statuses = frozenset(GRPC_RETRY_CONDITIONS[c] for c in known)
+            known = frozenset(
+                c for c in retry_on if c in GRPC_RETRY_CONDITIONS or c in GRPC_TIMEOUT_CONDITIONS
+            )
+            self._grpc_statuses = frozenset(
+                GRPC_RETRY_CONDITIONS[c] for c in known if c in GRPC_RETRY_CONDITIONS
+            )
         else:
             known = frozenset(c for c in retry_on if c in HTTP_RETRY_CONDITIONS)
             self._grpc_statuses = frozenset()
@@ -184,6 +201,9 @@ class CompiledRetryPolicy:
         self._on_5xx = http and "5xx" in known
         self._on_gateway = http and "gateway-error" in known
         self._on_reset = http and "reset" in known
+        self._on_grpc_timeout = is_grpc and (
+            "deadline-exceeded" in known or bool(known & GRPC_TIMEOUT_CONDITIONS)
+        )
         self._on_reset_before_request = http and "reset-before-request" in known
         self._on_connect_failure = http and "connect-failure" in known
         self._on_4xx = http and "retriable-4xx" in known
@@ -261,9 +281,10 @@ class CompiledRetryPolicy:
             if kind == "error_status":
                 return outcome.status in statuses
             if kind == "timeout":
-                # A per-try timeout is a DEADLINE_EXCEEDED of that attempt;
-                # the overall deadline ends the call.
-                return outcome.per_try_timeout and "DEADLINE_EXCEEDED" in statuses
+                # A per-try timeout is a DEADLINE_EXCEEDED of that attempt, and
+                # Envoy's reset / 5xx / gateway-error retry it too; the overall
+                # deadline ends the call.
+                return outcome.per_try_timeout and self._on_grpc_timeout
             if kind in ("reset", "connect_failure", "refused_stream"):
                 return "UNAVAILABLE" in statuses  # gRPC surfaces these as UNAVAILABLE
             return False

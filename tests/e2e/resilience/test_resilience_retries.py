@@ -119,8 +119,17 @@ def test_previous_hosts_sends_the_retry_to_another_endpoint(
     assert backend_of(reply) == (other.name if retry_goes_elsewhere else owner.name)
 
 
+@pytest.mark.parametrize(
+    "retry_on",
+    [
+        pytest.param("unavailable,deadline-exceeded", id="deadline-exceeded"),
+        # Envoy's HTTP conditions that cover a per-try timeout (docs/resilience.md)
+        pytest.param("connect-failure,reset,unavailable", id="reset"),
+        pytest.param("gateway-error", id="gateway-error"),
+    ],
+)
 def test_per_try_timeout_cuts_a_slow_attempt_and_retries(
-    service: Service, backends: Backends, echo: Echo, mesh: Mesh
+    service: Service, backends: Backends, echo: Echo, mesh: Mesh, retry_on: str
 ) -> None:
     # One slow endpoint (answers after 2.5 s) and one fast. Every call has a
     # 2 s deadline, so a call whose first attempt lands on the slow endpoint
@@ -130,9 +139,7 @@ def test_per_try_timeout_cuts_a_slow_attempt_and_retries(
     slow, fast = backends("slow", "fast")
     service.publish(
         [slow, fast],
-        retry_policy=retry_policy(
-            "unavailable,deadline-exceeded", 2, per_try_timeout=0.5, previous_hosts=True
-        ),
+        retry_policy=retry_policy(retry_on, 2, per_try_timeout=0.5, previous_hosts=True),
     )
     wait_served(echo, [slow, fast])
     reset_counts([slow, fast])

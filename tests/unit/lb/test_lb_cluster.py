@@ -298,6 +298,7 @@ def test_debug_state() -> None:
         "healthy": True,
         "ejected": False,
         "draining": False,
+        "connectivity": None,
         "active_requests": 2,
     }
     assert "ClusterLoadBalancer('svc', 3 endpoints, P0 70%" in repr(lb)

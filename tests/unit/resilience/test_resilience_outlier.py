@@ -13,7 +13,9 @@ from proxyless.lb.state import EndpointState
 from proxyless.resilience import (
     CONNECT_FAILURE,
     LOCAL_CIRCUIT_OPEN,
+    OVERALL_TIMEOUT,
     PER_TRY_TIMEOUT,
+    REFUSED_STREAM,
     SUCCESS,
     Outcome,
     OutlierDetector,
@@ -287,6 +289,97 @@ def test_split_local_origin_errors() -> None:
     assert es.ejected
     assert det.stats["ejections_enforced_consecutive_local_origin_failure"] == 1
     assert det.stats["ejections_detected_consecutive_5xx"] == 0
+
+
+LOCAL_ORIGIN = [
+    pytest.param(CONNECT_FAILURE, id="connect-failure"),
+    pytest.param(PER_TRY_TIMEOUT, id="per-try-timeout"),
+    pytest.param(OVERALL_TIMEOUT, id="overall-timeout"),
+    pytest.param(REFUSED_STREAM, id="refused-stream"),
+]
+
+
+@pytest.mark.parametrize("outcome", LOCAL_ORIGIN)
+@pytest.mark.parametrize(
+    ("config", "times", "ejected_by", "detected"),
+    [
+        # Envoy defaults: consecutive_5xx 5 (enforced), consecutive gateway
+        # failure 5 (enforcing 0), consecutive local-origin failure 5 (enforced,
+        # split mode only).
+        pytest.param(
+            {},
+            5,
+            "consecutive_5xx",
+            {"consecutive_5xx": 1, "consecutive_gateway_failure": 1},
+            id="no-split-counts-as-5xx-and-gateway",
+        ),
+        pytest.param(
+            {"consecutive_local_origin_failure": 1},
+            4,
+            None,
+            {},
+            id="no-split-ignores-local-threshold",
+        ),
+        pytest.param(
+            {"split_external_local_origin_errors": True},
+            5,
+            "consecutive_local_origin_failure",
+            {"consecutive_local_origin_failure": 1},
+            id="split-default-threshold-5",
+        ),
+        pytest.param(
+            {"split_external_local_origin_errors": True},
+            4,
+            None,
+            {},
+            id="split-below-threshold",
+        ),
+        pytest.param(
+            {
+                "split_external_local_origin_errors": True,
+                "enforcing_consecutive_local_origin_failure": 0,
+            },
+            5,
+            None,
+            {"consecutive_local_origin_failure": 1},
+            id="split-not-enforced",
+        ),
+        pytest.param(
+            {"split_external_local_origin_errors": True, "consecutive_5xx": 1},
+            5,
+            "consecutive_local_origin_failure",
+            {"consecutive_local_origin_failure": 1},
+            id="split-keeps-local-out-of-5xx",
+        ),
+    ],
+)
+def test_local_origin_failures(
+    outcome: Outcome,
+    config: dict[str, object],
+    times: int,
+    ejected_by: str | None,
+    detected: dict[str, int],
+) -> None:
+    det, (es, _other), _ = make(2, max_ejection_percent=100, **config)
+    fail(det, es, times, outcome)
+    assert es.ejected is (ejected_by is not None)
+    assert es.outlier.ejection_type == ejected_by
+    for kind in (
+        "consecutive_5xx",
+        "consecutive_gateway_failure",
+        "consecutive_local_origin_failure",
+    ):
+        assert det.stats[f"ejections_detected_{kind}"] == detected.get(kind, 0), kind
+
+
+def test_split_success_resets_local_origin_count() -> None:
+    det, (es,), _ = make(1, split_external_local_origin_errors=True)
+    fail(det, es, 4, PER_TRY_TIMEOUT)
+    det.record_success(es)
+    fail(det, es, 4, CONNECT_FAILURE)
+    assert not es.ejected
+    det.record(es, CONNECT_FAILURE)
+    assert es.ejected
 
 
 # -- success rate -----------------------------------------------------------------------

@@ -76,17 +76,49 @@ def http_policy(*conditions: str, **kw: object) -> CompiledRetryPolicy:
         pytest.param(tuple(GRPC_ALL), OVERALL_TIMEOUT, False, id="overall-deadline-never"),
         pytest.param(tuple(GRPC_ALL), LOCAL_CIRCUIT_OPEN, False, id="breaker-never-retried"),
         pytest.param(("5xx", "unavailable"), Outcome.grpc("INTERNAL"), False, id="http-ignored"),
+        pytest.param(("reset",), PER_TRY_TIMEOUT, True, id="reset-retries-per-try-timeout"),
+        pytest.param(("5xx",), PER_TRY_TIMEOUT, True, id="5xx-retries-per-try-timeout"),
+        pytest.param(
+            ("gateway-error",), PER_TRY_TIMEOUT, True, id="gateway-error-retries-per-try-timeout"
+        ),
+        pytest.param(("reset",), OVERALL_TIMEOUT, False, id="reset-not-overall-deadline"),
+        pytest.param(("reset",), RESET, False, id="reset-not-transport-reset"),
+        pytest.param(("5xx",), Outcome.grpc("UNAVAILABLE"), False, id="5xx-not-status"),
+        pytest.param(("connect-failure",), PER_TRY_TIMEOUT, False, id="connect-failure-no"),
+        pytest.param(
+            ("connect-failure", "reset", "unavailable"),
+            PER_TRY_TIMEOUT,
+            True,
+            id="issue-route-per-try-timeout",
+        ),
+        pytest.param(
+            ("connect-failure", "reset", "unavailable"),
+            CONNECT_FAILURE,
+            True,
+            id="issue-route-connect-failure",
+        ),
     ],
 )
 def test_grpc_retryable(conditions: tuple[str, ...], outcome: Outcome, expected: bool) -> None:
     assert grpc_policy(*conditions).retryable(outcome) is expected
 
 
-def test_grpc_policy_with_only_http_conditions_is_no_policy() -> None:
-    policy = grpc_policy("5xx", "gateway-error", "reset")
+def test_grpc_policy_with_only_http_conditions_retries_per_try_timeouts() -> None:
+    policy = grpc_policy("5xx", "gateway-error", "reset", "retriable-4xx")
+    assert policy.enabled
+    assert policy.max_attempts == 4
+    assert policy.conditions == {"5xx", "gateway-error", "reset"}
+    assert policy.ignored_conditions == {"retriable-4xx"}
+    assert policy.retryable(PER_TRY_TIMEOUT)
+    for outcome in (OVERALL_TIMEOUT, RESET, CONNECT_FAILURE, Outcome.grpc("INTERNAL")):
+        assert not policy.retryable(outcome), outcome
+
+
+def test_grpc_policy_with_other_http_conditions_is_no_policy() -> None:
+    policy = grpc_policy("connect-failure", "retriable-4xx", "refused-stream")
     assert not policy.enabled
     assert policy.max_attempts == 1
-    assert policy.ignored_conditions == {"5xx", "gateway-error", "reset"}
+    assert policy.ignored_conditions == {"connect-failure", "retriable-4xx", "refused-stream"}
 
 
 @pytest.mark.parametrize(
