@@ -16,6 +16,8 @@ RE2 regexes, duplicate names. On top of that it warns about field pitfalls:
 * mTLS conflicts between DestinationRule and PeerAuthentication, and
   AuthorizationPolicy references to nothing, with istioctl's codes
   (:mod:`.analyze_security`);
+* references ``exportTo`` hides from a VirtualService (IST0101,
+  :mod:`.analyze_visibility`);
 * unreachable routing rules, overlapping VirtualServices, subsets selecting
   no endpoint, TLS origination without ``caCertificates`` and ServiceEntry
   protocol conflicts, with istioctl's codes (:mod:`.analyze_rules`);
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from proxyless.controlplane.istio.analyze_rules import rule_issues
 from proxyless.controlplane.istio.analyze_security import security_issues
+from proxyless.controlplane.istio.analyze_visibility import visibility_issues
 from proxyless.controlplane.istio.load import load_files
 from proxyless.controlplane.istio.model import Issue, MeshConfig, Source, TrafficPolicy
 from proxyless.controlplane.istio.registry import Registry, cluster_name
@@ -267,6 +270,7 @@ def analyze_mesh(
         *_mtls_pitfalls(mesh),
         *security_issues(mesh, registry),
         *rule_issues(mesh, registry),
+        *visibility_issues(mesh, registry),
         *istio_mutual_pitfalls(registry),
     ]
     if translate:

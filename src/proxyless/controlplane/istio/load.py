@@ -7,8 +7,13 @@ Accepted kinds and API versions (Istio's CRDs):
 * ``security.istio.io/v1`` (also ``v1beta1``): PeerAuthentication,
   AuthorizationPolicy.
 
-Other Istio kinds (Gateway, Sidecar, EnvoyFilter ...) are skipped with a
-warning; any other kind is an error. Every finding names the file, the
+Kinds that only shape gateways or other proxies (Gateway, Sidecar,
+EnvoyFilter, Telemetry, WasmPlugin, ProxyConfig, RequestAuthentication,
+WorkloadGroup, the Gateway API's kinds) are skipped with one info line, as is
+a VirtualService bound only to gateways (``gateways`` without ``mesh``) and
+any kind outside Istio's API groups (a cluster dump's Deployments,
+ConfigMaps ...). An unknown kind in an Istio API group is an error (most
+likely a typo). Every finding names the file, the
 1-based document index, ``kind/name`` and the field path. Loading never
 raises on bad input: it returns every issue found, and a config with an error
 is never applied (:func:`load_mesh` raises :class:`MeshConfigError`).
@@ -77,6 +82,7 @@ _IGNORED_KINDS = frozenset(
         "RequestAuthentication",
     }
 )
+_SKIPPED = "only shapes gateways or other proxies; skipped"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -161,6 +167,23 @@ def _documents(text: str, file: str, issues: list[Issue]) -> list[tuple[int, Any
     return docs
 
 
+def _skip(doc: dict[str, Any], kind: str, api: Any) -> str | None:
+    """Why a document is skipped (one info line), or None to read it."""
+    if kind in _IGNORED_KINDS:
+        return f"{kind} {_SKIPPED}"
+    if kind == "VirtualService":
+        spec = doc.get("spec")
+        gateways = spec.get("gateways") if isinstance(spec, dict) else None
+        if isinstance(gateways, list) and gateways and "mesh" not in gateways:
+            return "bound only to gateways (no 'mesh' in spec.gateways); skipped for the mesh"
+    if kind in _KINDS:
+        return None
+    group = api.split("/")[0] if isinstance(api, str) and "/" in api else ""
+    if not group.endswith("istio.io"):
+        return f"{kind} ({api}) is not a kind the mesh reads; skipped"
+    return None
+
+
 def _parse_document(file: str, index: int, doc: Any, out: dict[str, list[Any]]) -> list[Issue]:
     if not isinstance(doc, dict):
         return [
@@ -188,13 +211,14 @@ def _parse_document(file: str, index: int, doc: Any, out: dict[str, list[Any]]) 
         namespace if isinstance(namespace, str) else "default",
     )
     r = DocReader(source)
-    r.mapping(doc, "", known=("apiVersion", "kind", "metadata", "spec", "status"))
     if not isinstance(kind, str) or not kind:
         r.error("kind", "is required")
         return r.issues
-    if kind in _IGNORED_KINDS:
-        r.warn("kind", f"{kind} is not supported by the embedded control plane, ignored")
+    skipped = _skip(doc, kind, doc.get("apiVersion"))
+    if skipped is not None:
+        r.issues.append(Issue.at("info", source, "kind", skipped))
         return r.issues
+    r.mapping(doc, "", known=("apiVersion", "kind", "metadata", "spec", "status"))
     if kind not in _KINDS:
         supported = ", ".join(sorted(_KINDS))
         r.error("kind", f"unknown kind {kind!r}; supported kinds: {supported}")

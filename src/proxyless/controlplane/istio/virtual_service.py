@@ -3,9 +3,10 @@
 Follows Istio's VirtualService reference
 (istio.io/latest/docs/reference/config/networking/virtual-service/): hosts,
 HTTP routes with their matches, weighted destinations, timeout, retries,
-fault injection, header operations, mirrors and rewrites. Only the mesh data
-plane is configured: ``gateways`` other than ``mesh`` are warned about and
-ignored. Retry conditions are Envoy's ``x-envoy-retry-on`` and
+fault injection, header operations, mirrors, rewrites and ``delegate``
+(:mod:`.delegate`; a VirtualService without ``hosts`` is a delegate). Only
+the mesh data plane is configured: a VirtualService bound only to gateways
+is skipped by the loader, other ``gateways`` beside ``mesh`` are ignored. Retry conditions are Envoy's ``x-envoy-retry-on`` and
 ``x-envoy-retry-grpc-on`` values or HTTP status codes, as Istio passes them
 through; a fault abort's ``grpcStatus`` is a canonical gRPC status name. Fields
 Istio defines but the embedded control plane does not translate are accepted
@@ -31,6 +32,7 @@ from proxyless.controlplane.istio.model import (
     VirtualService,
 )
 from proxyless.controlplane.istio.reader import DocReader
+from proxyless.controlplane.istio.visibility import check_export_to
 from proxyless.status_codes import GRPC_STATUS_NAMES
 
 __all__ = ["RETRY_ON_VALUES", "parse_virtual_service"]
@@ -279,6 +281,7 @@ def _fault_percent(r: DocReader, box: dict[str, Any], path: str) -> float:
 
 _HTTP_ROUTE_FIELDS = (
     "name",
+    "delegate",
     "match",
     "route",
     "timeout",
@@ -294,7 +297,6 @@ _HTTP_ROUTE_FIELDS = (
 _HTTP_ROUTE_UNSUPPORTED = {
     "redirect": "",
     "directResponse": "",
-    "delegate": "",
     "corsPolicy": "",
     "mirror_percent": "",
 }
@@ -309,8 +311,11 @@ def _http_route(r: DocReader, raw: Any, path: str) -> HttpRoute | None:
         parsed = _match(r, m, f"{path}.match[{i}]")
         if parsed is not None:
             matches.append(parsed)
+    delegate = _delegate(r, box.get("delegate"), f"{path}.delegate")
+    if delegate is not None and box.get("route") is not None:
+        r.error(f"{path}.delegate", "cannot be combined with route")
     dests = []
-    raw_route = r.items(box.get("route"), f"{path}.route", required=True)
+    raw_route = r.items(box.get("route"), f"{path}.route", required="delegate" not in box)
     for i, d in enumerate(raw_route):
         sub = f"{path}.route[{i}]"
         # A bare "-" item is an empty destination, which Istio refuses too.
@@ -374,12 +379,22 @@ def _http_route(r: DocReader, raw: Any, path: str) -> HttpRoute | None:
         headers=_headers(r, box.get("headers"), f"{path}.headers"),
         mirrors=tuple(mirrors),
         rewrite=rewrite,
+        delegate=delegate,
     )
+
+
+def _delegate(r: DocReader, raw: Any, path: str) -> tuple[str, str] | None:
+    box = r.mapping(raw, path, known=("name", "namespace"))
+    if box is None:
+        return None
+    name = r.string(box.get("name"), f"{path}.name", required=True)
+    namespace = r.string(box.get("namespace"), f"{path}.namespace") or ""
+    return None if name is None else (name, namespace)
 
 
 def parse_virtual_service(r: DocReader, spec: dict[str, Any]) -> VirtualService | None:
     hosts = []
-    for i, raw in enumerate(r.items(spec.get("hosts"), "spec.hosts", required=True)):
+    for i, raw in enumerate(r.items(spec.get("hosts"), "spec.hosts")):
         host = r.string(raw, f"spec.hosts[{i}]", required=True)
         if host is not None:
             if host in hosts:
@@ -390,18 +405,24 @@ def parse_virtual_service(r: DocReader, spec: dict[str, Any]) -> VirtualService 
         gw = r.string(raw, f"spec.gateways[{i}]")
         if gw is not None:
             gateways.append(gw)
-    if gateways and "mesh" not in gateways:
-        r.warn("spec.gateways", f"this VirtualService does not apply to the mesh ({_ONLY_MESH})")
-    elif gateways and len(gateways) > 1:
+    if gateways and "mesh" in gateways and len(gateways) > 1:
         r.warn("spec.gateways", f"gateways other than 'mesh' are ignored ({_ONLY_MESH})")
     routes = []
     for i, raw in enumerate(r.items(spec.get("http"), "spec.http")):
         route = _http_route(r, raw, f"spec.http[{i}]")
         if route is not None:
             routes.append(route)
+            if not hosts and route.delegate is not None:
+                r.error(
+                    f"spec.http[{i}].delegate",
+                    "a delegate VirtualService (one without hosts) cannot delegate again",
+                )
     if not spec.get("http"):
         r.warn("spec.http", "no http routes: the VirtualService changes nothing")
     export_to = tuple(str(x) for x in r.items(spec.get("exportTo"), "spec.exportTo"))
+    problem = check_export_to(export_to)
+    if problem is not None:
+        r.error("spec.exportTo", problem)
     return VirtualService(
         source=r.source,
         hosts=tuple(hosts),
