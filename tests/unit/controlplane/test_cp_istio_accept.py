@@ -448,3 +448,24 @@ def test_short_host_of_another_namespace_is_accepted_with_a_warning() -> None:
     assert route.virtual_hosts[0].routes[0].route.cluster == (
         "outbound|9080||ratings.prod.svc.cluster.local"
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "severity"),
+    [
+        pytest.param("ratings.prod", "warning", id="name-ns"),
+        pytest.param("ratings.prod.svc", "warning", id="name-ns-svc"),
+        pytest.param("ratings.prod.svc.cluster.local", "warning", id="fqdn"),
+        pytest.param("ratings", "error", id="own-namespace-short"),
+        pytest.param("ratings.default.svc.cluster.local", "error", id="own-namespace-fqdn"),
+        pytest.param("api.payments.example.com", "error", id="external-name"),
+    ],
+)
+def test_unknown_destination_host_severity(host: str, severity: str) -> None:
+    vs = (
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n"
+        f"spec:\n  hosts: [reviews]\n  http: [{{route: [{{destination: {{host: {host}}}}}]}}]\n"
+    )
+    result = load_text(docs(SE, vs), "mesh.yaml")
+    found = [i for i in result.issues if i.path.endswith("destination.host")]
+    assert [i.severity for i in found] == [severity], found

@@ -187,7 +187,7 @@ def _skip(doc: dict[str, Any], kind: str, api: Any) -> str | None:
         spec = doc.get("spec")
         gateways = spec.get("gateways") if isinstance(spec, dict) else None
         if isinstance(gateways, list) and gateways and "mesh" not in gateways:
-            return "bound only to gateways (no 'mesh' in spec.gateways); skipped for the mesh"
+            return "bound only to gateways (no 'mesh'): an ingress route, skipped for the mesh"
     if kind in _KINDS or kind in KUBERNETES_KINDS:
         return None
     group = api.split("/")[0] if isinstance(api, str) and "/" in api else ""
@@ -230,7 +230,8 @@ def _parse_document(
         return r.issues
     skipped = _skip(doc, kind, doc.get("apiVersion"))
     if skipped is not None:
-        r.issues.append(Issue.at("info", source, "kind", skipped))
+        path = "spec.gateways" if kind == "VirtualService" else "kind"
+        r.issues.append(Issue.at("info", source, path, skipped))
         return r.issues
     if kind in KUBERNETES_KINDS:
         return r.issues + _kube_object(doc, kind, source, kube)

@@ -1,12 +1,20 @@
 """Checks across documents: names, hosts, subsets, ports and weights.
 
-These make a config unusable (errors): a duplicate name or host, a
-VirtualService pointing at a host no ServiceEntry defines or at a subset no
-DestinationRule defines, a destination port the service does not have,
-weights of a multi-destination route not summing to 100 (Istio's rule), the
-same endpoint twice in one cluster (gRFC A27 makes the EDS resource invalid).
-Softer findings (a DestinationRule for an unknown host, an unselected
-WorkloadEntry) are warnings.
+These make a config unusable (errors): a duplicate name, a VirtualService
+pointing at a host that no ServiceEntry or Kubernetes Service defines
+(unless it names another namespace, see below), or at a
+subset no DestinationRule defines, a destination port the service does not
+have, weights of a multi-destination route not summing to 100 (Istio's
+rule), the same endpoint twice in one cluster, also across merged
+ServiceEntries (gRFC A27 makes the EDS resource invalid), two
+VirtualServices for one host or two DestinationRules for one host in one
+namespace that some namespace sees both of (``exportTo``).
+Softer findings are warnings: a DestinationRule for an unknown host, an
+unselected WorkloadEntry, a host of another namespace nothing defines yet
+(``name.ns``, ``name.ns.svc`` or ``name.ns.svc.cluster.local``: istiod
+accepts it; calls fail until it exists), a delegate that is missing
+or not exported to its root, merged ServiceEntries that disagree on
+resolution or location, a ServiceEntry a Kubernetes Service overrides.
 
 Messages istioctl analyze has a code for carry it, as istioctl prints it
 (istio.io/latest/docs/reference/config/analysis/): ``[IST0101]
@@ -14,8 +22,8 @@ ReferencedResourceNotFound`` for an unknown destination host, port or
 subset, ``[IST0112] VirtualServiceDestinationPortSelectorRequired`` for a
 destination without a port on a service with several, ``[IST0109]
 ConflictingMeshGatewayVirtualServiceHosts`` for a host two VirtualServices of
-the mesh gateway route (a VirtualService bound only to other gateways routes
-nothing here), ``[IST0174] UnknownDestinationRuleHost`` for a DestinationRule
+the mesh gateway route (a VirtualService bound only to other gateways is
+skipped by the loader), ``[IST0174] UnknownDestinationRuleHost`` for a DestinationRule
 host no service matches. A subset selecting no endpoint is
 ``proxyless analyze``'s error IST0173 (:mod:`.analyze_rules`), not the
 loader's: the control plane serves such a config, as istiod does.
@@ -77,12 +85,15 @@ def _check_names(mesh: MeshConfig) -> list[Issue]:
 
 
 def _elsewhere(host: str, namespace: str) -> bool:
-    """True for a Kubernetes-style host of another namespace (``name.ns.svc.cluster.local``)."""
-    suffix = f".{CLUSTER_DOMAIN}"
-    if not host.endswith(suffix):
-        return False
-    parts = host[: -len(suffix)].split(".")
-    return len(parts) == 2 and parts[1] != namespace
+    """True for a Kubernetes-style host of another namespace: ``name.ns``,
+    ``name.ns.svc`` or ``name.ns.svc.cluster.local`` with ``ns`` not ``namespace``."""
+    for suffix in (f".{CLUSTER_DOMAIN}", ".svc", ""):
+        if not host.endswith(suffix):
+            continue
+        parts = host[: len(host) - len(suffix)].split(".")
+        if len(parts) == 2 and all(parts):
+            return parts[1] != namespace
+    return False
 
 
 def _check_destination(

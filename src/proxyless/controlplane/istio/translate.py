@@ -18,6 +18,14 @@ Two kinds of node (decided from the node of the ADS stream):
   ``name.ns.svc:port`` and, for nodes in the service's namespace,
   ``name:port``; each points at RDS ``host:port``.
 
+When any ServiceEntry, VirtualService or DestinationRule sets ``exportTo``,
+a node's snapshot is built from what is exported to its ``NAMESPACE``
+(:mod:`.visibility`; one translation per namespace, cached). DNS
+ServiceEntries give STRICT_DNS / LOGICAL_DNS clusters with their endpoints
+inline and no EDS (:mod:`.clusters`); a node that is neither Envoy nor
+proxyless' own client (``node.user_agent_name``) takes only LOGICAL_DNS
+(gRFC A37) and gets one-endpoint STRICT_DNS clusters as LOGICAL_DNS.
+
 A node that serves a workload (node metadata ``INSTANCE_IPS``) also gets
 inbound Listeners carrying its mTLS mode and RBAC, and an Envoy node the
 inbound clusters to its application (:mod:`.inbound`).

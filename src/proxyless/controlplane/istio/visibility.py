@@ -14,9 +14,9 @@ VirtualService and DestinationRule) and istiod's visibility rules
 A view from no namespace (``None``) sees everything: it is what ``analyze``
 and the checks that do not depend on the caller use.
 
-DestinationRules in the mesh's root namespace (``istio-system`` unless the
-control plane is told otherwise) that no rule of the client's namespace or of
-the service's namespace overrides apply mesh-wide, as in istiod
+DestinationRules in the mesh's root namespace (``istio-system``, Istio's
+default MeshConfig ``rootNamespace``) that no rule of the client's namespace
+or of the service's namespace overrides apply mesh-wide, as in istiod
 (pilot/pkg/model/sidecar.go DestinationRule lookup); see
 :func:`rule_precedence`.
 """
