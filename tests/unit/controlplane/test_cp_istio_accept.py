@@ -469,3 +469,37 @@ def test_unknown_destination_host_severity(host: str, severity: str) -> None:
     result = load_text(docs(SE, vs), "mesh.yaml")
     found = [i for i in result.issues if i.path.endswith("destination.host")]
     assert [i.severity for i in found] == [severity], found
+
+
+def test_matches_for_gateways_only_are_left_out_for_the_mesh() -> None:
+    vs = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [reviews]
+  gateways: [mesh, ingress]
+  http:
+  - match: [{uri: {prefix: /ingress}, gateways: [ingress]}]
+    route: [{destination: {host: reviews}}]
+  - match: [{uri: {prefix: /both}, gateways: [ingress, mesh]}, {uri: {prefix: /gw}, gateways: [ingress]}]
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+"""
+    result = load_text(docs(SE, vs), "mesh.yaml")
+    assert result.ok and not result.errors
+    assert {i.severity for i in result.issues} == {"info"}
+    routes = snapshot(docs(SE, vs))[ROUTE_TYPE]["reviews.default.svc.cluster.local:9080"]
+    assert [r.match.prefix for r in routes.virtual_hosts[0].routes] == ["/both", "/"]
+
+
+def test_wildcard_entry_covers_a_destination_rule_host() -> None:
+    rule = (
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api}\n"
+        "spec:\n  host: api.example.com\n"
+        "  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n"
+    )
+    out = snapshot(docs(WILDCARD, rule))
+    assert out[CLUSTER_TYPE]["outbound|443||api.example.com"].lb_policy == (
+        cluster_pb2.Cluster.LEAST_REQUEST
+    )

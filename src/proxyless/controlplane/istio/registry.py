@@ -152,8 +152,8 @@ class Registry:
     count (:mod:`.visibility`); None sees every document. ServiceEntries of
     one namespace for the same host merge (:mod:`.service_merge`); of
     several namespaces the client's own wins, else the first in file order.
-    A VirtualService destination or host that only a wildcard ServiceEntry
-    (``*.example.com``) covers gets a service of its own, with the wildcard
+    A VirtualService destination or host, or a DestinationRule host, that
+    only a wildcard ServiceEntry (``*.example.com``) covers gets a service of its own, with the wildcard
     entry's ports and endpoints, named by the concrete host (istiod names
     the cluster by the destination host too). Of several VirtualServices
     for one host the first in file order wins; the reference check reports
@@ -186,13 +186,13 @@ class Registry:
             and (not vs.gateways or "mesh" in vs.gateways)
             and exported_to(vs.export_to, vs.source.namespace, namespace)
         ]
-        self._add_wildcard_aliases(visible_vs)
-        self.destination_rules: dict[str, DestinationRule] = {}
         rules = [
             r
             for r in mesh.destination_rules
             if exported_to(r.export_to, r.source.namespace, namespace)
         ]
+        self._add_wildcard_aliases(visible_vs, rules)
+        self.destination_rules: dict[str, DestinationRule] = {}
         exact: dict[str, list[DestinationRule]] = {}
         wildcards: list[tuple[str, DestinationRule]] = []
         for rule in rules:
@@ -221,11 +221,13 @@ class Registry:
             rule.source.namespace, self.namespace, service_ns, self.root_namespace
         )
 
-    def _add_wildcard_aliases(self, virtual_services: list[VirtualService]) -> None:
+    def _add_wildcard_aliases(
+        self, virtual_services: list[VirtualService], rules: list[DestinationRule]
+    ) -> None:
         wildcards = sorted((h for h in self.services if h.startswith("*.")), key=len, reverse=True)
         if not wildcards:
             return
-        named: list[tuple[str, str]] = []
+        named = [(r.host, r.source.namespace) for r in rules if not r.host.startswith("*")]
         for vs in virtual_services:
             ns = vs.source.namespace
             named += [(h, ns) for h in vs.hosts if not h.startswith("*")]

@@ -6,7 +6,11 @@ HTTP routes with their matches, weighted destinations, timeout, retries,
 fault injection, header operations, mirrors, rewrites and ``delegate``
 (:mod:`.delegate`; a VirtualService without ``hosts`` is a delegate). Only
 the mesh data plane is configured: a VirtualService bound only to gateways
-is skipped by the loader, other ``gateways`` beside ``mesh`` are ignored. Retry conditions are Envoy's ``x-envoy-retry-on`` and
+is skipped by the loader, other ``gateways`` beside ``mesh`` are left out
+(an info line), and a ``match`` whose own ``gateways`` do not include
+``mesh`` is left out too (a route left without matches is dropped), as
+istiod leaves them out of sidecar routes. Retry conditions are Envoy's
+``x-envoy-retry-on`` and
 ``x-envoy-retry-grpc-on`` values or HTTP status codes, as Istio passes them
 through; a fault abort's ``grpcStatus`` is a canonical gRPC status name. Fields
 Istio defines but the embedded control plane does not translate are accepted
@@ -120,8 +124,6 @@ def _match(r: DocReader, raw: Any, path: str) -> MatchRequest | None:
     box = r.mapping(raw, path, known=_MATCH_FIELDS)
     if box is None:
         return None
-    if box.get("gateways"):
-        r.warn(f"{path}.gateways", f"not supported, ignored: {_ONLY_MESH}")
     headers = _named_matches(r, box.get("headers"), f"{path}.headers")
     return MatchRequest(
         name=r.string(box.get("name"), f"{path}.name") or "",
@@ -307,10 +309,19 @@ def _http_route(r: DocReader, raw: Any, path: str) -> HttpRoute | None:
     if box is None:
         return None
     matches = []
-    for i, m in enumerate(r.items(box.get("match"), f"{path}.match")):
+    raw_matches = r.items(box.get("match"), f"{path}.match")
+    for_gateways = 0
+    for i, m in enumerate(raw_matches):
+        gateways = m.get("gateways") if isinstance(m, dict) else None
+        if isinstance(gateways, list) and gateways and "mesh" not in gateways:
+            r.info(f"{path}.match[{i}].gateways", "this match is for gateways only; left out")
+            for_gateways += 1
+            continue
         parsed = _match(r, m, f"{path}.match[{i}]")
         if parsed is not None:
             matches.append(parsed)
+    if raw_matches and for_gateways == len(raw_matches):
+        return None  # every match is for gateways only: the route is not for the mesh
     delegate = _delegate(r, box.get("delegate"), f"{path}.delegate")
     if delegate is not None and box.get("route") is not None:
         r.error(f"{path}.delegate", "cannot be combined with route")
@@ -406,7 +417,7 @@ def parse_virtual_service(r: DocReader, spec: dict[str, Any]) -> VirtualService 
         if gw is not None:
             gateways.append(gw)
     if gateways and "mesh" in gateways and len(gateways) > 1:
-        r.warn("spec.gateways", f"gateways other than 'mesh' are ignored ({_ONLY_MESH})")
+        r.info("spec.gateways", f"gateways other than 'mesh' are left out ({_ONLY_MESH})")
     routes = []
     for i, raw in enumerate(r.items(spec.get("http"), "spec.http")):
         route = _http_route(r, raw, f"spec.http[{i}]")
