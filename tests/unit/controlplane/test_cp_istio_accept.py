@@ -503,3 +503,44 @@ def test_wildcard_entry_covers_a_destination_rule_host() -> None:
     assert out[CLUSTER_TYPE]["outbound|443||api.example.com"].lb_policy == (
         cluster_pb2.Cluster.LEAST_REQUEST
     )
+
+
+def _rule(namespace: str, lb: str, export: str = "") -> str:
+    return (
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+        f"metadata: {{name: reviews-{namespace}, namespace: {namespace}}}\n"
+        f"spec:\n  host: reviews.default.svc.cluster.local\n{export}"
+        f"  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        pytest.param("team", cluster_pb2.Cluster.RANDOM, id="client-namespace-first"),
+        pytest.param("default", cluster_pb2.Cluster.LEAST_REQUEST, id="service-namespace-next"),
+        pytest.param("other", cluster_pb2.Cluster.LEAST_REQUEST, id="service-namespace-for-all"),
+    ],
+)
+def test_destination_rule_precedence(client: str, expected: int) -> None:
+    text = docs(
+        SE,
+        _rule("istio-system", "ROUND_ROBIN"),
+        _rule("default", "LEAST_REQUEST"),
+        _rule("team", "RANDOM", "  exportTo: ['.']\n"),
+    )
+    assert load_text(text, "mesh.yaml").ok
+    out = snapshot(text, NodeProfile(namespace=client))
+    assert out[CLUSTER_TYPE]["outbound|9080||reviews.default.svc.cluster.local"].lb_policy == (
+        expected
+    )
+
+
+def test_root_namespace_rule_is_mesh_wide() -> None:
+    text = docs(
+        SE, _rule("istio-system", "LEAST_REQUEST"), _rule("team", "RANDOM", "  exportTo: ['.']\n")
+    )
+    out = snapshot(text, NodeProfile(namespace="default"))
+    assert out[CLUSTER_TYPE]["outbound|9080||reviews.default.svc.cluster.local"].lb_policy == (
+        cluster_pb2.Cluster.LEAST_REQUEST
+    )

@@ -373,7 +373,9 @@ def _check_destination_rules(registry: Registry, mesh: MeshConfig) -> list[Issue
                 if other is not rule
                 and other.source.namespace == rule.source.namespace
                 and registry.resolve(other.host, other.source.namespace) == host
-                and meet(other.export_to, host, rule.export_to, host)
+                and meet(
+                    other.export_to, other.source.namespace, rule.export_to, rule.source.namespace
+                )
             ),
             None,
         )
