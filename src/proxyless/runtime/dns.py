@@ -166,7 +166,8 @@ class DnsResolution:
             for name in names:
                 try:
                     found[name] = resolver(name, family)
-                except OSError as exc:
+                except (OSError, UnicodeError, ValueError) as exc:
+                    # getaddrinfo raises UnicodeError for a name IDNA cannot encode
                     failed[name] = str(exc) or type(exc).__name__
             self._post(lambda: self._done(found, failed))
 
