@@ -1,4 +1,5 @@
-"""The service registry built from ServiceEntries and WorkloadEntries, and Istio naming.
+"""The service registry built from ServiceEntries (Kubernetes Services included) and
+WorkloadEntries, as one client namespace sees it, and Istio naming.
 
 Naming follows istiod's proxyless (gRPC) generator so the same client target
 works against both control planes:
@@ -19,7 +20,13 @@ is replaced as a whole.
 A DestinationRule whose host is a wildcard (``*.default.svc.cluster.local``,
 ``*.local``, ``*``) applies to every service it matches that no rule names
 exactly; of several wildcards the most specific (longest) wins, as in
-Istio's DestinationRule host lookup.
+Istio's DestinationRule host lookup. Of several exact rules for one host the
+client's namespace wins, then the service's, then the root namespace
+(:func:`.visibility.rule_precedence`).
+
+What a client of a namespace sees follows ``exportTo`` (:mod:`.visibility`);
+ServiceEntries for one host merge per namespace (:mod:`.service_merge`);
+delegate VirtualServices are merged into their roots (:mod:`.delegate`).
 """
 
 from __future__ import annotations
