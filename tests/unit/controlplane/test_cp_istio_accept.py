@@ -544,3 +544,17 @@ def test_root_namespace_rule_is_mesh_wide() -> None:
     assert out[CLUSTER_TYPE]["outbound|9080||reviews.default.svc.cluster.local"].lb_policy == (
         cluster_pb2.Cluster.LEAST_REQUEST
     )
+
+
+def test_redirect_rule_is_left_out_not_the_file() -> None:
+    vs = (
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n"
+        "spec:\n  hosts: [reviews]\n  http:\n"
+        "  - match: [{uri: {exact: /old}}]\n    redirect: {uri: /new}\n"
+        "  - route: [{destination: {host: reviews}}]\n"
+    )
+    result = load_text(docs(SE, vs), "mesh.yaml")
+    assert result.ok, result.errors
+    assert any("redirect rule is left out" in w.message for w in result.warnings)
+    routes = snapshot(docs(SE, vs))[ROUTE_TYPE]["reviews.default.svc.cluster.local:9080"]
+    assert [r.match.prefix for r in routes.virtual_hosts[0].routes] == ["/"]

@@ -322,6 +322,13 @@ def _http_route(r: DocReader, raw: Any, path: str) -> HttpRoute | None:
             matches.append(parsed)
     if raw_matches and for_gateways == len(raw_matches):
         return None  # every match is for gateways only: the route is not for the mesh
+    if "route" not in box and "delegate" not in box:
+        for key in ("redirect", "directResponse"):
+            if key in box:
+                # Valid Istio that the embedded control plane does not translate
+                # (warned about above): the rule is left out, not the file.
+                r.warn(path, f"a {key} rule is left out: its requests go to the next rule")
+                return None
     delegate = _delegate(r, box.get("delegate"), f"{path}.delegate")
     if delegate is not None and box.get("route") is not None:
         r.error(f"{path}.delegate", "cannot be combined with route")
