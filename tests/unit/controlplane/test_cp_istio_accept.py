@@ -558,3 +558,14 @@ def test_redirect_rule_is_left_out_not_the_file() -> None:
     assert any("redirect rule is left out" in w.message for w in result.warnings)
     routes = snapshot(docs(SE, vs))[ROUTE_TYPE]["reviews.default.svc.cluster.local:9080"]
     assert [r.match.prefix for r in routes.virtual_hosts[0].routes] == ["/"]
+
+
+def test_wildcard_rule_covers_the_wildcard_entry_and_its_hosts() -> None:
+    rule = (
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: wild}\n"
+        "spec:\n  host: '*.example.com'\n"
+        "  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n"
+    )
+    clusters = snapshot(docs(WILDCARD, rule))[CLUSTER_TYPE]
+    for name in ("outbound|443||*.example.com", "outbound|443||api.example.com"):
+        assert clusters[name].lb_policy == cluster_pb2.Cluster.RANDOM, name

@@ -160,9 +160,9 @@ class Registry:
     one namespace for the same host merge (:mod:`.service_merge`); of
     several namespaces the client's own wins, else the first in file order.
     A VirtualService destination or host, or a DestinationRule host, that
-    only a wildcard ServiceEntry (``*.example.com``) covers gets a service of its own, with the wildcard
-    entry's ports and endpoints, named by the concrete host (istiod names
-    the cluster by the destination host too). Of several VirtualServices
+    only a wildcard ServiceEntry (``*.example.com``) covers gets a service of
+    its own, with the wildcard entry's ports and endpoints, named by the
+    concrete host (istiod names the cluster by the destination host too). Of several VirtualServices
     for one host the first in file order wins; the reference check reports
     the later ones.
     """
@@ -204,7 +204,7 @@ class Registry:
         wildcards: list[tuple[str, DestinationRule]] = []
         for rule in rules:
             host = self.resolve(rule.host, rule.source.namespace)
-            if host.startswith("*") and host not in self.services:
+            if host.startswith("*"):
                 wildcards.append((host, rule))
             else:
                 exact.setdefault(host, []).append(rule)
