@@ -569,3 +569,9 @@ def test_wildcard_rule_covers_the_wildcard_entry_and_its_hosts() -> None:
     clusters = snapshot(docs(WILDCARD, rule))[CLUSTER_TYPE]
     for name in ("outbound|443||*.example.com", "outbound|443||api.example.com"):
         assert clusters[name].lb_policy == cluster_pb2.Cluster.RANDOM, name
+
+
+def test_analyze_warns_that_grpcio_refuses_strict_dns() -> None:
+    mesh = load_mesh(DNS_SE, "mesh.yaml")
+    found = [i for i in analyze_mesh(mesh) if "STRICT_DNS" in i.message]
+    assert [(i.severity, i.name, i.path) for i in found] == [("warning", "ext", "spec.resolution")]

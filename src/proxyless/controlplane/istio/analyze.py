@@ -22,8 +22,9 @@ RE2 regexes, duplicate names. On top of that it warns about field pitfalls:
   no endpoint, TLS origination without ``caCertificates`` and ServiceEntry
   protocol conflicts, with istioctl's codes (:mod:`.analyze_rules`);
 * load balancers grpcio's own xDS client rejects (MAGLEV, RANDOM,
-  LEAST_REQUEST: it NACKs the cluster) and query-parameter matches it never
-  matches (gRFC A28);
+  LEAST_REQUEST: it NACKs the cluster), DNS ServiceEntries with several
+  endpoints (STRICT_DNS, which it NACKs too) and query-parameter matches it
+  never matches (gRFC A28);
 * fields accepted but not translated (reported while loading).
 
 Finally a valid config is translated for a proxyless and an Envoy node and
@@ -171,6 +172,17 @@ def _lb_pitfalls(mesh: MeshConfig) -> list[Issue]:
                     source,
                     f"{path}.loadBalancer.consistentHash.maglev",
                     "MAGLEV is not supported by grpcio's native xDS client (it NACKs the cluster)",
+                )
+            )
+    for entry in mesh.service_entries:
+        if entry.resolution == "DNS" and len(entry.endpoints) > 1:
+            issues.append(
+                _warn(
+                    entry.source,
+                    "spec.resolution",
+                    "DNS with several endpoints is a STRICT_DNS cluster, which grpcio's native "
+                    "xDS client does not support (it NACKs the cluster; gRFC A37 has only "
+                    "LOGICAL_DNS); proxyless clients and Envoy resolve it",
                 )
             )
     for vs in mesh.virtual_services:
