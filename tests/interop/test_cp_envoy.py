@@ -9,6 +9,7 @@ is the real HTTP/2 header, so gRPC clients set it with
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.interop.cp_interop_helpers import (
 
 from proxyless.controlplane import ControlPlane
 from proxyless.controlplane.model import CLUSTER_TYPE, ENDPOINT_TYPE
+from proxyless.testing.backends import EchoServer
 from proxyless.testing.controlplane import EnvoyProcess, free_port
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]
@@ -198,3 +200,35 @@ def test_envoy_and_grpc_side_by_side_follow_edits(
     assert envoy_loop.log.errors == []
     assert grpc_loop.log.errors == [], stderr[-2000:]
     assert control_plane.server.nacks() == []
+
+
+DNS_ENTRY = """
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo-dns, namespace: default}}
+spec:
+  hosts: [echo.dns.internal]
+  location: MESH_EXTERNAL
+  ports: [{{number: 9000, name: grpc, protocol: GRPC}}]
+  resolution: DNS
+  endpoints: [{{address: localhost, ports: {{grpc: {port}}}}}]
+"""
+
+
+def test_envoy_resolves_a_dns_service_entry(
+    mesh_yaml: str, backends: dict[str, EchoServer]
+) -> None:
+    """Envoy gets the STRICT_DNS cluster with the host name and resolves ``localhost``."""
+    backend = backends["reviews-v2"].address.rpartition(":")[2]
+    text = mesh_yaml + DNS_ENTRY.format(port=backend)
+    with ControlPlane(text, stderr=io.StringIO()) as cp:
+        port = free_port()
+        bootstrap = cp.envoy_bootstrap("envoy-dns", listener_ports={"echo.dns.internal:9000": port})
+        with EnvoyProcess(bootstrap) as envoy:
+            assert call_through(f"127.0.0.1:{port}", 20) == {V2: 20}
+            assert (
+                "outbound|9000||echo.dns.internal" in _dump_names(envoy.config_dump())["clusters"]
+            )
+            assert _rejected(envoy) == {}
+        assert cp.server.nacks() == []

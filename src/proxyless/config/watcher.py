@@ -3,7 +3,8 @@
 A :class:`ConfigWatcher` watches one Listener, the RouteConfiguration it
 names (unless inline), every Cluster its routes can reach (weighted
 clusters, mirror clusters, aggregate clusters' children to a depth of 16 —
-gRFC A37), and the endpoints of each leaf cluster. It publishes a new
+gRFC A37), and the endpoints of each leaf cluster (EDS, or for a STRICT_DNS
+cluster the addresses :mod:`proxyless.runtime.dns` resolves). It publishes a new
 :class:`~proxyless.config.snapshot.XdsConfig` only when the chain is
 complete: every resource has either a value or an error. Until then the
 previous snapshot stays in force, so a route pointing at a cluster that has
@@ -44,6 +45,7 @@ from proxyless.resources.types import (
     LISTENER,
     ROUTE_CONFIGURATION,
 )
+from proxyless.runtime.dns import DnsResolution
 from proxyless.xds_client import ResourceType, XdsClient
 
 __all__ = ["MAX_AGGREGATE_DEPTH", "ConfigWatcher", "clusters_of_route_config"]
@@ -132,6 +134,7 @@ class ConfigWatcher:
         self._rds: _Watch | None = None
         self._cds: dict[str, _Watch] = {}
         self._eds: dict[str, _Watch] = {}
+        self._dns: dict[str, DnsResolution] = {}
         self._closed = False
         self._recomputing = False
         self._dirty = False
@@ -176,9 +179,12 @@ class ConfigWatcher:
         for w in [self._lds, self._rds, *self._cds.values(), *self._eds.values()]:
             if w is not None:
                 w.cancel()
+        for resolution in self._dns.values():
+            resolution.cancel()
         self._lds = self._rds = None
         self._cds.clear()
         self._eds.clear()
+        self._dns.clear()
 
     def _publish(self, cfg: XdsConfig) -> None:
         with self._lock:
@@ -293,6 +299,7 @@ class ConfigWatcher:
         out: dict[str, ClusterConfig] = {}
         wanted_cds: set[str] = set()
         wanted_eds: set[str] = set()
+        wanted_dns: set[str] = set()
         complete = True
 
         def cds(name: str) -> _Watch:
@@ -376,6 +383,16 @@ class ConfigWatcher:
                     out[name] = ClusterConfig(name, cluster, ew.value)
             elif cluster.type == "LOGICAL_DNS":
                 out[name] = ClusterConfig(name, cluster, _dns_assignment(cluster))
+            elif cluster.type == "STRICT_DNS":
+                wanted_dns.add(name)
+                resolution = self._resolution(name, cluster)
+                if resolution.error is not None:
+                    out[name] = ClusterConfig(name, cluster, error=resolution.error)
+                elif resolution.value is None:
+                    complete = False
+                    return None
+                else:
+                    out[name] = ClusterConfig(name, cluster, resolution.value)
             else:  # STATIC
                 out[name] = ClusterConfig(name, cluster, cluster.load_assignment)
             return [name]
@@ -386,7 +403,26 @@ class ConfigWatcher:
             self._cds.pop(name).cancel()
         for name in [n for n in self._eds if n not in wanted_eds]:
             self._eds.pop(name).cancel()
+        for name in [n for n in self._dns if n not in wanted_dns]:
+            self._dns.pop(name).cancel()
         return out, complete
+
+    def _resolution(self, name: str, cluster: Cluster) -> DnsResolution:
+        """The DNS resolution of a STRICT_DNS cluster, restarted when the cluster changed."""
+        current = self._dns.get(name)
+        if current is not None and current.cluster == cluster:
+            return current
+        if current is not None:
+            current.cancel()
+        client = self._client
+        resolution = DnsResolution(
+            cluster,
+            clock=client._clock,
+            post=lambda fn: client._call_on_loop(fn),
+            on_change=self._changed,
+        )
+        self._dns[name] = resolution
+        return resolution.start()
 
     # -- diagnostics ---------------------------------------------------------------------------
     def __repr__(self) -> str:

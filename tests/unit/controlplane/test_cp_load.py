@@ -52,10 +52,10 @@ BAD = [
     pytest.param("a: 1\na: 2\n", "doc1", "", "duplicate key 'a'", id="yaml-duplicate-key"),
     pytest.param("- 1\n- 2\n", "doc1", "", "a document must be a mapping", id="not-a-mapping"),
     pytest.param(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {}\n",
-        "doc1 Service/x",
+        "apiVersion: networking.istio.io/v1\nkind: Servce\nmetadata: {name: x}\nspec: {}\n",
+        "doc1 Servce/x",
         "kind",
-        "unknown kind 'Service'",
+        "unknown kind 'Servce'",
         id="unknown-kind",
     ),
     pytest.param(
@@ -127,9 +127,10 @@ BAD = [
     pytest.param(
         docs(SE, SE.replace("name: reviews,", "name: other,")),
         "doc2 ServiceEntry/other",
-        "spec.hosts[0]",
-        "already defined by ServiceEntry default/reviews",
-        id="duplicate-host",
+        "spec.endpoints[0]",
+        "endpoint 10.0.0.1:5001 appears twice for port 9080 "
+        "(also ServiceEntry default/reviews spec.endpoints[0])",
+        id="duplicate-host-merged-endpoint",
     ),
     pytest.param(
         docs(SE, DR, vs("  - route: [{destination: {host: reviews, subset: v3}}]")),
@@ -415,7 +416,7 @@ WARN = [
             SE, "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {}\n"
         ),
         "kind",
-        "Gateway is not supported",
+        "Gateway only shapes gateways or other proxies; skipped",
         id="ignored-kind",
     ),
     pytest.param(
@@ -526,7 +527,7 @@ spec:
 def test_control_plane_refuses_an_invalid_initial_config() -> None:
     # Raised while loading, before the ADS server is started.
     with pytest.raises(MeshConfigError, match="unknown kind"):
-        ControlPlane("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")
+        ControlPlane("apiVersion: security.istio.io/v1\nkind: Pods\nmetadata: {name: p}\n")
 
 
 def test_a_bare_route_item_is_an_error_not_a_route_without_cluster() -> None:

@@ -103,6 +103,25 @@ def test_logical_dns_cluster() -> None:
     assert cluster.load_assignment is None
 
 
+def test_strict_dns_cluster() -> None:
+    msg = _with_assignment(C.STRICT_DNS, ("backend.example", 443), ("10.0.0.1", 80))
+    msg.dns_refresh_rate.FromSeconds(2)
+    msg.dns_lookup_family = C.V4_ONLY
+    cluster = _decode(msg)
+    assert cluster.type == "STRICT_DNS"
+    assert cluster.load_assignment is not None
+    assert [e.address for e in cluster.load_assignment.priorities[0][0].endpoints] == [
+        "backend.example",
+        "10.0.0.1",
+    ]
+    assert (cluster.dns_refresh_rate, cluster.dns_lookup_family) == (2.0, "V4_ONLY")
+
+
+def test_strict_dns_cluster_defaults() -> None:
+    cluster = _decode(_with_assignment(C.STRICT_DNS, ("backend.example", 443)))
+    assert (cluster.dns_refresh_rate, cluster.dns_lookup_family) == (None, "AUTO")
+
+
 def test_static_cluster() -> None:
     cluster = _decode(_with_assignment(C.STATIC, ("127.0.0.1", 1), ("127.0.0.1", 2)))
     assert cluster.type == "STATIC"
@@ -692,8 +711,8 @@ def test_common_lb_config_and_misc() -> None:
     [
         pytest.param(
             C(name="s", type=C.STRICT_DNS),
-            "type: unsupported cluster type STRICT_DNS",
-            id="strict-dns",
+            "load_assignment: is required for a STRICT_DNS cluster",
+            id="strict-dns-without-endpoints",
         ),
         pytest.param(
             C(name="o", type=C.ORIGINAL_DST),
@@ -766,8 +785,8 @@ def test_every_problem_is_reported() -> None:
 
 def test_parse_cluster() -> None:
     assert parse_cluster(b.eds_cluster()).type == "EDS"
-    with pytest.raises(ResourceValidationError, match="unsupported cluster type STRICT_DNS"):
-        parse_cluster(C(name="s", type=C.STRICT_DNS))
+    with pytest.raises(ResourceValidationError, match="unsupported cluster type ORIGINAL_DST"):
+        parse_cluster(C(name="s", type=C.ORIGINAL_DST))
 
 
 def test_istio_style_mtls_context() -> None:

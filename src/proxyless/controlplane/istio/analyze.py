@@ -16,12 +16,15 @@ RE2 regexes, duplicate names. On top of that it warns about field pitfalls:
 * mTLS conflicts between DestinationRule and PeerAuthentication, and
   AuthorizationPolicy references to nothing, with istioctl's codes
   (:mod:`.analyze_security`);
+* references ``exportTo`` hides from a VirtualService (IST0101,
+  :mod:`.analyze_visibility`);
 * unreachable routing rules, overlapping VirtualServices, subsets selecting
   no endpoint, TLS origination without ``caCertificates`` and ServiceEntry
   protocol conflicts, with istioctl's codes (:mod:`.analyze_rules`);
 * load balancers grpcio's own xDS client rejects (MAGLEV, RANDOM,
-  LEAST_REQUEST: it NACKs the cluster) and query-parameter matches it never
-  matches (gRFC A28);
+  LEAST_REQUEST: it NACKs the cluster), DNS ServiceEntries with several
+  endpoints (STRICT_DNS, which it NACKs too) and query-parameter matches it
+  never matches (gRFC A28);
 * fields accepted but not translated (reported while loading).
 
 Finally a valid config is translated for a proxyless and an Envoy node and
@@ -36,6 +39,7 @@ from pathlib import Path
 
 from proxyless.controlplane.istio.analyze_rules import rule_issues
 from proxyless.controlplane.istio.analyze_security import security_issues
+from proxyless.controlplane.istio.analyze_visibility import visibility_issues
 from proxyless.controlplane.istio.load import load_files
 from proxyless.controlplane.istio.model import Issue, MeshConfig, Source, TrafficPolicy
 from proxyless.controlplane.istio.registry import Registry, cluster_name
@@ -170,6 +174,17 @@ def _lb_pitfalls(mesh: MeshConfig) -> list[Issue]:
                     "MAGLEV is not supported by grpcio's native xDS client (it NACKs the cluster)",
                 )
             )
+    for entry in mesh.service_entries:
+        if entry.resolution == "DNS" and len(entry.endpoints) > 1:
+            issues.append(
+                _warn(
+                    entry.source,
+                    "spec.resolution",
+                    "DNS with several endpoints is a STRICT_DNS cluster, which grpcio's native "
+                    "xDS client does not support (it NACKs the cluster; gRFC A37 has only "
+                    "LOGICAL_DNS); proxyless clients and Envoy resolve it",
+                )
+            )
     for vs in mesh.virtual_services:
         for route in vs.http:
             for i, match in enumerate(route.matches):
@@ -267,6 +282,7 @@ def analyze_mesh(
         *_mtls_pitfalls(mesh),
         *security_issues(mesh, registry),
         *rule_issues(mesh, registry),
+        *visibility_issues(mesh, registry),
         *istio_mutual_pitfalls(registry),
     ]
     if translate:

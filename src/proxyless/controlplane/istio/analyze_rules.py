@@ -27,9 +27,9 @@ istioctl's severity unless said otherwise:
   of its host; calls routed to it fail with no healthy upstream. The
   control plane still serves the config, as istiod does.
 * ``[IST0177]`` ConflictingServiceEntryProtocol (a warning): ServiceEntries
-  defining the same host and port with different protocols. The first
-  ServiceEntry (file order) is served; the loader already refuses a host
-  defined twice.
+  defining the same host and port with different protocols. Entries of one
+  namespace merge (:mod:`.service_merge`) and the first entry's port (file
+  order) is served.
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ cluster_traffic_policy.go, as documented on istio.io DestinationRule):
   DestinationRule subset ``outbound|port|subset|host`` whose endpoints are
   those whose labels carry the subset's labels; EDS over ADS with the cluster
   name as service name; ``connect_timeout`` 10 s unless ``tcp.connectTimeout``;
+* a ServiceEntry with ``resolution: DNS`` gives STRICT_DNS clusters and one
+  with ``DNS_ROUND_ROBIN`` LOGICAL_DNS clusters (istiod's cluster_builder),
+  their endpoints (host names or IPs) inline in ``load_assignment``,
+  ``dns_lookup_family: V4_ONLY`` and ``respect_dns_ttl`` as istiod sets them;
+  a LOGICAL_DNS subset selecting no endpoint becomes an empty STRICT_DNS
+  cluster (Envoy's LOGICAL_DNS needs exactly one endpoint);
 * ``loadBalancer.simple`` -> ``lb_policy`` (LEAST_CONN = LEAST_REQUEST);
   ``consistentHash`` -> RING_HASH (or MAGLEV) and a route hash policy;
 * ``connectionPool`` -> ``circuit_breakers`` DEFAULT thresholds, Istio's
@@ -53,6 +59,7 @@ __all__ = [
     "build_cluster",
     "build_load_assignment",
     "duration",
+    "logical_dns_only",
     "pack",
 ]
 
@@ -93,10 +100,29 @@ def _u32(value: int | None, default: int = UINT32_MAX) -> wrappers_pb2.UInt32Val
     return wrappers_pb2.UInt32Value(value=default if value is None else value)
 
 
-def build_cluster(name: str, port: Port, policy: TrafficPolicy | None) -> cluster_pb2.Cluster:
-    cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
-    cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
-    cluster.eds_cluster_config.service_name = name
+def build_cluster(
+    name: str,
+    port: Port,
+    policy: TrafficPolicy | None,
+    *,
+    dns: endpoint_pb2.ClusterLoadAssignment | None = None,
+    resolution: str = "STATIC",
+) -> cluster_pb2.Cluster:
+    """An EDS cluster, or with ``dns`` a STRICT_DNS / LOGICAL_DNS one carrying it inline."""
+    if dns is None:
+        cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
+        cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
+        cluster.eds_cluster_config.service_name = name
+    else:
+        count = sum(len(group.lb_endpoints) for group in dns.endpoints)
+        logical = resolution == "DNS_ROUND_ROBIN" and count == 1
+        cluster = cluster_pb2.Cluster(
+            name=name,
+            type=cluster_pb2.Cluster.LOGICAL_DNS if logical else cluster_pb2.Cluster.STRICT_DNS,
+            dns_lookup_family=cluster_pb2.Cluster.V4_ONLY,
+            respect_dns_ttl=True,
+        )
+        cluster.load_assignment.CopyFrom(dns)
     pool = policy.connection_pool if policy else None
     connect = pool.connect_timeout if pool and pool.connect_timeout else DEFAULT_CONNECT_TIMEOUT
     cluster.connect_timeout.CopyFrom(duration(connect))
@@ -167,6 +193,23 @@ def build_cluster(name: str, port: Port, policy: TrafficPolicy | None) -> cluste
     if needs_options:
         cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(pack(options))
     return cluster
+
+
+def logical_dns_only(clusters: Mapping[str, Message]) -> dict[str, Message]:
+    """STRICT_DNS clusters of one endpoint as LOGICAL_DNS, for gRPC clients (gRFC A37)
+    that take no STRICT_DNS; those with several endpoints are left as they are."""
+    out: dict[str, Message] = {}
+    for name, cluster in clusters.items():
+        assert isinstance(cluster, cluster_pb2.Cluster)
+        if cluster.type != cluster_pb2.Cluster.STRICT_DNS:
+            continue
+        if sum(len(g.lb_endpoints) for g in cluster.load_assignment.endpoints) != 1:
+            continue
+        logical = cluster_pb2.Cluster()
+        logical.CopyFrom(cluster)
+        logical.type = cluster_pb2.Cluster.LOGICAL_DNS
+        out[name] = logical
+    return out
 
 
 def _split_locality(text: str) -> tuple[str, str, str]:

@@ -30,6 +30,7 @@ from proxyless.controlplane.istio.model import (
     TrafficPolicy,
 )
 from proxyless.controlplane.istio.reader import DocReader
+from proxyless.controlplane.istio.visibility import check_export_to
 
 __all__ = ["parse_destination_rule"]
 
@@ -429,8 +430,16 @@ def parse_destination_rule(r: DocReader, spec: dict[str, Any]) -> DestinationRul
             )
             continue
         subsets.append(Subset(name, labels, sub_policy, path))
+    export_to = tuple(str(x) for x in r.items(spec.get("exportTo"), "spec.exportTo"))
+    problem = check_export_to(export_to)
+    if problem is not None:
+        r.error("spec.exportTo", problem)
     if host is None:
         return None
     return DestinationRule(
-        source=r.source, host=host, subsets=tuple(subsets), traffic_policy=policy
+        source=r.source,
+        host=host,
+        subsets=tuple(subsets),
+        traffic_policy=policy,
+        export_to=export_to,
     )

@@ -7,8 +7,17 @@ Accepted kinds and API versions (Istio's CRDs):
 * ``security.istio.io/v1`` (also ``v1beta1``): PeerAuthentication,
   AuthorizationPolicy.
 
-Other Istio kinds (Gateway, Sidecar, EnvoyFilter ...) are skipped with a
-warning; any other kind is an error. Every finding names the file, the
+Kubernetes Service (v1), EndpointSlice (discovery.k8s.io/v1), Endpoints (v1)
+and Pod (v1) objects describe services too (:mod:`.kubernetes`); a
+``kind: List`` (``kubectl get -o yaml``) is read item by item.
+
+Kinds that only shape gateways or other proxies (Gateway, Sidecar,
+EnvoyFilter, Telemetry, WasmPlugin, ProxyConfig, RequestAuthentication,
+WorkloadGroup, the Gateway API's kinds) are skipped with one info line, as is
+a VirtualService bound only to gateways (``gateways`` without ``mesh``) and
+any kind outside Istio's API groups (a cluster dump's Deployments,
+ConfigMaps ...). An unknown kind in an Istio API group is an error (most
+likely a typo). Every finding names the file, the
 1-based document index, ``kind/name`` and the field path. Loading never
 raises on bad input: it returns every issue found, and a config with an error
 is never applied (:func:`load_mesh` raises :class:`MeshConfigError`).
@@ -25,6 +34,11 @@ from typing import Any
 import yaml
 
 from proxyless.controlplane.istio.destination_rule import parse_destination_rule
+from proxyless.controlplane.istio.kubernetes import (
+    KUBERNETES_KINDS,
+    KubeObject,
+    kubernetes_service_entries,
+)
 from proxyless.controlplane.istio.model import (
     AuthorizationPolicy,
     DestinationRule,
@@ -77,6 +91,7 @@ _IGNORED_KINDS = frozenset(
         "RequestAuthentication",
     }
 )
+_SKIPPED = "only shapes gateways or other proxies; skipped"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -149,7 +164,10 @@ def _documents(text: str, file: str, issues: list[Issue]) -> list[tuple[int, Any
     index = 0
     try:
         for index, doc in enumerate(yaml.load_all(text, Loader=_StrictLoader), start=1):
-            if doc is not None:
+            if isinstance(doc, dict) and doc.get("kind") == "List" and "items" in doc:
+                items = doc["items"]
+                docs += [(index, item) for item in items or () if item is not None]
+            elif doc is not None:
                 docs.append((index, doc))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -161,7 +179,26 @@ def _documents(text: str, file: str, issues: list[Issue]) -> list[tuple[int, Any
     return docs
 
 
-def _parse_document(file: str, index: int, doc: Any, out: dict[str, list[Any]]) -> list[Issue]:
+def _skip(doc: dict[str, Any], kind: str, api: Any) -> str | None:
+    """Why a document is skipped (one info line), or None to read it."""
+    if kind in _IGNORED_KINDS:
+        return f"{kind} {_SKIPPED}"
+    if kind == "VirtualService":
+        spec = doc.get("spec")
+        gateways = spec.get("gateways") if isinstance(spec, dict) else None
+        if isinstance(gateways, list) and gateways and "mesh" not in gateways:
+            return "bound only to gateways (no 'mesh'): an ingress route, skipped for the mesh"
+    if kind in _KINDS or kind in KUBERNETES_KINDS:
+        return None
+    group = api.split("/")[0] if isinstance(api, str) and "/" in api else ""
+    if not group.endswith("istio.io"):
+        return f"{kind} ({api}) is not a kind the mesh reads; skipped"
+    return None
+
+
+def _parse_document(
+    file: str, index: int, doc: Any, out: dict[str, list[Any]], kube: list[KubeObject]
+) -> list[Issue]:
     if not isinstance(doc, dict):
         return [
             Issue(
@@ -188,13 +225,17 @@ def _parse_document(file: str, index: int, doc: Any, out: dict[str, list[Any]]) 
         namespace if isinstance(namespace, str) else "default",
     )
     r = DocReader(source)
-    r.mapping(doc, "", known=("apiVersion", "kind", "metadata", "spec", "status"))
     if not isinstance(kind, str) or not kind:
         r.error("kind", "is required")
         return r.issues
-    if kind in _IGNORED_KINDS:
-        r.warn("kind", f"{kind} is not supported by the embedded control plane, ignored")
+    skipped = _skip(doc, kind, doc.get("apiVersion"))
+    if skipped is not None:
+        path = "spec.gateways" if kind == "VirtualService" else "kind"
+        r.issues.append(Issue.at("info", source, path, skipped))
         return r.issues
+    if kind in KUBERNETES_KINDS:
+        return r.issues + _kube_object(doc, kind, source, kube)
+    r.mapping(doc, "", known=("apiVersion", "kind", "metadata", "spec", "status"))
     if kind not in _KINDS:
         supported = ", ".join(sorted(_KINDS))
         r.error("kind", f"unknown kind {kind!r}; supported kinds: {supported}")
@@ -225,13 +266,33 @@ def _parse_document(file: str, index: int, doc: Any, out: dict[str, list[Any]]) 
     return r.issues + sub.issues
 
 
+def _kube_object(
+    doc: dict[str, Any], kind: str, source: Source, kube: list[KubeObject]
+) -> list[Issue]:
+    sub = DocReader(source)
+    api = sub.string(doc.get("apiVersion"), "apiVersion", required=True)
+    versions = KUBERNETES_KINDS[kind]
+    if api is not None and api not in versions:
+        sub.error("apiVersion", f"{kind} needs one of {', '.join(versions)}; got {api!r}")
+    meta = sub.mapping(doc.get("metadata"), "metadata", required=True) or {}
+    name = sub.string(meta.get("name"), "metadata.name", required=True)
+    labels = sub.labels(meta.get("labels"), "metadata.labels")
+    annotations = sub.labels(meta.get("annotations"), "metadata.annotations")
+    if name and sub.ok:
+        kube.append(KubeObject(source, doc, labels, annotations))
+    return sub.issues
+
+
 def _load(sources: Iterable[tuple[str, str]]) -> LoadResult:
     issues: list[Issue] = []
     out: dict[str, list[Any]] = {kind: [] for kind in _KINDS}
+    kube: list[KubeObject] = []
     for file, text in sources:
         for index, doc in _documents(text, file, issues):
-            issues.extend(_parse_document(file, index, doc, out))
-    se: list[ServiceEntry] = out["ServiceEntry"]
+            issues.extend(_parse_document(file, index, doc, out, kube))
+    kube_entries, kube_issues = kubernetes_service_entries(kube)
+    issues += kube_issues
+    se: list[ServiceEntry] = [*kube_entries, *out["ServiceEntry"]]
     we: list[WorkloadEntry] = out["WorkloadEntry"]
     vs: list[VirtualService] = out["VirtualService"]
     dr: list[DestinationRule] = out["DestinationRule"]

@@ -121,6 +121,7 @@ class Port:
 
 @dataclass(frozen=True, slots=True)
 class WorkloadEndpoint:
+    #: An IP address, or a host name for a DNS ServiceEntry.
     address: str
     ports: Mapping[str, int] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -142,6 +143,8 @@ class ServiceEntry:
     location: str = "MESH_INTERNAL"
     #: ``subjectAltNames``: extra identities the service's workloads present.
     subject_alt_names: tuple[str, ...] = ()
+    #: ``exportTo`` as written (empty: every namespace, Istio's default).
+    export_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +254,9 @@ class HttpRoute:
     headers: Headers | None = None
     mirrors: tuple[Mirror, ...] = ()
     rewrite: Rewrite | None = None
+    #: ``delegate``: (name, namespace) of the VirtualService whose routes
+    #: replace this one (namespace "" is the root's own).
+    delegate: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +361,7 @@ class DestinationRule:
     host: str
     subsets: tuple[Subset, ...] = ()
     traffic_policy: TrafficPolicy | None = None
+    export_to: tuple[str, ...] = ()
 
 
 # --- security -------------------------------------------------------------------------

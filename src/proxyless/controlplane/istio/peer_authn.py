@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from proxyless.controlplane.istio.model import MeshConfig, PeerAuthentication
 from proxyless.controlplane.istio.registry import selects
+from proxyless.controlplane.istio.visibility import DEFAULT_ROOT_NAMESPACE
 
 __all__ = [
     "DISABLE",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 #: Istio's default mesh root namespace (MeshConfig ``rootNamespace``).
-ROOT_NAMESPACE = "istio-system"
+ROOT_NAMESPACE = DEFAULT_ROOT_NAMESPACE
 STRICT = "STRICT"
 PERMISSIVE = "PERMISSIVE"
 DISABLE = "DISABLE"

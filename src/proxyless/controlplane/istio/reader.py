@@ -70,6 +70,9 @@ class DocReader:
     def warn(self, path: str, message: str) -> None:
         self.issues.append(Issue.at("warning", self.source, path, message))
 
+    def info(self, path: str, message: str) -> None:
+        self.issues.append(Issue.at("info", self.source, path, message))
+
     @property
     def ok(self) -> bool:
         return not any(i.is_error for i in self.issues)

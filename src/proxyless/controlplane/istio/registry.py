@@ -1,4 +1,5 @@
-"""The service registry built from ServiceEntries and WorkloadEntries, and Istio naming.
+"""The service registry built from ServiceEntries (Kubernetes Services included) and
+WorkloadEntries, as one client namespace sees it, and Istio naming.
 
 Naming follows istiod's proxyless (gRPC) generator so the same client target
 works against both control planes:
@@ -19,27 +20,45 @@ is replaced as a whole.
 A DestinationRule whose host is a wildcard (``*.default.svc.cluster.local``,
 ``*.local``, ``*``) applies to every service it matches that no rule names
 exactly; of several wildcards the most specific (longest) wins, as in
-Istio's DestinationRule host lookup.
+Istio's DestinationRule host lookup. Of several exact rules for one host the
+client's namespace wins, then the service's, then the root namespace
+(:func:`.visibility.rule_precedence`).
+
+What a client of a namespace sees follows ``exportTo`` (:mod:`.visibility`);
+ServiceEntries for one host merge per namespace (:mod:`.service_merge`);
+delegate VirtualServices are merged into their roots (:mod:`.delegate`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import replace
 
+from proxyless.controlplane.istio.delegate import resolve_delegates
 from proxyless.controlplane.istio.model import (
     DestinationRule,
     MeshConfig,
-    Port,
-    ServiceEntry,
     Subset,
     TrafficPolicy,
     VirtualService,
     WorkloadEndpoint,
 )
+from proxyless.controlplane.istio.service_merge import (
+    HTTP_PROTOCOLS,
+    Service,
+    entries_by_host,
+    merged_service,
+    selects,
+)
+from proxyless.controlplane.istio.visibility import (
+    DEFAULT_ROOT_NAMESPACE,
+    exported_to,
+    rule_precedence,
+)
 
 __all__ = [
     "CLUSTER_DOMAIN",
+    "HTTP_PROTOCOLS",
     "Registry",
     "Service",
     "cluster_name",
@@ -51,7 +70,6 @@ __all__ = [
 ]
 
 CLUSTER_DOMAIN = "svc.cluster.local"
-HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 
 
 def cluster_name(port: int, subset: str, host: str) -> str:
@@ -97,33 +115,6 @@ def listener_aliases(host: str, port: int, node_namespace: str) -> list[str]:
     return [f"{form}:{port}" for form in _short_forms(host, node_namespace)]
 
 
-def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    host: str
-    namespace: str
-    ports: tuple[Port, ...]
-    endpoints: tuple[WorkloadEndpoint, ...]
-    entry: ServiceEntry
-
-    def port(self, number: int) -> Port | None:
-        for p in self.ports:
-            if p.number == number:
-                return p
-        return None
-
-    def http_ports(self) -> tuple[Port, ...]:
-        return tuple(p for p in self.ports if p.protocol in HTTP_PROTOCOLS)
-
-    def target_port(self, endpoint: WorkloadEndpoint, port: Port) -> int:
-        if port.name in endpoint.ports:
-            return endpoint.ports[port.name]
-        return port.target_port or port.number
-
-
 def _merge(base: TrafficPolicy | None, over: TrafficPolicy | None) -> TrafficPolicy | None:
     if over is None:
         return base
@@ -164,47 +155,99 @@ def effective_policy(
 class Registry:
     """Services by host, and the VirtualService / DestinationRule that applies to each.
 
-    When two documents claim the same thing the first in file order wins; the
-    reference check reports the later one as an error.
+    ``namespace`` is the client's namespace: only documents exported to it
+    count (:mod:`.visibility`); None sees every document. ServiceEntries of
+    one namespace for the same host merge (:mod:`.service_merge`); of
+    several namespaces the client's own wins, else the first in file order.
+    A VirtualService destination or host, or a DestinationRule host, that
+    only a wildcard ServiceEntry (``*.example.com``) covers gets a service of
+    its own, with the wildcard entry's ports and endpoints, named by the
+    concrete host (istiod names the cluster by the destination host too). Of several VirtualServices
+    for one host the first in file order wins; the reference check reports
+    the later ones.
     """
 
-    def __init__(self, mesh: MeshConfig) -> None:
+    def __init__(
+        self,
+        mesh: MeshConfig,
+        namespace: str | None = None,
+        *,
+        root_namespace: str = DEFAULT_ROOT_NAMESPACE,
+    ) -> None:
         self.mesh = mesh
+        self.namespace = namespace
+        self.root_namespace = root_namespace
         self.services: dict[str, Service] = {}
-        for entry in mesh.service_entries:
-            endpoints = list(entry.endpoints)
-            if entry.workload_selector is not None:
-                endpoints += [
-                    we.endpoint
-                    for we in mesh.workload_entries
-                    if we.source.namespace == entry.source.namespace
-                    and selects(entry.workload_selector, we.endpoint.labels)
-                ]
-            for host in entry.hosts:
-                if host not in self.services:
-                    self.services[host] = Service(
-                        host, entry.source.namespace, entry.ports, tuple(endpoints), entry
-                    )
+        entries = [
+            e
+            for e in mesh.service_entries
+            if exported_to(e.export_to, e.source.namespace, namespace)
+        ]
+        for host, namespaces in entries_by_host(entries).items():
+            ns = namespace if namespace in namespaces else next(iter(namespaces))
+            self.services[host] = merged_service(host, ns, namespaces[ns], mesh.workload_entries)
+        visible_vs = [
+            vs
+            for vs in mesh.virtual_services
+            if vs.hosts
+            and (not vs.gateways or "mesh" in vs.gateways)
+            and exported_to(vs.export_to, vs.source.namespace, namespace)
+        ]
+        rules = [
+            r
+            for r in mesh.destination_rules
+            if exported_to(r.export_to, r.source.namespace, namespace)
+        ]
+        self._add_wildcard_aliases(visible_vs, rules)
         self.destination_rules: dict[str, DestinationRule] = {}
+        exact: dict[str, list[DestinationRule]] = {}
         wildcards: list[tuple[str, DestinationRule]] = []
-        for rule in mesh.destination_rules:
+        for rule in rules:
             host = self.resolve(rule.host, rule.source.namespace)
             if host.startswith("*"):
                 wildcards.append((host, rule))
             else:
-                self.destination_rules.setdefault(host, rule)
+                exact.setdefault(host, []).append(rule)
+        for host, found in exact.items():
+            self.destination_rules[host] = min(found, key=lambda r: self._rank(r, host))
         # A wildcard host (``*.suffix`` or ``*``) covers every service no exact
         # rule names; the most specific (longest) wildcard wins, as in Istio.
         for host, rule in sorted(wildcards, key=lambda item: -len(item[0])):
             for service_host in self.match_hosts(host, rule.source.namespace):
                 self.destination_rules.setdefault(service_host, rule)
         self.virtual_services: dict[str, VirtualService] = {}
-        for vs in mesh.virtual_services:
-            if vs.gateways and "mesh" not in vs.gateways:
-                continue
+        for vs in resolve_delegates(self, visible_vs, mesh.virtual_services):
             for raw in vs.hosts:
                 for host in self.match_hosts(raw, vs.source.namespace):
                     self.virtual_services.setdefault(host, vs)
+
+    def _rank(self, rule: DestinationRule, host: str) -> int:
+        service = self.services.get(host)
+        service_ns = service.namespace if service is not None else rule.source.namespace
+        return rule_precedence(
+            rule.source.namespace, self.namespace, service_ns, self.root_namespace
+        )
+
+    def _add_wildcard_aliases(
+        self, virtual_services: list[VirtualService], rules: list[DestinationRule]
+    ) -> None:
+        wildcards = sorted((h for h in self.services if h.startswith("*.")), key=len, reverse=True)
+        if not wildcards:
+            return
+        named = [(r.host, r.source.namespace) for r in rules if not r.host.startswith("*")]
+        for vs in virtual_services:
+            ns = vs.source.namespace
+            named += [(h, ns) for h in vs.hosts if not h.startswith("*")]
+            for route in vs.http:
+                named += [(d.destination.host, ns) for d in route.route]
+                named += [(m.destination.host, ns) for m in route.mirrors]
+        for raw, ns in named:
+            host = resolve_host(raw, ns, self.services)
+            if host in self.services:
+                continue
+            cover = next((w for w in wildcards if host.endswith(w[1:])), None)
+            if cover is not None:
+                self.services[host] = replace(self.services[cover], host=host)
 
     def resolve(self, host: str, namespace: str) -> str:
         return resolve_host(host, namespace, self.services)

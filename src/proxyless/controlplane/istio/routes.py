@@ -248,7 +248,12 @@ def _route_action(
             continue
         resolved = resolve_destination(registry, rd.destination, ns, route_port)
         if resolved is None:
-            continue
+            # A host no visible service defines (yet): the client finds no
+            # such cluster and fails the call, as with istiod's config.
+            resolved = (
+                registry.resolve(rd.destination.host, ns),
+                rd.destination.port or route_port,
+            )
         host, port = resolved
         targets.append((cluster_name(port, rd.destination.subset, host), rd, host, port))
     if len(targets) == 1:

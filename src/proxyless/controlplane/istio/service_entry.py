@@ -2,10 +2,16 @@
 
 Follows Istio's ServiceEntry and WorkloadEntry references
 (istio.io/latest/docs/reference/config/networking/service-entry/ and
-.../workload-entry/). The embedded control plane serves static IP
-endpoints: a ServiceEntry lists its hosts (no wildcards), its ports and either
-``endpoints`` or a ``workloadSelector`` choosing WorkloadEntries by label;
-``resolution`` DNS and DNS_ROUND_ROBIN are errors. Every port protocol Istio
+.../workload-entry/). A ServiceEntry lists its hosts (exact
+names or a ``*.suffix`` wildcard), its ports and either ``endpoints`` or a
+``workloadSelector`` choosing WorkloadEntries by label.
+
+``resolution`` STATIC and NONE take IP endpoints. DNS and DNS_ROUND_ROBIN
+(istiod's STRICT_DNS and LOGICAL_DNS clusters) also take host names as
+endpoint addresses, and without endpoints resolve the entry's own hosts,
+which then must not be wildcards; DNS_ROUND_ROBIN allows at most one
+endpoint (Istio's validation; Envoy's LOGICAL_DNS has one). ``exportTo``
+is checked by :func:`.visibility.check_export_to`. Every port protocol Istio
 defines is accepted, but only HTTP, HTTP2, GRPC and GRPC-WEB ports are routed
 (the others are warned about). Fields Istio defines but the embedded control
 plane does not translate are accepted with a warning; fields Istio does not
@@ -15,12 +21,15 @@ define are warned about as unknown.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from proxyless.controlplane.istio.model import Port, ServiceEntry, WorkloadEndpoint, WorkloadEntry
 from proxyless.controlplane.istio.reader import DocReader
+from proxyless.controlplane.istio.service_merge import DNS_RESOLUTIONS
+from proxyless.controlplane.istio.visibility import check_export_to
 
-__all__ = ["parse_service_entry", "parse_workload_entry"]
+__all__ = ["is_host_name", "parse_service_entry", "parse_workload_entry"]
 
 #: Port protocols Istio defines for a ServiceEntry port.
 PROTOCOLS = frozenset(
@@ -28,21 +37,50 @@ PROTOCOLS = frozenset(
 )
 
 
-def _endpoint(r: DocReader, raw: Any, path: str, *, entry: bool) -> WorkloadEndpoint | None:
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$")
+
+
+def is_host_name(text: str) -> bool:
+    """True for a DNS host name (``api.example.com``, ``localhost``), not an IP."""
+    if not text or len(text) > 253:
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return all(_HOST_LABEL.match(label) for label in text.rstrip(".").split("."))
+    return False
+
+
+def _check_address(r: DocReader, address: str, path: str, *, names: bool) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        pass
+    else:
+        return True
+    if names and is_host_name(address):
+        return True
+    if names:
+        why = "must be an IP address or a DNS host name (unix sockets are not supported)"
+    else:
+        why = (
+            "must be an IP address (host names need resolution DNS or DNS_ROUND_ROBIN; "
+            "unix sockets are not supported)"
+        )
+    r.error(path, f"{why}, got {address!r}")
+    return False
+
+
+def _endpoint(
+    r: DocReader, raw: Any, path: str, *, entry: bool, names: bool = False
+) -> WorkloadEndpoint | None:
     known = ("address", "ports", "labels", "locality", "weight", "network", "serviceAccount")
     box = r.mapping(raw, path, known=known)
     if box is None:
         return None
     address = r.string(box.get("address"), f"{path}.address", required=True)
-    if address is not None:
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            r.error(
-                f"{path}.address",
-                f"must be an IP address (DNS names and unix sockets are not supported), got {address!r}",
-            )
-            address = None
+    if address is not None and not _check_address(r, address, f"{path}.address", names=names):
+        address = None
     ports: dict[str, int] = {}
     raw_ports = r.mapping(box.get("ports"), f"{path}.ports")
     for name, number in (raw_ports or {}).items():
@@ -79,10 +117,14 @@ def parse_service_entry(r: DocReader, spec: dict[str, Any]) -> ServiceEntry | No
             continue
         if host in hosts:
             r.error(f"spec.hosts[{i}]", f"duplicate host {host!r}")
-        elif host.startswith("*"):
+        elif host.startswith("*") and (not host.startswith("*.") or not is_host_name(host[2:])):
             r.error(
-                f"spec.hosts[{i}]", f"wildcard hosts are not supported in a ServiceEntry ({host!r})"
+                f"spec.hosts[{i}]",
+                f"a wildcard host must be '*.' and a domain (such as '*.example.com'), "
+                f"got {host!r}",
             )
+        elif not host.startswith("*") and not is_host_name(host):
+            r.error(f"spec.hosts[{i}]", f"must be a DNS host name, got {host!r}")
         else:
             hosts.append(host)
     if spec.get("hosts") is not None and not hosts and r.ok:
@@ -122,17 +164,14 @@ def parse_service_entry(r: DocReader, spec: dict[str, Any]) -> ServiceEntry | No
         "spec.resolution",
         ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"),
     )
-    if resolution in ("DNS", "DNS_ROUND_ROBIN"):
-        r.error(
-            "spec.resolution",
-            f"{resolution} is not supported: list IP endpoints with resolution STATIC",
-        )
     location = r.enum(
         spec.get("location", "MESH_INTERNAL"), "spec.location", ("MESH_INTERNAL", "MESH_EXTERNAL")
     )
     endpoints = []
     for i, raw in enumerate(r.items(spec.get("endpoints"), "spec.endpoints")):
-        ep = _endpoint(r, raw, f"spec.endpoints[{i}]", entry=False)
+        ep = _endpoint(
+            r, raw, f"spec.endpoints[{i}]", entry=False, names=resolution in DNS_RESOLUTIONS
+        )
         if ep is None:
             continue
         for port_name in ep.ports:
@@ -150,7 +189,28 @@ def parse_service_entry(r: DocReader, spec: dict[str, Any]) -> ServiceEntry | No
             r.error("spec.workloadSelector.labels", "must select at least one label")
         if endpoints:
             r.error("spec.workloadSelector", "cannot be combined with spec.endpoints")
+    if resolution in DNS_RESOLUTIONS:
+        if selector is not None:
+            r.error(
+                "spec.workloadSelector",
+                f"cannot be used with resolution {resolution}: list endpoints instead",
+            )
+        if not endpoints and any(h.startswith("*") for h in hosts):
+            r.error(
+                "spec.hosts",
+                f"resolution {resolution} without endpoints resolves the hosts, "
+                "so they cannot be wildcards",
+            )
+        if resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
+            r.error(
+                "spec.endpoints",
+                "resolution DNS_ROUND_ROBIN allows at most one endpoint (use DNS for several)",
+            )
     sans = tuple(str(s) for s in r.items(spec.get("subjectAltNames"), "spec.subjectAltNames") if s)
+    export_to = tuple(str(x) for x in r.items(spec.get("exportTo"), "spec.exportTo"))
+    problem = check_export_to(export_to)
+    if problem is not None:
+        r.error("spec.exportTo", problem)
     return ServiceEntry(
         source=r.source,
         hosts=tuple(hosts),
@@ -160,6 +220,7 @@ def parse_service_entry(r: DocReader, spec: dict[str, Any]) -> ServiceEntry | No
         resolution=resolution or "STATIC",
         location=location or "MESH_INTERNAL",
         subject_alt_names=sans,
+        export_to=export_to,
     )
 
 

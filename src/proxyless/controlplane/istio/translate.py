@@ -18,6 +18,14 @@ Two kinds of node (decided from the node of the ADS stream):
   ``name.ns.svc:port`` and, for nodes in the service's namespace,
   ``name:port``; each points at RDS ``host:port``.
 
+When any ServiceEntry, VirtualService or DestinationRule sets ``exportTo``,
+a node's snapshot is built from what is exported to its ``NAMESPACE``
+(:mod:`.visibility`; one translation per namespace, cached). DNS
+ServiceEntries give STRICT_DNS / LOGICAL_DNS clusters with their endpoints
+inline and no EDS (:mod:`.clusters`); a node that is neither Envoy nor
+proxyless' own client (``node.user_agent_name``) takes only LOGICAL_DNS
+(gRFC A37) and gets one-endpoint STRICT_DNS clusters as LOGICAL_DNS.
+
 A node that serves a workload (node metadata ``INSTANCE_IPS``) also gets
 inbound Listeners carrying its mTLS mode and RBAC, and an Envoy node the
 inbound clusters to its application (:mod:`.inbound`).
@@ -58,6 +66,7 @@ from proxyless.controlplane.istio.clusters import (
     ads_config_source,
     build_cluster,
     build_load_assignment,
+    logical_dns_only,
     pack,
 )
 from proxyless.controlplane.istio.inbound import InboundNode, inbound_node, inbound_resources
@@ -118,6 +127,9 @@ class NodeProfile:
     inbound: InboundNode = field(default_factory=InboundNode)
     #: How ISTIO_MUTUAL clusters name certificates (``upstream_tls.STYLE_*``).
     certificates: str = STYLE_SDS
+    #: The node takes STRICT_DNS clusters (Envoy, proxyless' own client); other
+    #: gRPC clients (gRFC A37) only LOGICAL_DNS.
+    strict_dns: bool = True
 
 
 def node_profile(node: NodeInfo) -> NodeProfile:
@@ -176,6 +188,7 @@ def node_profile(node: NodeInfo) -> NodeProfile:
         listener_ports=tuple(sorted(ports)),
         inbound=inbound_node(node),
         certificates=certificates,
+        strict_dns=kind == ENVOY or node.user_agent_name == "proxyless",
     )
 
 
@@ -208,14 +221,28 @@ def _stat_prefix(name: str) -> str:
 class Translator:
     """Translates one validated :class:`MeshConfig`; build a new one per config."""
 
-    def __init__(self, mesh: MeshConfig, *, trust_domain: str = "cluster.local") -> None:
+    def __init__(
+        self,
+        mesh: MeshConfig,
+        *,
+        trust_domain: str = "cluster.local",
+        namespace: str | None = None,
+    ) -> None:
         self.mesh = mesh
         self.trust_domain = trust_domain
-        self.registry = Registry(mesh)
+        self.namespace = namespace
+        self.registry = Registry(mesh, namespace)
         self.uses_fault = any(r.fault is not None for vs in mesh.virtual_services for r in vs.http)
         self._clusters: dict[str, Message] = {}
-        self._tls_clusters: dict[str, dict[str, Message]] = {}
+        self._tls_clusters: dict[tuple[str, bool], dict[str, Message]] = {}
         self._cluster_keys: list[tuple[Service, int, str]] = []
+        self._views: dict[str, Translator] = {}
+        #: exportTo makes what a node sees depend on its namespace.
+        self._scoped = namespace is None and (
+            any(x.export_to for x in mesh.service_entries)
+            or any(x.export_to for x in mesh.virtual_services)
+            or any(x.export_to for x in mesh.destination_rules)
+        )
         for service in self.registry.services.values():
             rule = self.registry.destination_rules.get(service.host)
             subsets = [""] + [s.name for s in rule.subsets] if rule else [""]
@@ -223,20 +250,41 @@ class Translator:
                 for subset in subsets:
                     name = cluster_name(port.number, subset, service.host)
                     policy = self.registry.policy(service.host, port.number, subset)
-                    self._clusters[name] = build_cluster(name, port, policy)
+                    dns = None
+                    if service.dns:
+                        dns = build_load_assignment(
+                            self.registry, service, port, subset, ("", "", "")
+                        )
+                    self._clusters[name] = build_cluster(
+                        name, port, policy, dns=dns, resolution=service.resolution
+                    )
                     self._cluster_keys.append((service, port.number, subset))
+
+    def view(self, namespace: str) -> Translator:
+        """The translation for nodes of ``namespace`` (itself when no exportTo is used)."""
+        if not self._scoped:
+            return self
+        found = self._views.get(namespace)
+        if found is None:
+            found = self._views[namespace] = Translator(
+                self.mesh, trust_domain=self.trust_domain, namespace=namespace
+            )
+        return found
 
     # per type ----------------------------------------------------------------------
     def clusters(self, profile: NodeProfile | None = None) -> dict[str, Message]:
         style = profile.certificates if profile is not None else STYLE_SDS
-        cached = self._tls_clusters.get(style)
+        strict_dns = profile.strict_dns if profile is not None else True
+        cached = self._tls_clusters.get((style, strict_dns))
         if cached is None:
-            cached = self._tls_clusters[style] = self._with_tls(style)
+            cached = self._tls_clusters[(style, strict_dns)] = self._with_tls(style, strict_dns)
         return dict(cached)
 
-    def _with_tls(self, style: str) -> dict[str, Message]:
+    def _with_tls(self, style: str, strict_dns: bool) -> dict[str, Message]:
         """The clusters, ISTIO_MUTUAL ones with a transport socket in ``style``."""
         out = dict(self._clusters)
+        if not strict_dns:
+            out.update(logical_dns_only(out))
         for service, number, subset in self._cluster_keys:
             policy = self.registry.policy(service.host, number, subset)
             port = service.port(number)
@@ -264,6 +312,8 @@ class Translator:
         for service, number, subset in self._cluster_keys:
             port = service.port(number)
             assert port is not None
+            if service.dns:
+                continue  # the cluster carries its endpoints
             cla = build_load_assignment(self.registry, service, port, subset, profile.locality)
             out[cla.cluster_name] = cla
         return out
@@ -349,6 +399,9 @@ class Translator:
         return out
 
     def snapshot(self, profile: NodeProfile) -> Snapshot:
+        view = self.view(profile.namespace)
+        if view is not self:
+            return view.snapshot(profile)
         inbound_listeners, inbound_clusters = self.inbound(profile)
         return Snapshot(
             {

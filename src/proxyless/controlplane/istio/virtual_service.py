@@ -3,9 +3,14 @@
 Follows Istio's VirtualService reference
 (istio.io/latest/docs/reference/config/networking/virtual-service/): hosts,
 HTTP routes with their matches, weighted destinations, timeout, retries,
-fault injection, header operations, mirrors and rewrites. Only the mesh data
-plane is configured: ``gateways`` other than ``mesh`` are warned about and
-ignored. Retry conditions are Envoy's ``x-envoy-retry-on`` and
+fault injection, header operations, mirrors, rewrites and ``delegate``
+(:mod:`.delegate`; a VirtualService without ``hosts`` is a delegate). Only
+the mesh data plane is configured: a VirtualService bound only to gateways
+is skipped by the loader, other ``gateways`` beside ``mesh`` are left out
+(an info line), and a ``match`` whose own ``gateways`` do not include
+``mesh`` is left out too (a route left without matches is dropped), as
+istiod leaves them out of sidecar routes. Retry conditions are Envoy's
+``x-envoy-retry-on`` and
 ``x-envoy-retry-grpc-on`` values or HTTP status codes, as Istio passes them
 through; a fault abort's ``grpcStatus`` is a canonical gRPC status name. Fields
 Istio defines but the embedded control plane does not translate are accepted
@@ -31,6 +36,7 @@ from proxyless.controlplane.istio.model import (
     VirtualService,
 )
 from proxyless.controlplane.istio.reader import DocReader
+from proxyless.controlplane.istio.visibility import check_export_to
 from proxyless.status_codes import GRPC_STATUS_NAMES
 
 __all__ = ["RETRY_ON_VALUES", "parse_virtual_service"]
@@ -118,8 +124,6 @@ def _match(r: DocReader, raw: Any, path: str) -> MatchRequest | None:
     box = r.mapping(raw, path, known=_MATCH_FIELDS)
     if box is None:
         return None
-    if box.get("gateways"):
-        r.warn(f"{path}.gateways", f"not supported, ignored: {_ONLY_MESH}")
     headers = _named_matches(r, box.get("headers"), f"{path}.headers")
     return MatchRequest(
         name=r.string(box.get("name"), f"{path}.name") or "",
@@ -279,6 +283,7 @@ def _fault_percent(r: DocReader, box: dict[str, Any], path: str) -> float:
 
 _HTTP_ROUTE_FIELDS = (
     "name",
+    "delegate",
     "match",
     "route",
     "timeout",
@@ -294,7 +299,6 @@ _HTTP_ROUTE_FIELDS = (
 _HTTP_ROUTE_UNSUPPORTED = {
     "redirect": "",
     "directResponse": "",
-    "delegate": "",
     "corsPolicy": "",
     "mirror_percent": "",
 }
@@ -305,12 +309,31 @@ def _http_route(r: DocReader, raw: Any, path: str) -> HttpRoute | None:
     if box is None:
         return None
     matches = []
-    for i, m in enumerate(r.items(box.get("match"), f"{path}.match")):
+    raw_matches = r.items(box.get("match"), f"{path}.match")
+    for_gateways = 0
+    for i, m in enumerate(raw_matches):
+        gateways = m.get("gateways") if isinstance(m, dict) else None
+        if isinstance(gateways, list) and gateways and "mesh" not in gateways:
+            r.info(f"{path}.match[{i}].gateways", "this match is for gateways only; left out")
+            for_gateways += 1
+            continue
         parsed = _match(r, m, f"{path}.match[{i}]")
         if parsed is not None:
             matches.append(parsed)
+    if raw_matches and for_gateways == len(raw_matches):
+        return None  # every match is for gateways only: the route is not for the mesh
+    if "route" not in box and "delegate" not in box:
+        for key in ("redirect", "directResponse"):
+            if key in box:
+                # Valid Istio that the embedded control plane does not translate
+                # (warned about above): the rule is left out, not the file.
+                r.warn(path, f"a {key} rule is left out: its requests go to the next rule")
+                return None
+    delegate = _delegate(r, box.get("delegate"), f"{path}.delegate")
+    if delegate is not None and box.get("route") is not None:
+        r.error(f"{path}.delegate", "cannot be combined with route")
     dests = []
-    raw_route = r.items(box.get("route"), f"{path}.route", required=True)
+    raw_route = r.items(box.get("route"), f"{path}.route", required="delegate" not in box)
     for i, d in enumerate(raw_route):
         sub = f"{path}.route[{i}]"
         # A bare "-" item is an empty destination, which Istio refuses too.
@@ -374,12 +397,22 @@ def _http_route(r: DocReader, raw: Any, path: str) -> HttpRoute | None:
         headers=_headers(r, box.get("headers"), f"{path}.headers"),
         mirrors=tuple(mirrors),
         rewrite=rewrite,
+        delegate=delegate,
     )
+
+
+def _delegate(r: DocReader, raw: Any, path: str) -> tuple[str, str] | None:
+    box = r.mapping(raw, path, known=("name", "namespace"))
+    if box is None:
+        return None
+    name = r.string(box.get("name"), f"{path}.name", required=True)
+    namespace = r.string(box.get("namespace"), f"{path}.namespace") or ""
+    return None if name is None else (name, namespace)
 
 
 def parse_virtual_service(r: DocReader, spec: dict[str, Any]) -> VirtualService | None:
     hosts = []
-    for i, raw in enumerate(r.items(spec.get("hosts"), "spec.hosts", required=True)):
+    for i, raw in enumerate(r.items(spec.get("hosts"), "spec.hosts")):
         host = r.string(raw, f"spec.hosts[{i}]", required=True)
         if host is not None:
             if host in hosts:
@@ -390,18 +423,24 @@ def parse_virtual_service(r: DocReader, spec: dict[str, Any]) -> VirtualService 
         gw = r.string(raw, f"spec.gateways[{i}]")
         if gw is not None:
             gateways.append(gw)
-    if gateways and "mesh" not in gateways:
-        r.warn("spec.gateways", f"this VirtualService does not apply to the mesh ({_ONLY_MESH})")
-    elif gateways and len(gateways) > 1:
-        r.warn("spec.gateways", f"gateways other than 'mesh' are ignored ({_ONLY_MESH})")
+    if gateways and "mesh" in gateways and len(gateways) > 1:
+        r.info("spec.gateways", f"gateways other than 'mesh' are left out ({_ONLY_MESH})")
     routes = []
     for i, raw in enumerate(r.items(spec.get("http"), "spec.http")):
         route = _http_route(r, raw, f"spec.http[{i}]")
         if route is not None:
             routes.append(route)
+            if not hosts and route.delegate is not None:
+                r.error(
+                    f"spec.http[{i}].delegate",
+                    "a delegate VirtualService (one without hosts) cannot delegate again",
+                )
     if not spec.get("http"):
         r.warn("spec.http", "no http routes: the VirtualService changes nothing")
     export_to = tuple(str(x) for x in r.items(spec.get("exportTo"), "spec.exportTo"))
+    problem = check_export_to(export_to)
+    if problem is not None:
+        r.error("spec.exportTo", problem)
     return VirtualService(
         source=r.source,
         hosts=tuple(hosts),

@@ -1,6 +1,7 @@
 """Cluster model (CDS): ``envoy.config.cluster.v3.Cluster`` as a client uses it.
 
-Cluster types EDS, LOGICAL_DNS, STATIC and aggregate (gRFC A37); load
+Cluster types EDS, LOGICAL_DNS, STATIC and aggregate (gRFC A37), and
+STRICT_DNS as Envoy defines it (resolved by :mod:`proxyless.runtime.dns`); load
 balancing from the legacy ``lb_policy`` enum or from
 ``load_balancing_policy`` (gRFC A52: the first supported policy wins);
 circuit breakers (gRFC A32, Envoy ``circuit_breaker.proto`` with retry
@@ -36,7 +37,7 @@ __all__ = [
     "WrrLocality",
 ]
 
-ClusterType = Literal["EDS", "LOGICAL_DNS", "STATIC", "AGGREGATE"]
+ClusterType = Literal["EDS", "LOGICAL_DNS", "STRICT_DNS", "STATIC", "AGGREGATE"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,9 @@ class Cluster:
     - LOGICAL_DNS: ``dns_address``/``dns_port`` from the single endpoint of
       ``load_assignment`` (gRFC A37).
     - STATIC: ``load_assignment`` holds the endpoints.
+    - STRICT_DNS: ``load_assignment`` holds endpoints named by host name or IP,
+      resolved every ``dns_refresh_rate`` seconds (None: Envoy's 5 s) with
+      ``dns_lookup_family`` (the enum's name, default AUTO).
     - AGGREGATE: ``aggregate_clusters`` in priority order (non-empty).
 
     ``lb_policy`` from a legacy enum is the plain policy (no WrrLocality);
@@ -190,6 +194,8 @@ class Cluster:
     dns_address: str = ""
     dns_port: int = 0
     load_assignment: ClusterLoadAssignment | None = None
+    dns_refresh_rate: float | None = None
+    dns_lookup_family: str = "AUTO"
     circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
     outlier_detection: OutlierDetection | None = None
     healthy_panic_threshold: float = 50.0

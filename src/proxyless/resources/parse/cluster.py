@@ -75,6 +75,8 @@ _HANDLED = (
     "transport_socket",
     "load_balancing_policy",
     "lrs_server",
+    "dns_refresh_rate",
+    "dns_lookup_family",
 )
 
 _OUTLIER_DURATIONS = (
@@ -149,6 +151,9 @@ def _cluster(ctx: Ctx, msg: Any) -> Cluster | None:
         if msg.lrs_server.WhichOneof("config_source_specifier") != "self":
             ctx.error("lrs_server", "only self (the ADS server) is supported")
         lrs = True
+    dns_refresh = None
+    if kind == "STRICT_DNS":
+        dns_refresh = opt_duration(ctx, msg, "dns_refresh_rate", "", positive=True)
     if ctx.errors or kind is None or lb_policy is None:
         return None
     return Cluster(
@@ -160,6 +165,8 @@ def _cluster(ctx: Ctx, msg: Any) -> Cluster | None:
         dns_address=dns[0],
         dns_port=dns[1],
         load_assignment=assignment,
+        dns_refresh_rate=dns_refresh,
+        dns_lookup_family=cluster_pb2.Cluster.DnsLookupFamily.Name(msg.dns_lookup_family),
         circuit_breakers=breakers,
         outlier_detection=outlier,
         healthy_panic_threshold=panic,
@@ -221,12 +228,10 @@ def _discovery(
         return "EDS", eds.service_name or msg.name, (), none, None
     if msg.HasField("eds_cluster_config"):
         ctx.ignore("eds_cluster_config")
-    if kind in (0, 2):  # STATIC, LOGICAL_DNS
+    if kind in (0, 1, 2):  # STATIC, STRICT_DNS, LOGICAL_DNS
+        label = cluster_pb2.Cluster.DiscoveryType.Name(kind)
         if not msg.HasField("load_assignment"):
-            ctx.error(
-                "load_assignment",
-                f"is required for a {'STATIC' if kind == 0 else 'LOGICAL_DNS'} cluster",
-            )
+            ctx.error("load_assignment", f"is required for a {label} cluster")
             return None, "", (), none, None
         inner = Ctx()
         assignment = cluster_load_assignment(
@@ -237,8 +242,8 @@ def _discovery(
         if assignment is None:
             return None, "", (), none, None
         assignment = replace(assignment, ignored_fields=())
-        if kind == 0:
-            return "STATIC", "", (), none, assignment
+        if kind in (0, 1):
+            return label, "", (), none, assignment
         localities = [loc for prio in assignment.priorities for loc in prio]
         if len(localities) != 1 or len(localities[0].endpoints) != 1:
             ctx.error(
@@ -248,7 +253,7 @@ def _discovery(
             return None, "", (), none, None
         endpoint = localities[0].endpoints[0]
         return "LOGICAL_DNS", "", (), (endpoint.address, endpoint.port), None
-    label = cluster_pb2.Cluster.DiscoveryType.Name(kind) if kind in (1, 4) else str(kind)
+    label = cluster_pb2.Cluster.DiscoveryType.Name(kind) if kind == 4 else str(kind)
     ctx.error("type", f"unsupported cluster type {label}")
     return None, "", (), none, None
 
