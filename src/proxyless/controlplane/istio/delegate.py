@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from proxyless.controlplane.istio.model import (
     Destination,
@@ -45,8 +45,12 @@ from proxyless.controlplane.istio.model import (
 )
 from proxyless.controlplane.istio.visibility import exported_to
 
-if TYPE_CHECKING:
-    from proxyless.controlplane.istio.registry import Registry
+
+class Registry(Protocol):
+    """What delegation asks of the registry
+    (:class:`proxyless.controlplane.istio.registry.Registry`)."""
+
+    def resolve(self, host: str, namespace: str) -> str: ...
 
 __all__ = ["find_delegate", "merge_matches", "merge_route", "resolve_delegates"]
 
