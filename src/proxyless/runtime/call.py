@@ -193,6 +193,7 @@ class Lane:
     def succeeded(self, endpoint: EndpointState) -> None:
         """The first attempt succeeded (the breaker slot is still held)."""
         endpoint.active_requests -= 1
+        endpoint.total_successes += 1
         outlier = self.cluster.outlier
         if outlier is not None:
             outlier.record_success(endpoint)
@@ -200,6 +201,7 @@ class Lane:
     def abandon(self, attempt: Attempt) -> None:
         """The first attempt ended without an outcome (the caller's exception)."""
         attempt.endpoint.active_requests -= 1
+        attempt.endpoint.total_errors += 1
         self.breaker.release_request()
 
     def resume(
@@ -317,6 +319,7 @@ class Call:
         if lb.drop_overloads:
             drop = lb.check_drop(self._rng)
             if drop is not None:
+                cluster.drops[drop.category] = cluster.drops.get(drop.category, 0) + 1
                 raise DroppedByOverload(
                     f"cluster {cluster.name!r} dropped the request (drop_overloads category "
                     f"{drop.category!r}, {drop.per_million / 10_000:g}%)"
@@ -470,9 +473,11 @@ class Call:
             obs.attempt_ended(attempt, outcome)
         outlier = cluster.outlier
         if outcome.kind == "success":
+            endpoint.total_successes += 1
             if outlier is not None:
                 outlier.record_success(endpoint)
             return None
+        endpoint.total_errors += 1
         if outlier is not None:
             outlier.record(endpoint, outcome)
         policy = self.retry_policy
