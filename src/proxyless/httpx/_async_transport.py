@@ -183,8 +183,10 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             except httpx.TransportError as exc:
                 result = exc
             except BaseException:
+                core.sent(fast.attempt)
                 core.fast_abort(fast)
                 raise
+            core.sent(fast.attempt)
             done = core.fast_done(fast, request, result)
             if isinstance(done, httpx.Response):
                 return done
@@ -239,9 +241,11 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                 except httpx.TransportError as exc:
                     result = exc
                 except BaseException:
+                    core.sent(attempt)
                     core.pools.release_entry(entry)
                     attempt.endpoint.active_requests -= 1
                     raise
+                core.sent(attempt)
             delay, response = core.settle(r, attempt, entry, result)
             if delay is None:
                 assert response is not None

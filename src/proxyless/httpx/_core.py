@@ -81,7 +81,7 @@ from proxyless.httpx._upstream import (
 from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
 from proxyless.observability.telemetry import CallTelemetry
-from proxyless.resilience.outcome import SUCCESS
+from proxyless.resilience.outcome import LOCAL_CIRCUIT_OPEN, SUCCESS
 from proxyless.resources.model import DirectResponseAction, RedirectAction
 from proxyless.routing import MissingClusterHeader
 from proxyless.runtime.call import Attempt, Call, Lane
@@ -136,6 +136,7 @@ class Core:
         replay: ReplayFactory,
         response_body: BodyFactory,
         tls_factory: Any = None,
+        max_connections: int | None = None,
     ) -> None:
         if retry_buffer_limit < 0:
             raise ValueError("retry_buffer_limit must be >= 0")
@@ -145,7 +146,9 @@ class Core:
         self.refuse = fallback == "refuse"
         self.retry_buffer_limit = retry_buffer_limit
         self.max_retry_after = max_retry_after
-        self.pools = EndpointPools(factory, is_async=is_async, tls_factory=tls_factory)
+        self.pools = EndpointPools(
+            factory, is_async=is_async, tls_factory=tls_factory, max_connections=max_connections
+        )
         attach(self.mesh, self.pools)
         self.channel_id = next(_channel_ids)
         self.rng = self.mesh.rng
@@ -335,6 +338,13 @@ class Core:
         except BaseException:
             core.abandon(attempt)
             raise
+        if entry.limit is not None and entry.in_flight > entry.limit:
+            # every connection is busy: the request waits for one (pending)
+            if not core.breaker.try_acquire_pending():
+                self.pools.release_entry(entry)
+                core.abandon(attempt)
+                raise mesh_error(core.breaker.open_error("max_pending_requests"), request)
+            attempt.pending = core.breaker
         attempt.conn = endpoint
         f = FastRequest()
         f.lane = lane
@@ -423,6 +433,14 @@ class Core:
         except RuntimeError:
             es.active_requests -= 1
             raise
+        if entry.limit is not None and entry.in_flight > entry.limit:
+            # every connection is busy: the request waits for one (pending)
+            breaker = r.call.breaker
+            if not breaker.try_acquire_pending():
+                self.pools.release_entry(entry)
+                r.call.attempt_done(attempt, LOCAL_CIRCUIT_OPEN, may_retry=False)
+                raise mesh_error(breaker.open_error("max_pending_requests"), r.request)
+            attempt.pending = breaker
         headers = r.up_headers
         if r.plan.auto_host_rewrite and es.endpoint.hostname:
             hl = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
@@ -440,6 +458,15 @@ class Core:
             raw_host = entry.raw_host = es.endpoint.address.encode("ascii")
         url = EndpointURL(b"https" if https else b"http", raw_host, es.endpoint.port, r.target)
         return attempt, entry, Upstream(r.request.method, url, headers, r.body, ext)
+
+    @staticmethod
+    def sent(attempt: Attempt) -> None:
+        """The attempt's request was answered or failed: it no longer waits
+        for a connection (gives back its ``max_pending_requests`` slot)."""
+        breaker = attempt.pending
+        if breaker is not None:
+            attempt.pending = None
+            breaker.release_pending()
 
     def settle(
         self,
@@ -531,5 +558,6 @@ def make_core(
         replay,
         response_body,
         tls_factory if tls_transport is not None else None,
+        options["limits"].max_connections,
     )
     return core, passthrough if passthrough is not None else transport_cls(**options)

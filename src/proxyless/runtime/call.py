@@ -74,7 +74,7 @@ PoolGet = Callable[[EndpointState, ClusterRuntime], Any]
 class Attempt:
     """One try of a call on one endpoint."""
 
-    __slots__ = ("conn", "deadline", "endpoint", "per_try", "started", "timeout")
+    __slots__ = ("conn", "deadline", "endpoint", "pending", "per_try", "started", "timeout")
 
     def __init__(
         self,
@@ -89,6 +89,9 @@ class Attempt:
         self.timeout = timeout
         self.deadline = deadline
         self.per_try = per_try  # the timeout is the per-try timeout, not the call's
+        #: the breaker whose ``max_pending_requests`` slot the attempt holds
+        #: while it waits for a connection (HTTP/1.1 pools), if any
+        self.pending: Any = None
 
     def timed_out(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline - 0.001
