@@ -64,7 +64,7 @@ from proxyless.httpx._router import (
     plan_for,
     redirect_location,
 )
-from proxyless.httpx._telemetry import attempt_headers
+from proxyless.httpx._telemetry import RawHeaders, attempt_headers
 from proxyless.httpx._tls import client_tls
 from proxyless.httpx._upstream import (
     ClusterInfo,
@@ -183,6 +183,7 @@ class Core:
         raw_headers: list[tuple[bytes, bytes]],
         host_value: bytes | None,
         tel: CallTelemetry | None = None,
+        extra: RawHeaders | None = None,
     ) -> Routed | httpx.Response:
         """Route ``request``: a :class:`Routed`, or the local answer (redirect,
         direct response, fault abort, cluster_not_found code)."""
@@ -251,6 +252,8 @@ class Core:
             ):
                 key = (scheme, host, port, host_value, r.target)
                 self._add_lane(rt, state, call, plan, key)
+        if extra:
+            r.up_headers = [*r.up_headers, *extra]
         r.body, r.replayable = body_for(request, self.retry_buffer_limit, self.replay)
         return r
 
@@ -262,13 +265,14 @@ class Core:
         host: str,
         port: int | None,
         tel: CallTelemetry | None = None,
+        extra: RawHeaders | None = None,
     ) -> Routed | httpx.Response:
         """:meth:`route` for a request to a mesh host."""
         rt = decision.runtime
         assert rt is not None
         raw_headers = request.headers.raw
         hv = host_value(raw_headers)
-        return self.route(request, rt, scheme, host, port, raw_headers, hv, tel)
+        return self.route(request, rt, scheme, host, port, raw_headers, hv, tel, extra)
 
     # -- the fast path ----------------------------------------------------------------------
     def _add_lane(
@@ -295,7 +299,12 @@ class Core:
         scheme, host, _, _, raw_path = key
         lanes[key] = FastLane(rt, core, hplan, info, scheme, host, raw_path)
 
-    def fast(self, request: httpx.Request, tel: CallTelemetry | None = None) -> FastRequest | None:
+    def fast(
+        self,
+        request: httpx.Request,
+        tel: CallTelemetry | None = None,
+        extra: RawHeaders | None = None,
+    ) -> FastRequest | None:
         """Start ``request`` on the fast path when it has a :class:`FastLane` in
         the current snapshot: take the breaker slot, pick an endpoint and
         build the first attempt. None sends it down the general path (which
@@ -352,7 +361,8 @@ class Core:
         f.entry = entry
         f.raw_headers = raw_headers
         f.tel = tel
-        headers = raw_headers
+        f.extra = extra
+        headers = raw_headers if extra is None else [*raw_headers, *extra]
         if tel is not None:
             tel.routed(core.plan.route.route.name or "", core.cluster.name)
             tel.attempt_started(attempt)
