@@ -188,10 +188,10 @@ _E = "endpoints"
             id="weight-sum-overflow",
         ),
         pytest.param(
-            [b.locality(endpoints=[b.lb_endpoint(port=0)])],
+            [b.locality(endpoints=[b.lb_endpoint(port=65536)])],
             f"{_E}[0].lb_endpoints[0].endpoint.address.socket_address.port_value: "
-            "0 is not a valid port",
-            id="port-zero",
+            "65536 is not a valid port",
+            id="port-too-big",
         ),
         pytest.param(
             [b.locality(endpoints=[b.lb_endpoint(weight=0)])],
@@ -302,7 +302,7 @@ def test_quick_reader_agrees_with_the_full_parser(index: int) -> None:
     msg = _shapes()[index]
     quick = _plain_lb_endpoint(msg)
     ctx = Ctx()
-    full = _lb_endpoint(ctx, "p", msg)
+    full = _lb_endpoint(ctx, "p", msg, [])
     if index <= 5:  # the common shapes, istiod's included, are read quickly
         assert quick is not None
     if quick is not None:  # and only when the full parser has nothing else to say
