@@ -11,7 +11,12 @@ Validation follows gRFC A28 (domains, route matchers, regexes), A39
 for the HTTP features proxyless supports beyond gRPC (redirects, direct
 responses). A route whose action is a cluster specifier plugin, or whose
 match uses a matcher proxyless cannot evaluate, makes the resource invalid,
-as in grpc-go.
+as in grpc-go. A forwarding route without a cluster specifier is skipped
+(reported in ``ignored_fields``), as C-core's ``xds_route_config_parser.cc``
+skips it; a route without any action is invalid, as Envoy's
+``route_components.proto`` requires one. Prefixes and paths that cannot
+match a gRPC method (``service``, ``/a/b/c``) are kept: they can match an
+HTTP request.
 """
 
 from __future__ import annotations
@@ -238,6 +243,9 @@ def _route(ctx: Ctx, path: str, msg: Any) -> Route | None:
     which = msg.WhichOneof("action")
     action: Action | None = None
     apath = join(path, which or "action")
+    if which == "route" and msg.route.WhichOneof("cluster_specifier") is None:
+        ctx.ignore(f"{path} (no cluster specifier: route skipped)")
+        return None
     if which == "route":
         action = route_action(ctx, apath, msg.route, match)
     elif which == "redirect":
