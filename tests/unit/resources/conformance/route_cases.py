@@ -189,6 +189,51 @@ CASES = [
         f"{_A0}.cluster_specifier_plugin",
     ),
     _case(
+        "cluster-specifier-plugin-optional-unsupported",
+        merged(
+            _action(cluster_specifier_plugin="p"),
+            {
+                "cluster_specifier_plugins": [
+                    {
+                        "extension": {"name": "p", "typed_config": typed("google.protobuf.Empty")},
+                        "is_optional": True,
+                    }
+                ]
+            },
+        ),
+        "accept",
+    ),
+    _case(
+        "cluster-specifier-plugin-unsupported",
+        merged(
+            _config(),
+            {
+                "cluster_specifier_plugins": [
+                    {"extension": {"name": "p", "typed_config": typed("google.protobuf.Empty")}}
+                ]
+            },
+        ),
+        "nack",
+        "cluster_specifier_plugins[0].extension.typed_config",
+    ),
+    _case(
+        "cluster-specifier-plugin-duplicate-name",
+        merged(
+            _config(),
+            {
+                "cluster_specifier_plugins": [
+                    {
+                        "extension": {"name": "p", "typed_config": typed("google.protobuf.Empty")},
+                        "is_optional": True,
+                    }
+                ]
+                * 2
+            },
+        ),
+        "nack",
+        "cluster_specifier_plugins[1].extension.name",
+    ),
+    _case(
         "weighted-clusters",
         _weighted({"name": "a", "weight": 1}, {"name": "b", "weight": 3}),
         "accept",

@@ -26,6 +26,7 @@ from tests.unit.resources.conformance import (
     endpoint_cases,
     listener_cases,
     route_cases,
+    server_listener_cases,
 )
 from tests.unit.resources.conformance.table import Case
 from xds.type.v3 import typed_struct_pb2  # noqa: F401
@@ -42,6 +43,7 @@ CASES: list[Case] = [
     *endpoint_cases.CASES,
     *listener_cases.CASES,
     *route_cases.CASES,
+    *server_listener_cases.CASES,
 ]
 
 _DECODERS: dict[str, tuple[Any, Any]] = {
