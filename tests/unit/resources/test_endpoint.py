@@ -288,13 +288,15 @@ def _shapes() -> list[Any]:
     )
     health_check = b.lb_endpoint()
     health_check.endpoint.health_check_config.port_value = 9
+    named_port = b.lb_endpoint()
+    named_port.endpoint.address.socket_address.named_port = "grpc"
     return [
         plain, weighted, named, v6, draining, with_meta, zero_weight, udp, no_port, pipe,
-        health_check,
+        health_check, named_port,
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(12))
 def test_quick_reader_agrees_with_the_full_parser(index: int) -> None:
     from proxyless.resources.parse.common import Ctx
     from proxyless.resources.parse.endpoint import _lb_endpoint, _plain_lb_endpoint

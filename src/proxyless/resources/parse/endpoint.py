@@ -319,7 +319,7 @@ def _plain_lb_endpoint(msg: Any) -> Endpoint | None:
     sock = endpoint.address.socket_address
     host: str = sock.address
     port = int(sock.port_value)
-    if not host or port > 65535 or len(sock.ListFields()) != 2:
+    if not host or port > 65535 or len(sock.ListFields()) != 2 or not sock.HasField("port_value"):
         return None  # protocol, named port, ipv4_compat, resolver...: the full parser
     hostname: str = endpoint.hostname
     if len(endpoint.ListFields()) != (2 if hostname else 1):

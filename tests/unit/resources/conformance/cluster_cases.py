@@ -47,6 +47,19 @@ def _lbp(*configs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _nested_wrr_locality(depth: int) -> dict[str, Any]:
+    """``depth`` WrrLocality policies, each the only child of the one above."""
+    policy = typed(_RR)
+    for _ in range(depth):
+        policy = typed(
+            f"{_LBP}.wrr_locality.v3.WrrLocality",
+            endpoint_picking_policy={
+                "policies": [{"typed_extension_config": {"name": "p", "typed_config": policy}}]
+            },
+        )
+    return policy
+
+
 def _tls(common: dict[str, Any]) -> dict[str, Any]:
     return {
         "transport_socket": {
@@ -378,6 +391,30 @@ CASES = [
         _lbp(typed(f"{_LBP}.pick_first.v3.PickFirst", shuffle_address_list=True)),
         "accept",
     ),
+    _case(
+        "load-balancing-policy-ring-hash-murmur",
+        _lbp(typed(f"{_LBP}.ring_hash.v3.RingHash", hash_function="MURMUR_HASH_2")),
+        "nack",
+        "load_balancing_policy.policies[0].typed_extension_config.typed_config.hash_function",
+    ),
+    _case(
+        "load-balancing-policy-wrr-locality-without-child",
+        _lbp(typed(f"{_LBP}.wrr_locality.v3.WrrLocality")),
+        "nack",
+        "load_balancing_policy.policies[0].typed_extension_config.typed_config.endpoint_picking_policy",
+    ),
+    _case(
+        "load-balancing-policy-nested-too-deep",
+        _lbp(_nested_wrr_locality(17)),
+        "nack",
+        "load_balancing_policy",
+    ),
+    _case(
+        "load-balancing-policy-typed-struct-unknown",
+        _lbp(typed("xds.type.v3.TypedStruct", type_url="type.googleapis.com/test.Unknown")),
+        "nack",
+        "load_balancing_policy",
+    ),
     _case("load-balancing-policy-client-side-wrr", _lbp(typed(_WRR)), "accept"),
     _case(
         "load-balancing-policy-client-side-wrr-settings",
@@ -422,6 +459,22 @@ CASES = [
         _tls({}),
         "nack",
         "transport_socket.typed_config.common_tls_context",
+    ),
+    _case(
+        "transport-socket-tls-unknown-provider-instance",
+        _tls(
+            {
+                "validation_context": {
+                    "ca_certificate_provider_instance": {"instance_name": "missing"}
+                }
+            }
+        ),
+        "nack",
+        differs=(
+            "the parser does not see the bootstrap: connections to the cluster "
+            "fail naming the missing certificate-provider instance "
+            "(security.md); C-core checks the name while parsing"
+        ),
     ),
     _case(
         "transport-socket-tls-sds-identity",

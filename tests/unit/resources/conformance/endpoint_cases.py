@@ -125,6 +125,34 @@ CASES = [
         "accept",
     ),
     _case(
+        "endpoint-udp",
+        _localities(
+            _locality(
+                _lb_endpoint(
+                    endpoint={"address": {"socket_address": {"protocol": "UDP"}}},
+                )
+            )
+        ),
+        "accept",
+        f"{_LB0}.endpoint.address.socket_address.protocol",
+        differs="proxyless connects over TCP only, so a UDP endpoint is refused rather than dialled over TCP; C-core does not look at the protocol",
+    ),
+    _case(
+        "endpoint-named-port",
+        _localities(
+            _locality(
+                _lb_endpoint(
+                    endpoint={
+                        "address": {"socket_address": {"port_value": DELETE, "named_port": "grpc"}}
+                    },
+                )
+            )
+        ),
+        "accept",
+        f"{_LB0}.endpoint.address.socket_address.port_value",
+        differs="a named port cannot be resolved (Envoy does not resolve one either); C-core reads it as port 0",
+    ),
+    _case(
         "endpoint-ipv6",
         _localities(_locality(_lb_endpoint(endpoint={"address": _socket(host="::1")}))),
         "accept",

@@ -329,6 +329,18 @@ CASES = [
         "accept",
     ),
     _case(
+        "hash-policy-connection-properties",
+        _action(cluster="c", hash_policy=[{"connection_properties": {"source_ip": True}}]),
+        "accept",
+    ),
+    _case(
+        "hash-policy-cookie-without-name",
+        _action(cluster="c", hash_policy=[{"cookie": {"name": ""}}]),
+        "accept",
+        f"{_A0}.hash_policy[0].cookie.name",
+        differs="Envoy's route_components.proto requires a cookie name (min_len 1); gRPC ignores cookie policies",
+    ),
+    _case(
         "hash-policy-without-specifier",
         _action(cluster="c", hash_policy=[{"terminal": True}]),
         "accept",
