@@ -10,6 +10,7 @@ from tests.unit.resources.conformance.table import Case, merged, typed
 
 FAULT = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 FILTER_CONFIG = "envoy.config.route.v3.FilterConfig"
+RBAC_PER_ROUTE = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 
 _R0 = "virtual_hosts[0].routes[0]"
 _M0 = f"{_R0}.match"
@@ -49,6 +50,16 @@ def _per_route(key: str, config: dict[str, Any]) -> dict[str, Any]:
     return _config(_route(typed_per_filter_config={key: config}))
 
 
+def _rbac(action: str = "ALLOW", **policy: Any) -> dict[str, Any]:
+    """A per-route RBACPerRoute holding one policy ``p`` (any permission and
+    principal unless ``policy`` says otherwise)."""
+    body = merged({"permissions": [{"any": True}], "principals": [{"any": True}]}, policy)
+    return _per_route(
+        "rbac", typed(RBAC_PER_ROUTE, rbac={"rules": {"action": action, "policies": {"p": body}}})
+    )
+
+
+_RBAC_P = f"{_R0}.typed_per_filter_config['rbac'].rbac.rules.policies['p']"
 _HTTP = "proxyless supports redirects and direct responses for the httpx transport (Envoy)"
 _ENVOY_REQUIRED = "Envoy's route_components.proto requires it, and Envoy NACKs the resource"
 
@@ -451,5 +462,55 @@ CASES = [
         ),
         "nack",
         f"{_A0}.weighted_clusters.clusters[0].typed_per_filter_config['fault'].abort.grpc_status",
+    ),
+    # RBACPerRoute (gRFC A41; C-core xds_http_rbac_filter.cc)
+    _case("rbac-per-route", _rbac(), "accept"),
+    _case("rbac-per-route-log-action", _rbac("LOG"), "accept"),
+    _case("rbac-per-route-without-rbac", _per_route("rbac", typed(RBAC_PER_ROUTE)), "accept"),
+    _case(
+        "rbac-per-route-principal-header-grpc-prefix",
+        _rbac(principals=[{"header": {"name": "grpc-status", "exact_match": "0"}}]),
+        "nack",
+        f"{_RBAC_P}.principals[0].header.name",
+    ),
+    _case(
+        "rbac-per-route-not-rule-invalid",
+        _rbac(permissions=[{"not_rule": {"url_path": {}}}]),
+        "nack",
+        f"{_RBAC_P}.permissions[0].not_rule",
+    ),
+    _case(
+        "rbac-per-route-and-ids-invalid",
+        _rbac(principals=[{"and_ids": {"ids": [{"any": True}, {}]}}]),
+        "nack",
+        f"{_RBAC_P}.principals[0].and_ids.ids[1]",
+    ),
+    _case(
+        "rbac-per-route-checked-condition",
+        _rbac(checked_condition={"expr": {"const_expr": {"bool_value": True}}}),
+        "nack",
+        f"{_RBAC_P}.checked_condition",
+    ),
+    _case(
+        "rbac-per-route-destination-port-range",
+        _rbac(permissions=[{"destination_port_range": {"start": 1, "end": 2}}]),
+        "nack",
+        f"{_RBAC_P}.permissions[0].destination_port_range",
+    ),
+    _case(
+        "rbac-per-route-requested-server-name-without-pattern",
+        _rbac(permissions=[{"requested_server_name": {}}]),
+        "nack",
+        f"{_RBAC_P}.permissions[0].requested_server_name",
+    ),
+    _case(
+        "rbac-per-route-authenticated-without-name",
+        _rbac(principals=[{"authenticated": {}}]),
+        "accept",
+    ),
+    _case(
+        "rbac-per-route-source-ip",
+        _rbac(principals=[{"direct_remote_ip": {"address_prefix": "10.0.0.0", "prefix_len": 8}}]),
+        "accept",
     ),
 ]
