@@ -498,7 +498,7 @@ CASES = [
         _tls({**_CA, "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"}}),
         "nack",
         differs=(
-            "tls_params is reported as ignored (Python's ssl defaults apply: "
+            "tls_params is reported as ignored (the TLS libraries' defaults apply: "
             "TLS 1.2 or later), so that clusters istiod writes for Envoy "
             "still load; gRPC rejects it"
         ),
