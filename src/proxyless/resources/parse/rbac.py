@@ -8,8 +8,9 @@ on a gRPC server); any other rule (``matcher``, ``uri_template``,
 ``destination_port_range``) makes the resource invalid rather than being
 dropped, since dropping a rule would widen or narrow a security policy.
 A header rule must say how to match (a HeaderMatcher without a specifier is
-invalid here, as in C-core's ``xds_http_rbac_filter.cc``) and may not look
-at ``:scheme`` or ``grpc-*`` headers (A41).
+invalid here, as in C-core's ``xds_http_rbac_filter.cc``). A rule on a
+``grpc-*`` or ``:scheme`` header is kept: the server's RBAC engine never
+matches it (A41); C-core NACKs it instead (see ``docs/resources.md``).
 """
 
 from __future__ import annotations
@@ -156,10 +157,6 @@ def _principal(ctx: Ctx, path: str, msg: Any) -> Principal | None:
 
 
 def _header(ctx: Ctx, path: str, msg: Any) -> HeaderMatch | None:
-    name = msg.name.lower()
-    if name == ":scheme" or name.startswith("grpc-"):
-        ctx.error(join(path, "name"), f"{msg.name!r} is not allowed in an RBAC rule (gRFC A41)")
-        return None
     if msg.WhichOneof("header_match_specifier") is None:
         ctx.error(path, "no match specifier (exact_match, string_match, present_match ...)")
         return None
