@@ -314,7 +314,7 @@ def _retry_policy(draw: st.DrawFn) -> rc.RetryPolicy:
     on = draw(st.lists(st.sampled_from(("5xx", "reset", "unavailable", "cancelled")), max_size=3))
     p = rc.RetryPolicy(retry_on=",".join(on))
     if draw(st.booleans()):
-        p.num_retries.value = draw(st.integers(0, 10))
+        p.num_retries.value = draw(st.integers(1, 10))
     if draw(st.booleans()):
         p.per_try_timeout.CopyFrom(draw(_duration(0, 30)))
     if draw(st.booleans()):

@@ -736,7 +736,8 @@ def test_common_lb_config_and_misc() -> None:
         ),
         pytest.param(
             _with_assignment(C.LOGICAL_DNS, ("a", 1), ("b", 2)),
-            "load_assignment: a LOGICAL_DNS cluster needs exactly one locality with exactly one endpoint",
+            "load_assignment.endpoints[0].lb_endpoints: "
+            "a LOGICAL_DNS cluster needs exactly one endpoint, found 2",
             id="logical-dns-two-endpoints",
         ),
         pytest.param(

@@ -188,10 +188,10 @@ _E = "endpoints"
             id="weight-sum-overflow",
         ),
         pytest.param(
-            [b.locality(endpoints=[b.lb_endpoint(port=0)])],
+            [b.locality(endpoints=[b.lb_endpoint(port=65536)])],
             f"{_E}[0].lb_endpoints[0].endpoint.address.socket_address.port_value: "
-            "0 is not a valid port",
-            id="port-zero",
+            "65536 is not a valid port",
+            id="port-too-big",
         ),
         pytest.param(
             [b.locality(endpoints=[b.lb_endpoint(weight=0)])],
@@ -288,13 +288,15 @@ def _shapes() -> list[Any]:
     )
     health_check = b.lb_endpoint()
     health_check.endpoint.health_check_config.port_value = 9
+    named_port = b.lb_endpoint()
+    named_port.endpoint.address.socket_address.named_port = "grpc"
     return [
         plain, weighted, named, v6, draining, with_meta, zero_weight, udp, no_port, pipe,
-        health_check,
+        health_check, named_port,
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(12))
 def test_quick_reader_agrees_with_the_full_parser(index: int) -> None:
     from proxyless.resources.parse.common import Ctx
     from proxyless.resources.parse.endpoint import _lb_endpoint, _plain_lb_endpoint
@@ -302,7 +304,7 @@ def test_quick_reader_agrees_with_the_full_parser(index: int) -> None:
     msg = _shapes()[index]
     quick = _plain_lb_endpoint(msg)
     ctx = Ctx()
-    full = _lb_endpoint(ctx, "p", msg)
+    full = _lb_endpoint(ctx, "p", msg, [])
     if index <= 5:  # the common shapes, istiod's included, are read quickly
         assert quick is not None
     if quick is not None:  # and only when the full parser has nothing else to say

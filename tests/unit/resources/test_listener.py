@@ -269,9 +269,9 @@ def test_ignored_listener_fields() -> None:
     msg.stat_prefix = "x"
     manager = b.hcm()
     manager.stat_prefix = "ingress"
-    manager.xff_num_trusted_hops = 1
+    manager.server_name = "proxy"
     msg.api_listener.api_listener.Pack(manager)
-    assert _decode(msg).ignored_fields == ("stat_prefix", f"{_HCM}.xff_num_trusted_hops")
+    assert _decode(msg).ignored_fields == ("stat_prefix", f"{_HCM}.server_name")
 
 
 def test_parse_listener() -> None:

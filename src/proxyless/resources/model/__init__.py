@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from proxyless.resources.model.cluster import (
     CircuitBreakers,
+    ClientSideWeightedRoundRobin,
     Cluster,
     ClusterType,
     LbPolicy,
@@ -91,6 +92,7 @@ __all__ = [
     "CertificateProviderInstance",
     "CertificateValidationContext",
     "CircuitBreakers",
+    "ClientSideWeightedRoundRobin",
     "Cluster",
     "ClusterLoadAssignment",
     "ClusterType",

@@ -22,6 +22,7 @@ from proxyless.resources.model.security import UpstreamTlsContext
 
 __all__ = [
     "CircuitBreakers",
+    "ClientSideWeightedRoundRobin",
     "Cluster",
     "ClusterType",
     "LbPolicy",
@@ -43,6 +44,22 @@ ClusterType = Literal["EDS", "LOGICAL_DNS", "STRICT_DNS", "STATIC", "AGGREGATE"]
 @dataclass(frozen=True, slots=True)
 class RoundRobin:
     """``ROUND_ROBIN`` / ``envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSideWeightedRoundRobin(RoundRobin):
+    """``load_balancing_policies.client_side_weighted_round_robin.v3`` (gRFC A58):
+    weights from the backends' ORCA load reports. Durations in seconds, A58's
+    defaults. proxyless has no weighted round robin balancer yet: this is a
+    :class:`RoundRobin` and is balanced as one (the parser warns once)."""
+
+    enable_oob_load_report: bool = False
+    oob_reporting_period: float = 10.0
+    blackout_period: float = 10.0
+    weight_expiration_period: float = 180.0
+    weight_update_period: float = 1.0
+    error_utilization_penalty: float = 1.0
+    metric_names_for_computing_utilization: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,17 @@
 """Parse and validate ``envoy.config.cluster.v3.Cluster`` (CDS).
 
-Follows gRFC A27 (EDS over ADS), A37 (aggregate and LOGICAL_DNS clusters;
-STATIC added for Envoy parity), A32 (circuit breakers; Envoy
-``circuit_breaker.proto`` for retry budgets), A50 and Envoy
-``outlier_detection.proto`` (every field, Envoy defaults, percentages <= 100),
-A29 (``UpstreamTlsContext`` transport socket) and A52 (load-balancing policy,
-see :mod:`proxyless.resources.parse.lb_policy`). LRS must report to the ADS
-server itself (``lrs_server.self``).
+Follows gRPC C-core's ``xds_cluster_parser.cc``: gRFC A27 (EDS over ADS;
+an ``xdstp:`` cluster name needs an ``eds_cluster_config.service_name``),
+A37 (aggregate clusters; LOGICAL_DNS clusters with exactly one locality
+holding exactly one endpoint, whose socket address has a host, a
+``port_value`` and no ``resolver_name``; STATIC added for Envoy parity), A32
+(circuit breakers; Envoy ``circuit_breaker.proto`` for retry budgets), A50
+and Envoy ``outlier_detection.proto`` (every field, Envoy defaults,
+percentages <= 100), A29 (``UpstreamTlsContext`` transport socket) and A52
+(load-balancing policy, see :mod:`proxyless.resources.parse.lb_policy`).
+LRS must report to the ADS server itself (``lrs_server.self``). An
+``upstream_config`` must be an ``HttpProtocolOptions`` (C-core reads its
+``idle_timeout``; proxyless validates it and does not use it).
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ _HANDLED = (
     "lrs_server",
     "dns_refresh_rate",
     "dns_lookup_family",
+    "upstream_config",
 )
 
 _OUTLIER_DURATIONS = (
@@ -146,6 +152,8 @@ def _cluster(ctx: Ctx, msg: Any) -> Cluster | None:
     connect_timeout = opt_duration(ctx, msg, "connect_timeout", "", positive=True)
     tls = _transport_socket(ctx, msg) if msg.HasField("transport_socket") else None
     http2, max_requests = _protocol_options(ctx, msg)
+    if msg.HasField("upstream_config"):
+        _upstream_config(ctx, msg.upstream_config)
     lrs = False
     if msg.HasField("lrs_server"):
         if msg.lrs_server.WhichOneof("config_source_specifier") != "self":
@@ -225,10 +233,20 @@ def _discovery(
             ctx.error(join(epath, "eds_config"), "is required (ads or self)")
         else:
             check_config_source(ctx, join(epath, "eds_config"), eds.eds_config)
+        if not eds.service_name and msg.name.startswith("xdstp:"):
+            # gRFC A47: the EDS resource of an xdstp cluster is named explicitly.
+            ctx.error(
+                join(epath, "service_name"), "must be set when the Cluster has an xdstp: name"
+            )
         return "EDS", eds.service_name or msg.name, (), none, None
     if msg.HasField("eds_cluster_config"):
         ctx.ignore("eds_cluster_config")
-    if kind in (0, 1, 2):  # STATIC, STRICT_DNS, LOGICAL_DNS
+    if kind == 2:
+        dns = _logical_dns(ctx, msg)
+        if dns is None:
+            return None, "", (), none, None
+        return "LOGICAL_DNS", "", (), dns, None
+    if kind in (0, 1):  # STATIC, STRICT_DNS
         label = cluster_pb2.Cluster.DiscoveryType.Name(kind)
         if not msg.HasField("load_assignment"):
             ctx.error("load_assignment", f"is required for a {label} cluster")
@@ -241,21 +259,91 @@ def _discovery(
         ctx.ignored.extend(inner.ignored)
         if assignment is None:
             return None, "", (), none, None
-        assignment = replace(assignment, ignored_fields=())
-        if kind in (0, 1):
-            return label, "", (), none, assignment
-        localities = [loc for prio in assignment.priorities for loc in prio]
-        if len(localities) != 1 or len(localities[0].endpoints) != 1:
-            ctx.error(
-                "load_assignment",
-                "a LOGICAL_DNS cluster needs exactly one locality with exactly one endpoint",
-            )
-            return None, "", (), none, None
-        endpoint = localities[0].endpoints[0]
-        return "LOGICAL_DNS", "", (), (endpoint.address, endpoint.port), None
+        return label, "", (), none, replace(assignment, ignored_fields=())
     label = cluster_pb2.Cluster.DiscoveryType.Name(kind) if kind == 4 else str(kind)
     ctx.error("type", f"unsupported cluster type {label}")
     return None, "", (), none, None
+
+
+def _logical_dns(ctx: Ctx, msg: Any) -> tuple[str, int] | None:
+    """The ``(host, port)`` of a LOGICAL_DNS cluster, checked as C-core does:
+    one locality (its weight and locality need not be set), one endpoint, a
+    socket address with a host, a ``port_value`` and no ``resolver_name``."""
+    path = "load_assignment"
+    if not msg.HasField(path):
+        ctx.error(path, "is required for a LOGICAL_DNS cluster")
+        return None
+    assignment = msg.load_assignment
+    unhandled(ctx, assignment, path, ("cluster_name", "endpoints"))
+    lpath = join(path, "endpoints")
+    if len(assignment.endpoints) != 1:
+        ctx.error(
+            lpath,
+            f"a LOGICAL_DNS cluster needs exactly one locality, found {len(assignment.endpoints)}",
+        )
+        return None
+    locality = assignment.endpoints[0]
+    lpath = f"{lpath}[0]"
+    unhandled(ctx, locality, lpath, ("locality", "lb_endpoints", "load_balancing_weight"))
+    epath = join(lpath, "lb_endpoints")
+    if len(locality.lb_endpoints) != 1:
+        ctx.error(
+            epath,
+            f"a LOGICAL_DNS cluster needs exactly one endpoint, found {len(locality.lb_endpoints)}",
+        )
+        return None
+    lb = locality.lb_endpoints[0]
+    epath = f"{epath}[0]"
+    unhandled(ctx, lb, epath, ("endpoint", "health_status", "load_balancing_weight"))
+    epath = join(epath, "endpoint")
+    if not lb.HasField("endpoint"):
+        ctx.error(epath, "is required")
+        return None
+    unhandled(ctx, lb.endpoint, epath, ("address", "hostname"))
+    apath = join(epath, "address")
+    if not lb.endpoint.HasField("address"):
+        ctx.error(apath, "is required")
+        return None
+    spath = join(apath, "socket_address")
+    if lb.endpoint.address.WhichOneof("address") != "socket_address":
+        ctx.error(spath, "is required")
+        return None
+    sock = lb.endpoint.address.socket_address
+    unhandled(ctx, sock, spath, ("address", "port_value", "resolver_name", "protocol"))
+    before = len(ctx.errors)
+    if sock.resolver_name:
+        ctx.error(join(spath, "resolver_name"), "a LOGICAL_DNS cluster cannot name a resolver")
+    if int(sock.protocol) != 0:
+        ctx.error(join(spath, "protocol"), "only TCP is supported")
+    if not sock.address:
+        ctx.error(join(spath, "address"), "must not be empty")
+    if sock.WhichOneof("port_specifier") != "port_value":
+        ctx.error(join(spath, "port_value"), "is required (named ports are not supported)")
+    elif int(sock.port_value) > 65535:
+        ctx.error(join(spath, "port_value"), f"{sock.port_value} is not a valid port")
+    if len(ctx.errors) != before:
+        return None
+    return str(sock.address), int(sock.port_value)
+
+
+def _upstream_config(ctx: Ctx, config: Any) -> None:
+    path = "upstream_config"
+    unhandled(ctx, config, path, ("name", "typed_config"))
+    tpath = join(path, "typed_config")
+    if type_name(config.typed_config) != _HTTP_OPTIONS_KEY:
+        ctx.error(
+            tpath,
+            "unsupported upstream config type "
+            f"{type_name(config.typed_config) or '<empty>'} (HttpProtocolOptions only)",
+        )
+        return
+    options = unpack(ctx, tpath, config.typed_config, http_protocol_options_pb2.HttpProtocolOptions)
+    if options is None:
+        return
+    cpath = join(tpath, "common_http_protocol_options")
+    if options.HasField("common_http_protocol_options"):
+        opt_duration(ctx, options.common_http_protocol_options, "idle_timeout", cpath)
+    ctx.ignore(f"{tpath} (validated, not used)")
 
 
 def _thresholds(ctx: Ctx, path: str, msg: Any) -> Thresholds:

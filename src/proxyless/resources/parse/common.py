@@ -179,6 +179,10 @@ def regex(ctx: Ctx, path: str, matcher: Any) -> Regex | None:
     """Compile an ``envoy.type.matcher.v3.RegexMatcher``; None (and a problem) if invalid."""
     if matcher.HasField("google_re2"):
         ctx.ignore(join(path, "google_re2"))
+    if not matcher.regex:
+        # Envoy's regex.proto: min_len 1; C-core: "field not present".
+        ctx.error(join(path, "regex"), "must not be empty")
+        return None
     try:
         return compile_re2(matcher.regex)
     except RegexError as exc:

@@ -1,12 +1,18 @@
 """Parse and validate ``envoy.config.endpoint.v3.ClusterLoadAssignment`` (EDS).
 
-Validation follows gRFC A27 (and grpc-go's ``unmarshal_eds.go``): localities
-with an unset or zero ``load_balancing_weight`` are skipped; priorities must
-be contiguous from 0; a locality may appear only once per priority; an
-endpoint address may appear only once in the whole assignment; locality
-weights per priority sum to at most 2^32-1. Endpoint weights and ports follow
-Envoy's ``endpoint_components.proto`` constraints. IP literals are stored in
-canonical form so duplicates are found whatever their spelling.
+Validation follows gRPC C-core's ``xds_endpoint_parser.cc`` (gRFC A27):
+localities with an unset or zero ``load_balancing_weight`` are skipped; a
+weighted locality must name its ``locality``; priorities must be contiguous
+from 0; a locality may appear only once per priority; an endpoint address,
+including its ``additional_addresses`` (gRFC A61, validated but not used),
+may appear only once in the whole assignment; locality weights per priority
+sum to at most 2^32-1; an endpoint with a health status C-core does not know
+is skipped; a drop overload needs a category and a ``drop_percentage``.
+Ports are in [0, 65535] (C-core and Envoy accept port 0; connecting to it
+fails like any unreachable endpoint). Envoy's ``endpoint_components.proto``
+adds: endpoint weight >= 1, priority <= 128, overprovisioning factor > 0.
+IP literals are stored in canonical form so duplicates are found whatever
+their spelling; host names are kept (see ``docs/resources.md``).
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ _SOCKET_FIELDS = frozenset(("protocol", "address", "port_value", "named_port", "
 _LB_ENDPOINT_FIELDS = frozenset(
     ("endpoint", "endpoint_name", "health_status", "load_balancing_weight")
 )
-_ENDPOINT_FIELDS = frozenset(("address", "hostname"))
+_ENDPOINT_FIELDS = frozenset(("address", "hostname", "additional_addresses"))
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 #: dotted-quad IPv4 already in canonical form (the common case: no need to parse)
 _CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
@@ -119,7 +125,7 @@ def socket_address(ctx: Ctx, path: str, address: Any) -> tuple[str, int] | None:
         ctx.error(join(spath, "port_value"), "is required (named ports are not supported)")
         return None
     port = int(sock.port_value)
-    if not 1 <= port <= 65535:
+    if port > 65535:
         ctx.error(join(spath, "port_value"), f"{port} is not a valid port")
         return None
     return host, port
@@ -172,6 +178,9 @@ def cluster_load_assignment(
             continue
         if lle.HasField("locality"):
             unhandled(ctx, lle.locality, join(lpath, "locality"), ("region", "zone", "sub_zone"))
+        elif not inline:
+            ctx.error(join(lpath, "locality"), "is required for a locality with a weight")
+            continue
         locality = Locality(
             region=lle.locality.region, zone=lle.locality.zone, sub_zone=lle.locality.sub_zone
         )
@@ -200,23 +209,28 @@ def cluster_load_assignment(
                     memo[raw] = endpoint
             else:
                 endpoint = _plain_lb_endpoint(lb)
+            extra: list[tuple[str, int]] = []
             if endpoint is None:
-                endpoint = _lb_endpoint(ctx, f"{lb_path}[{j}]", lb)
+                endpoint = _lb_endpoint(ctx, f"{lb_path}[{j}]", lb, extra)
                 if endpoint is None:
                     continue
             elif not metadata_noted and lb.HasField("metadata"):
                 # listed once per locality, not once per endpoint
                 ctx.ignore(f"{lb_path}[{j}].metadata")
                 metadata_noted = True
-            key = endpoint.key
-            if key in seen_addresses:
-                ctx.error(
-                    f"{lb_path}[{j}]",
-                    f"duplicate endpoint address {_address_text(key)} (also {seen_addresses[key]})",
-                )
-                continue
-            seen_addresses[key] = _Path(lb_path, j)
-            endpoints.append(endpoint)
+            duplicate = False
+            for key in (endpoint.key, *extra):
+                if key in seen_addresses:
+                    ctx.error(
+                        f"{lb_path}[{j}]",
+                        f"duplicate endpoint address {_address_text(key)} "
+                        f"(also {seen_addresses[key]})",
+                    )
+                    duplicate = True
+                    continue
+                seen_addresses[key] = _Path(lb_path, j)
+            if not duplicate:
+                endpoints.append(endpoint)
         by_priority.setdefault(priority, []).append(
             LocalityEndpoints(
                 locality=locality, weight=weight, priority=priority, endpoints=tuple(endpoints)
@@ -250,6 +264,9 @@ def cluster_load_assignment(
             dpath = f"{join(ppath, 'drop_overloads')}[{i}]"
             if not drop.category:
                 ctx.error(join(dpath, "category"), "must not be empty")
+                continue
+            if not drop.HasField("drop_percentage"):
+                ctx.error(join(dpath, "drop_percentage"), "is required")
                 continue
             drops.append(
                 DropOverload(
@@ -302,7 +319,7 @@ def _plain_lb_endpoint(msg: Any) -> Endpoint | None:
     sock = endpoint.address.socket_address
     host: str = sock.address
     port = int(sock.port_value)
-    if not host or not 1 <= port <= 65535 or len(sock.ListFields()) != 2:
+    if not host or port > 65535 or len(sock.ListFields()) != 2 or not sock.HasField("port_value"):
         return None  # protocol, named port, ipv4_compat, resolver...: the full parser
     hostname: str = endpoint.hostname
     if len(endpoint.ListFields()) != (2 if hostname else 1):
@@ -325,7 +342,9 @@ def _plain_lb_endpoint(msg: Any) -> Endpoint | None:
     )
 
 
-def _lb_endpoint(ctx: Ctx, path: str, msg: Any) -> Endpoint | None:
+def _lb_endpoint(ctx: Ctx, path: str, msg: Any, extra: list[tuple[str, int]]) -> Endpoint | None:
+    """The full ``LbEndpoint`` parser; appends the (validated, unused)
+    ``additional_addresses`` to ``extra`` for the duplicate check."""
     unhandled(ctx, msg, path, _LB_ENDPOINT_FIELDS)
     which = msg.WhichOneof("host_identifier")
     if which != "endpoint":
@@ -338,13 +357,26 @@ def _lb_endpoint(ctx: Ctx, path: str, msg: Any) -> Endpoint | None:
         ctx.error(join(epath, "address"), "is required")
         return None
     address = socket_address(ctx, join(epath, "address"), endpoint.address)
+    apath = join(epath, "additional_addresses")
+    for k, additional in enumerate(endpoint.additional_addresses):
+        kpath = f"{apath}[{k}]"
+        unhandled(ctx, additional, kpath, ("address",))
+        if not additional.HasField("address"):
+            ctx.error(join(kpath, "address"), "is required")
+            continue
+        parsed = socket_address(ctx, join(kpath, "address"), additional.address)
+        if parsed is not None:
+            extra.append(parsed)
+    if endpoint.additional_addresses:
+        ctx.ignore(f"{apath} (validated; proxyless connects to the first address only)")
     weight = int(wrapped(msg, "load_balancing_weight", 1))
     if weight < 1:
         ctx.error(join(path, "load_balancing_weight"), "must be >= 1")
         return None
     health = _HEALTH.get(int(msg.health_status))
     if health is None:
-        ctx.error(join(path, "health_status"), f"unknown health status {msg.health_status}")
+        # C-core skips an endpoint whose health status it does not know.
+        ctx.ignore(f"{path} (unknown health status {msg.health_status}: skipped)")
         return None
     if address is None:
         return None

@@ -3,7 +3,12 @@
 Top-level configs come from ``HttpConnectionManager.http_filters[].typed_config``;
 overrides from ``typed_per_filter_config`` maps on virtual hosts, routes and
 weighted clusters, possibly wrapped in ``envoy.config.route.v3.FilterConfig``.
-An unknown filter type is an error unless the filter is marked optional.
+An unknown filter type is an error unless the filter is marked optional; a
+``typed_per_filter_config`` key must not be empty (C-core
+``xds_route_config_parser.cc``). A fault abort's ``grpc_status`` must be a
+gRPC status code (0-16, C-core ``xds_http_fault_filter.cc``); Envoy's
+``fault.proto`` adds: an abort needs an error type, a delay a kind, and an
+``http_status`` is in [200, 600).
 """
 
 from __future__ import annotations
@@ -123,6 +128,10 @@ def _fault(ctx: Ctx, path: str, msg: Any) -> FaultFilterConfig | None:
                 ctx.error(join(apath, "http_status"), f"{status} must be in [200, 600)")
             abort = FaultAbort(http_status=status, grpc_status=None, per_million=per_million)
         elif which == "grpc_status":
+            if int(a.grpc_status) > 16:
+                ctx.error(
+                    join(apath, "grpc_status"), f"{a.grpc_status} is not a gRPC status code (0-16)"
+                )
             abort = FaultAbort(
                 http_status=None, grpc_status=int(a.grpc_status), per_million=per_million
             )
@@ -185,6 +194,9 @@ def per_filter_configs(ctx: Ctx, path: str, configs: Any) -> Mapping[str, Filter
     for name in sorted(configs):
         any_msg = configs[name]
         epath = f"{path}[{name!r}]"
+        if not name:
+            ctx.error(epath, "the filter name (key) must not be empty")
+            continue
         optional = False
         if type_name(any_msg) == _FILTER_CONFIG_TYPE:
             wrapper = unpack(ctx, epath, any_msg, route_components_pb2.FilterConfig)

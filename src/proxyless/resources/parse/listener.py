@@ -2,9 +2,11 @@
 
 Follows gRFC A27/A28 (the ``api_listener`` holds an HttpConnectionManager
 whose routes come from RDS over ADS, or inline), A31
-(``common_http_protocol_options.max_stream_duration``) and A39 (HTTP filters:
+(``common_http_protocol_options.max_stream_duration``), A39 (HTTP filters:
 the router must be present and last, names are unique, an unknown filter is
-an error unless ``is_optional``). A Listener without ``api_listener`` but
+an error unless ``is_optional``) and A41 (``xff_num_trusted_hops`` must be 0
+and ``original_ip_detection_extensions`` empty), as C-core's
+``xds_listener_parser.cc`` checks them. A Listener without ``api_listener`` but
 with ``filter_chains`` (or a ``default_filter_chain``) is an inbound listener for an
 xDS-enabled server (gRFC A36), parsed by
 :mod:`proxyless.resources.parse.server_listener` into a ``ServerListener``;
@@ -79,11 +81,17 @@ def _listener(ctx: Ctx, msg: Any) -> Listener | ServerListener | None:
             "scoped_routes",
             "http_filters",
             "common_http_protocol_options",
+            "xff_num_trusted_hops",
+            "original_ip_detection_extensions",
             # Required by Envoy, meaningless to a client.
             "stat_prefix",
             "codec_type",
         ),
     )
+    if hcm.xff_num_trusted_hops:
+        ctx.error(join(path, "xff_num_trusted_hops"), "must be 0 (gRFC A41)")
+    if hcm.original_ip_detection_extensions:
+        ctx.error(join(path, "original_ip_detection_extensions"), "must be empty (gRFC A41)")
     which = hcm.WhichOneof("route_specifier")
     route_config_name = None
     route_config = None

@@ -7,6 +7,10 @@ on a gRPC server); any other rule (``matcher``, ``uri_template``,
 ``filter_state``, ``custom``, ``sourced_metadata``,
 ``destination_port_range``) makes the resource invalid rather than being
 dropped, since dropping a rule would widen or narrow a security policy.
+A header rule must say how to match (a HeaderMatcher without a specifier is
+invalid here, as in C-core's ``xds_http_rbac_filter.cc``). A rule on a
+``grpc-*`` or ``:scheme`` header is kept: the server's RBAC engine never
+matches it (A41); C-core NACKs it instead (see ``docs/resources.md``).
 """
 
 from __future__ import annotations
@@ -95,8 +99,7 @@ def _permission(ctx: Ctx, path: str, msg: Any) -> Permission | None:
         inner = _permission(ctx, wpath, msg.not_rule)
         return None if inner is None else NotRule(inner)
     if which == "header":
-        hm = header_matcher(ctx, wpath, msg.header)
-        return None if hm is None else HeaderMatch(hm)
+        return _header(ctx, wpath, msg.header)
     if which == "url_path":
         return _url_path(ctx, wpath, msg.url_path)
     if which == "destination_ip":
@@ -144,14 +147,21 @@ def _principal(ctx: Ctx, path: str, msg: Any) -> Principal | None:
         cidr = cidr_range(ctx, wpath, getattr(msg, which))
         return None if cidr is None else SourceIp(cidr)
     if which == "header":
-        hm = header_matcher(ctx, wpath, msg.header)
-        return None if hm is None else HeaderMatch(hm)
+        return _header(ctx, wpath, msg.header)
     if which == "url_path":
         return _url_path(ctx, wpath, msg.url_path)
     if which == "metadata":
         return NeverMatch("metadata")
     ctx.error(wpath, "is not supported (gRFC A41)" if which else "no identifier is set")
     return None
+
+
+def _header(ctx: Ctx, path: str, msg: Any) -> HeaderMatch | None:
+    if msg.WhichOneof("header_match_specifier") is None:
+        ctx.error(path, "no match specifier (exact_match, string_match, present_match ...)")
+        return None
+    hm = header_matcher(ctx, path, msg)
+    return None if hm is None else HeaderMatch(hm)
 
 
 def _url_path(ctx: Ctx, path: str, msg: Any) -> UrlPath | None:

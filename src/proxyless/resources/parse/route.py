@@ -11,7 +11,14 @@ Validation follows gRFC A28 (domains, route matchers, regexes), A39
 for the HTTP features proxyless supports beyond gRPC (redirects, direct
 responses). A route whose action is a cluster specifier plugin, or whose
 match uses a matcher proxyless cannot evaluate, makes the resource invalid,
-as in grpc-go.
+as in grpc-go; so does a ``cluster_specifier_plugins`` entry (proxyless
+has no plugin) unless it is optional, in which case the routes that use it
+are skipped, as in C-core. A forwarding route without a cluster specifier is skipped
+(reported in ``ignored_fields``), as C-core's ``xds_route_config_parser.cc``
+skips it; a route without any action is invalid, as Envoy's
+``route_components.proto`` requires one. Prefixes and paths that cannot
+match a gRPC method (``service``, ``/a/b/c``) are kept: they can match an
+HTTP request.
 """
 
 from __future__ import annotations
@@ -88,15 +95,17 @@ def route_configuration(ctx: Ctx, path: str, msg: Any) -> RouteConfiguration | N
             "response_headers_to_add",
             "response_headers_to_remove",
             "typed_per_filter_config",
+            "cluster_specifier_plugins",
         ),
     )
+    optional_plugins = _cluster_specifier_plugins(ctx, path, msg)
     if msg.HasField("vhds"):
         ctx.error(join(path, "vhds"), "on-demand virtual hosts (VHDS) are not supported")
     vhosts = []
     seen_domains: dict[str, int] = {}
     for i, vh in enumerate(msg.virtual_hosts):
         vpath = f"{join(path, 'virtual_hosts')}[{i}]"
-        vhost = _virtual_host(ctx, vpath, vh)
+        vhost = _virtual_host(ctx, vpath, vh, optional_plugins)
         if vhost is None:
             continue
         for domain in vhost.domains:
@@ -137,7 +146,33 @@ def _domain(ctx: Ctx, path: str, domain: str) -> str | None:
     return domain.lower()
 
 
-def _virtual_host(ctx: Ctx, path: str, msg: Any) -> VirtualHost | None:
+def _cluster_specifier_plugins(ctx: Ctx, path: str, msg: Any) -> frozenset[str]:
+    """The names of the optional plugins (whose routes are skipped); a
+    required plugin is an error, since proxyless implements none."""
+    optional: set[str] = set()
+    seen: set[str] = set()
+    for i, plugin in enumerate(msg.cluster_specifier_plugins):
+        ppath = f"{join(path, 'cluster_specifier_plugins')}[{i}].extension"
+        name: str = plugin.extension.name
+        if name in seen:
+            ctx.error(join(ppath, "name"), f"duplicate cluster specifier plugin {name!r}")
+            continue
+        seen.add(name)
+        if plugin.is_optional:
+            optional.add(name)
+            ctx.ignore(f"{ppath} ({name}: optional plugin, its routes are skipped)")
+        else:
+            ctx.error(
+                join(ppath, "typed_config"),
+                "unsupported cluster specifier plugin "
+                f"{plugin.extension.typed_config.type_url or '<empty>'}",
+            )
+    return frozenset(optional)
+
+
+def _virtual_host(
+    ctx: Ctx, path: str, msg: Any, optional_plugins: frozenset[str] = frozenset()
+) -> VirtualHost | None:
     errors = len(ctx.errors)
     unhandled(
         ctx,
@@ -174,7 +209,7 @@ def _virtual_host(ctx: Ctx, path: str, msg: Any) -> VirtualHost | None:
         domains.append(dom)
     routes = []
     for i, r in enumerate(msg.routes):
-        route = _route(ctx, f"{join(path, 'routes')}[{i}]", r)
+        route = _route(ctx, f"{join(path, 'routes')}[{i}]", r, optional_plugins)
         if route is not None:
             routes.append(route)
     retry = (
@@ -209,7 +244,7 @@ def _virtual_host(ctx: Ctx, path: str, msg: Any) -> VirtualHost | None:
     )
 
 
-def _route(ctx: Ctx, path: str, msg: Any) -> Route | None:
+def _route(ctx: Ctx, path: str, msg: Any, optional_plugins: frozenset[str]) -> Route | None:
     errors = len(ctx.errors)
     unhandled(
         ctx,
@@ -238,6 +273,12 @@ def _route(ctx: Ctx, path: str, msg: Any) -> Route | None:
     which = msg.WhichOneof("action")
     action: Action | None = None
     apath = join(path, which or "action")
+    if which == "route" and msg.route.WhichOneof("cluster_specifier") is None:
+        ctx.ignore(f"{path} (no cluster specifier: route skipped)")
+        return None
+    if which == "route" and msg.route.cluster_specifier_plugin in optional_plugins:
+        ctx.ignore(f"{path} (optional cluster specifier plugin: route skipped)")
+        return None
     if which == "route":
         action = route_action(ctx, apath, msg.route, match)
     elif which == "redirect":

@@ -1,11 +1,14 @@
 """Parse ``envoy.config.route.v3.RouteAction``: where a route forwards, and how.
 
 The cluster specifier (one cluster, weighted clusters whose non-zero weights
-sum to a value in (0, 2^32-1], or a request header), rewrites, timeouts
+sum to a value in (0, 2^32-1], each entry naming its weight, or a request
+header), rewrites, timeouts
 (gRFC A31), and the policies a forwarding route carries: retry (gRFC A44 and
 Envoy's ``RetryPolicy``, base interval 25 ms, max 10x base), hedging, hash
 policies for ring hash and Maglev (gRFC A42) and request mirroring, all as
-Envoy's ``route_components.proto`` defines them. Cluster specifier plugins
+Envoy's ``route_components.proto`` defines them. As in C-core, a retry
+policy's ``num_retries`` must be > 0 (Envoy reads 0 as "no retries"; leave
+the policy out for that). Cluster specifier plugins
 make the resource invalid, as in grpc-go.
 """
 
@@ -194,7 +197,10 @@ def _weighted_clusters(ctx: Ctx, path: str, msg: Any) -> tuple[ClusterWeight, ..
         if not cw.name:
             ctx.error(join(epath, "name"), "must not be empty")
             continue
-        weight = int(wrapped(cw, "weight", 0))
+        if not cw.HasField("weight"):
+            ctx.error(join(epath, "weight"), "is required")
+            continue
+        weight = int(cw.weight.value)
         if weight == 0:
             continue
         total += weight
@@ -256,6 +262,9 @@ def retry_policy(ctx: Ctx, path: str, msg: Any) -> RetryPolicy | None:
         maximum = opt_duration(ctx, back_off, "max_interval", bpath, positive=True)
         if maximum is not None and 0 < maximum < base:
             ctx.error(join(bpath, "max_interval"), f"{maximum}s must be >= base_interval {base}s")
+    num_retries = int(wrapped(msg, "num_retries", 1))
+    if num_retries == 0:
+        ctx.error(join(path, "num_retries"), "must be > 0 (gRFC A44)")
     max_attempts = int(msg.host_selection_retry_max_attempts)
     if max_attempts < 0:
         ctx.error(join(path, "host_selection_retry_max_attempts"), "must not be negative")
@@ -275,7 +284,7 @@ def retry_policy(ctx: Ctx, path: str, msg: Any) -> RetryPolicy | None:
         return None
     return RetryPolicy(
         retry_on=retry_on,
-        num_retries=int(wrapped(msg, "num_retries", 1)),
+        num_retries=num_retries,
         per_try_timeout=per_try,
         per_try_idle_timeout=per_try_idle,
         base_interval=base,
