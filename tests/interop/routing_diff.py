@@ -14,9 +14,9 @@ failure is replayed by its seed alone.
 
 What the configurations hold (Envoy's ``route_components.proto``):
 
-- virtual hosts with exact domains (some with a port), suffix and prefix
-  wildcards (some with a port), a ``*`` in the middle (a literal to Envoy),
-  upper-case domains, and at most one ``*``; domains are unique across the
+- virtual hosts with exact domains (some with a port, IPv6 literals, a
+  trailing dot), suffix and prefix wildcards (some with a port), a ``*`` in
+  the middle (a literal to Envoy), upper-case domains, and at most one ``*``; domains are unique across the
   configuration (Envoy NACKs a repeated domain);
 - routes matching by ``prefix`` (the empty prefix too), ``path``,
   ``safe_regex`` and ``path_separated_prefix``, with ``case_sensitive``
@@ -176,7 +176,9 @@ def _domains(rng: random.Random, used: set[str], allow_star: bool) -> list[str]:
             domain = (name + port)[:cut] + "*"
         elif kind < 0.93:
             # a '*' neither first nor last is a literal character to Envoy
-            domain = rng.choice(("svc.*:9000", "a-*:80", "api.*.com", "x*y"))
+            domain = rng.choice(("svc.*:9000", "a-*:80", "api.*.com", "x*y", "*:8080"))
+        elif kind < 0.95:
+            domain = rng.choice(("[::1]:8080", "[::1]", "svc.", "*.Mixed.Example"))
         else:
             domain = (name + port).upper()
         if domain.lower() not in used and domain.lower() != READY_HOST:
@@ -332,7 +334,9 @@ def _host_for(rng: random.Random, domains: Sequence[str]) -> str:
         return domain if rng.random() < 0.8 else domain.swapcase()
     if kind < 0.9:
         return rng.choice(_NAMES + _MORE_NAMES) + rng.choice(_PORTS)
-    return rng.choice(("nomatch.test", "svc.*:9000", "a-*:80", "API.EXAMPLE.COM", "x*y"))
+    return rng.choice(
+        ("nomatch.test", "svc.*:9000", "a-*:80", "API.EXAMPLE.COM", "x*y", "[::1]:8080", "svc.")
+    )
 
 
 def _path_for(rng: random.Random, route: rc_pb2.Route | None) -> str:
