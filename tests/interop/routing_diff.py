@@ -175,7 +175,8 @@ def _domains(rng: random.Random, used: set[str], allow_star: bool) -> list[str]:
             cut = rng.randint(1, len(name))
             domain = (name + port)[:cut] + "*"
         elif kind < 0.93:
-            # a '*' neither first nor last is a literal character to Envoy
+            # a '*' neither first nor last is a literal character to Envoy;
+            # '*:8080' is a suffix wildcard on the port
             domain = rng.choice(("svc.*:9000", "a-*:80", "api.*.com", "x*y", "*:8080"))
         elif kind < 0.95:
             domain = rng.choice(("[::1]:8080", "[::1]", "svc.", "*.Mixed.Example"))
@@ -328,7 +329,7 @@ def _host_for(rng: random.Random, domains: Sequence[str]) -> str:
         if domain == "*":
             return rng.choice(_MORE_NAMES)
         if domain.startswith("*"):
-            return rng.choice(("foo", "x", "a-b", "")) + domain[1:] or "z" + domain[1:]
+            return rng.choice(("foo", "x", "a-b", "")) + domain[1:]
         if domain.endswith("*") and len(domain) > 1:
             return domain[:-1] + rng.choice(("x", ".com", ":8080", "", "1"))
         return domain if rng.random() < 0.8 else domain.swapcase()
