@@ -3,12 +3,13 @@
 The first route whose match holds wins, in configuration order. A route
 matches when all of these hold:
 
-- **path**: ``prefix`` (Envoy matches it against ``:path``, which for HTTP
-  includes the query string), ``path`` (exact, query excluded),
-  ``safe_regex`` (full match of the path without the query) or
+- **path**: ``prefix``, ``path`` (exact), ``safe_regex`` (full match) or
   ``path_separated_prefix`` (the path equals the prefix or continues with
-  ``/``; query excluded). ``case_sensitive: false`` applies to ``prefix``,
-  ``path`` and ``path_separated_prefix`` only, never to regexes.
+  ``/``), each against the path without the query string: Envoy's
+  ``PathMatcher`` strips ``?query`` first, so a prefix holding ``?`` never
+  matches (checked against Envoy 1.40 by ``tests/interop/test_routing_diff.py``).
+  ``case_sensitive: false`` applies to ``prefix``, ``path`` and
+  ``path_separated_prefix`` only, never to regexes.
 - **headers**: every header matcher, with the visibility rules of
   :func:`proxyless.routing.request.header_value` (gRPC: metadata plus
   ``content-type``, ``-bin`` absent, no pseudo-headers; HTTP: pseudo-headers
@@ -17,6 +18,10 @@ matches when all of these hold:
   joined with ``","`` for gRPC (gRFC A28) and value by value for HTTP (Envoy
   since 1.39, ``match_headers_individually``): the matcher holds when any
   value matches, and ``invert_match`` inverts that.
+  For HTTP the deprecated ``exact_match: ""`` matches any value of a
+  present header, as in Envoy 1.40 (``string_match {exact: ""}`` still wants
+  an empty value); for gRPC it wants an empty value (gRFC A28 compares
+  exactly).
 - **query parameters**: never match a gRPC request (gRFC A28); for HTTP
   each matcher sees the first value of its parameter, not percent-decoded
   (Envoy's router).
@@ -31,7 +36,13 @@ from __future__ import annotations
 
 import random
 
-from proxyless.resources.model import HeaderMatcher, Route, RouteMatch, VirtualHost
+from proxyless.resources.model import (
+    HeaderMatcher,
+    Route,
+    RouteMatch,
+    StringMatcher,
+    VirtualHost,
+)
 from proxyless.routing.request import RequestInfo, header_value, parse_query
 
 __all__ = ["match_route", "path_matches"]
@@ -44,11 +55,8 @@ def path_matches(match: RouteMatch, request: RequestInfo) -> bool:
     kind = match.path_kind
     if kind == "prefix":
         if match.case_sensitive:
-            if path.startswith(expected):
-                return True
-            # Envoy matches prefixes against ``:path``, query included.
-            return bool(request.query) and request.path_and_query.startswith(expected)
-        return request.path_and_query.lower().startswith(expected.lower())
+            return path.startswith(expected)
+        return path.lower().startswith(expected.lower())
     if kind == "path":
         if match.case_sensitive:
             return path == expected
@@ -67,12 +75,28 @@ def _is_grpc_request(request: RequestInfo) -> bool:
     return content_type is not None and content_type.startswith("application/grpc")
 
 
+def _empty(string_matcher: StringMatcher | None) -> bool:
+    return string_matcher is not None and not string_matcher.value
+
+
+def _any_value_holds(matcher: HeaderMatcher, request: RequestInfo) -> bool:
+    """Envoy's deprecated ``exact_match: ""``: any value of a present header
+    matches (an absent one only with ``treat_missing_header_as_empty``)."""
+    if header_value(request, matcher.name) is None and not matcher.treat_missing_header_as_empty:
+        return False
+    return not matcher.invert_match
+
+
 def _headers_match(matchers: tuple[HeaderMatcher, ...], request: RequestInfo) -> bool:
     # Inlined repeated_headers(): this runs for every route with header matchers.
-    repeated = None if request.is_grpc else getattr(request.headers, "repeated", None)
+    is_http = not request.is_grpc
+    repeated = getattr(request.headers, "repeated", None) if is_http else None
     lists = None if repeated is None else repeated()
     for matcher in matchers:
-        if lists is not None and (values := lists.get(matcher.name)) is not None:
+        if is_http and matcher.kind == "exact" and _empty(matcher.string_matcher):
+            if not _any_value_holds(matcher, request):
+                return False
+        elif lists is not None and (values := lists.get(matcher.name)) is not None:
             if not matcher.matches_each(values):
                 return False
         elif not matcher.matches(header_value(request, matcher.name)):

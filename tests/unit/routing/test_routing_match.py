@@ -99,9 +99,17 @@ PATH_CASES = [
         id="path-ignore-case",
     ),
     pytest.param(RouteMatch("path", "/a"), http("/a", query="x=1"), True, id="path-ignores-query"),
+    # Envoy's PathMatcher strips the query before a prefix is compared (Envoy 1.40)
     pytest.param(
-        RouteMatch("prefix", "/a?x"), http("/a", query="x=1"), True, id="prefix-sees-query"
+        RouteMatch("prefix", "/a?x"), http("/a", query="x=1"), False, id="prefix-never-sees-query"
     ),
+    pytest.param(
+        RouteMatch("prefix", "/A?X", case_sensitive=False),
+        http("/a", query="x=1"),
+        False,
+        id="prefix-ignore-case-never-sees-query",
+    ),
+    pytest.param(RouteMatch("prefix", "/a"), http("/a", query="x=1"), True, id="prefix-with-query"),
     pytest.param(
         RouteMatch("safe_regex", r"/pkg\..*", regex=compile_re2(r"/pkg\..*")),
         grpc(),
@@ -270,6 +278,41 @@ HEADER_CASES = [
     ),
     pytest.param(exact("host", "svc"), grpc(), False, id="grpc-host-absent"),
     pytest.param(exact(":authority", "svc"), grpc(), False, id="grpc-authority-absent"),
+    # The deprecated ``exact_match: ""`` (kind "exact"): for HTTP any value of a
+    # present header matches, as in Envoy 1.40; ``string_match {exact: ""}``
+    # and gRPC (gRFC A28) compare exactly.
+    pytest.param(exact("x-a", ""), http_sent(("x-a", "x")), True, id="http-empty-exact-any"),
+    pytest.param(exact("x-a", ""), http_sent(("x-a", "")), True, id="http-empty-exact-empty"),
+    pytest.param(exact("x-a", ""), http(), False, id="http-empty-exact-absent"),
+    pytest.param(
+        exact("x-a", "", invert_match=True),
+        http_sent(("x-a", "x")),
+        False,
+        id="http-empty-exact-inverted",
+    ),
+    pytest.param(
+        exact("x-a", "", invert_match=True), http(), False, id="http-empty-exact-inverted-absent"
+    ),
+    pytest.param(
+        exact("x-a", "", treat_missing_header_as_empty=True),
+        http(),
+        True,
+        id="http-empty-exact-missing-as-empty",
+    ),
+    pytest.param(
+        exact("x-a", ""),
+        http_sent(("x-a", "x"), ("x-a", "y")),
+        True,
+        id="http-empty-exact-repeated",
+    ),
+    pytest.param(
+        HeaderMatcher("x-a", "string_match", string_matcher=StringMatcher("exact", "")),
+        http_sent(("x-a", "x")),
+        False,
+        id="http-string-match-empty-exact",
+    ),
+    pytest.param(exact("x-a", ""), grpc(headers={"x-a": "x"}), False, id="grpc-empty-exact"),
+    pytest.param(exact("x-a", ""), grpc(headers={"x-a": ""}), True, id="grpc-empty-exact-empty"),
 ]
 
 
