@@ -44,16 +44,11 @@ not because they differ:
   matchers): they route nothing; and an empty ``safe_regex`` regex, which
   Envoy NACKs and proxyless accepts (a validation difference, in
   docs/httpx.md);
-- ``HEAD`` requests: Envoy sends a direct response's status and headers
-  without the body, the httpx transport hands the body to the caller (an
-  answer difference, not a routing one; docs/httpx.md);
-- a URL ending in a bare ``?``: Envoy's ``:path`` keeps the ``?``, the
-  httpx transport passes routing the path and an empty query, so a ``:path``
-  header matcher sees ``/a`` (docs/httpx.md); queries drawn here are never
-  empty;
-- a query parameter matcher with ``present_match: false``: Envoy 1.40
-  matches it only when the parameter is absent; proxyless' resource model
-  reads ``false`` as unset, a presence check (docs/httpx.md).
+
+``HEAD`` requests, URLs ending in a bare ``?`` and query matchers with
+``present_match: false`` are drawn too: they were differences once
+(docs/httpx.md) and are fixed. A ``HEAD`` answer carries no body on either
+side, so it is compared by status only.
 """
 
 from __future__ import annotations
@@ -252,8 +247,7 @@ def _header_matcher(rng: random.Random) -> rc_pb2.HeaderMatcher:
 def _query_matcher(rng: random.Random) -> rc_pb2.QueryParameterMatcher:
     m = rc_pb2.QueryParameterMatcher(name=rng.choice(_QUERY_NAMES))
     if rng.random() < 0.25:
-        # ``true`` only: ``false`` is a known difference (module docstring)
-        m.present_match = True
+        m.present_match = rng.random() < 0.6
     else:
         m.string_match.CopyFrom(
             _string_matcher(rng, [v for v in _QUERY_VALUES if v], regexes=_REGEX_VALUES)
@@ -421,7 +415,9 @@ def _request(rng: random.Random, rc: route_pb2.RouteConfiguration) -> DiffReques
     path = _path_for(rng, route)
     if rng.random() < 0.4 or (route is not None and route.match.query_parameters):
         path = f"{path}?{_query(rng, route)}"
-    method = rng.choice(_METHODS)
+    elif rng.random() < 0.1:
+        path = f"{path}?"  # a bare "?": Envoy's :path keeps it
+    method = rng.choice(_METHODS) if rng.random() < 0.95 else "HEAD"
     if route is not None and any(m.name == ":method" for m in route.match.headers):
         method = rng.choice(_METHODS[:4])
     return DiffRequest(method, host, path, tuple(_headers(rng, route)))

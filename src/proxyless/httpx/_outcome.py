@@ -68,11 +68,12 @@ _FAULT_BODY: Final = b"fault filter abort"
 def local_reply(
     request: httpx.Request, status: int, headers: list[tuple[str, str]], body: bytes
 ) -> httpx.Response:
-    """A response the transport makes without an upstream."""
+    """A response the transport makes without an upstream (a ``HEAD``
+    request gets the status and headers without the body, as from Envoy)."""
     return httpx.Response(
         status,
         headers=headers,
-        stream=httpx.ByteStream(body),
+        stream=httpx.ByteStream(b"" if request.method == "HEAD" else body),
         request=request,
         extensions={"proxyless_local_reply": True},
     )

@@ -134,9 +134,17 @@ def request_info(
     scheme: str,
 ) -> RequestInfo:
     """What routing reads of ``request`` (headers looked up lazily)."""
-    path, _, query = raw_path.partition("?")
+    path, mark, query = raw_path.partition("?")
     return RequestInfo(
-        authority, path, query, request.method, LazyHeaders(raw_headers), False, "", scheme
+        authority,
+        path,
+        query,
+        request.method,
+        LazyHeaders(raw_headers),
+        False,
+        "",
+        scheme,
+        bool(mark) and not query,
     )
 
 

@@ -70,7 +70,8 @@ class RequestInfo:
     gRPC requests never consult it.
     ``source_ip`` is the local address of the connection, used only by the
     ``connection_properties`` hash policy. ``scheme`` feeds the HTTP
-    ``:scheme`` pseudo-header.
+    ``:scheme`` pseudo-header. ``bare_query``: the URL ends in a ``?`` with
+    nothing after it, which Envoy's ``:path`` keeps.
     """
 
     authority: str
@@ -81,11 +82,12 @@ class RequestInfo:
     is_grpc: bool = True
     source_ip: str = ""
     scheme: str = "http"
+    bare_query: bool = False
 
     @property
     def path_and_query(self) -> str:
         """The path with ``?query`` appended when there is one (Envoy's ``:path``)."""
-        return f"{self.path}?{self.query}" if self.query else self.path
+        return f"{self.path}?{self.query}" if self.query or self.bare_query else self.path
 
 
 def header_value(request: RequestInfo, name: str) -> str | None:

@@ -151,17 +151,21 @@ def _in_range(value: str, start: int, end: int) -> bool:
 class QueryParameterMatcher:
     """``envoy.config.route.v3.QueryParameterMatcher``.
 
-    A parameter that is absent never matches. With ``string_match`` unset
-    (``present_match`` or nothing set) a present parameter matches,
-    whatever its value, as in Envoy.
+    A parameter that is absent never matches, except with ``present_match:
+    false`` (``absent``), which matches only an absent parameter (Envoy
+    1.40). With ``string_match`` unset (``present_match: true`` or nothing
+    set) a present parameter matches, whatever its value, as in Envoy.
     """
 
     name: str
     string_match: StringMatcher | None = None
     present_match: bool = False
+    absent: bool = False
 
     def matches(self, value: str | None) -> bool:
         """Match the first value of the parameter; None means absent."""
+        if self.absent:
+            return value is None
         if value is None:
             return False
         if self.string_match is None:

@@ -288,4 +288,7 @@ def query_parameter_matcher(ctx: Ctx, path: str, msg: Any) -> QueryParameterMatc
         if sm is None:
             return None
         return QueryParameterMatcher(name=msg.name, string_match=sm)
+    if which == "present_match" and not msg.present_match:
+        # Envoy 1.40: present_match false matches an absent parameter only
+        return QueryParameterMatcher(name=msg.name, absent=True)
     return QueryParameterMatcher(name=msg.name, present_match=bool(msg.present_match))
