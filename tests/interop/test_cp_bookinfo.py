@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import random
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
 import httpx
 import pytest
+from tests.e2e.controlplane.http_backend import HttpBackend
 from tests.interop.bookinfo_samples import SAMPLES, WORKLOADS, mesh_text, yaml_hosts
 
 import proxyless.grpc
@@ -42,38 +41,6 @@ SERVICES = {
 }
 JASON = (("end-user", "jason"),)
 SPLIT_CALLS = 400
-
-
-class HttpBackend:
-    """An HTTP server on 127.0.0.1 answering ``{"backend": name}``; counts requests."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.requests = 0
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                backend.requests += 1
-                body = json.dumps({"backend": backend.name}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
 
 
 class Bookinfo:
