@@ -11,9 +11,9 @@ lds.go, rds.go, cds.go, grpcgen.go) for one Kubernetes service, not copied:
 * **RouteConfiguration** ``outbound|<port>||<host>``: one virtual host
   ``<host>:<port>`` whose domains are the host, its short forms and the VIP,
   each with and without the port; routes as a sidecar gets them (prefix
-  ``/``, ``timeout: 0s``, ``max_stream_duration`` 0s with
-  ``grpc_timeout_header_max`` 0s, istiod's default retry policy with the
-  ``previous_hosts`` predicate, a ``decorator``), to ``outbound|<port>|<subset>|<host>``
+  ``/``, ``timeout: 0s`` and, for a proxyless node, ``max_stream_duration``
+  0s, istiod's default retry policy (2 retries, 503 retriable, the
+  ``previous_hosts`` predicate), a ``decorator``), to ``outbound|<port>|<subset>|<host>``
   clusters or weighted splits of them; ``validate_clusters: false``.
 * **Cluster** ``outbound|<port>|<subset>|<host>``: EDS over ADS with
   ``service_name`` the cluster name; for DestinationRule ``ISTIO_MUTUAL`` a
@@ -102,6 +102,7 @@ def _retry_policy() -> route_components_pb2.RetryPolicy:
         host_selection_retry_max_attempts=5,
     )
     policy.num_retries.value = 2
+    policy.retriable_status_codes.append(503)
     policy.retry_host_predicate.add(
         name="envoy.retry_host_predicates.previous_hosts",
         typed_config=_any(previous_hosts_pb2.PreviousHostsPredicate()),
@@ -124,7 +125,6 @@ def istiod_route(
     action = route_components_pb2.RouteAction(retry_policy=_retry_policy())
     action.timeout.SetInParent()
     action.max_stream_duration.max_stream_duration.SetInParent()
-    action.max_stream_duration.grpc_timeout_header_max.SetInParent()
     if len(split) == 1:
         action.cluster = cluster_name(port, split[0][0], host)
     else:
