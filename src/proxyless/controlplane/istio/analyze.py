@@ -20,7 +20,8 @@ RE2 regexes, duplicate names. On top of that it warns about field pitfalls:
   :mod:`.analyze_visibility`);
 * unreachable routing rules, overlapping VirtualServices, subsets selecting
   no endpoint, TLS origination without ``caCertificates``, ServiceEntry
-  protocol conflicts and TCP ServiceEntry ports without ``addresses``, with istioctl's codes (:mod:`.analyze_rules`);
+  protocol conflicts and TCP ServiceEntry ports without ``addresses``, with
+  istioctl's codes (:mod:`.analyze_rules`);
 * load balancers grpcio's own xDS client rejects (MAGLEV, RANDOM,
   LEAST_REQUEST: it NACKs the cluster), DNS ServiceEntries with several
   endpoints (STRICT_DNS, which it NACKs too) and query-parameter matches it

@@ -13,9 +13,9 @@ which then must not be wildcards; DNS_ROUND_ROBIN allows at most one
 endpoint (Istio's validation; Envoy's LOGICAL_DNS has one). ``exportTo``
 is checked by :func:`.visibility.check_export_to`. ``addresses`` (virtual
 IPs or CIDRs) are checked and kept for ``proxyless analyze`` (IST0134); they
-shape no xDS resource a proxyless client or Envoy node gets. Every port protocol Istio
-defines is accepted, but only HTTP, HTTP2, GRPC and GRPC-WEB ports are routed
-(the others are warned about). Fields Istio defines but the embedded control
+shape no xDS resource a proxyless client or Envoy node gets. Every port
+protocol Istio defines is accepted, but only HTTP, HTTP2, GRPC and GRPC-WEB
+ports are routed (the others are warned about). Fields Istio defines but the embedded control
 plane does not translate are accepted with a warning; fields Istio does not
 define are warned about as unknown.
 """
