@@ -47,7 +47,9 @@ class EndpointState:
         "outlier",
         "priority",
         "ready",
+        "total_errors",
         "total_requests",
+        "total_successes",
         "watcher",
         "weight",
     )
@@ -64,6 +66,9 @@ class EndpointState:
         #: requests in flight (least_request reads it; the adapter bumps it)
         self.active_requests = 0
         self.total_requests = 0
+        #: attempts that ended in success / in failure (load reports read them)
+        self.total_successes = 0
+        self.total_errors = 0
         #: set by outlier detection; pickers skip ejected endpoints
         self.ejected = False
         #: the endpoint left EDS and waits for its in-flight requests to end
