@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from tests.e2e.conftest import close_endpoint_pools
 from tests.e2e.controlplane.http_backend import HttpBackend
 from tests.interop.bookinfo_samples import SAMPLES, WORKLOADS, mesh_text, yaml_hosts
 
@@ -71,6 +72,7 @@ class Bookinfo:
     def close(self) -> None:
         self.envoy.stop()
         self.mesh.close()
+        close_endpoint_pools()
         self.cp.stop()
         for server in self.grpc.values():
             server.stop(0)

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import close_endpoint_pools, wait_until
 from tests.e2e.controlplane.http_backend import HttpBackend
 from tests.e2e.controlplane.istiod_shapes import (
     cluster_name,
@@ -60,6 +60,13 @@ REVIEWS = "reviews.default.svc.cluster.local"
 RATINGS = "ratings.default.svc.cluster.local"
 RATINGS_ID = "spiffe://cluster.local/ns/default/sa/bookinfo-ratings"
 JASON = (("end-user", "jason"),)
+
+
+@pytest.fixture(autouse=True)
+def _empty_pools() -> Iterator[None]:
+    """Channels to this test's backends do not outlive it."""
+    yield
+    close_endpoint_pools()
 
 
 @pytest.fixture
