@@ -61,7 +61,12 @@ class Bookinfo:
                 "bookinfo-envoy",
                 listener_ports={SERVICES[n]: port for n, port in self.listeners.items()},
             )
-        ).start()
+        )
+        try:
+            self.envoy.start()
+        except BaseException:
+            self.close()
+            raise
         # subscribe the proxyless node to every service before the first sample
         for service in SERVICES:
             if service == "httpbin":
