@@ -23,13 +23,17 @@ def se(
     name: str = "reviews",
     host: str = "reviews.default.svc.cluster.local",
     ports: list[dict[str, Any]] | None = None,
+    addresses: list[str] | None = None,
 ) -> dict[str, Any]:
     endpoints = [
         {"address": "10.0.0.1", "labels": {"app": "reviews", "version": "v1"}},
         {"address": "10.0.0.2", "labels": {"app": "reviews", "version": "v2"}},
     ]
     ports = ports or [{"number": 9080, "name": "grpc", "protocol": "GRPC"}]
-    return doc("ServiceEntry", name, {"hosts": [host], "ports": ports, "endpoints": endpoints})
+    spec = {"hosts": [host], "ports": ports, "endpoints": endpoints}
+    if addresses is not None:
+        spec["addresses"] = addresses
+    return doc("ServiceEntry", name, spec)
 
 
 def vs(name: str, hosts: list[str], http: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
@@ -59,6 +63,7 @@ TWO_PORTS = [
     {"number": 9090, "name": "http", "protocol": "HTTP"},
 ]
 PREFIX = {"uri": {"prefix": "/reviews"}}
+DB_PORT = {"number": 3306, "name": "db", "protocol": "TCP"}
 
 CASES = [
     # IST0101 ReferencedResourceNotFound (error): destination host, port, subset
@@ -234,6 +239,35 @@ CASES = [
         ("clean", "IST0131", ""),
         id="IST0131-clean",
     ),
+    # IST0134 ServiceEntryAddressesRequired (warning): TCP or unset protocol, no addresses
+    pytest.param(
+        [se(ports=[{"number": 9080, "name": "grpc", "protocol": "GRPC"}, DB_PORT])],
+        ("warning", "IST0134", "port 'db' (3306) serves TCP, which needs spec.addresses"),
+        id="IST0134-tcp-without-addresses",
+    ),
+    pytest.param(
+        [se(ports=[{"number": 3306, "name": "db"}])],
+        ("warning", "IST0134", "port 'db' (3306) serves TCP"),
+        id="IST0134-protocol-unset",
+    ),
+    pytest.param(
+        [se(ports=[DB_PORT], addresses=["240.240.0.10"])],
+        ("clean", "IST0134", ""),
+        id="IST0134-clean-with-addresses",
+    ),
+    pytest.param([se()], ("clean", "IST0134", ""), id="IST0134-clean-grpc-port"),
+    pytest.param(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "db", "namespace": "default"},
+                "spec": {"ports": [{"name": "tcp-db", "port": 3306}], "selector": {"app": "db"}},
+            }
+        ],
+        ("clean", "IST0134", ""),
+        id="IST0134-clean-kubernetes-service",
+    ),
     # IST0173 DestinationRuleSubsetNotSelectPods (error)
     pytest.param(
         [se(), dr({"subsets": [{"name": "v4", "labels": {"version": "v4"}}]})],
@@ -296,6 +330,13 @@ def test_code(tmp_path: Path, docs: list[dict[str, Any]], expected: tuple[str, s
         i.severity == severity and text in i.message and i.message.startswith(f"[{code}] ")
         for i in with_code
     ), [str(i) for i in issues]
+
+
+def test_service_entry_addresses_must_be_ips_or_cidrs(tmp_path: Path) -> None:
+    _, issues = analyze(tmp_path, [se(addresses=["240.240.0.0/16", "db.example"])])
+    assert [(i.severity, i.path) for i in issues if i.is_error] == [
+        ("error", "spec.addresses[1]")
+    ], [str(i) for i in issues]
 
 
 def test_codes_in_text_and_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

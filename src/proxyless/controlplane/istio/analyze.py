@@ -19,8 +19,9 @@ RE2 regexes, duplicate names. On top of that it warns about field pitfalls:
 * references ``exportTo`` hides from a VirtualService (IST0101,
   :mod:`.analyze_visibility`);
 * unreachable routing rules, overlapping VirtualServices, subsets selecting
-  no endpoint, TLS origination without ``caCertificates`` and ServiceEntry
-  protocol conflicts, with istioctl's codes (:mod:`.analyze_rules`);
+  no endpoint, TLS origination without ``caCertificates``, ServiceEntry
+  protocol conflicts and TCP ServiceEntry ports without ``addresses``, with
+  istioctl's codes (:mod:`.analyze_rules`);
 * load balancers grpcio's own xDS client rejects (MAGLEV, RANDOM,
   LEAST_REQUEST: it NACKs the cluster), DNS ServiceEntries with several
   endpoints (STRICT_DNS, which it NACKs too) and query-parameter matches it

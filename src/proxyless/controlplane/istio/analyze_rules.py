@@ -22,6 +22,15 @@ istioctl's severity unless said otherwise:
 * ``[IST0131]`` VirtualServiceIneffectiveMatch (info): a ``match`` entry
   that an earlier one takes entirely: the same conditions, or an earlier
   ``uri`` prefix of its ``uri`` with no condition the later one lacks.
+* ``[IST0134]`` ServiceEntryAddressesRequired (a warning): a ServiceEntry
+  without ``addresses`` with a port whose protocol is TCP or unset. A sidecar
+  tells TCP services apart only by their virtual IP, so istiod gives such a
+  port one listener shared by every address-less entry on that port. The
+  embedded control plane never routes TCP ports (they are warned about while
+  loading). istioctl skips the check when the mesh config turns on DNS
+  capture with address auto-allocation (``ISTIO_META_DNS_AUTO_ALLOCATE``);
+  the files carry no mesh config, so the check always runs. Kubernetes
+  Services have a cluster IP and are not checked, as in istioctl.
 * ``[IST0173]`` DestinationRuleSubsetNotSelectPods (an error): a subset
   whose labels select no endpoint (ServiceEntry endpoint or WorkloadEntry)
   of its host; calls routed to it fail with no healthy upstream. The
@@ -47,6 +56,7 @@ from proxyless.controlplane.istio.model import (
     VirtualService,
 )
 from proxyless.controlplane.istio.registry import Registry, selects
+from proxyless.controlplane.istio.service_merge import KUBERNETES_KIND
 
 __all__ = ["rule_issues"]
 
@@ -228,6 +238,23 @@ def _unverified_servers(mesh: MeshConfig) -> list[Issue]:
     return issues
 
 
+def _addresses_required(mesh: MeshConfig) -> list[Issue]:
+    return [
+        Issue.at(
+            "warning",
+            entry.source,
+            f"spec.ports[{i}]",
+            f"[IST0134] ServiceEntryAddressesRequired: port {port.name!r} ({port.number}) "
+            f"serves {port.protocol}, which needs spec.addresses to tell this service's "
+            "traffic from other TCP traffic on the same port",
+        )
+        for entry in mesh.service_entries
+        if entry.source.kind != KUBERNETES_KIND and not entry.addresses
+        for i, port in enumerate(entry.ports)
+        if port.protocol == "TCP"
+    ]
+
+
 def _empty_subsets(mesh: MeshConfig, registry: Registry) -> list[Issue]:
     issues = []
     for rule in mesh.destination_rules:
@@ -289,6 +316,7 @@ def rule_issues(mesh: MeshConfig, registry: Registry) -> list[Issue]:
         *issues,
         *_wildcard_overlaps(mesh, registry),
         *_unverified_servers(mesh),
+        *_addresses_required(mesh),
         *_empty_subsets(mesh, registry),
         *_protocol_conflicts(mesh),
     ]

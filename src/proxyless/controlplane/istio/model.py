@@ -145,6 +145,8 @@ class ServiceEntry:
     subject_alt_names: tuple[str, ...] = ()
     #: ``exportTo`` as written (empty: every namespace, Istio's default).
     export_to: tuple[str, ...] = ()
+    #: ``addresses``: the virtual IPs or CIDRs of the service, as written.
+    addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

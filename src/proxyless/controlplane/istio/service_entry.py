@@ -11,9 +11,11 @@ names or a ``*.suffix`` wildcard), its ports and either ``endpoints`` or a
 endpoint addresses, and without endpoints resolve the entry's own hosts,
 which then must not be wildcards; DNS_ROUND_ROBIN allows at most one
 endpoint (Istio's validation; Envoy's LOGICAL_DNS has one). ``exportTo``
-is checked by :func:`.visibility.check_export_to`. Every port protocol Istio
-defines is accepted, but only HTTP, HTTP2, GRPC and GRPC-WEB ports are routed
-(the others are warned about). Fields Istio defines but the embedded control
+is checked by :func:`.visibility.check_export_to`. ``addresses`` (virtual
+IPs or CIDRs) are checked and kept for ``proxyless analyze`` (IST0134); they
+shape no xDS resource a proxyless client or Envoy node gets. Every port
+protocol Istio defines is accepted, but only HTTP, HTTP2, GRPC and GRPC-WEB
+ports are routed (the others are warned about). Fields Istio defines but the embedded control
 plane does not translate are accepted with a warning; fields Istio does not
 define are warned about as unknown.
 """
@@ -206,6 +208,17 @@ def parse_service_entry(r: DocReader, spec: dict[str, Any]) -> ServiceEntry | No
                 "spec.endpoints",
                 "resolution DNS_ROUND_ROBIN allows at most one endpoint (use DNS for several)",
             )
+    addresses = []
+    for i, raw in enumerate(r.items(spec.get("addresses"), "spec.addresses")):
+        address = r.string(raw, f"spec.addresses[{i}]")
+        if address is None:
+            continue
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            r.error(f"spec.addresses[{i}]", f"must be an IP address or a CIDR, got {address!r}")
+        else:
+            addresses.append(address)
     sans = tuple(str(s) for s in r.items(spec.get("subjectAltNames"), "spec.subjectAltNames") if s)
     export_to = tuple(str(x) for x in r.items(spec.get("exportTo"), "spec.exportTo"))
     problem = check_export_to(export_to)
@@ -221,6 +234,7 @@ def parse_service_entry(r: DocReader, spec: dict[str, Any]) -> ServiceEntry | No
         location=location or "MESH_INTERNAL",
         subject_alt_names=sans,
         export_to=export_to,
+        addresses=tuple(addresses),
     )
 
 
