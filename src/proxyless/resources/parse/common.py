@@ -75,9 +75,22 @@ def join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
+#: ``handled`` tuples (constants in the parsers' code) as sets, by identity.
+_ALLOWED: dict[int, tuple[object, frozenset[str]]] = {}
+
+
 def unhandled(ctx: Ctx, msg: Message, path: str, handled: Iterable[str]) -> None:
     """Record every set field of ``msg`` that is not in ``handled`` as ignored."""
-    allowed = handled if isinstance(handled, frozenset | set) else frozenset(handled)
+    if isinstance(handled, frozenset | set):
+        allowed: frozenset[str] | set[str] = handled
+    else:
+        got = _ALLOWED.get(id(handled))
+        if got is not None and got[0] is handled:
+            allowed = got[1]
+        else:
+            allowed = frozenset(handled)
+            if isinstance(handled, tuple) and len(_ALLOWED) < 1024:
+                _ALLOWED[id(handled)] = (handled, allowed)
     for descriptor, _ in msg.ListFields():
         if descriptor.name not in allowed:
             ctx.ignore(join(path, descriptor.name))

@@ -86,6 +86,13 @@ def header_mutations(
 ) -> tuple[
     tuple[HeaderValueOption, ...], tuple[str, ...], tuple[HeaderValueOption, ...], tuple[str, ...]
 ]:
+    if not (
+        msg.request_headers_to_add
+        or msg.request_headers_to_remove
+        or msg.response_headers_to_add
+        or msg.response_headers_to_remove
+    ):
+        return (), (), (), ()  # most routes and virtual hosts change no header
     return (
         _header_options(ctx, join(path, "request_headers_to_add"), msg.request_headers_to_add),
         _header_names(ctx, join(path, "request_headers_to_remove"), msg.request_headers_to_remove),

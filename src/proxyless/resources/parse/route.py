@@ -23,6 +23,7 @@ HTTP request.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from envoy.config.route.v3 import route_pb2
@@ -59,6 +60,9 @@ __all__ = [
     "parse_route_configuration",
     "route_configuration",
 ]
+
+#: Whitespace anywhere in a domain makes it invalid.
+_SPACE = re.compile(r"\s")
 
 _REDIRECT_CODES = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
 
@@ -140,7 +144,7 @@ def _domain(ctx: Ctx, path: str, domain: str) -> str | None:
     # Envoy (route_components.proto, VirtualHost.domains): a leading ``*``
     # makes a suffix wildcard, else a trailing ``*`` a prefix wildcard, and
     # any other ``*`` (``svc.*:9000``, ``a-*:80``) is part of an exact domain.
-    if any(c.isspace() for c in domain) or "/" in domain:
+    if "/" in domain or _SPACE.search(domain) is not None:
         ctx.error(path, f"invalid domain {domain!r}")
         return None
     return domain.lower()

@@ -230,7 +230,29 @@ def _weighted_clusters(ctx: Ctx, path: str, msg: Any) -> tuple[ClusterWeight, ..
     return tuple(out)
 
 
+#: Parsed retry policies by their wire bytes: a route configuration repeats
+#: the same few policies on thousands of routes (istiod puts its default on
+#: every route). Only policies that parsed without an error or an ignored
+#: field are kept (those messages name the route's path).
+_RETRY_POLICIES: dict[bytes, RetryPolicy] = {}
+_RETRY_POLICIES_LIMIT = 256
+
+
 def retry_policy(ctx: Ctx, path: str, msg: Any) -> RetryPolicy | None:
+    key = msg.SerializeToString(deterministic=True)
+    cached = _RETRY_POLICIES.get(key)
+    if cached is not None:
+        return cached
+    errors, ignored = len(ctx.errors), len(ctx.ignored)
+    policy = _retry_policy(ctx, path, msg)
+    if policy is not None and len(ctx.errors) == errors and len(ctx.ignored) == ignored:
+        if len(_RETRY_POLICIES) >= _RETRY_POLICIES_LIMIT:
+            _RETRY_POLICIES.clear()
+        _RETRY_POLICIES[key] = policy
+    return policy
+
+
+def _retry_policy(ctx: Ctx, path: str, msg: Any) -> RetryPolicy | None:
     errors = len(ctx.errors)
     unhandled(
         ctx,
