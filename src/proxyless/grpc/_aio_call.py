@@ -212,7 +212,7 @@ class AioCall:
             lane.abandon(first)
             raise
         core.pool.call_ended(pooled)
-        lane.succeeded(first.endpoint)
+        lane.succeeded(first.endpoint, first)
         lane.breaker.release_request()
         if self._tel is not None:
             self._tel.attempt_ended(first, SUCCESS)

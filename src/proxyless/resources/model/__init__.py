@@ -7,13 +7,16 @@ re-validates. See ``docs/resources.md`` for the field-level support matrix.
 from __future__ import annotations
 
 from proxyless.resources.model.cluster import (
+    PEAK_EWMA_TYPE_URL,
     CircuitBreakers,
+    ClientSideWeightedRoundRobin,
     Cluster,
     ClusterType,
     LbPolicy,
     LeastRequest,
     Maglev,
     OutlierDetection,
+    PeakEwma,
     PickFirst,
     Random,
     RetryBudget,
@@ -86,11 +89,13 @@ from proxyless.resources.model.security import (
 )
 
 __all__ = [
+    "PEAK_EWMA_TYPE_URL",
     "Action",
     "AppendAction",
     "CertificateProviderInstance",
     "CertificateValidationContext",
     "CircuitBreakers",
+    "ClientSideWeightedRoundRobin",
     "Cluster",
     "ClusterLoadAssignment",
     "ClusterType",
@@ -122,6 +127,7 @@ __all__ = [
     "NonForwardingAction",
     "OutlierDetection",
     "PathKind",
+    "PeakEwma",
     "PickFirst",
     "QueryParameterMatcher",
     "Random",

@@ -21,13 +21,16 @@ from proxyless.resources.model.endpoint import ClusterLoadAssignment
 from proxyless.resources.model.security import UpstreamTlsContext
 
 __all__ = [
+    "PEAK_EWMA_TYPE_URL",
     "CircuitBreakers",
+    "ClientSideWeightedRoundRobin",
     "Cluster",
     "ClusterType",
     "LbPolicy",
     "LeastRequest",
     "Maglev",
     "OutlierDetection",
+    "PeakEwma",
     "PickFirst",
     "Random",
     "RetryBudget",
@@ -43,6 +46,40 @@ ClusterType = Literal["EDS", "LOGICAL_DNS", "STRICT_DNS", "STATIC", "AGGREGATE"]
 @dataclass(frozen=True, slots=True)
 class RoundRobin:
     """``ROUND_ROBIN`` / ``envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSideWeightedRoundRobin(RoundRobin):
+    """``load_balancing_policies.client_side_weighted_round_robin.v3`` (gRFC A58):
+    weights from the backends' ORCA load reports. Durations in seconds, A58's
+    defaults (``weight_update_period`` is at least 0.1 s). Balanced by
+    :class:`proxyless.lb.wrr.WeightedRoundRobinPicker`; a subclass of
+    :class:`RoundRobin` because with fewer than two weights known it is one."""
+
+    enable_oob_load_report: bool = False
+    oob_reporting_period: float = 10.0
+    blackout_period: float = 10.0
+    weight_expiration_period: float = 180.0
+    weight_update_period: float = 1.0
+    error_utilization_penalty: float = 1.0
+    metric_names_for_computing_utilization: tuple[str, ...] = ()
+
+
+#: The ``type_url`` of the ``xds.type.v3.TypedStruct`` (or
+#: ``udpa.type.v1.TypedStruct``) that selects :class:`PeakEwma` in a
+#: Cluster's ``load_balancing_policy``.
+PEAK_EWMA_TYPE_URL = "type.googleapis.com/proxyless.lb.PeakEwma"
+
+
+@dataclass(frozen=True, slots=True)
+class PeakEwma:
+    """proxyless' latency-aware policy (Linkerd's balancer): power of two
+    choices by ``rtt_ewma * (active + 1)``, the RTT average peak-sensitive
+    and decaying over ``decay`` seconds, starting at ``default_rtt``. Selected
+    by a TypedStruct whose ``type_url`` is :data:`PEAK_EWMA_TYPE_URL`."""
+
+    decay: float = 10.0
+    default_rtt: float = 0.030
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +127,7 @@ class WrrLocality:
 
 
 LbPolicy: TypeAlias = (
-    RoundRobin | Random | PickFirst | LeastRequest | RingHash | Maglev | WrrLocality
+    RoundRobin | Random | PickFirst | LeastRequest | RingHash | Maglev | WrrLocality | PeakEwma
 )
 
 

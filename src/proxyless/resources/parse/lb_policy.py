@@ -34,6 +34,7 @@ from proxyless.resources.model.cluster import (
     WrrLocality,
 )
 from proxyless.resources.parse.common import Ctx, join, type_name, unhandled, unpack, wrapped
+from proxyless.resources.parse.lb_load_aware import NOT_LOAD_AWARE, load_aware_policy
 
 __all__ = ["cluster_lb_policy"]
 
@@ -240,4 +241,5 @@ def _typed_policy(ctx: Ctx, path: str, any_msg: Any, depth: int) -> Any:
             ctx, join(path, "endpoint_picking_policy"), wl.endpoint_picking_policy, depth + 1
         )
         return None if child is None else WrrLocality(child=child)
-    return _UNSUPPORTED
+    load_aware = load_aware_policy(ctx, path, any_msg)
+    return _UNSUPPORTED if load_aware is NOT_LOAD_AWARE else load_aware
