@@ -3,7 +3,12 @@
 Server side: :func:`backend_metrics` gives a handler the recorder of its
 call; each setter writes the call's ``xds.data.orca.v3.OrcaLoadReport``
 into its trailing metadata under ``endpoint-load-metrics-bin`` (A51's key),
-merged with what the handler set there already. A server sends the report
+merged with what the handler set there already, and the same bytes under
+``proxyless-endpoint-load-metrics-bin`` (:data:`MIRROR_KEY`): grpcio's
+client consumes A51's key inside C-core and never shows it to Python (its
+trailing metadata comes without it, though the server sent it), so a
+proxyless client reads the mirror. gRPC clients in other languages and
+Envoy read A51's key as usual. A server sends the report
 on every call whose handler recorded a value, and nothing otherwise: A51
 has no per-call request from the client, and a handler that records nothing
 pays nothing. Trailing metadata the handler sets *after* recording replaces
@@ -13,7 +18,11 @@ Client side: when an endpoint belongs to a weighted round robin cluster
 (gRFC A58; its :attr:`~proxyless.lb.state.EndpointState.orca` is set), a
 blocking unary attempt on it is made with ``with_call`` so that its
 trailers can be read, and the report found there, on success or on error,
-goes to the endpoint's weight (:func:`start_reporting`). Streaming calls
+goes to the endpoint's weight (:func:`start_reporting`). The report is
+looked for under both keys; reports of servers that send only A51's key
+(grpc-go, grpc-java, C-core servers) do not reach a grpcio client, whose
+weights then stay unknown and whose picks stay round robin (A58's rule for
+fewer than two weights). Streaming calls
 and ``grpc.aio`` calls do not read reports yet.
 """
 
@@ -27,10 +36,20 @@ from xds.data.orca.v3 import orca_load_report_pb2
 
 from proxyless.lb.state import EndpointState
 
-__all__ = ["ORCA_KEY", "BackendMetrics", "backend_metrics", "read_report", "start_reporting"]
+__all__ = [
+    "MIRROR_KEY",
+    "ORCA_KEY",
+    "BackendMetrics",
+    "backend_metrics",
+    "read_report",
+    "start_reporting",
+]
 
 #: The trailing metadata key of a per-request ORCA report (gRFC A51).
 ORCA_KEY = "endpoint-load-metrics-bin"
+#: The same report under a key grpcio's client shows to Python (module docstring).
+MIRROR_KEY = "proxyless-endpoint-load-metrics-bin"
+_KEYS = (ORCA_KEY, MIRROR_KEY)
 
 _Report = orca_load_report_pb2.OrcaLoadReport
 
@@ -85,8 +104,9 @@ class BackendMetrics:
         return _Report()
 
     def _store(self, report: Any) -> None:
-        others = [kv for kv in self._context.trailing_metadata() or () if kv[0] != ORCA_KEY]
-        self._context.set_trailing_metadata((*others, (ORCA_KEY, report.SerializeToString())))
+        others = [kv for kv in self._context.trailing_metadata() or () if kv[0] not in _KEYS]
+        data = report.SerializeToString()
+        self._context.set_trailing_metadata((*others, (ORCA_KEY, data), (MIRROR_KEY, data)))
 
 
 def _checked(what: str, value: float) -> float:
@@ -108,7 +128,7 @@ def read_report(endpoint: EndpointState, trailing: Any) -> None:
     if weight is None or not trailing:
         return
     for key, value in trailing:
-        if key == ORCA_KEY:
+        if key == MIRROR_KEY or key == ORCA_KEY:
             try:
                 report = _Report.FromString(value)
             except DecodeError:
