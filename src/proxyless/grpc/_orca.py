@@ -18,12 +18,13 @@ Client side: when an endpoint belongs to a weighted round robin cluster
 (gRFC A58; its :attr:`~proxyless.lb.state.EndpointState.orca` is set), a
 blocking unary attempt on it is made with ``with_call`` so that its
 trailers can be read, and the report found there, on success or on error,
-goes to the endpoint's weight (:func:`start_reporting`). The report is
+goes to the endpoint's weight (:func:`start_reporting`); a ``grpc.aio``
+unary attempt's trailers are read when it succeeds (:func:`read_aio_report`). The report is
 looked for under both keys; reports of servers that send only A51's key
 (grpc-go, grpc-java, C-core servers) do not reach a grpcio client, whose
 weights then stay unknown and whose picks stay round robin (A58's rule for
-fewer than two weights). Streaming calls
-and ``grpc.aio`` calls do not read reports yet.
+fewer than two weights). Response-streaming
+calls do not read reports.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "ORCA_KEY",
     "BackendMetrics",
     "backend_metrics",
+    "read_aio_report",
     "read_report",
     "start_reporting",
 ]
@@ -137,6 +139,11 @@ def read_report(endpoint: EndpointState, trailing: Any) -> None:
             qps = report.rps_fractional or float(report.rps)
             weight.report(qps, report.eps, utilization)
             return
+
+
+async def read_aio_report(endpoint: EndpointState, call: Any) -> None:
+    """:func:`read_report` for a finished ``grpc.aio`` unary call."""
+    read_report(endpoint, await call.trailing_metadata())
 
 
 def start_reporting(inv: Any, attempt: Any, request: Any) -> Any:

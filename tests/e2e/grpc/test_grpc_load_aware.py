@@ -205,3 +205,25 @@ def test_round_robin_measures_nothing(
     lb = mesh.clusters.get("c")
     assert lb is not None and lb.lb.latency is None
     assert all(e.orca is None and e.rtt is None for e in lb.endpoints())
+
+
+def test_aio_calls_feed_the_weights_too(
+    xds: Xds, mesh: Mesh, load_servers: Callable[..., LoadServer]
+) -> None:
+    import asyncio
+
+    import proxyless.grpc.aio
+
+    servers = [load_servers("a", utilization=0.2), load_servers("b", utilization=0.8)]
+    _publish(xds, servers, weighted_round_robin(blackout_period=0))
+
+    async def main() -> None:
+        call = proxyless.grpc.aio.channel(TARGET, mesh=mesh).unary_unary(METHOD)
+        for _ in range(20):
+            await call(b"x", timeout=5)
+
+    asyncio.run(main())
+    lb = mesh.clusters.get("c")
+    assert lb is not None
+    weights = {e.address: e.orca.weight for e in lb.endpoints()}
+    assert weights == {servers[0].address: 500.0, servers[1].address: 125.0}, weights
