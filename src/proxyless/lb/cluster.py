@@ -471,19 +471,7 @@ class ClusterLoadBalancer:
                     {
                         "locality": locality_name(locality),
                         "weight": weight,
-                        "endpoints": [
-                            {
-                                "address": e.address,
-                                "health": e.endpoint.health,
-                                "weight": e.weight,
-                                "healthy": e.healthy,
-                                "ejected": e.ejected,
-                                "draining": e.draining,
-                                "connectivity": e.connectivity,
-                                "active_requests": e.active_requests,
-                            }
-                            for e in members
-                        ],
+                        "endpoints": [_endpoint_debug(e) for e in members],
                     }
                 )
             priorities.append(
@@ -511,3 +499,21 @@ class ClusterLoadBalancer:
 
     def __repr__(self) -> str:
         return f"ClusterLoadBalancer({self.name!r}, {len(self._states)} endpoints, {self._view.load.describe()})"
+
+
+def _endpoint_debug(e: EndpointState) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "address": e.address,
+        "health": e.endpoint.health,
+        "weight": e.weight,
+        "healthy": e.healthy,
+        "ejected": e.ejected,
+        "draining": e.draining,
+        "connectivity": e.connectivity,
+        "active_requests": e.active_requests,
+    }
+    if e.orca is not None:  # weighted round robin: the last ORCA weight
+        state["orca_weight"] = e.orca.weight
+    if e.rtt is not None:  # peak EWMA: the RTT estimate as last updated
+        state["rtt_ms"] = round(e.rtt.estimate * 1000, 3)
+    return state

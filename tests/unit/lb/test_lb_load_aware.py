@@ -10,7 +10,8 @@ from collections import Counter
 
 import pytest
 
-from proxyless.lb import build_picker
+from proxyless.config.snapshot import ClusterConfig
+from proxyless.lb import ClusterLoadBalancer, build_picker
 from proxyless.lb.load_state import attach_load_state
 from proxyless.lb.peak_ewma import LatencyFeedback, PeakEwmaPicker, RttEwma
 from proxyless.lb.state import EndpointState
@@ -22,8 +23,12 @@ from proxyless.lb.wrr import (
 )
 from proxyless.resources.model import (
     ClientSideWeightedRoundRobin,
+    Cluster,
+    ClusterLoadAssignment,
     Endpoint,
+    LbPolicy,
     Locality,
+    LocalityEndpoints,
     PeakEwma,
     RoundRobin,
     WrrLocality,
@@ -273,3 +278,30 @@ def test_peak_ewma_respects_exclude_and_health(excluded: int) -> None:
         assert picker.pick(random.Random(seed), exclude={endpoints[excluded].key}) is other
     endpoints[1 - excluded].ejected = True
     assert picker.pick(random.Random(9)) is endpoints[excluded]
+
+
+@pytest.mark.parametrize(
+    ("policy", "shown", "hidden"),
+    [
+        pytest.param(
+            ClientSideWeightedRoundRobin(), "orca_weight", "rtt_ms", id="wrr-shows-weights"
+        ),
+        pytest.param(PeakEwma(), "rtt_ms", "orca_weight", id="peak-ewma-shows-rtt"),
+        pytest.param(RoundRobin(), None, "rtt_ms", id="round-robin-shows-neither"),
+    ],
+)
+def test_cluster_balancer_attaches_state_and_shows_it(
+    policy: LbPolicy, shown: str | None, hidden: str
+) -> None:
+    clock = FakeClock(start=0.0)
+    assignment = ClusterLoadAssignment(
+        "svc", ((LocalityEndpoints(Locality(), 1, 0, (Endpoint("10.0.0.1", 80),)),),)
+    )
+    config = ClusterConfig("svc", Cluster("svc", "EDS", lb_policy=policy), assignment)
+    lb = ClusterLoadBalancer(config, random.Random(1), clock=clock.monotonic)
+    assert (lb.latency is not None) == isinstance(policy, PeakEwma)
+    endpoint = lb.debug_state()["priorities"][0]["localities"][0]["endpoints"][0]
+    assert hidden not in endpoint
+    if shown is not None:
+        assert endpoint[shown] == {"orca_weight": 0.0, "rtt_ms": 30.0}[shown]
+    assert lb.pick(None, random.Random(2)).address == "10.0.0.1:80"
