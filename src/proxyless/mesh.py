@@ -28,12 +28,14 @@ from proxyless.config import ConfigWatcher
 from proxyless.lb.priority import PriorityMode
 from proxyless.resources.types import ALL_TYPES
 from proxyless.runtime.cluster import ClusterRegistry
+from proxyless.runtime.load_report import LoadReporter
 from proxyless.runtime.target import TargetRuntime
 from proxyless.security.credentials import SecretSources
 from proxyless.security.providers import CertificateProviders
 from proxyless.security.sds import SdsSecrets
 from proxyless.target import parse_target
 from proxyless.xds_client import DOES_NOT_EXIST_TIMEOUT, XdsClient
+from proxyless.xds_client.protocol import node_proto
 
 __all__ = ["Mesh"]
 
@@ -106,12 +108,30 @@ class Mesh:
             sources=self.secrets,
         )
         self._targets: dict[str, TargetRuntime] = {}
+        #: LRS load reporting, started when a cluster asks for it
+        self.load_reporter: LoadReporter | None = None
+        self.clusters.on_load_reporting = self._start_load_reporting
         log.info(
             "xDS bootstrap from %s: node id %r, servers %s",
             self.bootstrap.source,
             self.bootstrap.node.id,
             ", ".join(s.server_uri for s in self.bootstrap.xds_servers),
         )
+
+    def _start_load_reporting(self) -> None:
+        reporter = self.load_reporter
+        if reporter is None:
+            with self._configs_lock:
+                if self._closed:
+                    return
+                if self.load_reporter is None:
+                    self.load_reporter = LoadReporter(
+                        self.bootstrap.xds_servers[0],
+                        node_proto(self.bootstrap),
+                        self.clusters.reporting,
+                    )
+                reporter = self.load_reporter
+        reporter.ensure_started()
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the Mesh thread (now, when already on it)."""
@@ -174,6 +194,8 @@ class Mesh:
                 watcher.close()
             self._configs.clear()
             self._targets.clear()
+        if self.load_reporter is not None:
+            self.load_reporter.close()
         self.clusters.close()
         self.sds.close()
         self.xds_client.close()

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.load_stats.v3 import lrs_pb2
 from google.protobuf.message import Message
 
 from proxyless.controlplane.ads_stream import AdsStream, Reply, View, encode
@@ -75,6 +76,8 @@ _log = logging.getLogger(__name__)
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 #: The same streams for secrets only (Envoy SDS; istio-agent and SPIRE agent serve it).
 SDS_SERVICE = "envoy.service.secret.v3.SecretDiscoveryService"
+#: Load reports (LRS) are received on the same port.
+LRS_SERVICE = "envoy.service.load_stats.v3.LoadReportingService"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,13 @@ class AdsServer:
         self.requests: list[ReceivedRequest] = []
         self.responses: list[SentResponse] = []
         self.streams_opened = 0
+        #: load reports received (LRS), oldest first
+        self.load_reports: list[lrs_pb2.LoadStatsRequest] = []
+        #: what LRS clients are asked for: cluster names (None: every
+        #: cluster, ``send_all_clusters``), the interval, per-endpoint stats
+        self.lrs_clusters: list[str] | None = None
+        self.lrs_interval = 10.0
+        self.lrs_endpoint_granularity = False
 
     # lifecycle ---------------------------------------------------------------
     @property
@@ -170,10 +180,18 @@ class AdsServer:
             "StreamSecrets": handlers["StreamAggregatedResources"],
             "DeltaSecrets": handlers["DeltaAggregatedResources"],
         }
+        lrs_handlers = {
+            "StreamLoadStats": grpc.stream_stream_rpc_method_handler(
+                self._serve_lrs,
+                request_deserializer=lrs_pb2.LoadStatsRequest.FromString,
+                response_serializer=lrs_pb2.LoadStatsResponse.SerializeToString,
+            )
+        }
         server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),
                 grpc.method_handlers_generic_handler(SDS_SERVICE, sds_handlers),
+                grpc.method_handlers_generic_handler(LRS_SERVICE, lrs_handlers),
             )
         )
         unix = self.address.startswith("unix:")
@@ -328,6 +346,34 @@ class AdsServer:
             return [r for r in self.requests if r.error_detail is not None]
 
     # streams -------------------------------------------------------------------
+    def _serve_lrs(
+        self, requests: Iterator[lrs_pb2.LoadStatsRequest], context: grpc.ServicerContext
+    ) -> Iterator[lrs_pb2.LoadStatsResponse]:
+        """LRS: ask for the configured clusters once the client has said who
+        it is, then keep every report (:attr:`load_reports`)."""
+        first = next(requests, None)
+        if first is None:
+            return
+        answer = lrs_pb2.LoadStatsResponse(
+            send_all_clusters=self.lrs_clusters is None,
+            clusters=list(self.lrs_clusters or ()),
+            report_endpoint_granularity=self.lrs_endpoint_granularity,
+        )
+        answer.load_reporting_interval.FromNanoseconds(int(self.lrs_interval * 1e9))
+        yield answer
+        for report in requests:
+            with self._lock:
+                self.load_reports.append(report)
+                if self._max_records is not None and len(self.load_reports) > self._max_records:
+                    del self.load_reports[0]
+            for stats in report.cluster_stats:
+                _log.debug(
+                    "load report from %s for %s: %d issued",
+                    first.node.id,
+                    stats.cluster_name,
+                    sum(u.total_issued_requests for u in stats.upstream_locality_stats),
+                )
+
     def _serve_sotw(
         self, requests: Iterator[discovery_pb2.DiscoveryRequest], context: grpc.ServicerContext
     ) -> Iterator[discovery_pb2.DiscoveryResponse]:

@@ -46,7 +46,7 @@ from proxyless.httpx._lane import FirstTry
 from proxyless.httpx._mirror import AsyncMirrors, mirror_request, mirror_targets
 from proxyless.httpx._outcome import fault_delay, fault_response
 from proxyless.httpx._pool import PoolEntry
-from proxyless.httpx._telemetry import begin, end, passthrough
+from proxyless.httpx._telemetry import RawHeaders, begin, end, passthrough
 from proxyless.httpx._tls import pending_credentials, wait_credentials_async
 from proxyless.httpx._upstream import Routed, Upstream
 from proxyless.mesh import Mesh
@@ -160,11 +160,11 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         core = self._core
         if core.closed:
             raise RuntimeError("the proxyless httpx transport is closed")
-        tel = begin(request)
+        tel, extra = begin(request)
         if tel is None:
-            return await self._handle(core, request, None)
+            return await self._handle(core, request, None, extra)
         try:
-            response = await self._handle(core, request, tel)
+            response = await self._handle(core, request, tel, None)
         except BaseException as exc:
             end(tel, None, exc)
             raise
@@ -172,9 +172,13 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         return response
 
     async def _handle(
-        self, core: Core, request: httpx.Request, tel: CallTelemetry | None
+        self,
+        core: Core,
+        request: httpx.Request,
+        tel: CallTelemetry | None,
+        extra: RawHeaders | None,
     ) -> httpx.Response:
-        fast = core.fast(request, tel)
+        fast = core.fast(request, tel, extra)
         first: FirstTry | None = None
         if fast is not None:
             result: httpx.Response | httpx.TransportError
@@ -183,8 +187,10 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             except httpx.TransportError as exc:
                 result = exc
             except BaseException:
+                core.sent(fast.attempt)
                 core.fast_abort(fast)
                 raise
+            core.sent(fast.attempt)
             done = core.fast_done(fast, request, result)
             if isinstance(done, httpx.Response):
                 return done
@@ -197,9 +203,9 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             if not decision.in_mesh:
                 if core.refuse:
                     raise refused(request, decision)
-                passthrough(tel, request)
+                passthrough(tel, request, extra)
                 return await self._passthrough.handle_async_request(request)
-            got = core.route_request(request, decision, scheme, host, port, tel)
+            got = core.route_request(request, decision, scheme, host, port, tel, extra)
             if isinstance(got, httpx.Response):
                 return got
             routed = got
@@ -239,9 +245,11 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                 except httpx.TransportError as exc:
                     result = exc
                 except BaseException:
+                    core.sent(attempt)
                     core.pools.release_entry(entry)
                     attempt.endpoint.active_requests -= 1
                     raise
+                core.sent(attempt)
             delay, response = core.settle(r, attempt, entry, result)
             if delay is None:
                 assert response is not None

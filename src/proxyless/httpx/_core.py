@@ -64,7 +64,7 @@ from proxyless.httpx._router import (
     plan_for,
     redirect_location,
 )
-from proxyless.httpx._telemetry import attempt_headers
+from proxyless.httpx._telemetry import RawHeaders, attempt_headers
 from proxyless.httpx._tls import client_tls
 from proxyless.httpx._upstream import (
     ClusterInfo,
@@ -81,7 +81,7 @@ from proxyless.httpx._upstream import (
 from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
 from proxyless.observability.telemetry import CallTelemetry
-from proxyless.resilience.outcome import SUCCESS
+from proxyless.resilience.outcome import LOCAL_CIRCUIT_OPEN, SUCCESS
 from proxyless.resources.model import DirectResponseAction, RedirectAction
 from proxyless.routing import MissingClusterHeader
 from proxyless.runtime.call import Attempt, Call, Lane
@@ -136,6 +136,7 @@ class Core:
         replay: ReplayFactory,
         response_body: BodyFactory,
         tls_factory: Any = None,
+        max_connections: int | None = None,
     ) -> None:
         if retry_buffer_limit < 0:
             raise ValueError("retry_buffer_limit must be >= 0")
@@ -145,7 +146,9 @@ class Core:
         self.refuse = fallback == "refuse"
         self.retry_buffer_limit = retry_buffer_limit
         self.max_retry_after = max_retry_after
-        self.pools = EndpointPools(factory, is_async=is_async, tls_factory=tls_factory)
+        self.pools = EndpointPools(
+            factory, is_async=is_async, tls_factory=tls_factory, max_connections=max_connections
+        )
         attach(self.mesh, self.pools)
         self.channel_id = next(_channel_ids)
         self.rng = self.mesh.rng
@@ -180,6 +183,7 @@ class Core:
         raw_headers: list[tuple[bytes, bytes]],
         host_value: bytes | None,
         tel: CallTelemetry | None = None,
+        extra: RawHeaders | None = None,
     ) -> Routed | httpx.Response:
         """Route ``request``: a :class:`Routed`, or the local answer (redirect,
         direct response, fault abort, cluster_not_found code)."""
@@ -248,6 +252,8 @@ class Core:
             ):
                 key = (scheme, host, port, host_value, r.target)
                 self._add_lane(rt, state, call, plan, key)
+        if extra:
+            r.up_headers = [*r.up_headers, *extra]
         r.body, r.replayable = body_for(request, self.retry_buffer_limit, self.replay)
         return r
 
@@ -259,13 +265,14 @@ class Core:
         host: str,
         port: int | None,
         tel: CallTelemetry | None = None,
+        extra: RawHeaders | None = None,
     ) -> Routed | httpx.Response:
         """:meth:`route` for a request to a mesh host."""
         rt = decision.runtime
         assert rt is not None
         raw_headers = request.headers.raw
         hv = host_value(raw_headers)
-        return self.route(request, rt, scheme, host, port, raw_headers, hv, tel)
+        return self.route(request, rt, scheme, host, port, raw_headers, hv, tel, extra)
 
     # -- the fast path ----------------------------------------------------------------------
     def _add_lane(
@@ -292,7 +299,12 @@ class Core:
         scheme, host, _, _, raw_path = key
         lanes[key] = FastLane(rt, core, hplan, info, scheme, host, raw_path)
 
-    def fast(self, request: httpx.Request, tel: CallTelemetry | None = None) -> FastRequest | None:
+    def fast(
+        self,
+        request: httpx.Request,
+        tel: CallTelemetry | None = None,
+        extra: RawHeaders | None = None,
+    ) -> FastRequest | None:
         """Start ``request`` on the fast path when it has a :class:`FastLane` in
         the current snapshot: take the breaker slot, pick an endpoint and
         build the first attempt. None sends it down the general path (which
@@ -335,6 +347,13 @@ class Core:
         except BaseException:
             core.abandon(attempt)
             raise
+        if entry.limit is not None and entry.in_flight > entry.limit:
+            # every connection is busy: the request waits for one (pending)
+            if not core.breaker.try_acquire_pending():
+                self.pools.release_entry(entry)
+                core.abandon(attempt)
+                raise mesh_error(core.breaker.open_error("max_pending_requests"), request)
+            attempt.pending = core.breaker
         attempt.conn = endpoint
         f = FastRequest()
         f.lane = lane
@@ -342,7 +361,8 @@ class Core:
         f.entry = entry
         f.raw_headers = raw_headers
         f.tel = tel
-        headers = raw_headers
+        f.extra = extra
+        headers = raw_headers if extra is None else [*raw_headers, *extra]
         if tel is not None:
             tel.routed(core.plan.route.route.name or "", core.cluster.name)
             tel.attempt_started(attempt)
@@ -423,6 +443,14 @@ class Core:
         except RuntimeError:
             es.active_requests -= 1
             raise
+        if entry.limit is not None and entry.in_flight > entry.limit:
+            # every connection is busy: the request waits for one (pending)
+            breaker = r.call.breaker
+            if not breaker.try_acquire_pending():
+                self.pools.release_entry(entry)
+                r.call.attempt_done(attempt, LOCAL_CIRCUIT_OPEN, may_retry=False)
+                raise mesh_error(breaker.open_error("max_pending_requests"), r.request)
+            attempt.pending = breaker
         headers = r.up_headers
         if r.plan.auto_host_rewrite and es.endpoint.hostname:
             hl = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
@@ -440,6 +468,15 @@ class Core:
             raw_host = entry.raw_host = es.endpoint.address.encode("ascii")
         url = EndpointURL(b"https" if https else b"http", raw_host, es.endpoint.port, r.target)
         return attempt, entry, Upstream(r.request.method, url, headers, r.body, ext)
+
+    @staticmethod
+    def sent(attempt: Attempt) -> None:
+        """The attempt's request was answered or failed: it no longer waits
+        for a connection (gives back its ``max_pending_requests`` slot)."""
+        breaker = attempt.pending
+        if breaker is not None:
+            attempt.pending = None
+            breaker.release_pending()
 
     def settle(
         self,
@@ -531,5 +568,6 @@ def make_core(
         replay,
         response_body,
         tls_factory if tls_transport is not None else None,
+        options["limits"].max_connections,
     )
     return core, passthrough if passthrough is not None else transport_cls(**options)

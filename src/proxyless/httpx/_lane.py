@@ -123,7 +123,17 @@ class FastRequest:
     succeeded, what its response body gives back when closed (called like a
     :class:`~proxyless.httpx._bodies.Finisher`)."""
 
-    __slots__ = ("attempt", "entry", "held", "lane", "pools", "raw_headers", "tel", "upstream")
+    __slots__ = (
+        "attempt",
+        "entry",
+        "extra",
+        "held",
+        "lane",
+        "pools",
+        "raw_headers",
+        "tel",
+        "upstream",
+    )
 
     lane: FastLane
     attempt: FirstAttempt
@@ -133,6 +143,8 @@ class FastRequest:
     upstream: Upstream
     raw_headers: list[tuple[bytes, bytes]]
     tel: Any
+    #: headers every attempt adds (request id, trace context), if any
+    extra: list[tuple[bytes, bytes]] | None
 
     @property
     def why_timeout(self) -> str:
@@ -164,6 +176,7 @@ class FastRequest:
         r.authority = authority
         r.raw_path = raw_path
         r.target = request.url.raw_path
-        r.up_headers = self.raw_headers
+        extra = self.extra
+        r.up_headers = self.raw_headers if not extra else [*self.raw_headers, *extra]
         r.body, r.replayable = body_for(request, limit, replay)
         return r

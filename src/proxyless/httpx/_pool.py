@@ -45,7 +45,7 @@ log = logging.getLogger("proxyless.httpx")
 class PoolEntry:
     """The httpx transport to one endpoint and its in-flight count."""
 
-    __slots__ = ("address", "closing", "in_flight", "key", "loop", "raw_host", "transport")
+    __slots__ = ("address", "closing", "in_flight", "key", "limit", "loop", "raw_host", "transport")
 
     def __init__(
         self, key: Hashable, address: str, transport: Any, loop: asyncio.AbstractEventLoop | None
@@ -55,6 +55,9 @@ class PoolEntry:
         self.transport = transport
         self.loop = loop
         self.in_flight = 0
+        #: connections the pool opens at most (HTTP/1.1); past it requests
+        #: wait for one: they are pending (None: HTTP/2, multiplexed)
+        self.limit: int | None = None
         self.closing = False
         #: the endpoint's address as bytes, filled in on first use
         self.raw_host: bytes | None = None
@@ -77,8 +80,10 @@ class EndpointPools:
         *,
         is_async: bool,
         tls_factory: Callable[[ClientTls, bool], Any] | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self._factory = factory
+        self._max_connections = max_connections
         self._tls_factory = tls_factory
         self._async = is_async
         self._entries: dict[Hashable, PoolEntry] = {}
@@ -168,6 +173,8 @@ class EndpointPools:
                     assert self._tls_factory is not None
                     transport = self._tls_factory(tls, http2)
                 entry = PoolEntry(key, address, transport, loop)
+                if not http2:
+                    entry.limit = self._max_connections
                 self._entries[key] = entry
         for old in idle:
             log.debug("credentials rotated: closing the idle connections to %s", old.address)

@@ -48,7 +48,7 @@ from proxyless.httpx._lane import FirstTry
 from proxyless.httpx._mirror import Mirrors, mirror_request, mirror_targets
 from proxyless.httpx._outcome import fault_delay, fault_response
 from proxyless.httpx._pool import PoolEntry
-from proxyless.httpx._telemetry import begin, end, passthrough
+from proxyless.httpx._telemetry import RawHeaders, begin, end, passthrough
 from proxyless.httpx._tls import pending_credentials, wait_credentials
 from proxyless.httpx._upstream import Routed, Upstream
 from proxyless.mesh import Mesh
@@ -162,11 +162,11 @@ class Transport(httpx.BaseTransport):
         core = self._core
         if core.closed:
             raise RuntimeError("the proxyless httpx transport is closed")
-        tel = begin(request)
+        tel, extra = begin(request)
         if tel is None:
-            return self._handle(core, request, None)
+            return self._handle(core, request, None, extra)
         try:
-            response = self._handle(core, request, tel)
+            response = self._handle(core, request, tel, None)
         except BaseException as exc:
             end(tel, None, exc)
             raise
@@ -174,9 +174,13 @@ class Transport(httpx.BaseTransport):
         return response
 
     def _handle(
-        self, core: Core, request: httpx.Request, tel: CallTelemetry | None
+        self,
+        core: Core,
+        request: httpx.Request,
+        tel: CallTelemetry | None,
+        extra: RawHeaders | None,
     ) -> httpx.Response:
-        fast = core.fast(request, tel)
+        fast = core.fast(request, tel, extra)
         first: FirstTry | None = None
         if fast is not None:
             result: httpx.Response | httpx.TransportError
@@ -185,8 +189,10 @@ class Transport(httpx.BaseTransport):
             except httpx.TransportError as exc:
                 result = exc
             except BaseException:
+                core.sent(fast.attempt)
                 core.fast_abort(fast)
                 raise
+            core.sent(fast.attempt)
             done = core.fast_done(fast, request, result)
             if isinstance(done, httpx.Response):
                 return done
@@ -199,9 +205,9 @@ class Transport(httpx.BaseTransport):
             if not decision.in_mesh:
                 if core.refuse:
                     raise refused(request, decision)
-                passthrough(tel, request)
+                passthrough(tel, request, extra)
                 return self._passthrough.handle_request(request)
-            got = core.route_request(request, decision, scheme, host, port, tel)
+            got = core.route_request(request, decision, scheme, host, port, tel, extra)
             if isinstance(got, httpx.Response):
                 return got
             routed = got
@@ -241,9 +247,11 @@ class Transport(httpx.BaseTransport):
                 except httpx.TransportError as exc:
                     result = exc
                 except BaseException:
+                    core.sent(attempt)
                     core.pools.release_entry(entry)
                     attempt.endpoint.active_requests -= 1
                     raise
+                core.sent(attempt)
             delay, response = core.settle(r, attempt, entry, result)
             if delay is None:
                 assert response is not None

@@ -2,8 +2,11 @@
 context and ``x-request-id`` it sends, and its telemetry's start and end.
 
 Without a tracer or meter provider and with access logs off, :func:`begin`
-only adds the request id (unless the request has one) and the current
-context to the request's headers, once; every attempt sends them.
+only gives the headers every attempt adds to what it sends: the request id
+(unless the request has one) and the current context, as raw header pairs
+appended to the upstream request (not set on the application's
+``httpx.Request``: httpx's header handling costs more than the call
+otherwise adds).
 Otherwise the request gets a
 :class:`~proxyless.observability.telemetry.CallTelemetry`: each attempt
 sends the context of its own attempt span (:func:`attempt_headers`, which
@@ -20,7 +23,7 @@ import httpx
 from proxyless.observability.settings import REQUEST_ID, maybe_active
 from proxyless.observability.telemetry import CallTelemetry, base_headers, start_call
 
-__all__ = ["attempt_headers", "begin", "end"]
+__all__ = ["RawHeaders", "attempt_headers", "begin", "end", "passthrough"]
 
 _RID = REQUEST_ID.encode("ascii")
 
@@ -32,13 +35,16 @@ def _request_id(raw: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def begin(request: httpx.Request) -> CallTelemetry | None:
-    """Start ``request``'s telemetry (see the module docstring)."""
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+def begin(request: httpx.Request) -> tuple[CallTelemetry | None, RawHeaders | None]:
+    """Start ``request``'s telemetry: its CallTelemetry, or (without one) the
+    headers every attempt adds (see the module docstring)."""
     raw = request.headers.raw
     rid = _request_id(raw)
     if not maybe_active():
-        _add_base(request, rid)
-        return None
+        return None, _base(rid)
     url = request.url
     tel = start_call(
         grpc=False,
@@ -49,16 +55,15 @@ def begin(request: httpx.Request) -> CallTelemetry | None:
         request_id=rid,
     )
     if tel is None:
-        _add_base(request, rid)
-    return tel
+        return None, _base(rid)
+    return tel, None
 
 
-def _add_base(request: httpx.Request, rid: str | None) -> None:
+def _base(rid: str | None) -> RawHeaders | None:
     extra = base_headers(rid)
-    if extra:
-        headers = request.headers
-        for key, value in extra:
-            headers[key] = value
+    if not extra:
+        return None
+    return [(k.encode("ascii"), v.encode("latin-1")) for k, v in extra]
 
 
 def attempt_headers(
@@ -74,12 +79,17 @@ def attempt_headers(
     return out
 
 
-def passthrough(tel: CallTelemetry | None, request: httpx.Request) -> None:
-    """A request sent outside the mesh carries the call span's context."""
-    if tel is None:
-        return
-    for key, value in tel.call_headers():
-        request.headers[key] = value
+def passthrough(
+    tel: CallTelemetry | None, request: httpx.Request, extra: RawHeaders | None
+) -> None:
+    """A request sent outside the mesh carries the request id and the call
+    span's context (or the current context)."""
+    if tel is not None:
+        for key, value in tel.call_headers():
+            request.headers[key] = value
+    elif extra:
+        for k, v in extra:
+            request.headers[k.decode("ascii")] = v.decode("latin-1")
 
 
 def end(tel: CallTelemetry, response: httpx.Response | None, error: BaseException | None) -> None:

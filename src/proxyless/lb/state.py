@@ -49,7 +49,9 @@ class EndpointState:
         "priority",
         "ready",
         "rtt",
+        "total_errors",
         "total_requests",
+        "total_successes",
         "watcher",
         "weight",
     )
@@ -66,6 +68,9 @@ class EndpointState:
         #: requests in flight (least_request reads it; the adapter bumps it)
         self.active_requests = 0
         self.total_requests = 0
+        #: attempts that ended in success / in failure (load reports read them)
+        self.total_successes = 0
+        self.total_errors = 0
         #: set by outlier detection; pickers skip ejected endpoints
         self.ejected = False
         #: the endpoint left EDS and waits for its in-flight requests to end

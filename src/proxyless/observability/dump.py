@@ -52,8 +52,11 @@ def clusters(mesh: Mesh) -> list[dict[str, Any]]:
                         "health": es.endpoint.health,
                         "ejected": es.ejected,
                         "draining": es.draining,
+                        "connectivity": es.connectivity,
                         "active_requests": es.active_requests,
                         "total_requests": es.total_requests,
+                        "total_successes": es.total_successes,
+                        "total_errors": es.total_errors,
                     }
                     for es in rt.endpoints()
                 ],

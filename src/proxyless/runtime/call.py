@@ -74,7 +74,16 @@ PoolGet = Callable[[EndpointState, ClusterRuntime], Any]
 class Attempt:
     """One try of a call on one endpoint."""
 
-    __slots__ = ("conn", "deadline", "endpoint", "per_try", "sent", "started", "timeout")
+    __slots__ = (
+        "conn",
+        "deadline",
+        "endpoint",
+        "pending",
+        "per_try",
+        "sent",
+        "started",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -89,6 +98,9 @@ class Attempt:
         self.timeout = timeout
         self.deadline = deadline
         self.per_try = per_try  # the timeout is the per-try timeout, not the call's
+        #: the breaker whose ``max_pending_requests`` slot the attempt holds
+        #: while it waits for a connection (HTTP/1.1 pools), if any
+        self.pending: Any = None
 
     def timed_out(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline - 0.001
@@ -196,6 +208,7 @@ class Lane:
         """The first attempt (``attempt``, on ``endpoint``) succeeded (the
         breaker slot is still held)."""
         endpoint.active_requests -= 1
+        endpoint.total_successes += 1
         if attempt is not None and self.cluster.lb.latency is not None:
             self.cluster.lb.latency.done(attempt)  # peak EWMA
         outlier = self.cluster.outlier
@@ -205,6 +218,7 @@ class Lane:
     def abandon(self, attempt: Attempt) -> None:
         """The first attempt ended without an outcome (the caller's exception)."""
         attempt.endpoint.active_requests -= 1
+        attempt.endpoint.total_errors += 1
         self.breaker.release_request()
 
     def resume(
@@ -322,6 +336,7 @@ class Call:
         if lb.drop_overloads:
             drop = lb.check_drop(self._rng)
             if drop is not None:
+                cluster.drops[drop.category] = cluster.drops.get(drop.category, 0) + 1
                 raise DroppedByOverload(
                     f"cluster {cluster.name!r} dropped the request (drop_overloads category "
                     f"{drop.category!r}, {drop.per_million / 10_000:g}%)"
@@ -479,9 +494,11 @@ class Call:
             obs.attempt_ended(attempt, outcome)
         outlier = cluster.outlier
         if outcome.kind == "success":
+            endpoint.total_successes += 1
             if outlier is not None:
                 outlier.record_success(endpoint)
             return None
+        endpoint.total_errors += 1
         if outlier is not None:
             outlier.record(endpoint, outcome)
         policy = self.retry_policy

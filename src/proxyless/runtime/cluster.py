@@ -74,6 +74,7 @@ class ClusterRuntime:
         "_sweep_timer",
         "breakers",
         "config",
+        "drops",
         "lb",
         "name",
         "outlier",
@@ -97,6 +98,8 @@ class ClusterRuntime:
         self._rng = rng
         self._clock = clock
         self.lb = ClusterLoadBalancer(config, rng, mode=mode, clusters=clusters)
+        #: requests dropped by EDS ``drop_overloads``, per category (load reports)
+        self.drops: dict[str, int] = {}
         cluster = config.cluster
         self.breakers = ClusterCircuitBreakers(
             config.name, cluster.circuit_breakers if cluster is not None else None
@@ -222,6 +225,8 @@ class ClusterRegistry:
         self._by_listener: dict[str, frozenset[str]] = {}
         self._pools: list[EndpointPool] = []
         self._lock = threading.Lock()
+        #: called once a cluster asks for load reports (``lrs_server``)
+        self.on_load_reporting: Callable[[], None] | None = None
 
     def add_pool(self, pool: EndpointPool) -> None:
         """Tell ``pool`` about every address now listed and every later change."""
@@ -275,6 +280,20 @@ class ClusterRegistry:
                 self._notify(sorted(after - before), [es.address for es in removed])
             self._by_listener[snap.listener_name] = frozenset(snap.clusters)
             self._collect()
+        hook = self.on_load_reporting
+        if hook is not None and any(
+            cc.cluster is not None and cc.cluster.lrs_server for cc in snap.clusters.values()
+        ):
+            self.on_load_reporting = None  # once
+            hook()
+
+    def reporting(self) -> dict[str, ClusterRuntime]:
+        """The clusters whose load goes to the LRS server (``lrs_server`` set)."""
+        return {
+            rt.name: rt
+            for rt in list(self._clusters.values())
+            if rt.config.cluster is not None and rt.config.cluster.lrs_server
+        }
 
     def close(self) -> None:
         """Drop every cluster: stop outlier detection and release every
