@@ -1,6 +1,6 @@
-"""ORCA per-request load reports (gRFC A51), both ends.
+"""ORCA load reports (gRFC A51), the server's side.
 
-Server side: :func:`backend_metrics` gives a handler the recorder of its
+Per request: :func:`backend_metrics` gives a handler the recorder of its
 call; each setter writes the call's ``xds.data.orca.v3.OrcaLoadReport``
 into its trailing metadata under ``endpoint-load-metrics-bin`` (A51's key),
 merged with what the handler set there already, and the same bytes under
@@ -8,51 +8,58 @@ merged with what the handler set there already, and the same bytes under
 client consumes A51's key inside C-core and never shows it to Python (its
 trailing metadata comes without it, though the server sent it), so a
 proxyless client reads the mirror. gRPC clients in other languages and
-Envoy read A51's key as usual. A server sends the report
-on every call whose handler recorded a value, and nothing otherwise: A51
-has no per-call request from the client, and a handler that records nothing
-pays nothing. Trailing metadata the handler sets *after* recording replaces
-the report, as ``set_trailing_metadata`` replaces all trailers.
+Envoy read A51's key as usual. A server sends the report on every call
+whose handler recorded a value, and nothing otherwise: A51 has no per-call
+request from the client, and a handler that records nothing pays nothing.
+Trailing metadata the handler sets *after* recording replaces the report,
+as ``set_trailing_metadata`` replaces all trailers.
 
-Client side: when an endpoint belongs to a weighted round robin cluster
-(gRFC A58; its :attr:`~proxyless.lb.state.EndpointState.orca` is set), a
-blocking unary attempt on it is made with ``with_call`` so that its
-trailers can be read, and the report found there, on success or on error,
-goes to the endpoint's weight (:func:`start_reporting`); a ``grpc.aio``
-unary attempt's trailers are read when it succeeds (:func:`read_aio_report`). The report is
-looked for under both keys; reports of servers that send only A51's key
-(grpc-go, grpc-java, C-core servers) do not reach a grpcio client, whose
-weights then stay unknown and whose picks stay round robin (A58's rule for
-fewer than two weights). Response-streaming
-calls do not read reports.
+Out of band: :func:`orca_service` is the ``xds.service.orca.v3.OpenRcaService``
+a server adds to its handlers. ``StreamCoreMetrics`` sends the process-wide
+:class:`ServerMetrics` at once and then every ``report_interval`` the client
+asked for, but never more often than ``min_interval`` (30 s by default, as
+grpc-go's and grpc-java's services do; a client asking for less, or for
+nothing, gets ``min_interval``). The stream ends when the client cancels it
+or the server stops. :func:`aio_orca_service` is the same for ``grpc.aio``
+servers.
+
+The client's side (reading reports into weighted round robin's weights) is
+:mod:`proxyless.grpc._orca_client`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 from xds.data.orca.v3 import orca_load_report_pb2
-
-from proxyless.lb.state import EndpointState
+from xds.service.orca.v3 import orca_pb2
 
 __all__ = [
+    "DEFAULT_MIN_INTERVAL",
     "MIRROR_KEY",
+    "OOB_METHOD",
     "ORCA_KEY",
     "BackendMetrics",
+    "ServerMetrics",
+    "aio_orca_service",
     "backend_metrics",
-    "read_aio_report",
-    "read_report",
-    "start_reporting",
+    "oob_interval",
+    "orca_service",
 ]
 
 #: The trailing metadata key of a per-request ORCA report (gRFC A51).
 ORCA_KEY = "endpoint-load-metrics-bin"
 #: The same report under a key grpcio's client shows to Python (module docstring).
 MIRROR_KEY = "proxyless-endpoint-load-metrics-bin"
-_KEYS = (ORCA_KEY, MIRROR_KEY)
+#: The out-of-band reporting method (gRFC A51).
+OOB_METHOD = "/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics"
+DEFAULT_MIN_INTERVAL = 30.0
 
+_KEYS = (ORCA_KEY, MIRROR_KEY)
 _Report = orca_load_report_pb2.OrcaLoadReport
 
 
@@ -86,17 +93,20 @@ class BackendMetrics:
 
     def set_named_metric(self, name: str, value: float) -> None:
         """A value of ``named_metrics`` (A51's custom metrics)."""
-        report = self._report()
-        report.named_metrics[name] = _checked(f"named metric {name!r}", value)
-        self._store(report)
+        checked = _checked(f"named metric {name!r}", value)
+        self._change(lambda report: report.named_metrics.__setitem__(name, checked))
 
     def report(self) -> orca_load_report_pb2.OrcaLoadReport:
         """The report recorded so far (a copy)."""
         return self._report()
 
     def _set(self, field: str, value: float) -> None:
+        checked = _checked(field, value)
+        self._change(lambda report: setattr(report, field, checked))
+
+    def _change(self, change: Any) -> None:
         report = self._report()
-        setattr(report, field, _checked(field, value))
+        change(report)
         self._store(report)
 
     def _report(self) -> Any:
@@ -124,46 +134,71 @@ def backend_metrics(context: Any) -> BackendMetrics:
     return BackendMetrics(context)
 
 
-def read_report(endpoint: EndpointState, trailing: Any) -> None:
-    """Give the ORCA report in ``trailing`` (if any) to ``endpoint``'s weight."""
-    weight = endpoint.orca
-    if weight is None or not trailing:
-        return
-    for key, value in trailing:
-        if key == MIRROR_KEY or key == ORCA_KEY:
-            try:
-                report = _Report.FromString(value)
-            except DecodeError:
-                return  # a bad report is no report (A58: nothing is done)
-            utilization = report.application_utilization or report.cpu_utilization
-            qps = report.rps_fractional or float(report.rps)
-            weight.report(qps, report.eps, utilization)
-            return
+class ServerMetrics(BackendMetrics):
+    """The process-wide load of a server, sent on out-of-band streams
+    (:func:`orca_service`): the setters of :class:`BackendMetrics`, kept
+    here rather than in a call's trailers. Safe to use from any thread."""
+
+    __slots__ = ("_lock", "_value")
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self._lock = threading.Lock()
+        self._value = _Report()
+
+    def _change(self, change: Any) -> None:
+        with self._lock:
+            change(self._value)
+
+    def _report(self) -> Any:
+        copy = _Report()
+        with self._lock:
+            copy.CopyFrom(self._value)
+        return copy
+
+    def __repr__(self) -> str:
+        return f"ServerMetrics({self._report()})"
 
 
-async def read_aio_report(endpoint: EndpointState, call: Any) -> None:
-    """:func:`read_report` for a finished ``grpc.aio`` unary call."""
-    read_report(endpoint, await call.trailing_metadata())
+def oob_interval(request: bytes, min_interval: float) -> float:
+    """The seconds between reports for a ``StreamCoreMetrics`` request:
+    what the client asked for, but at least ``min_interval``."""
+    asked = orca_pb2.OrcaLoadReportRequest.FromString(request).report_interval
+    return max(float(asked.seconds + asked.nanos / 1e9), min_interval)
 
 
-def start_reporting(inv: Any, attempt: Any, request: Any) -> Any:
-    """``inv.start`` for an attempt whose endpoint wants ORCA reports: unary
-    calls go through ``with_call`` and their trailers are read."""
-    endpoint = attempt.endpoint
-    kind = inv.kind
-    try:
-        if kind == "unary_unary" or kind == "stream_unary":
-            response, call = inv.start(
-                attempt.conn, attempt.timeout, request=request, attr="with_call"
-            )
-            read_report(endpoint, call.trailing_metadata())
-            return response
-        result = inv.start(attempt.conn, attempt.timeout, request=request)
-        if kind.endswith("_with_call"):
-            read_report(endpoint, result[1].trailing_metadata())
-        return result
-    except grpc.RpcError as err:
-        trailing = getattr(err, "trailing_metadata", None)
-        if trailing is not None:
-            read_report(endpoint, trailing())
-        raise
+def orca_service(
+    metrics: ServerMetrics, *, min_interval: float = DEFAULT_MIN_INTERVAL
+) -> grpc.GenericRpcHandler[Any, Any]:
+    """The ORCA service of a sync server, reporting ``metrics`` (module docstring)."""
+
+    def stream(request: bytes, context: Any) -> Iterator[bytes]:
+        interval = oob_interval(request, min_interval)
+        done = threading.Event()
+        context.add_callback(done.set)
+        while context.is_active():
+            yield metrics.report().SerializeToString()
+            if done.wait(interval):
+                return
+
+    return _service(grpc.unary_stream_rpc_method_handler(stream))
+
+
+def aio_orca_service(
+    metrics: ServerMetrics, *, min_interval: float = DEFAULT_MIN_INTERVAL
+) -> grpc.GenericRpcHandler[Any, Any]:
+    """The ORCA service of a ``grpc.aio`` server, reporting ``metrics``."""
+
+    async def stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        interval = oob_interval(request, min_interval)
+        while not context.done():
+            yield metrics.report().SerializeToString()
+            await asyncio.sleep(interval)
+
+    return _service(grpc.unary_stream_rpc_method_handler(stream))
+
+
+def _service(method: Any) -> grpc.GenericRpcHandler[Any, Any]:
+    return grpc.method_handlers_generic_handler(
+        "xds.service.orca.v3.OpenRcaService", {"StreamCoreMetrics": method}
+    )

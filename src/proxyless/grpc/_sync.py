@@ -18,7 +18,7 @@ import grpc
 
 from proxyless.grpc._driver import Launch, Run, Sleep, Steps
 from proxyless.grpc._invocation import SAME, Invocation, Replay
-from proxyless.grpc._orca import start_reporting
+from proxyless.grpc._orca_client import start_reporting
 from proxyless.grpc._pool import ChannelPool, attempt_failed
 from proxyless.runtime.call import Attempt
 

@@ -51,7 +51,7 @@ from typing import Any
 from proxyless.config.snapshot import ClusterConfig
 from proxyless.errors import ClusterNotAvailable, NoHealthyEndpoints
 from proxyless.lb.build import build_picker, is_hash_policy, member_of_picker
-from proxyless.lb.load_state import attach_load_state, monotonic
+from proxyless.lb.load_state import attach_load_state, detach_load_state, monotonic
 from proxyless.lb.locality import locality_name
 from proxyless.lb.peak_ewma import LatencyFeedback
 from proxyless.lb.pickers import EndpointKey, Picker
@@ -266,6 +266,7 @@ class ClusterLoadBalancer:
         removed = [state for key, state in old_states.items() if key not in states]
         for state in removed:
             state.draining = True
+            detach_load_state(state)
 
         previous_priorities = self._view.priorities
         for index, priority in enumerate(priorities):

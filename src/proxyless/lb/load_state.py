@@ -27,7 +27,7 @@ from proxyless.resources.model import (
     WrrLocality,
 )
 
-__all__ = ["attach_load_state", "endpoint_policy", "monotonic"]
+__all__ = ["attach_load_state", "detach_load_state", "endpoint_policy", "monotonic"]
 
 #: The clock load-aware pickers read unless given one (monotonic seconds).
 monotonic: Callable[[], float] = SystemClock().monotonic
@@ -52,20 +52,33 @@ def attach_load_state(
         inner = endpoint_policy(policy)
         if isinstance(inner, ClientSideWeightedRoundRobin):
             penalty = inner.error_utilization_penalty
+            oob = inner.oob_reporting_period if inner.enable_oob_load_report else None
             for endpoint in endpoints:
                 endpoint.rtt = None
-                if endpoint.orca is None:
-                    endpoint.orca = EndpointWeight(penalty, clock)
-                else:
-                    endpoint.orca.penalty = penalty
+                weight = endpoint.orca
+                if weight is None:
+                    endpoint.orca = EndpointWeight(penalty, clock, oob)
+                    continue
+                weight.penalty = penalty
+                if weight.oob_period != oob:
+                    weight.stop()  # the next attempt starts a stream with the new period
+                    weight.oob_period = oob
         elif isinstance(inner, PeakEwma):
             if feedback is None:
                 feedback = LatencyFeedback(inner.decay, inner.default_rtt, clock)
             for endpoint in endpoints:
-                endpoint.orca = None
+                detach_load_state(endpoint)
             feedback.attach(endpoints)
         else:
             for endpoint in endpoints:
-                endpoint.orca = None
+                detach_load_state(endpoint)
                 endpoint.rtt = None
     return feedback
+
+
+def detach_load_state(endpoint: EndpointState) -> None:
+    """Drop ``endpoint``'s ORCA weight, ending its out-of-band stream if any
+    (the endpoint left its cluster, or the policy is no longer WRR)."""
+    weight, endpoint.orca = endpoint.orca, None
+    if weight is not None:
+        weight.stop()

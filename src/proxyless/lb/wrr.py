@@ -26,8 +26,11 @@ robin uses for EDS weights (:class:`~proxyless.lb.pickers.EdfSchedule`),
 not C-core's static stride scheduler. Picks skip endpoints that are not
 ready or usable, as round robin does.
 
-Not done: out-of-band reporting (``enable_oob_load_report``: per-request
-reports are used instead, the parser says so), and
+With ``enable_oob_load_report`` the reports come instead from an ORCA
+``StreamCoreMetrics`` stream per endpoint, asking for one every
+``oob_reporting_period`` (gRFC A51), and per-request reports are not read
+(A58); the transport runs the stream (``proxyless.grpc._orca_client``) and
+:meth:`EndpointWeight.stop` ends it. Not done:
 ``metric_names_for_computing_utilization``.
 """
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Container, Sequence
+from typing import Any
 
 from proxyless.lb.pickers import EdfSchedule, EndpointKey, Picker
 from proxyless.lb.state import EndpointState
@@ -61,14 +65,35 @@ class EndpointWeight:
     """The load-report weight of one endpoint, kept across picker rebuilds
     and EDS updates (the :attr:`EndpointState.orca` of a WRR cluster)."""
 
-    __slots__ = ("clock", "last_updated", "non_empty_since", "penalty", "weight")
+    __slots__ = (
+        "clock",
+        "last_updated",
+        "non_empty_since",
+        "oob_period",
+        "penalty",
+        "stream",
+        "weight",
+    )
 
-    def __init__(self, penalty: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, penalty: float, clock: Callable[[], float], oob_period: float | None = None
+    ) -> None:
         self.penalty = penalty
         self.clock = clock
+        #: out-of-band reporting: the period to ask for (None: per-request reports)
+        self.oob_period = oob_period
+        #: the transport's out-of-band stream feeding this weight (``cancel()``), if any
+        self.stream: Any = None
         self.weight = 0.0
         self.last_updated = _NEVER
         self.non_empty_since = _NEVER
+
+    def stop(self) -> None:
+        """Stop the out-of-band stream, if one runs (the endpoint left, or
+        its cluster's policy or reporting mode changed)."""
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.cancel()
 
     def report(self, qps: float, eps: float, utilization: float) -> None:
         """Take one load report (A58 ``UpdateWeight``)."""

@@ -37,9 +37,14 @@ def weighted_round_robin(
     weight_update_period: float | None = None,
     weight_expiration_period: float | None = None,
     error_utilization_penalty: float | None = None,
+    oob_reporting_period: float | None = None,
 ) -> cswrr_pb2.ClientSideWeightedRoundRobin:
-    """A ``ClientSideWeightedRoundRobin`` config (unset fields: A58's defaults)."""
+    """A ``ClientSideWeightedRoundRobin`` config (unset fields: A58's
+    defaults); ``oob_reporting_period`` also sets ``enable_oob_load_report``."""
     msg = cswrr_pb2.ClientSideWeightedRoundRobin()
+    if oob_reporting_period is not None:
+        msg.enable_oob_load_report.value = True
+        msg.oob_reporting_period.CopyFrom(_duration(oob_reporting_period))
     if blackout_period is not None:
         msg.blackout_period.CopyFrom(_duration(blackout_period))
     if weight_update_period is not None:

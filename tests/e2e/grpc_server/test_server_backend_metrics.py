@@ -126,3 +126,38 @@ def test_bad_values_are_refused_before_anything_is_sent(value: float) -> None:
 
     with pytest.raises(ValueError, match="backend metric cpu_utilization must be >= 0"):
         proxyless.grpc.backend_metrics(Context()).set_cpu_utilization(value)
+
+
+def test_aio_server_orca_service_streams_server_metrics(ads: AdsServer, mesh: Mesh) -> None:
+    from proxyless.grpc._orca import OOB_METHOD
+
+    metrics = proxyless.grpc.ServerMetrics()
+    metrics.set_application_utilization(0.3)
+
+    async def main() -> None:
+        server = proxyless.grpc.aio.server(
+            mesh=mesh,
+            handlers=[proxyless.grpc.aio.orca_service(metrics, min_interval=0.01)],
+        )
+        port = server.add_port("127.0.0.1:0")
+        await server.start()
+        try:
+            publish(ads, port, disable())
+            for _ in range(500):
+                if server.serving():
+                    break
+                await asyncio.sleep(0.01)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = channel.unary_stream(OOB_METHOD)(b"", timeout=5)
+                seen = []
+                async for raw in call:
+                    seen.append(orca_load_report_pb2.OrcaLoadReport.FromString(raw))
+                    metrics.set_application_utilization(0.6)
+                    if len(seen) == 2:
+                        call.cancel()
+                        break
+            assert [r.application_utilization for r in seen] == [0.3, 0.6]
+        finally:
+            await server.stop(0)
+
+    asyncio.run(main())

@@ -305,3 +305,46 @@ def test_cluster_balancer_attaches_state_and_shows_it(
     if shown is not None:
         assert endpoint[shown] == {"orca_weight": 0.0, "rtt_ms": 30.0}[shown]
     assert lb.pick(None, random.Random(2)).address == "10.0.0.1:80"
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_out_of_band_streams_stop_when_the_mode_or_policy_changes() -> None:
+    clock = FakeClock(start=0.0)
+    endpoints = _endpoints(2)
+    oob = ClientSideWeightedRoundRobin(enable_oob_load_report=True, oob_reporting_period=5.0)
+    attach_load_state([(oob, endpoints)], clock.monotonic)
+    assert [e.orca.oob_period for e in endpoints] == [5.0, 5.0]
+    streams = [_Stream(), _Stream()]
+    for endpoint, stream in zip(endpoints, streams, strict=True):
+        endpoint.orca.stream = stream
+    attach_load_state([(oob, endpoints)], clock.monotonic)  # same config: streams kept
+    assert not any(s.cancelled for s in streams)
+    attach_load_state([(ClientSideWeightedRoundRobin(), endpoints[:1])], clock.monotonic)
+    assert streams[0].cancelled and endpoints[0].orca.oob_period is None
+    attach_load_state([(RoundRobin(), endpoints[1:])], clock.monotonic)
+    assert streams[1].cancelled and endpoints[1].orca is None
+
+
+def test_an_endpoint_leaving_the_cluster_ends_its_stream() -> None:
+    policy = ClientSideWeightedRoundRobin(enable_oob_load_report=True)
+    one = (LocalityEndpoints(Locality(), 1, 0, (Endpoint("10.0.0.1", 80),)),)
+    config = ClusterConfig(
+        "svc", Cluster("svc", "EDS", lb_policy=policy), ClusterLoadAssignment("svc", (one,))
+    )
+    lb = ClusterLoadBalancer(config, random.Random(1))
+    endpoint = lb.endpoints[0]
+    endpoint.orca.stream = stream = _Stream()
+    other = (LocalityEndpoints(Locality(), 1, 0, (Endpoint("10.0.0.2", 80),)),)
+    lb.update(
+        ClusterConfig(
+            "svc", Cluster("svc", "EDS", lb_policy=policy), ClusterLoadAssignment("svc", (other,))
+        )
+    )
+    assert stream.cancelled and endpoint.orca is None and endpoint.draining

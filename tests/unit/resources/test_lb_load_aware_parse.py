@@ -56,6 +56,11 @@ def _parse(policy: Any) -> tuple[Any, tuple[str, ...]]:
             ClientSideWeightedRoundRobin(weight_update_period=0.1),
             id="wrr-update-period-raised-to-100ms",
         ),
+        pytest.param(
+            weighted_round_robin(oob_reporting_period=2.5),
+            ClientSideWeightedRoundRobin(enable_oob_load_report=True, oob_reporting_period=2.5),
+            id="wrr-out-of-band",
+        ),
         pytest.param(peak_ewma(), PeakEwma(), id="peak-ewma-defaults"),
         pytest.param(
             peak_ewma(decay="5s", default_rtt="0.050s"),

@@ -99,8 +99,6 @@ def _wrr(ctx: Ctx, path: str, msg: Any) -> ClientSideWeightedRoundRobin | None:
         error_utilization_penalty=penalty,
         metric_names_for_computing_utilization=tuple(msg.metric_names_for_computing_utilization),
     )
-    if enable_oob:
-        ctx.ignore(f"{join(path, 'enable_oob_load_report')} (per-request reports are used)")
     return policy if len(ctx.errors) == before else None
 
 
