@@ -181,11 +181,14 @@ def test_peak_ewma_sends_less_to_the_slow_endpoint(
     servers = [
         load_servers("a"),
         load_servers("b"),
-        load_servers("slow", delay=0.020),
+        load_servers("slow", delay=0.030),
     ]
-    _publish(xds, servers, peak_ewma(decay="1s", default_rtt="0.005s"))
+    # a short decay, so that the first calls' peaks (connections being made)
+    # are forgotten within the warm-up
+    _publish(xds, servers, peak_ewma(decay="0.25s", default_rtt="0.005s"))
     call = proxyless.grpc.channel(TARGET, mesh=mesh).unary_unary(METHOD)
     call(b"warm-up", timeout=10)
+    _shares(call, 30)
     wait_until(lambda: mesh.clusters.get("c") is not None, what="cluster c")
     lb = mesh.clusters.get("c")
     assert lb is not None and lb.lb.latency is not None
