@@ -6,8 +6,10 @@ whose per-node snapshots come from the Istio translation
 whole before it is applied; a config with any error is refused and the last
 good one keeps serving. When the config comes from a file the file is polled
 (mtime and size, then a content hash) every ``poll_interval`` seconds; a
-changed file is validated and pushed as a new version, and the ADS server
-pushes only to streams whose resources changed.
+changed file is read once its size and mtime have stayed the same for
+:data:`SETTLE_TIME` (a file being written is never read half written),
+validated and pushed as a new version, and the ADS server pushes only to
+streams whose resources changed.
 
 Every node also gets its own SPIFFE SVID from a development CA
 (:mod:`proxyless.controlplane.ca`, development-only trust), for the identity
@@ -59,6 +61,9 @@ from proxyless.controlplane.svid import DEFAULT_TTL, SvidStore
 __all__ = ["ControlPlane"]
 
 _log = logging.getLogger(__name__)
+
+#: How long a changed config file must stay unchanged before it is read.
+SETTLE_TIME = 0.1
 
 
 def _looks_like_yaml(text: str) -> bool:
@@ -279,8 +284,20 @@ class ControlPlane:
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_interval):
             try:
-                if self._file_stat() != self._stat:
-                    self.reload()
+                stat = self._file_stat()
+                if stat == self._stat:
+                    continue
+                # Editors and write_text truncate, then write: read the file
+                # only once it has stopped changing (istiod debounces file
+                # changes the same way), never half written.
+                while True:
+                    if self._stop.wait(SETTLE_TIME):
+                        return
+                    again = self._file_stat()
+                    if again == stat:
+                        break
+                    stat = again
+                self.reload()
             except Exception:
                 _log.exception("reloading %s failed", self.path)
 

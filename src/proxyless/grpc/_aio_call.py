@@ -43,7 +43,7 @@ from proxyless.grpc._driver import (
     retry_steps,
     stream_steps,
 )
-from proxyless.grpc._errors import as_aio, rpc_error
+from proxyless.grpc._errors import as_aio, rpc_error, status_error
 from proxyless.grpc._invocation import NO_REQUEST, Invocation, Replay
 from proxyless.grpc._orca_client import read_aio_report
 from proxyless.grpc._pool import PooledChannel
@@ -84,6 +84,8 @@ class AioCall:
         self._steps: Steps | None = None
         self._stream_call: Call | None = None
         self._inv = inv
+        #: cancel() was called: no further attempt may start
+        self._cancelled = False
         self._tel = begin(inv, core.target, core.runtime.authority)
         self._reader: AsyncIterator[Any] | None = None
         self._fast_started = False
@@ -386,6 +388,14 @@ class AioCall:
             raise as_aio(final) from None
         if isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
+            if self._cancelled:  # cancelled during the backoff: no new attempt
+                steps.close()
+                call.end()
+                cancelled = status_error(
+                    grpc.StatusCode.CANCELLED, "Locally cancelled by application!"
+                )
+                ended(self._tel, cancelled)
+                raise cancelled
             return self._launch_stream(None)
         raise AssertionError(f"unexpected stream step {step!r}")
 
@@ -493,6 +503,7 @@ class AioCall:
         return details
 
     def cancel(self) -> bool:
+        self._cancelled = True
         if self._inner is not None:
             self._inner.cancel()
         return self._task.cancel() or self._inner is not None

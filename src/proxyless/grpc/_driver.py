@@ -217,6 +217,14 @@ def end_error(
     code, details, _ = status_of(err)
     if local is not None:
         what, flag = local
+        if (
+            flag == "UT"
+            and (attempt is None or not attempt.per_try)
+            and call.timeout is not None
+            and (call._caller_timeout is None or call.timeout < call._caller_timeout)
+        ):
+            # the deadline that fired is the route's max_stream_duration cap
+            what, flag = "max stream duration reached", "UMSDR"
         flags = f"{flag},URX" if call.exhausted else flag
         prefix = f"{target}: " if target else ""
         at = f" at {attempt.endpoint.address}" if attempt is not None else ""

@@ -27,6 +27,9 @@ UR    upstream (stream)                           the server refused the stream
                                                   (HTTP/2 REFUSED_STREAM)
 UT    upstream (timeouts)                         the route timeout or a per-try
                                                   timeout expired
+UMSDR upstream (timeouts)                         a gRPC call's deadline came from
+                                                  the route's max_stream_duration
+                                                  and expired
 URX   retries                                     retries ran out (attempts or the
                                                   retry budget) on a retriable
                                                   failure
@@ -48,7 +51,9 @@ from proxyless.resilience.outcome import Outcome
 __all__ = ["FLAG_ORDER", "join", "outcome_flag"]
 
 #: Envoy's order of the flags when several apply.
-FLAG_ORDER = ("UH", "UF", "UO", "NR", "UT", "UC", "UR", "DC", "DI", "FI", "URX", "NC", "DO")
+FLAG_ORDER = (
+    "UH", "UF", "UO", "NR", "UT", "UC", "UR", "DC", "DI", "FI", "URX", "NC", "DO", "UMSDR",
+)  # fmt: skip
 
 _BY_KIND = {
     "connect_failure": "UF",

@@ -79,7 +79,7 @@ class ServerCall:
         tp = _settings.tracer_provider()
         self.span: Any = None
         if tp is not None:
-            from proxyless import __version__
+            from proxyless.observability.telemetry import tracer_of
 
             service, _, rpc = self.method.partition("/")
             attrs: dict[str, Any] = {
@@ -89,7 +89,7 @@ class ServerCall:
             }
             if rid is not None:
                 attrs["proxyless.request_id"] = rid
-            tracer = tp.get_tracer("proxyless", __version__)
+            tracer = tracer_of(tp)
             self.span = tracer.start_span(
                 f"Recv.{self.method}", context=ctx, kind=_SERVER, attributes=attrs
             )

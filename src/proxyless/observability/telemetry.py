@@ -46,7 +46,14 @@ from proxyless.observability.flags import join, outcome_flag
 from proxyless.observability.settings import REQUEST_ID, current_request_id, new_request_id
 from proxyless.resilience.outcome import Outcome
 
-__all__ = ["CallTelemetry", "base_headers", "grpc_code", "start_call", "status_name"]
+__all__ = [
+    "CallTelemetry",
+    "base_headers",
+    "grpc_code",
+    "start_call",
+    "status_name",
+    "tracer_of",
+]
 
 _CLIENT = otel_trace.SpanKind.CLIENT
 _INTERNAL = otel_trace.SpanKind.INTERNAL
@@ -78,10 +85,22 @@ def base_headers(request_id: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _tracer(provider: Any) -> Any:
+_tracers: dict[int, tuple[Any, Any]] = {}
+
+
+def tracer_of(provider: Any) -> Any:
+    """proxyless' tracer from ``provider``, made once per provider (making
+    one costs the SDK several microseconds)."""
+    got = _tracers.get(id(provider))
+    if got is not None and got[0] is provider:
+        return got[1]
     from proxyless import __version__
 
-    return provider.get_tracer("proxyless", __version__)
+    tracer = provider.get_tracer("proxyless", __version__)
+    if len(_tracers) > 16:
+        _tracers.clear()
+    _tracers[id(provider)] = (provider, tracer)
+    return tracer
 
 
 class CallTelemetry:
@@ -168,7 +187,7 @@ class CallTelemetry:
         parent = otel_context.get_current()
         self._parent_ctx = parent
         if tracer_provider is not None:
-            self.tracer = _tracer(tracer_provider)
+            self.tracer = tracer_of(tracer_provider)
             name = f"Sent.{method.lstrip('/')}" if grpc else method
             self.span = self.tracer.start_span(
                 name, context=parent, kind=_CLIENT, attributes=self._call_attributes()

@@ -263,11 +263,17 @@ def _death_signal() -> Callable[[], None] | None:
     return hook
 
 
+class _DiedAtStart(RuntimeError):
+    """Envoy was killed by a signal before it logged anything."""
+
+
 class EnvoyProcess:
     """A real Envoy started from a bootstrap dict, with its admin API on 127.0.0.1.
 
     Always use it as a context manager (or call :meth:`stop`): the process is
-    killed on exit. ``--use-dynamic-base-id`` keeps concurrent Envoys apart.
+    killed on exit. ``--disable-hot-restart``: no shared memory segment and
+    no hot-restart socket, so concurrent Envoys never meet, and a killed one
+    leaves nothing behind for the next to trip over.
     """
 
     def __init__(self, bootstrap: Mapping[str, Any], *, log_level: str = "warning") -> None:
@@ -282,6 +288,15 @@ class EnvoyProcess:
         self.admin = ""
 
     def start(self, timeout: float = 30.0) -> EnvoyProcess:
+        """Start Envoy and wait until it is ready. An Envoy killed by a
+        signal before writing a line of log (it happens, rarely, on a loaded
+        machine) is started once more; any other failure is raised."""
+        try:
+            return self._start_once(timeout)
+        except _DiedAtStart:
+            return self._start_once(timeout)
+
+    def _start_once(self, timeout: float) -> EnvoyProcess:
         command = [
             envoy_binary(),
             "-c",
@@ -290,7 +305,7 @@ class EnvoyProcess:
             self._log_level,
             "--concurrency",
             "1",
-            "--use-dynamic-base-id",
+            "--disable-hot-restart",
             "--admin-address-path",
             self._admin_path,
             "--log-path",
@@ -314,8 +329,11 @@ class EnvoyProcess:
         assert self.process is not None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                tail = self.log_tail()
+                if self.process.returncode < 0 and tail.strip() in ("", "(no envoy log)"):
+                    raise _DiedAtStart(f"envoy died with signal {-self.process.returncode}")
                 raise RuntimeError(
-                    f"envoy exited with {self.process.returncode}:\n{self.log_tail()}"
+                    f"envoy exited with {self.process.returncode}:\n{tail}"
                 )
             if not self.admin and os.path.exists(self._admin_path):
                 with open(self._admin_path, encoding="utf-8") as f:

@@ -15,6 +15,7 @@ from tests.e2e.httpx.conftest import retry_policy
 import proxyless.grpc
 from proxyless.mesh import Mesh
 from proxyless.observability import settings
+from proxyless.testing.backends import ECHO_METHOD, EchoServer
 
 from .conftest import Chain, Otel, Publisher
 
@@ -143,4 +144,19 @@ def test_no_route_carries_nr(otel: Otel, mesh: Mesh, publisher: Publisher) -> No
     assert info.value.details().endswith("[NR]")
     (sent,) = otel.named("Sent.test.Other/Call")
     assert sent.attributes["proxyless.response_flags"] == "NR"
+    ch.close()
+
+
+def test_a_route_max_stream_duration_carries_umsdr(
+    otel: Otel, mesh: Mesh, publisher: Publisher, backends: Callable[..., list[EchoServer]]
+) -> None:
+    (slow,) = backends("slow")
+    slow.delay = 1.0
+    publisher.service("capped.test:80", [slow.address], max_stream_duration=0.05)
+    ch = proxyless.grpc.channel("xds:///capped.test:80", mesh=mesh)
+    with pytest.raises(grpc.RpcError) as info:
+        ch.unary_unary(ECHO_METHOD)(b"x", timeout=10)
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "max stream duration reached" in info.value.details()
+    assert info.value.details().endswith("[UMSDR]")
     ch.close()
