@@ -17,13 +17,29 @@ grpcio channels), ``_invocation`` (a call's arguments and replay buffer),
 ``_server`` and ``_server_aio`` (the sync and aio servers), ``_server_core``
 (what they share), ``_relay`` (the public port), ``_serving`` (the inbound
 Listener of a port), ``_chain_match``, ``_rbac`` and ``_peer``
-(``peer_identity``).
+(``peer_identity``). ``_orca``: ORCA load reports (gRFC A51) on the server, the per-call
+``backend_metrics`` recorder and the out-of-band ``orca_service``;
+``_orca_client``: reading them into weighted round robin's weights (gRFC
+A58).
 """
 
 from proxyless.grpc import aio
 from proxyless.grpc._channel import XdsChannel, channel
 from proxyless.grpc._errors import XdsRpcError
+from proxyless.grpc._orca import BackendMetrics, ServerMetrics, backend_metrics, orca_service
 from proxyless.grpc._peer import peer_identity
 from proxyless.grpc._server import XdsServer, server
 
-__all__ = ["XdsChannel", "XdsRpcError", "XdsServer", "aio", "channel", "peer_identity", "server"]
+__all__ = [
+    "BackendMetrics",
+    "ServerMetrics",
+    "XdsChannel",
+    "XdsRpcError",
+    "XdsServer",
+    "aio",
+    "backend_metrics",
+    "channel",
+    "orca_service",
+    "peer_identity",
+    "server",
+]

@@ -45,6 +45,7 @@ from proxyless.grpc._driver import (
 )
 from proxyless.grpc._errors import as_aio, rpc_error, status_error
 from proxyless.grpc._invocation import NO_REQUEST, Invocation, Replay
+from proxyless.grpc._orca_client import read_aio_report
 from proxyless.grpc._pool import PooledChannel
 from proxyless.grpc._telemetry import begin, bind, ended, ended_outcome
 from proxyless.grpc._tls import explain_failure, pending
@@ -199,6 +200,8 @@ class AioCall:
         inv = self._inv
         try:
             result = await inner
+            if first.endpoint.orca is not None:  # weighted round robin (gRFC A58)
+                await read_aio_report(first.endpoint, inner, pooled.channel)
         except grpc.RpcError as failed:
             core.pool.call_ended(pooled)
             err = explain_failure(pooled, failed)
@@ -214,7 +217,7 @@ class AioCall:
             lane.abandon(first)
             raise
         core.pool.call_ended(pooled)
-        lane.succeeded(first.endpoint)
+        lane.succeeded(first.endpoint, first)
         lane.breaker.release_request()
         if self._tel is not None:
             self._tel.attempt_ended(first, SUCCESS)

@@ -20,6 +20,7 @@ import grpc
 from proxyless.grpc._driver import Launch, Run, Sleep, Steps
 from proxyless.grpc._errors import as_aio
 from proxyless.grpc._invocation import SAME, Invocation, Replay
+from proxyless.grpc._orca_client import read_aio_report
 from proxyless.grpc._pool import ChannelPool, attempt_failed
 from proxyless.runtime.call import Attempt
 
@@ -78,6 +79,8 @@ async def _attempt_once(
         inner = inv.start(attempt.conn, attempt.timeout, request=request)
         started(inner)
         result = await inner
+        if attempt.endpoint.orca is not None:  # weighted round robin (gRFC A58)
+            await read_aio_report(attempt.endpoint, inner, attempt.conn.channel)
     except BaseException as exc:
         return None, attempt_failed(pool, attempt, exc)
     pool.call_ended(attempt.conn)

@@ -157,7 +157,7 @@ class XdsChannel(grpc.Channel):
             lane.breaker.release_request()
             raise
         if err is None:
-            lane.succeeded(first.endpoint)
+            lane.succeeded(first.endpoint, first)
             lane.breaker.release_request()
             if tel is not None:
                 tel.attempt_ended(first, SUCCESS)

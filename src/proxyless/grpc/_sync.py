@@ -18,6 +18,7 @@ import grpc
 
 from proxyless.grpc._driver import Launch, Run, Sleep, Steps
 from proxyless.grpc._invocation import SAME, Invocation, Replay
+from proxyless.grpc._orca_client import start_reporting
 from proxyless.grpc._pool import ChannelPool, attempt_failed
 from proxyless.runtime.call import Attempt
 
@@ -60,7 +61,10 @@ def attempt_once(
     Any other exception gives back the endpoint's count and propagates."""
     try:
         request = SAME if replay is None else replay.attempt()
-        result = inv.start(attempt.conn, attempt.timeout, request=request)
+        if attempt.endpoint.orca is None:
+            result = inv.start(attempt.conn, attempt.timeout, request=request)
+        else:  # a weighted round robin endpoint: read its load report (gRFC A58)
+            result = start_reporting(inv, attempt, request)
     except BaseException as exc:
         return None, attempt_failed(pool, attempt, exc)
     pool.call_ended(attempt.conn)

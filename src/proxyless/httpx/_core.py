@@ -400,7 +400,7 @@ class Core:
             routed = f.routed(request, self.retry_buffer_limit, self.replay)
             routed.call.obs = f.tel
             return routed, (f.attempt, f.entry, result)
-        lane.core.succeeded(f.attempt.endpoint)
+        lane.core.succeeded(f.attempt.endpoint, f.attempt)
         tel = f.tel
         if tel is not None:
             tel.response_status = result.status_code

@@ -14,15 +14,21 @@ policy is ``wrr_locality`` or when ``locality_weights`` is given (Envoy's
 - for ring hash and maglev: one table whose endpoint weights are the
   endpoint's share of its locality times the locality's share (Envoy
   ``normalizeLocalityWeights``).
+
+Client-side weighted round robin (gRFC A58, :mod:`proxyless.lb.wrr`) and
+peak EWMA (:mod:`proxyless.lb.peak_ewma`) take their weights from load
+reports and latency, not from EDS endpoint weights, which they ignore.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from proxyless.lb.load_state import monotonic
 from proxyless.lb.locality import LocalityPicker, effective_locality_weight
 from proxyless.lb.maglev import MaglevPicker
+from proxyless.lb.peak_ewma import LatencyFeedback, PeakEwmaPicker
 from proxyless.lb.pickers import (
     LeastRequestPicker,
     Picker,
@@ -32,11 +38,14 @@ from proxyless.lb.pickers import (
 )
 from proxyless.lb.ring_hash import RingHashPicker
 from proxyless.lb.state import EndpointState
+from proxyless.lb.wrr import WeightedRoundRobinPicker
 from proxyless.resources.model import (
+    ClientSideWeightedRoundRobin,
     LbPolicy,
     LeastRequest,
     Locality,
     Maglev,
+    PeakEwma,
     PickFirst,
     Random,
     RingHash,
@@ -78,11 +87,14 @@ def build_picker(
     locality_weights: Mapping[Locality, int] | None = None,
     overprovisioning_factor: int = 140,
     panic: bool = False,
+    clock: Callable[[], float] = monotonic,
 ) -> Picker:
     """A picker for ``policy`` over ``endpoints`` (see the module docstring).
 
     ``locality_weights`` maps each locality to its EDS
-    ``load_balancing_weight``; localities missing from it weigh 1.
+    ``load_balancing_weight``; localities missing from it weigh 1. ``clock``
+    (monotonic seconds) is read by the load-aware pickers (weighted round
+    robin, peak EWMA).
     """
     if isinstance(policy, WrrLocality):
         return build_picker(
@@ -92,14 +104,17 @@ def build_picker(
             locality_weights=locality_weights if locality_weights is not None else {},
             overprovisioning_factor=overprovisioning_factor,
             panic=panic,
+            clock=clock,
         )
     candidates = list(endpoints) if panic else [e for e in endpoints if member_of_picker(policy, e)]
     if locality_weights is None:
-        return _flat(policy, candidates, rng, None, panic)
+        return _flat(policy, candidates, rng, None, panic, clock)
     if isinstance(policy, (RingHash, Maglev)):
-        return _flat(policy, candidates, rng, _folded_weights(candidates, locality_weights), panic)
+        return _flat(
+            policy, candidates, rng, _folded_weights(candidates, locality_weights), panic, clock
+        )
     if panic:
-        return _flat(policy, candidates, rng, None, panic)
+        return _flat(policy, candidates, rng, None, panic, clock)
     groups: dict[Locality, list[EndpointState]] = {}
     for endpoint in endpoints:
         groups.setdefault(endpoint.locality, []).append(endpoint)
@@ -109,7 +124,7 @@ def build_picker(
         weight = effective_locality_weight(
             locality_weights.get(locality, 1), len(healthy), len(members), overprovisioning_factor
         )
-        children.append((locality, weight, _flat(policy, healthy, rng, None, False)))
+        children.append((locality, weight, _flat(policy, healthy, rng, None, False, clock)))
     return LocalityPicker(children)
 
 
@@ -132,7 +147,13 @@ def _flat(
     rng: random.Random,
     weights: Sequence[float] | None,
     panic: bool,
+    clock: Callable[[], float],
 ) -> Picker:
+    if isinstance(policy, ClientSideWeightedRoundRobin):  # before its base, RoundRobin
+        return WeightedRoundRobinPicker(endpoints, rng, policy, clock, panic=panic)
+    if isinstance(policy, PeakEwma):
+        feedback = LatencyFeedback(policy.decay, policy.default_rtt, clock)
+        return PeakEwmaPicker(endpoints, feedback, panic=panic)
     if isinstance(policy, RoundRobin):
         return RoundRobinPicker(endpoints, rng, weights=weights, panic=panic)
     if isinstance(policy, Random):
@@ -159,5 +180,5 @@ def _flat(
     if isinstance(policy, PickFirst):
         return PickFirstPicker(endpoints, rng, shuffle=policy.shuffle_address_list, panic=panic)
     if isinstance(policy, WrrLocality):  # nested wrr_locality: treat as its child
-        return _flat(policy.child, endpoints, rng, weights, panic)
+        return _flat(policy.child, endpoints, rng, weights, panic, clock)
     raise TypeError(f"unsupported load balancing policy {policy!r}")

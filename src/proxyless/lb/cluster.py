@@ -45,13 +45,15 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 from proxyless.config.snapshot import ClusterConfig
 from proxyless.errors import ClusterNotAvailable, NoHealthyEndpoints
 from proxyless.lb.build import build_picker, is_hash_policy, member_of_picker
+from proxyless.lb.load_state import attach_load_state, detach_load_state, monotonic
 from proxyless.lb.locality import locality_name
+from proxyless.lb.peak_ewma import LatencyFeedback
 from proxyless.lb.pickers import EndpointKey, Picker
 from proxyless.lb.priority import PriorityLoad, PriorityMode, priority_load
 from proxyless.lb.state import EndpointState
@@ -143,6 +145,7 @@ class ClusterLoadBalancer:
     """
 
     __slots__ = (
+        "_clock",
         "_drops",
         "_lock",
         "_panic_threshold",
@@ -150,6 +153,7 @@ class ClusterLoadBalancer:
         "_states",
         "_view",
         "cluster",
+        "latency",
         "mode",
         "name",
     )
@@ -161,6 +165,7 @@ class ClusterLoadBalancer:
         *,
         mode: PriorityMode = "envoy",
         clusters: Mapping[str, ClusterConfig] | None = None,
+        clock: Callable[[], float] = monotonic,
     ) -> None:
         if mode not in ("envoy", "grpc"):
             raise ValueError(f"priority mode must be 'envoy' or 'grpc', not {mode!r}")
@@ -168,6 +173,9 @@ class ClusterLoadBalancer:
         self.mode: PriorityMode = mode
         self.cluster: Cluster | None = None
         self._rng = rng
+        self._clock = clock
+        #: the peak-EWMA hooks of the request path, or None (proxyless.lb.peak_ewma)
+        self.latency: LatencyFeedback | None = None
         self._states: dict[EndpointKey, EndpointState] = {}
         self._view = _View((), PriorityLoad(mode, (), (), (), 0), False)
         self._drops: tuple[DropOverload, ...] = ()
@@ -258,6 +266,7 @@ class ClusterLoadBalancer:
         removed = [state for key, state in old_states.items() if key not in states]
         for state in removed:
             state.draining = True
+            detach_load_state(state)
 
         previous_priorities = self._view.priorities
         for index, priority in enumerate(priorities):
@@ -267,6 +276,7 @@ class ClusterLoadBalancer:
                     priority.picker = previous.picker
                     priority.signature = previous.signature
 
+        self.latency = attach_load_state(((p.policy, p.endpoints) for p in priorities), self._clock)
         self.cluster = cluster
         self._states = states
         self._drops = drops
@@ -300,6 +310,7 @@ class ClusterLoadBalancer:
                     self._rng,
                     locality_weights=priority.locality_weights,
                     overprovisioning_factor=priority.overprovisioning_factor,
+                    clock=self._clock,
                 )
                 priority.signature = signature
             priority.panic_picker = None
@@ -391,6 +402,7 @@ class ClusterLoadBalancer:
                 locality_weights=priority.locality_weights,
                 overprovisioning_factor=priority.overprovisioning_factor,
                 panic=True,
+                clock=self._clock,
             )
         return panic_picker
 
@@ -460,19 +472,7 @@ class ClusterLoadBalancer:
                     {
                         "locality": locality_name(locality),
                         "weight": weight,
-                        "endpoints": [
-                            {
-                                "address": e.address,
-                                "health": e.endpoint.health,
-                                "weight": e.weight,
-                                "healthy": e.healthy,
-                                "ejected": e.ejected,
-                                "draining": e.draining,
-                                "connectivity": e.connectivity,
-                                "active_requests": e.active_requests,
-                            }
-                            for e in members
-                        ],
+                        "endpoints": [_endpoint_debug(e) for e in members],
                     }
                 )
             priorities.append(
@@ -500,3 +500,21 @@ class ClusterLoadBalancer:
 
     def __repr__(self) -> str:
         return f"ClusterLoadBalancer({self.name!r}, {len(self._states)} endpoints, {self._view.load.describe()})"
+
+
+def _endpoint_debug(e: EndpointState) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "address": e.address,
+        "health": e.endpoint.health,
+        "weight": e.weight,
+        "healthy": e.healthy,
+        "ejected": e.ejected,
+        "draining": e.draining,
+        "connectivity": e.connectivity,
+        "active_requests": e.active_requests,
+    }
+    if e.orca is not None:  # weighted round robin: the last ORCA weight
+        state["orca_weight"] = e.orca.weight
+    if e.rtt is not None:  # peak EWMA: the RTT estimate as last updated
+        state["rtt_ms"] = round(e.rtt.estimate * 1000, 3)
+    return state

@@ -55,6 +55,7 @@ from itertools import accumulate
 from proxyless.lb.state import EndpointState
 
 __all__ = [
+    "EdfSchedule",
     "EndpointKey",
     "LeastRequestPicker",
     "PickFirstPicker",
@@ -131,7 +132,7 @@ class Picker:
         return f"{type(self).__name__}({len(self.endpoints)} endpoints{mode})"
 
 
-class _Edf:
+class EdfSchedule:
     """Earliest-deadline-first schedule over indices (Envoy ``EdfScheduler``).
 
     An entry of weight ``w`` is due every ``1/w``; ties go to the entry
@@ -155,7 +156,13 @@ class _Edf:
         self._seq = len(self._heap)
         self._lock = threading.Lock()
 
+    @property
+    def weights(self) -> list[float]:
+        """The weights the schedule was made with."""
+        return list(self._weights)
+
     def next(self) -> int:
+        """The index of the entry due next."""
         with self._lock:
             deadline, _, index = self._heap[0]
             weight = self._weights[index] if self._weight_of is None else self._weight_of(index)
@@ -196,7 +203,7 @@ class RoundRobinPicker(Picker):
     ) -> None:
         super().__init__(endpoints, panic=panic)
         values = _weights_of(self.endpoints, weights)
-        self._edf = None if _all_equal(values) else _Edf(_positive(values), rng)
+        self._edf = None if _all_equal(values) else EdfSchedule(_positive(values), rng)
         self._next = rng.randrange(len(self.endpoints)) if self.endpoints else 0
 
     def _advance(self) -> int:
@@ -299,7 +306,7 @@ class LeastRequestPicker(Picker):
         self._edf = (
             None
             if _all_equal(self._weights)
-            else _Edf(self._weights, rng, weight_of=self._effective_weight)
+            else EdfSchedule(self._weights, rng, weight_of=self._effective_weight)
         )
 
     def _effective_weight(self, index: int) -> float:

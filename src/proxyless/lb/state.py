@@ -44,9 +44,11 @@ class EndpointState:
         "endpoint",
         "key",
         "locality",
+        "orca",
         "outlier",
         "priority",
         "ready",
+        "rtt",
         "total_errors",
         "total_requests",
         "total_successes",
@@ -75,6 +77,11 @@ class EndpointState:
         self.draining = False
         #: per-endpoint data owned by outlier detection (proxyless.resilience)
         self.outlier: Any = None
+        #: load-aware balancing (proxyless.lb.load_state): the ORCA weight of a
+        #: weighted round robin cluster's endpoint, the RTT estimate of a
+        #: peak-EWMA one; None otherwise
+        self.orca: Any = None
+        self.rtt: Any = None
         #: the connection's state as last reported (None: unknown), and whether
         #: pickers may choose the endpoint while others are ready (module docstring)
         self.connectivity: str | None = None

@@ -74,7 +74,16 @@ PoolGet = Callable[[EndpointState, ClusterRuntime], Any]
 class Attempt:
     """One try of a call on one endpoint."""
 
-    __slots__ = ("conn", "deadline", "endpoint", "pending", "per_try", "started", "timeout")
+    __slots__ = (
+        "conn",
+        "deadline",
+        "endpoint",
+        "pending",
+        "per_try",
+        "sent",
+        "started",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -191,12 +200,17 @@ class Lane:
         attempt.call_timeout = timeout
         attempt.call_deadline = None if timeout is None else now + timeout
         attempt.caller_timeout = caller_timeout
+        if lb.latency is not None:
+            lb.latency.sent(attempt)  # peak EWMA (proxyless.lb.peak_ewma)
         return attempt
 
-    def succeeded(self, endpoint: EndpointState) -> None:
-        """The first attempt succeeded (the breaker slot is still held)."""
+    def succeeded(self, endpoint: EndpointState, attempt: Attempt | None = None) -> None:
+        """The first attempt (``attempt``, on ``endpoint``) succeeded (the
+        breaker slot is still held)."""
         endpoint.active_requests -= 1
         endpoint.total_successes += 1
+        if attempt is not None and self.cluster.lb.latency is not None:
+            self.cluster.lb.latency.done(attempt)  # peak EWMA
         outlier = self.cluster.outlier
         if outlier is not None:
             outlier.record_success(endpoint)
@@ -454,6 +468,8 @@ class Call:
             timeout = 0.0
         deadline = None if timeout is None else time.monotonic() + timeout
         attempt = Attempt(endpoint, conn, timeout, deadline, is_per_try)
+        if cluster.lb.latency is not None:
+            cluster.lb.latency.sent(attempt)  # peak EWMA (proxyless.lb.peak_ewma)
         obs = self.obs
         if obs is not None:
             obs.attempt_started(attempt, hedge)
@@ -471,6 +487,8 @@ class Call:
         endpoint.active_requests -= 1
         cluster = self.cluster
         assert cluster is not None
+        if cluster.lb.latency is not None:
+            cluster.lb.latency.done(attempt)  # peak EWMA
         obs = self.obs
         if obs is not None:
             obs.attempt_ended(attempt, outcome)

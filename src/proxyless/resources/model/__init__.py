@@ -7,6 +7,7 @@ re-validates. See ``docs/resources.md`` for the field-level support matrix.
 from __future__ import annotations
 
 from proxyless.resources.model.cluster import (
+    PEAK_EWMA_TYPE_URL,
     CircuitBreakers,
     ClientSideWeightedRoundRobin,
     Cluster,
@@ -15,6 +16,7 @@ from proxyless.resources.model.cluster import (
     LeastRequest,
     Maglev,
     OutlierDetection,
+    PeakEwma,
     PickFirst,
     Random,
     RetryBudget,
@@ -87,6 +89,7 @@ from proxyless.resources.model.security import (
 )
 
 __all__ = [
+    "PEAK_EWMA_TYPE_URL",
     "Action",
     "AppendAction",
     "CertificateProviderInstance",
@@ -124,6 +127,7 @@ __all__ = [
     "NonForwardingAction",
     "OutlierDetection",
     "PathKind",
+    "PeakEwma",
     "PickFirst",
     "QueryParameterMatcher",
     "Random",

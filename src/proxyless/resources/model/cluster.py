@@ -21,6 +21,7 @@ from proxyless.resources.model.endpoint import ClusterLoadAssignment
 from proxyless.resources.model.security import UpstreamTlsContext
 
 __all__ = [
+    "PEAK_EWMA_TYPE_URL",
     "CircuitBreakers",
     "ClientSideWeightedRoundRobin",
     "Cluster",
@@ -29,6 +30,7 @@ __all__ = [
     "LeastRequest",
     "Maglev",
     "OutlierDetection",
+    "PeakEwma",
     "PickFirst",
     "Random",
     "RetryBudget",
@@ -50,8 +52,9 @@ class RoundRobin:
 class ClientSideWeightedRoundRobin(RoundRobin):
     """``load_balancing_policies.client_side_weighted_round_robin.v3`` (gRFC A58):
     weights from the backends' ORCA load reports. Durations in seconds, A58's
-    defaults. proxyless has no weighted round robin balancer yet: this is a
-    :class:`RoundRobin` and is balanced as one (the parser warns once)."""
+    defaults (``weight_update_period`` is at least 0.1 s). Balanced by
+    :class:`proxyless.lb.wrr.WeightedRoundRobinPicker`; a subclass of
+    :class:`RoundRobin` because with fewer than two weights known it is one."""
 
     enable_oob_load_report: bool = False
     oob_reporting_period: float = 10.0
@@ -60,6 +63,23 @@ class ClientSideWeightedRoundRobin(RoundRobin):
     weight_update_period: float = 1.0
     error_utilization_penalty: float = 1.0
     metric_names_for_computing_utilization: tuple[str, ...] = ()
+
+
+#: The ``type_url`` of the ``xds.type.v3.TypedStruct`` (or
+#: ``udpa.type.v1.TypedStruct``) that selects :class:`PeakEwma` in a
+#: Cluster's ``load_balancing_policy``.
+PEAK_EWMA_TYPE_URL = "type.googleapis.com/proxyless.lb.PeakEwma"
+
+
+@dataclass(frozen=True, slots=True)
+class PeakEwma:
+    """proxyless' latency-aware policy (Linkerd's balancer): power of two
+    choices by ``rtt_ewma * (active + 1)``, the RTT average peak-sensitive
+    and decaying over ``decay`` seconds, starting at ``default_rtt``. Selected
+    by a TypedStruct whose ``type_url`` is :data:`PEAK_EWMA_TYPE_URL`."""
+
+    decay: float = 10.0
+    default_rtt: float = 0.030
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +127,7 @@ class WrrLocality:
 
 
 LbPolicy: TypeAlias = (
-    RoundRobin | Random | PickFirst | LeastRequest | RingHash | Maglev | WrrLocality
+    RoundRobin | Random | PickFirst | LeastRequest | RingHash | Maglev | WrrLocality | PeakEwma
 )
 
 

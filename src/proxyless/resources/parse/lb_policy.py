@@ -8,22 +8,15 @@ at all, makes the Cluster invalid; nesting (``wrr_locality``) is limited to
 1 <= minimum_ring_size <= maximum_ring_size <= 8,388,608; least request
 (gRFC A48, Envoy) choice_count >= 2; Maglev table size prime and
 <= 5,000,011 (Envoy ``maglev.proto``); client-side weighted round robin
-(gRFC A58) valid durations and ``error_utilization_penalty`` >= 0, as
-C-core's ``weighted_round_robin`` config parser checks. proxyless has no
-weighted round robin balancer yet: that policy is parsed into
-:class:`ClientSideWeightedRoundRobin`, a :class:`RoundRobin` the balancer
-builder treats as one, and the first Cluster that selects it logs a warning.
+(gRFC A58) and peak EWMA are parsed by
+:mod:`proxyless.resources.parse.lb_load_aware`.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3 import (
-    client_side_weighted_round_robin_pb2 as wrr_pb2,
-)
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
 from envoy.extensions.load_balancing_policies.pick_first.v3 import pick_first_pb2
@@ -33,7 +26,6 @@ from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_
 from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 
 from proxyless.resources.model.cluster import (
-    ClientSideWeightedRoundRobin,
     LbPolicy,
     LeastRequest,
     Maglev,
@@ -43,30 +35,14 @@ from proxyless.resources.model.cluster import (
     RoundRobin,
     WrrLocality,
 )
-from proxyless.resources.parse.common import (
-    Ctx,
-    join,
-    opt_duration,
-    type_name,
-    unhandled,
-    unpack,
-    wrapped,
-)
+from proxyless.resources.parse.common import Ctx, join, type_name, unhandled, unpack, wrapped
+from proxyless.resources.parse.lb_load_aware import NOT_LOAD_AWARE, load_aware_policy
 
 __all__ = ["cluster_lb_policy"]
 
 MAX_RING_SIZE = 8_388_608
 MAX_MAGLEV_TABLE = 5_000_011
 MAX_DEPTH = 16
-
-_log = logging.getLogger(__name__)
-_WRR_WARNED: list[bool] = []
-_WRR_DURATIONS = (
-    ("oob_reporting_period", 10.0),
-    ("blackout_period", 10.0),
-    ("weight_expiration_period", 180.0),
-    ("weight_update_period", 1.0),
-)
 
 _LEGACY_CONFIG_FIELDS = {
     "ring_hash_lb_config": 2,
@@ -194,42 +170,6 @@ def _maglev(ctx: Ctx, path: str, cfg: Any) -> Maglev | None:
     return Maglev(table_size=size)
 
 
-def _client_side_wrr(ctx: Ctx, path: str, cfg: Any) -> ClientSideWeightedRoundRobin | None:
-    unhandled(
-        ctx,
-        cfg,
-        path,
-        (
-            "enable_oob_load_report",
-            "metric_names_for_computing_utilization",
-            "error_utilization_penalty",
-            *(f for f, _ in _WRR_DURATIONS),
-        ),
-    )
-    errors = len(ctx.errors)
-    durations = {}
-    for field, default in _WRR_DURATIONS:
-        value = opt_duration(ctx, cfg, field, path)
-        durations[field] = default if value is None else value
-    penalty = float(wrapped(cfg, "error_utilization_penalty", 1.0))
-    if not penalty >= 0:  # also NaN
-        ctx.error(join(path, "error_utilization_penalty"), f"{penalty} must be >= 0")
-    if len(ctx.errors) != errors:
-        return None
-    if not _WRR_WARNED:
-        _WRR_WARNED.append(True)
-        _log.warning(
-            "client_side_weighted_round_robin is balanced as round robin: "
-            "proxyless has no weighted round robin balancer yet"
-        )
-    return ClientSideWeightedRoundRobin(
-        enable_oob_load_report=bool(wrapped(cfg, "enable_oob_load_report", False)),
-        error_utilization_penalty=penalty,
-        metric_names_for_computing_utilization=tuple(cfg.metric_names_for_computing_utilization),
-        **durations,
-    )
-
-
 def _policy_list(ctx: Ctx, path: str, msg: Any, depth: int) -> LbPolicy | None:
     if depth > MAX_DEPTH:
         ctx.error(path, f"load balancing policies nested deeper than {MAX_DEPTH}")
@@ -291,9 +231,6 @@ def _typed_policy(ctx: Ctx, path: str, any_msg: Any, depth: int) -> Any:
             return None
         unhandled(ctx, mg, path, ("table_size",))
         return _maglev(ctx, path, mg)
-    if name == wrr_pb2.ClientSideWeightedRoundRobin.DESCRIPTOR.full_name:
-        cswrr = unpack(ctx, path, any_msg, wrr_pb2.ClientSideWeightedRoundRobin)
-        return None if cswrr is None else _client_side_wrr(ctx, path, cswrr)
     if name == wrr_locality_pb2.WrrLocality.DESCRIPTOR.full_name:
         wl = unpack(ctx, path, any_msg, wrr_locality_pb2.WrrLocality)
         if wl is None:
@@ -306,4 +243,5 @@ def _typed_policy(ctx: Ctx, path: str, any_msg: Any, depth: int) -> Any:
             ctx, join(path, "endpoint_picking_policy"), wl.endpoint_picking_policy, depth + 1
         )
         return None if child is None else WrrLocality(child=child)
-    return _UNSUPPORTED
+    load_aware = load_aware_policy(ctx, path, any_msg)
+    return _UNSUPPORTED if load_aware is NOT_LOAD_AWARE else load_aware

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import pytest
 from tests.unit.resources.conformance.test_conformance import CASES, decode
 
 from proxyless.resources.model import (
@@ -15,7 +13,6 @@ from proxyless.resources.model import (
     RoundRobin,
     RouteConfiguration,
 )
-from proxyless.resources.parse import lb_policy
 
 _BY_ID = {c.id: c for c in CASES}
 
@@ -31,7 +28,7 @@ def test_client_side_wrr_is_a_round_robin_with_its_settings() -> None:
     assert isinstance(cluster, Cluster)
     policy = cluster.lb_policy
     assert isinstance(policy, ClientSideWeightedRoundRobin)
-    assert isinstance(policy, RoundRobin)  # balanced as round robin for now
+    assert isinstance(policy, RoundRobin)  # round robin until two weights are known
     assert policy == ClientSideWeightedRoundRobin(
         blackout_period=5.0,
         weight_expiration_period=60.0,
@@ -41,17 +38,6 @@ def test_client_side_wrr_is_a_round_robin_with_its_settings() -> None:
     assert _value("cds-load-balancing-policy-client-side-wrr").lb_policy == (
         ClientSideWeightedRoundRobin()
     )
-
-
-def test_client_side_wrr_warns_once(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(lb_policy, "_WRR_WARNED", [])
-    with caplog.at_level(logging.WARNING, logger=lb_policy.__name__):
-        _value("cds-load-balancing-policy-client-side-wrr")
-        _value("cds-load-balancing-policy-client-side-wrr-settings")
-    warnings = [r for r in caplog.records if "round robin" in r.getMessage()]
-    assert len(warnings) == 1
 
 
 def test_logical_dns_in_grpc_shape() -> None:
