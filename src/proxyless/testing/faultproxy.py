@@ -183,11 +183,15 @@ class FaultProxy:
             return sum(1 for c in self._conns if not c.done)
 
     def reset_connections(self) -> int:
-        """Abort every live connection with a TCP RST; returns how many."""
+        """Abort every live connection with a TCP RST; returns how many once
+        every RST is sent (each connection's thread has ended; 2 s at most each)."""
         with self._lock:
             live = [c for c in self._conns if not c.done]
             for c in live:
                 c.abort = True
+        for c in live:
+            if c.thread is not None:
+                c.thread.join(_JOIN)
         return len(live)
 
     def close(self) -> None:
@@ -281,6 +285,8 @@ class FaultProxy:
             reading_up = True
             while not self._stopping(conn):
                 for key, _ in sel.select(_TICK):
+                    if self._stopping(conn):
+                        return  # nothing more is relayed once a reset is asked for
                     if key.data == "client":
                         data = conn.client.recv(_CHUNK)
                         if not data:

@@ -62,6 +62,7 @@ def http_calls(client: httpx.Client, n: int, *, timeout: float = 5.0) -> Figures
                 fig.failed[str(r.status_code)] += 1
         except httpx.HTTPError as exc:
             fig.failed[type(exc).__name__] += 1
+            fig.errors.append(str(exc))
         fig.latencies.append(time.monotonic() - start)
     return fig
 

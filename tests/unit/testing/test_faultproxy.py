@@ -180,6 +180,9 @@ def test_close_stops_every_thread(backend: _Server) -> None:
     host, port = backend.server_address[:2]
     proxy = FaultProxy(f"{host}:{port}")
     socks = [_connect(proxy) for _ in range(3)]
+    deadline = time.monotonic() + 5
+    while proxy.accepted < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)  # the plan is for the fourth connection
     proxy.plan(Fault.hold())
     socks.append(_connect(proxy))
     for s in socks[:3]:
