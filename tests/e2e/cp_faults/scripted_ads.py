@@ -68,7 +68,8 @@ class ScriptedAds:
         self._lock = threading.Lock()
         self._live: list[queue.SimpleQueue[Any]] = []
         self._stop = threading.Event()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="scripted-ads")
+        self._server = grpc.server(self._pool)
         handler = grpc.stream_stream_rpc_method_handler(
             self._stream,
             request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
@@ -92,6 +93,7 @@ class ScriptedAds:
     def stop(self) -> None:
         self._stop.set()
         self._server.stop(0).wait(5)
+        self._pool.shutdown(wait=True)
 
     def set(self, type_url: str, resources: Mapping[str, Message]) -> None:
         self.resources[type_url] = dict(resources)

@@ -46,6 +46,8 @@ from proxyless.testing.backends import EchoServer
 from proxyless.testing.faultproxy import Fault, FaultProxy
 from proxyless.testing.resources import CLUSTER_URL, ENDPOINT_URL, cluster, endpoints
 
+pytestmark = pytest.mark.leak_strict
+
 Backends = Callable[..., list[EchoServer]]
 MeshOn = Callable[..., Mesh]
 
@@ -246,11 +248,11 @@ def test_huge_cluster_load_assignment_is_refused_and_the_last_good_config_serves
 
         assert _command(proc, "huge 100") == "OK"
         peak = 0
-        rounds = 200 if LONG else 40
+        rounds = 200 if LONG else 24
         for i in range(rounds):
             caller.call()
             peak = max(peak, rss_bytes() - before)
-            if i % 10 == 9:
+            if i % 8 == 7:
                 clock.advance(3.0)
             time.sleep(0.05)
         streams = int(_command(proc, "stats").split()[1])
@@ -403,6 +405,6 @@ def test_server_that_drops_every_stream_is_reconnected_to_with_backoff(
 
     scripted.close_after = 1
     scripted.kick()
-    time.sleep(1.0)
+    time.sleep(0.5)
 
     assert scripted.streams - streams <= 5

@@ -17,6 +17,8 @@ import pytest
 
 from proxyless.testing.faultproxy import BlackHole, Fault, FaultKind, FaultProxy
 
+pytestmark = pytest.mark.leak_strict
+
 REPLY_SIZE = 4_000
 
 
