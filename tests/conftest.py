@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 
 import pytest
@@ -75,6 +77,14 @@ def _leftovers(
     return new, extra
 
 
+def _describe(thread: threading.Thread) -> str:
+    """A thread's name and where it is now (its innermost frames)."""
+    kind = "daemon" if thread.daemon else "non-daemon"
+    frame = sys._current_frames().get(thread.ident or 0)
+    where = "".join(traceback.format_stack(frame)[-4:]) if frame is not None else ""
+    return f"{thread.name} ({kind}), now at:\n{where}"
+
+
 @pytest.fixture(autouse=True)
 def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     strict = request.node.get_closest_marker("leak_strict") is not None
@@ -89,8 +99,10 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
             time.sleep(0.02)
             new, extra = _leftovers(before, fds, strict)
     if new:
-        names = ", ".join(sorted(f"{t.name}{'' if t.daemon else ' (non-daemon)'}" for t in new))
-        pytest.fail(f"the test left {len(new)} thread(s) running: {names}", pytrace=False)
+        pytest.fail(
+            f"the test left {len(new)} thread(s) running:\n" + "\n".join(_describe(t) for t in new),
+            pytrace=False,
+        )
     if extra > 0:
         pytest.fail(
             f"the test left {extra + FD_TOLERANCE} more file descriptors open than it "
