@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
+from envoy.config.route.v3 import route_components_pb2
 from tests.e2e.conftest import backend_of
 from tests.e2e.resilience.conftest import (
     CLUSTER,
@@ -66,7 +67,7 @@ def fault_cluster(
     return c
 
 
-def fault_retries(per_try: float | None = PER_TRY) -> object:
+def fault_retries(per_try: float | None = PER_TRY) -> route_components_pb2.RetryPolicy:
     return retry_policy(RETRY_ON, NUM_RETRIES, per_try_timeout=per_try)
 
 
