@@ -278,11 +278,17 @@ def test_mirror_is_fire_and_forget_with_shadow_host(
     service.routes_for(SERVICE, [r])
     shadow.hold()  # a stalled shadow never delays the caller
     try:
-        with httpx.Client(transport=proxyless.httpx.Transport(mesh=mesh), timeout=10.0) as client:
+        transport = proxyless.httpx.Transport(mesh=mesh)
+        with httpx.Client(transport=transport, timeout=10.0) as client:
             got = reply(client.post(f"{URL}/m?x=1", content=b"body"))
             assert (got["backend"], got["host"]) == ("main", "svc:8080")
-        shadow.release()
-        wait_until(lambda: len(shadow.requests) == 1, what="the shadow request")
+            # The mirrored request ends before the client closes: closing a
+            # transport with one in flight leaves its mirror thread waiting for
+            # the reply until the request's timeout.
+            shadow.release()
+            wait_until(lambda: len(shadow.requests) == 1, what="the shadow request")
+            mirrors = transport._mirrors  # type: ignore[attr-defined]
+            wait_until(lambda: mirrors._pending == 0, what="the mirrored request's end")
         seen = shadow.requests[0]
         assert (seen["host"], seen["path"], seen["query"], seen["body"]) == (
             "svc-shadow:8080",
