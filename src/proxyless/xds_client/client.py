@@ -27,7 +27,10 @@ What it implements, with sources:
   case the deletion is logged at WARNING and the resource kept.
 - A stream failure before any response is an error. The client reconnects
   with exponential backoff and jitter, reset once a response arrives; a
-  stream that ends after a response reconnects at once (gRFC A57).
+  stream that ends after a response reconnects at once (gRFC A57), unless
+  the last :data:`SHORT_STREAMS_IN_A_ROW` streams each lived less than
+  :data:`SHORT_STREAM` (a server that drops every stream): then the
+  reconnect waits the backoff.
   Everything subscribed is requested again on the new stream, with the
   cached versions.
 - Fallback servers (gRFC A71; rules in :mod:`proxyless.xds_client.fallback`):
@@ -92,6 +95,11 @@ from proxyless.xds_client.watcher import ResourceWatcher
 __all__ = ["DOES_NOT_EXIST_TIMEOUT", "XdsClient"]
 
 log = logging.getLogger("proxyless.xds_client")
+
+#: A stream that ends after a response sooner than this (seconds) counts as
+#: short; after this many in a row, reconnects wait the backoff.
+SHORT_STREAM = 1.0
+SHORT_STREAMS_IN_A_ROW = 3
 
 _T = TypeVar("_T")
 
@@ -359,6 +367,7 @@ class XdsClient:
                 self._stream_failed(ss, str(exc))
                 return
         ss.stream_id = ss.transport.start_stream()
+        ss.stream_started_at = self._clock.monotonic()
         ss.stream_active = True
         ss.got_response = False
         ss.sent_node = False
@@ -395,7 +404,25 @@ class XdsClient:
             if res.authority.uses_now(ss):
                 self._events.cancel_timer(res)
         if end.got_response:
-            # A57: a stream that closes after a response is not an error.
+            # A57: a stream that closes after a response is not an error, and
+            # is reopened at once. A server that drops every stream right
+            # after answering would then be reconnected to hundreds of times
+            # a second: from the third such short stream in a row, the
+            # reconnect waits the backoff (Envoy always does).
+            lived = self._clock.monotonic() - ss.stream_started_at
+            ss.short_streams = ss.short_streams + 1 if lived < SHORT_STREAM else 0
+            if ss.short_streams >= SHORT_STREAMS_IN_A_ROW:
+                delay = ss.backoff.next_delay()
+                log.info(
+                    "xDS stream to %s closed again after %.2fs (%s: %s); reconnecting in %.1fs",
+                    ss.server.server_uri,
+                    lived,
+                    end.code.name,
+                    end.details,
+                    delay,
+                )
+                ss.reconnect_timer = self._clock.call_later(delay, lambda: self._connect(ss))
+                return
             log.info(
                 "xDS stream to %s closed (%s: %s); reconnecting",
                 ss.server.server_uri,

@@ -210,6 +210,11 @@ class ServerState:
     flush_scheduled: bool = False
     #: clock.monotonic() when the transport (and its TLS files) was made
     creds_read_at: float = 0.0
+    #: clock.monotonic() when the current stream started
+    stream_started_at: float = 0.0
+    #: streams in a row that ended after a response but lived less than
+    #: ``SHORT_STREAM`` (a server dropping every stream)
+    short_streams: int = 0
 
     @property
     def connected(self) -> bool:

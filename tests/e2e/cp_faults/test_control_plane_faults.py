@@ -357,13 +357,6 @@ def test_flapping_cluster_recovers_and_leaves_nothing_behind(
     assert threading.active_count() <= threads + 2
 
 
-STORM_CAUSE = (
-    "the xDS client reconnects at once after every stream that got a response "
-    "(as grpc-go and C-core read gRFC A57), with no floor: a server that answers "
-    "once and drops each stream is reconnected to several hundred times a second"
-)
-
-
 def test_server_that_drops_every_stream_costs_no_call(
     scripted: ScriptedAds, scripted_mesh: MeshOn, backends: Backends
 ) -> None:
@@ -391,7 +384,6 @@ def test_server_that_drops_every_stream_costs_no_call(
     assert after <= threads + 4
 
 
-@pytest.mark.xfail(strict=True, reason=STORM_CAUSE)
 def test_server_that_drops_every_stream_is_reconnected_to_with_backoff(
     scripted: ScriptedAds, scripted_mesh: MeshOn, backends: Backends
 ) -> None:

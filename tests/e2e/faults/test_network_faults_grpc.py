@@ -10,11 +10,10 @@ with ``PROXYLESS_LONG=1``), and for a fault that clears, a generous bound
 on the time until the endpoint serves again. No test asserts that a call
 was fast.
 
-Today a silent endpoint (accepts and never answers, or never completes the
-connect) costs the calls that pick it: the picker does not skip endpoints
-whose connection is not READY, and a per-try timeout is not retried on
-gRPC routes. Those tests are strict xfails naming the cause, so they turn
-into failures to remove the marker once the channel picks READY endpoints.
+A silent endpoint (accepts and never answers, or never completes the
+connect) costs no call: the pickers skip endpoints whose connection is not
+READY while another is (docs/load-balancing.md), and a per-try timeout is
+retried under ``reset`` (docs/resilience.md).
 """
 
 from __future__ import annotations
@@ -50,11 +49,6 @@ from proxyless.testing.faultproxy import BlackHole, Fault, FaultProxy
 Backends = Callable[..., list[EchoServer]]
 Proxies = Callable[..., FaultProxy]
 Echo = Callable[..., bytes]
-
-SILENT_CAUSE = (
-    "issue 15 item 0: the gRPC picker still picks an endpoint whose connection is not "
-    "READY, and a per-try timeout is not retried on gRPC routes"
-)
 
 pytestmark = pytest.mark.leak_strict
 
@@ -116,7 +110,6 @@ def test_silent_endpoint_fails_only_calls_that_picked_it(
     assert sum(fig.failed.values()) <= (fig.calls + 1) // 2
 
 
-@pytest.mark.xfail(strict=True, reason=SILENT_CAUSE)
 def test_silent_endpoint_costs_no_call(
     service: Service, backends: Backends, echo: Echo, fault_proxy: Proxies
 ) -> None:
@@ -132,9 +125,6 @@ def test_silent_endpoint_costs_no_call(
     assert not fig.failed, str(fig)
 
 
-@pytest.mark.xfail(
-    strict=True, reason=SILENT_CAUSE + "; the cluster connect_timeout is not applied"
-)
 def test_connect_timeout_moves_the_call_on_without_a_per_try_timeout(
     service: Service, backends: Backends, echo: Echo, black_hole: BlackHole
 ) -> None:
