@@ -11,12 +11,7 @@ The rule, measured on this suite (grpcio 1.x, Python 3.11):
   daemon or not, and the process' open file descriptors must be back to
   at most ``FD_TOLERANCE`` above where they were. Allowed: threads grpcio
   starts once per process and keeps (``_poll_wrapper``, grpc.aio's
-  completion-queue poller, with its eventfds; hence the tolerance), and the
-  idle workers of a gRPC server's executor (``ThreadPoolExecutor-N_M``):
-  :class:`proxyless.testing.backends.EchoServer` gives ``grpc.server`` a
-  thread pool that its ``stop()`` never shuts down, so each backend leaves
-  its idle daemon workers behind until the process ends. Remove that entry
-  once ``EchoServer.stop()`` shuts its pool down.
+  completion-queue poller, with its eventfds; hence the tolerance).
 
 Threads and descriptors are often released a moment after teardown (a
 server's handler thread noticing its client is gone, an executor freed by
@@ -40,8 +35,8 @@ import pytest
 
 GRACE = 2.0
 FD_TOLERANCE = 4
-#: idle gRPC server workers, left by EchoServer (see above)
-ALLOWED_PREFIXES = ("ThreadPoolExecutor-",)
+#: threads a test may leave behind by name (none today)
+ALLOWED_PREFIXES: tuple[str, ...] = ()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -73,7 +73,7 @@ class EchoServer:
         #: xDS mode: every caller identity served so far (None: plaintext)
         self.callers: list[str | None] = []
         self._on_new_caller = on_new_caller
-        pool = futures.ThreadPoolExecutor(max_workers=max_workers)
+        pool = self._pool = futures.ThreadPoolExecutor(max_workers=max_workers)
         handlers = {
             "Echo": grpc.unary_unary_rpc_method_handler(self._echo),
             "ServerStream": grpc.unary_stream_rpc_method_handler(self._server_stream),
@@ -108,7 +108,9 @@ class EchoServer:
         return self
 
     def stop(self, grace: float | None = None) -> None:
+        """Stop serving, then let the handler threads go."""
         self._server.stop(grace).wait()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> EchoServer:
         return self.start()
