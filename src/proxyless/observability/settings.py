@@ -75,11 +75,14 @@ def reset_request_id(token: contextvars.Token[str | None]) -> None:
 _rid = random.Random()
 
 
+#: the UUID variant digit (8, 9, a or b) for each random hex digit
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
 def new_request_id() -> str:
     """A random UUID4 in its canonical text form (as Envoy generates)."""
-    h = f"{_rid.getrandbits(128):032x}"
-    variant = "89ab"[int(h[16], 16) & 3]
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+    h = _rid.getrandbits(128).to_bytes(16, "big").hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def _env_on(name: str, default: bool) -> bool:
