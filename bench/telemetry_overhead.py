@@ -8,8 +8,10 @@ for the sync gRPC channel and the sync httpx transport:
 * ``off``: every switch off (no propagation, no request id, no spans, no
   metrics) — the baseline;
 * ``default``: what a process without the OpenTelemetry SDK gets: the
-  current context propagated and ``x-request-id`` added to every call (no
-  span, no metric is made);
+  current context propagated and ``x-request-id`` passed on (none is
+  generated without telemetry: ``request_id`` "auto"); no span, no metric;
+* ``request-id``: the same with ``request_id=True``, a generated
+  ``x-request-id`` on every call (Envoy's ``generate_request_id``);
 * ``sdk``: the SDK installed with a span processor whose exporter drops
   everything and a metric reader that is never collected: every span and
   metric is made and thrown away.
@@ -68,7 +70,7 @@ from proxyless.testing.resources import (
     route_config,
 )
 
-MODES = ("off", "default", "sdk")
+MODES = ("off", "default", "request-id", "sdk")
 TARGET_DEFAULT = 1.03
 
 
@@ -94,14 +96,15 @@ def _mode(name: str, tp: TracerProvider, mp: MeterProvider) -> None:
             tracing=False, metrics=False, propagation=False, request_id=False,
             tracer_provider=None, meter_provider=None,
         )  # fmt: skip
-    elif name == "default":
+    elif name in ("default", "request-id"):
         settings.configure(
-            tracing=True, metrics=True, propagation=True, request_id=True,
+            tracing=True, metrics=True, propagation=True,
+            request_id=True if name == "request-id" else "auto",
             tracer_provider=None, meter_provider=None,
         )  # fmt: skip
     else:
         settings.configure(
-            tracing=True, metrics=True, propagation=True, request_id=True,
+            tracing=True, metrics=True, propagation=True, request_id="auto",
             tracer_provider=tp, meter_provider=mp,
         )  # fmt: skip
 
@@ -141,7 +144,8 @@ def run(calls: int, rounds: int, warmup: int, cap: float) -> dict[str, Any]:
             k: {m: [] for m in MODES} for k in contenders
         }
         for r in range(rounds):
-            order = list(MODES[r % 3 :] + MODES[: r % 3])
+            k = r % len(MODES)
+            order = list(MODES[k:] + MODES[:k])
             for kind, fn in contenders.items():
                 for mode in order:
                     _mode(mode, tp, mp)

@@ -192,7 +192,8 @@ class Transport(httpx.BaseTransport):
                 core.sent(fast.attempt)
                 core.fast_abort(fast)
                 raise
-            core.sent(fast.attempt)
+            if fast.attempt.pending is not None:
+                core.sent(fast.attempt)
             done = core.fast_done(fast, request, result)
             if isinstance(done, httpx.Response):
                 return done
@@ -251,7 +252,8 @@ class Transport(httpx.BaseTransport):
                     core.pools.release_entry(entry)
                     attempt.endpoint.active_requests -= 1
                     raise
-                core.sent(attempt)
+                if attempt.pending is not None:
+                    core.sent(attempt)
             delay, response = core.settle(r, attempt, entry, result)
             if delay is None:
                 assert response is not None

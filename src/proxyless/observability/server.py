@@ -73,7 +73,7 @@ class ServerCall:
             if any(f in carrier for f in fields):
                 ctx = propagate.extract(carrier)
         rid = carrier.get(REQUEST_ID)
-        if rid is None and s.request_id:
+        if rid is None and (s.request_id or (s.request_id is None and _settings.maybe_active())):
             rid = new_request_id()
         self._rid_token = set_request_id(rid)
         tp = _settings.tracer_provider()
@@ -157,7 +157,7 @@ def incoming(headers: Any, name: str = "") -> Iterator[None]:
     carrier = _carrier(headers)
     ctx = propagate.extract(carrier) if s.propagation and carrier else None
     rid = carrier.get(REQUEST_ID)
-    if rid is None and s.request_id:
+    if rid is None and (s.request_id or (s.request_id is None and _settings.maybe_active())):
         rid = new_request_id()
     rid_token = set_request_id(rid)
     span = None

@@ -76,8 +76,14 @@ def base_headers(request_id: str | None) -> tuple[tuple[str, str], ...]:
     is the one the request already carries (then it is not added again)."""
     s = _settings.settings
     out: list[tuple[str, str]] = []
-    if s.request_id and request_id is None:
-        out.append((REQUEST_ID, current_request_id() or new_request_id()))
+    if request_id is None and s.request_id is not False:
+        # passed on from the request being served; generated only when asked
+        # for every call (without telemetry nothing would read it here)
+        rid = current_request_id()
+        if rid is None and s.request_id:
+            rid = new_request_id()
+        if rid is not None:
+            out.append((REQUEST_ID, rid))
     if s.propagation:
         ctx = otel_context.get_current()
         if ctx:
@@ -177,7 +183,7 @@ class CallTelemetry:
         self._attempt_spans: dict[int, Any] = {}
         s = _settings.settings
         own_id = request_id
-        if request_id is None and s.request_id:
+        if request_id is None and s.request_id is not False:
             request_id = current_request_id() or new_request_id()
         self.request_id = request_id
         base: list[tuple[str, str]] = []

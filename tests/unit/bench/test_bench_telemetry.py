@@ -16,7 +16,7 @@ def test_every_mode_is_measured_and_the_settings_come_back() -> None:
     result = telemetry_overhead.run(calls=20, rounds=1, warmup=5, cap=30.0)
     assert set(result["contenders"]) == {"grpc", "httpx"}
     for rows in result["contenders"].values():
-        assert set(rows) == {"off", "default", "sdk"}
+        assert set(rows) == {"off", "default", "request-id", "sdk"}
         assert all(row["requests"] == 20 for row in rows.values())
         assert rows["off"]["p50_ratio"] == 1.0
     assert vars(settings.settings) == before

@@ -38,6 +38,8 @@ from proxyless.runtime.call import Attempt
         ({"PROXYLESS_TRACING": "0"}, "tracing", False),
         ({"PROXYLESS_METRICS": "off"}, "metrics", False),
         ({"PROXYLESS_REQUEST_ID": "false"}, "request_id", False),
+        ({"PROXYLESS_REQUEST_ID": "1"}, "request_id", True),
+        ({}, "request_id", None),
         ({"PROXYLESS_PROPAGATION": "no"}, "propagation", False),
         ({}, "access_log", False),
         ({"PROXYLESS_ACCESS_LOG": "1"}, "access_log", True),
@@ -99,10 +101,26 @@ def test_flags_are_joined_in_envoys_order(given: set[str], text: str) -> None:
     assert flags.join(given) == text
 
 
-def test_base_headers_without_a_context_carry_only_a_request_id() -> None:
-    headers = dict(base_headers(None))
-    assert set(headers) == {"x-request-id"}
-    assert base_headers("given") == ()
+def test_request_ids_without_telemetry_are_passed_on_or_generated_on_request() -> None:
+    # "auto" (the default): nothing to add without a context or an id to pass on
+    assert base_headers(None) == ()
+    token = settings.set_request_id("from-the-server")
+    try:
+        assert dict(base_headers(None)) == {"x-request-id": "from-the-server"}
+    finally:
+        settings.reset_request_id(token)
+    settings.configure(request_id=True)
+    try:
+        assert set(dict(base_headers(None))) == {"x-request-id"}
+        assert base_headers("given") == ()
+    finally:
+        settings.configure(request_id="auto")
+    assert settings.settings.request_id is None
+
+
+def test_configure_refuses_a_bad_request_id_switch() -> None:
+    with pytest.raises(ValueError, match="request_id"):
+        settings.configure(request_id="sometimes")  # type: ignore[arg-type]
 
 
 def test_base_headers_inject_the_current_context() -> None:
