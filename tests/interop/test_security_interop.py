@@ -105,30 +105,35 @@ def test_envoy_calls_our_server_over_mtls_and_rbac_applies(world: MeshUnderTest)
                 assert time.monotonic() < deadline, (exc, envoy.log_tail())
                 time.sleep(0.1)
         assert reply == WEB.encode()
-        assert [(tag, caller) for tag, caller, _ in world.record.calls] == [("envoy", WEB)]
+        # (a try that timed out on a loaded machine may have reached it too)
+        recorded = [(tag, caller) for tag, caller, _ in world.record.calls]
+        assert recorded and set(recorded) == {("envoy", WEB)}
         assert _rejected(envoy) == {}
 
         # The policy now admits ratings only: Envoy (sa/web) is refused by our server.
         details = world.details.port
         world.cp.update(mesh_yaml(world.port, details).replace("sa/web]", "sa/ratings]", 1))
 
-        allowed = [0]  # calls made before the new policy reached our server
+        # calls that may have reached the handler: served before the new
+        # policy arrived, or ended otherwise (a timeout on a loaded machine)
+        not_refused = [0]
 
         def refused() -> bool:
             try:
                 who(b"envoy-refused", timeout=5)
-                allowed[0] += 1
+                not_refused[0] += 1
                 return False
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.PERMISSION_DENIED:
+                    not_refused[0] += 1
                     return False
                 assert "policy[web-only]" in (exc.details() or ""), exc.details()
                 return True
 
         wait_until(refused, 20, "our server to refuse Envoy's identity")
-        # a refused call never reached the handler: it saw only those allowed
+        # a refused call never reached the handler
         reached = [tag for tag, _, _ in world.record.calls if tag == "envoy-refused"]
-        assert len(reached) == allowed[0]
+        assert len(reached) <= not_refused[0]
 
     assert world.cp.server.nacks() == []
 
