@@ -79,6 +79,33 @@ def local_reply(
     )
 
 
+#: Envoy's HTTP connection manager limits on request headers (its defaults:
+#: ``max_request_headers_kb`` 60, ``common_http_protocol_options.max_headers_count`` 100).
+MAX_REQUEST_HEADERS_BYTES = 60 * 1024
+MAX_REQUEST_HEADERS = 100
+
+
+def oversized_headers(request: httpx.Request) -> httpx.Response | None:
+    """The local 431 answer Envoy gives a request whose headers pass its
+    limits (more than :data:`MAX_REQUEST_HEADERS` headers, or more than
+    :data:`MAX_REQUEST_HEADERS_BYTES` of names and values); None otherwise."""
+    raw = request.headers.raw
+    count = len(raw)
+    size = 0
+    for key, value in raw:
+        size += len(key) + len(value)
+    if count <= MAX_REQUEST_HEADERS and size <= MAX_REQUEST_HEADERS_BYTES:
+        return None
+    why = (
+        f"{count} request headers, over the limit of {MAX_REQUEST_HEADERS}"
+        if count > MAX_REQUEST_HEADERS
+        else f"request headers of {size} bytes, over the limit of {MAX_REQUEST_HEADERS_BYTES}"
+    )
+    body = f"proxyless: {why} (Envoy's defaults)\n".encode()
+    headers = [("content-length", str(len(body))), ("content-type", "text/plain")]
+    return local_reply(request, 431, headers, body)
+
+
 def fault_response(r: Routed) -> httpx.Response | None:
     """The fault filter's abort for ``r``, if it aborts."""
     fault = r.call.fault

@@ -46,7 +46,7 @@ from proxyless.httpx._core import (
 from proxyless.httpx._hosts import Fallback, decide, refused
 from proxyless.httpx._lane import FirstTry
 from proxyless.httpx._mirror import Mirrors, mirror_request, mirror_targets
-from proxyless.httpx._outcome import fault_delay, fault_response
+from proxyless.httpx._outcome import fault_delay, fault_response, oversized_headers
 from proxyless.httpx._pool import PoolEntry
 from proxyless.httpx._telemetry import RawHeaders, begin, end, passthrough
 from proxyless.httpx._tls import pending_credentials, wait_credentials
@@ -180,6 +180,9 @@ class Transport(httpx.BaseTransport):
         tel: CallTelemetry | None,
         extra: RawHeaders | None,
     ) -> httpx.Response:
+        too_big = oversized_headers(request)
+        if too_big is not None:  # answered locally with 431, as Envoy does
+            return too_big
         fast = core.fast(request, tel, extra)
         first: FirstTry | None = None
         if fast is not None:

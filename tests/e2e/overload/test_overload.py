@@ -329,3 +329,29 @@ def test_a_100_mib_body_is_sent_once_and_not_kept_for_retries(ads: AdsServer, me
         client.close()
         srv.close()
         thread.join(5)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"x-big": "x" * (1 << 20)}, {f"x-h{i}": "v" for i in range(10_000)}],
+    ids=["one-mib-header", "ten-thousand-headers"],
+)
+def test_httpx_oversized_request_headers_are_answered_431_locally(
+    ads: AdsServer, mesh: Mesh, headers: dict[str, str]
+) -> None:
+    """Envoy answers headers past its limits (60 KiB, 100 headers) with 431
+    before routing: the backend never sees the request."""
+    web = HttpEcho("web").start()
+    try:
+        _publish(ads, "web", [web.address])
+        client = httpx.Client(
+            transport=proxyless.httpx.Transport(mesh=mesh, hosts=["web"]), timeout=10
+        )
+        assert client.get("http://web/").status_code == 200
+        response = client.get("http://web/", headers=headers)
+        assert response.status_code == 431
+        assert b"over the limit" in response.content
+        assert len(web.requests) == 1  # only the first request reached it
+        client.close()
+    finally:
+        web.stop()
