@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import httpx
 
-from proxyless.observability.settings import REQUEST_ID, maybe_active
-from proxyless.observability.telemetry import CallTelemetry, base_headers, start_call
+from proxyless.observability.settings import REQUEST_ID
+from proxyless.observability.telemetry import CallTelemetry, base_headers, recorders
 
 __all__ = ["RawHeaders", "attempt_headers", "begin", "end", "passthrough"]
 
@@ -41,21 +41,21 @@ RawHeaders = list[tuple[bytes, bytes]]
 def begin(request: httpx.Request) -> tuple[CallTelemetry | None, RawHeaders | None]:
     """Start ``request``'s telemetry: its CallTelemetry, or (without one) the
     headers every attempt adds (see the module docstring)."""
-    raw = request.headers.raw
-    rid = _request_id(raw)
-    if not maybe_active():
+    rid = _request_id(request.headers.raw)
+    found = recorders()
+    if found is None:
         return None, _base(rid)
     url = request.url
-    tel = start_call(
+    tel = CallTelemetry(
         grpc=False,
         method=request.method,
         target=str(url),
         authority=f"{url.host}:{url.port}" if url.port else url.host,
         path=url.path,
         request_id=rid,
+        tracer_provider=found[0],
+        inst=found[1],
     )
-    if tel is None:
-        return None, _base(rid)
     return tel, None
 
 

@@ -35,10 +35,11 @@ from proxyless.observability import instruments
 from proxyless.observability import settings as _settings
 from proxyless.observability.settings import (
     REQUEST_ID,
-    new_request_id,
+    request_id_for,
     reset_request_id,
     set_request_id,
 )
+from proxyless.observability.telemetry import grpc_code, tracer_of
 
 __all__ = ["ServerCall", "incoming", "status_of"]
 
@@ -56,6 +57,17 @@ def _carrier(metadata: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in items if isinstance(v, str)}
 
 
+def _received(carrier: Mapping[str, str], recorded: bool) -> tuple[Any, str | None]:
+    """The caller's context (None when the request carries none) and the
+    request id to serve it under (:func:`~proxyless.observability.settings.request_id_for`)."""
+    ctx = None
+    if _settings.settings.propagation and carrier:
+        fields = propagate.get_global_textmap().fields
+        if any(f in carrier for f in fields):
+            ctx = propagate.extract(carrier)
+    return ctx, request_id_for(carrier.get(REQUEST_ID), recorded)
+
+
 class ServerCall:
     """One call a server handles (see the module docstring); :meth:`close`
     once, on the thread or task that made it."""
@@ -63,24 +75,13 @@ class ServerCall:
     __slots__ = ("_rid_token", "_token", "inst", "method", "span", "started")
 
     def __init__(self, method: str, metadata: Any) -> None:
-        s = _settings.settings
-        carrier = _carrier(metadata)
         self.method = method.lstrip("/")
         self.started = time.perf_counter()
-        ctx = None
-        if s.propagation and carrier:
-            fields = propagate.get_global_textmap().fields
-            if any(f in carrier for f in fields):
-                ctx = propagate.extract(carrier)
-        rid = carrier.get(REQUEST_ID)
-        if rid is None and (s.request_id or (s.request_id is None and _settings.maybe_active())):
-            rid = new_request_id()
+        ctx, rid = _received(_carrier(metadata), _settings.maybe_active())
         self._rid_token = set_request_id(rid)
         tp = _settings.tracer_provider()
         self.span: Any = None
         if tp is not None:
-            from proxyless.observability.telemetry import tracer_of
-
             service, _, rpc = self.method.partition("/")
             attrs: dict[str, Any] = {
                 "rpc.system": "grpc",
@@ -112,7 +113,7 @@ class ServerCall:
             )
         span = self.span
         if span is not None:
-            span.set_attribute("rpc.grpc.status_code", _code(status))
+            span.set_attribute("rpc.grpc.status_code", grpc_code(status))
             if status not in ("OK", "NOT_FOUND", "ALREADY_EXISTS", "INVALID_ARGUMENT",
                               "FAILED_PRECONDITION", "OUT_OF_RANGE", "UNAUTHENTICATED",
                               "PERMISSION_DENIED", "CANCELLED", "ABORTED",
@@ -140,12 +141,6 @@ def status_of(context: Any, error: BaseException | None) -> str:
     return "OK" if error is None else "UNKNOWN"
 
 
-def _code(status: str) -> int:
-    from proxyless.observability.telemetry import grpc_code
-
-    return grpc_code(status)
-
-
 @contextlib.contextmanager
 def incoming(headers: Any, name: str = "") -> Iterator[None]:
     """Make a received request's trace context and ``x-request-id``
@@ -153,17 +148,12 @@ def incoming(headers: Any, name: str = "") -> Iterator[None]:
     e.g. ``with incoming(request.headers): ...`` in a web handler). With
     ``name`` and a tracer provider, a SERVER span of that name covers the
     block."""
-    s = _settings.settings
-    carrier = _carrier(headers)
-    ctx = propagate.extract(carrier) if s.propagation and carrier else None
-    rid = carrier.get(REQUEST_ID)
-    if rid is None and (s.request_id or (s.request_id is None and _settings.maybe_active())):
-        rid = new_request_id()
+    ctx, rid = _received(_carrier(headers), _settings.maybe_active())
     rid_token = set_request_id(rid)
     span = None
     tp = _settings.tracer_provider() if name else None
     if tp is not None:
-        span = tp.get_tracer("proxyless").start_span(name, context=ctx, kind=_SERVER)
+        span = tracer_of(tp).start_span(name, context=ctx, kind=_SERVER)
         ctx = otel_trace.set_span_in_context(span, ctx)
     token = otel_context.attach(ctx) if ctx is not None else None
     try:

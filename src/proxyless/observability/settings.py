@@ -49,6 +49,7 @@ __all__ = [
     "maybe_active",
     "meter_provider",
     "new_request_id",
+    "request_id_for",
     "settings",
     "tracer_provider",
 ]
@@ -66,6 +67,22 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 def current_request_id() -> str | None:
     """The ``x-request-id`` of the request being handled, if any."""
     return _request_id.get()
+
+
+def request_id_for(given: str | None, recorded: bool) -> str | None:
+    """The ``x-request-id`` of a call or received request: ``given`` (the
+    request's own), else the one of the request being served, else a new
+    one when ``request_id`` is True, or is "auto" and the call is
+    ``recorded`` (traced or logged); None when ``request_id`` is False."""
+    if given is not None:
+        return given
+    mode = settings.request_id
+    if mode is False:
+        return None
+    rid = _request_id.get()
+    if rid is None and (mode or recorded):
+        rid = new_request_id()
+    return rid
 
 
 def set_request_id(value: str | None) -> contextvars.Token[str | None]:

@@ -43,13 +43,14 @@ from opentelemetry.propagators.textmap import Setter
 from proxyless.observability import access_log, instruments
 from proxyless.observability import settings as _settings
 from proxyless.observability.flags import join, outcome_flag
-from proxyless.observability.settings import REQUEST_ID, current_request_id, new_request_id
+from proxyless.observability.settings import REQUEST_ID, request_id_for
 from proxyless.resilience.outcome import Outcome
 
 __all__ = [
     "CallTelemetry",
     "base_headers",
     "grpc_code",
+    "recorders",
     "start_call",
     "status_name",
     "tracer_of",
@@ -74,17 +75,14 @@ def base_headers(request_id: str | None) -> tuple[tuple[str, str], ...]:
     """The headers every attempt of a call sends when no span is made: the
     request id and the current context, injected as it is. ``request_id``
     is the one the request already carries (then it is not added again)."""
-    s = _settings.settings
     out: list[tuple[str, str]] = []
-    if request_id is None and s.request_id is not False:
-        # passed on from the request being served; generated only when asked
-        # for every call (without telemetry nothing would read it here)
-        rid = current_request_id()
-        if rid is None and s.request_id:
-            rid = new_request_id()
+    if request_id is None:
+        # nothing records this call: an id is passed on, or made only when
+        # asked for on every call
+        rid = request_id_for(None, recorded=False)
         if rid is not None:
             out.append((REQUEST_ID, rid))
-    if s.propagation:
+    if _settings.settings.propagation:
         ctx = otel_context.get_current()
         if ctx:
             propagate.inject(out, context=ctx, setter=_SETTER)
@@ -182,13 +180,10 @@ class CallTelemetry:
         self.inst = inst
         self._attempt_spans: dict[int, Any] = {}
         s = _settings.settings
-        own_id = request_id
-        if request_id is None and s.request_id is not False:
-            request_id = current_request_id() or new_request_id()
-        self.request_id = request_id
+        self.request_id = request_id_for(request_id, recorded=True)
         base: list[tuple[str, str]] = []
-        if own_id is None and request_id is not None:
-            base.append((REQUEST_ID, request_id))
+        if request_id is None and self.request_id is not None:
+            base.append((REQUEST_ID, self.request_id))
         self._base = tuple(base)
         parent = otel_context.get_current()
         self._parent_ctx = parent
@@ -484,6 +479,18 @@ def _grpc_code(status: str | int | None, outcome: Outcome | None) -> int:
     return 14
 
 
+def recorders() -> tuple[Any, instruments.Instruments | None] | None:
+    """The tracer provider and instruments a call records to, or None when
+    nothing records calls (no provider and access logs off: one cheap check)."""
+    if not _settings.maybe_active():
+        return None
+    tp = _settings.tracer_provider()
+    inst = instruments.get()
+    if tp is None and inst is None and not _settings.settings.access_log:
+        return None
+    return tp, inst
+
+
 def start_call(
     *,
     grpc: bool,
@@ -495,12 +502,10 @@ def start_call(
 ) -> CallTelemetry | None:
     """A :class:`CallTelemetry` when spans, metrics or access logs are on;
     None otherwise (the transport then sends :func:`base_headers`)."""
-    if not _settings.maybe_active():
+    found = recorders()
+    if found is None:
         return None
-    tp = _settings.tracer_provider()
-    inst = instruments.get()
-    if tp is None and inst is None and not _settings.settings.access_log:
-        return None
+    tp, inst = found
     return CallTelemetry(
         grpc=grpc,
         method=method,

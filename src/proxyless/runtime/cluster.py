@@ -244,11 +244,16 @@ class ClusterRegistry:
         """Bring the runtimes of ``snap``'s clusters up to date (Mesh thread)."""
         if not snap.usable:
             return
+        reports_load = False  # a new or changed cluster asks for load reports
         with self._lock:
             for name, cc in snap.clusters.items():
                 if not cc.usable:
                     continue
                 rt = self._clusters.get(name)
+                if rt is None or rt.config.cluster is not cc.cluster:
+                    reports_load = reports_load or (
+                        cc.cluster is not None and cc.cluster.lrs_server
+                    )
                 if rt is None:
                     try:
                         rt = ClusterRuntime(
@@ -281,9 +286,7 @@ class ClusterRegistry:
             self._by_listener[snap.listener_name] = frozenset(snap.clusters)
             self._collect()
         hook = self.on_load_reporting
-        if hook is not None and any(
-            cc.cluster is not None and cc.cluster.lrs_server for cc in snap.clusters.values()
-        ):
+        if hook is not None and reports_load:
             self.on_load_reporting = None  # once
             hook()
 
