@@ -55,6 +55,7 @@ import grpc
 
 from proxyless.errors import ProxylessError
 from proxyless.grpc._errors import XdsRpcError, rpc_error
+from proxyless.observability.flags import outcome_flag
 from proxyless.resilience.outcome import (
     CONNECT_FAILURE,
     OVERALL_TIMEOUT,
@@ -189,12 +190,12 @@ def grpc_outcome(err: grpc.RpcError, attempt: Attempt, call: Call) -> Outcome:
     return classify_status(code, details, trailing, attempt, call)
 
 
-#: What an attempt that got no answer from its endpoint ran into, by
-#: outcome kind, and Envoy's response flag for it.
+#: What an attempt that got no answer from its endpoint ran into, by outcome
+#: kind (its response flag is :func:`~proxyless.observability.flags.outcome_flag`'s).
 _LOCAL_ORIGIN = {
-    "connect_failure": ("upstream connect failure", "UF"),
-    "timeout": ("upstream request timeout", "UT"),
-    "reset": ("upstream connection reset", "UC"),
+    "connect_failure": "upstream connect failure",
+    "timeout": "upstream request timeout",
+    "reset": "upstream connection reset",
 }
 
 
@@ -211,12 +212,13 @@ def end_error(
     an error saying so, where, and with Envoy's response flag (``UF``,
     ``UT``, ``UC``; ``URX`` too when retries ran out); else ``err`` itself,
     the backend's own status and trailers."""
-    local = _LOCAL_ORIGIN.get(outcome.kind) if outcome is not None else None
-    if call.last_error is None and local is None:
+    what = _LOCAL_ORIGIN.get(outcome.kind) if outcome is not None else None
+    if call.last_error is None and what is None:
         return err
     code, details, _ = status_of(err)
-    if local is not None:
-        what, flag = local
+    if what is not None:
+        assert outcome is not None
+        flag = outcome_flag(outcome)
         if (
             flag == "UT"
             and (attempt is None or not attempt.per_try)
