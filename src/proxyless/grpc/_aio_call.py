@@ -24,6 +24,7 @@ details naming target, route and cluster) with the typed error as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,8 @@ class AioCall:
         self._inv = inv
         #: cancel() was called: no further attempt may start
         self._cancelled = False
+        #: set by cancel() to end a retry backoff at once (made when one starts)
+        self._cancel_wait: asyncio.Event | None = None
         self._tel = begin(inv, core.target, core.runtime.authority)
         self._reader: AsyncIterator[Any] | None = None
         self._fast_started = False
@@ -387,7 +390,10 @@ class AioCall:
             ended(self._tel, final)
             raise as_aio(final) from None
         if isinstance(step, Sleep):
-            await asyncio.sleep(step.seconds)
+            wake = self._cancel_wait = asyncio.Event()
+            if not self._cancelled:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), step.seconds)
             if self._cancelled:  # cancelled during the backoff: no new attempt
                 steps.close()
                 call.end()
@@ -504,6 +510,8 @@ class AioCall:
 
     def cancel(self) -> bool:
         self._cancelled = True
+        if self._cancel_wait is not None:
+            self._cancel_wait.set()
         if self._inner is not None:
             self._inner.cancel()
         return self._task.cancel() or self._inner is not None

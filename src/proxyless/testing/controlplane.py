@@ -264,7 +264,7 @@ def _death_signal() -> Callable[[], None] | None:
 
 
 class _DiedAtStart(RuntimeError):
-    """Envoy was killed by a signal before it logged anything."""
+    """Envoy ended before it logged anything."""
 
 
 class EnvoyProcess:
@@ -288,13 +288,16 @@ class EnvoyProcess:
         self.admin = ""
 
     def start(self, timeout: float = 30.0) -> EnvoyProcess:
-        """Start Envoy and wait until it is ready. An Envoy killed by a
-        signal before writing a line of log (it happens, rarely, on a loaded
-        machine) is started once more; any other failure is raised."""
-        try:
-            return self._start_once(timeout)
-        except _DiedAtStart:
-            return self._start_once(timeout)
+        """Start Envoy and wait until it is ready. An Envoy that dies before
+        writing a line of log (killed by a signal, or exiting, which happens
+        now and then on a loaded machine) is started again, up to three
+        times in all; any other failure is raised."""
+        for _ in range(2):
+            try:
+                return self._start_once(timeout)
+            except _DiedAtStart:
+                continue
+        return self._start_once(timeout)
 
     def _start_once(self, timeout: float) -> EnvoyProcess:
         command = [
@@ -330,8 +333,8 @@ class EnvoyProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 tail = self.log_tail()
-                if self.process.returncode < 0 and tail.strip() in ("", "(no envoy log)"):
-                    raise _DiedAtStart(f"envoy died with signal {-self.process.returncode}")
+                if tail.strip() in ("", "(no envoy log)"):
+                    raise _DiedAtStart(f"envoy exited with {self.process.returncode}")
                 raise RuntimeError(
                     f"envoy exited with {self.process.returncode}:\n{tail}"
                 )

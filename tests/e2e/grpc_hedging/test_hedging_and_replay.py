@@ -195,38 +195,43 @@ def test_aio_server_stream_retries_until_its_first_message(mesh_env):
 
 
 def test_aio_server_stream_cancelled_during_the_backoff_starts_no_other_attempt(mesh_env):
+    """Cancelled while it waits to retry (a 5 s backoff window), the stream
+    ends CANCELLED at once and no attempt starts after the cancel."""
     import asyncio
 
     ads, mesh, a, b = mesh_env
     rp = _retry_policy()
-    rp.retry_back_off.base_interval.FromMilliseconds(300)
-    rp.retry_back_off.max_interval.FromMilliseconds(300)
+    rp.retry_back_off.base_interval.FromSeconds(5)
+    rp.retry_back_off.max_interval.FromSeconds(5)
     _routes(ads, route(cluster="c", retry_policy=rp))
 
-    async def main() -> grpc.StatusCode:
+    async def main() -> tuple[grpc.StatusCode, int, int]:
         channel = proxyless.grpc.aio.channel("xds:///svc:80", mesh=mesh)
         await channel.unary_unary(ECHO_METHOD)(b"warm", timeout=5)
         a.fail_always(grpc.StatusCode.UNAVAILABLE)
         b.fail_always(grpc.StatusCode.UNAVAILABLE)
         calls_before = a.calls + b.calls
-        call = channel.unary_stream("/proxyless.test.Echo/ServerStream")(b"2", timeout=10)
+        call = channel.unary_stream("/proxyless.test.Echo/ServerStream")(b"2", timeout=30)
+        at_cancel = [0]
 
         async def cancel_in_the_backoff() -> None:
             while a.calls + b.calls == calls_before:  # the first attempt failed
                 await asyncio.sleep(0.005)
-            await asyncio.sleep(0.05)  # now in the 300 ms backoff
             call.cancel()
+            await asyncio.sleep(0.1)  # an attempt started before the cancel has arrived
+            at_cancel[0] = a.calls + b.calls
 
         canceller = asyncio.ensure_future(cancel_in_the_backoff())
         with pytest.raises(grpc.aio.AioRpcError) as info:
             async for _ in call:
                 pass
         await canceller
-        await asyncio.sleep(0.4)  # past the backoff: nothing more may start
-        assert a.calls + b.calls == calls_before + 1
-        return info.value.code()
+        await asyncio.sleep(0.3)
+        return info.value.code(), at_cancel[0], a.calls + b.calls
 
-    assert asyncio.run(main()) is grpc.StatusCode.CANCELLED
+    code, at_cancel, after = asyncio.run(main())
+    assert code is grpc.StatusCode.CANCELLED
+    assert after == at_cancel  # nothing started after the cancel
     a.fail_always(None)
     b.fail_always(None)
     rt = mesh.clusters.get("c")
