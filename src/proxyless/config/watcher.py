@@ -33,6 +33,7 @@ from proxyless.resources.model import (
     Cluster,
     ClusterLoadAssignment,
     Endpoint,
+    LazyRoutes,
     Listener,
     Locality,
     LocalityEndpoints,
@@ -100,7 +101,11 @@ def clusters_of_route_config(rc: RouteConfiguration) -> list[str]:
     """Every cluster name a route configuration can send traffic to, in order."""
     names: dict[str, None] = {}
     for vh in rc.virtual_hosts:
-        for route in vh.routes:
+        routes = vh.routes
+        if isinstance(routes, LazyRoutes):  # plain: one cluster per route, known unbuilt
+            names.update(dict.fromkeys(routes.clusters))
+            continue
+        for route in routes:
             action = route.action
             if not isinstance(action, RouteAction):
                 continue

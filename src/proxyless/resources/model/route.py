@@ -15,10 +15,10 @@ million. Weighted-cluster entries with weight 0 are dropped at parse time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from proxyless.resources.model.filters import FilterConfig
 from proxyless.resources.model.matchers import (
@@ -37,6 +37,7 @@ __all__ = [
     "HashPolicyKind",
     "HeaderValueOption",
     "HedgePolicy",
+    "LazyRoutes",
     "MirrorPolicy",
     "NonForwardingAction",
     "PathKind",
@@ -286,6 +287,58 @@ class Route:
     response_headers_to_remove: tuple[str, ...] = ()
 
 
+class LazyRoutes(Sequence[Route]):
+    """The routes of a virtual host that were validated ahead and are built
+    on first use (:mod:`proxyless.resources.parse.route_screen`); one
+    cluster per route.
+
+    It behaves as the tuple of routes it stands for (iteration, ``len``,
+    indexing, equality, hashing all build it once); ``clusters`` names the
+    clusters its routes forward to, in route order, known without building
+    the routes. Building is idempotent, so two threads racing to build it
+    at most build it twice.
+    """
+
+    __slots__ = ("_build", "_routes", "clusters")
+
+    def __init__(self, build: Callable[[], tuple[Route, ...]], clusters: tuple[str, ...]) -> None:
+        self._build = build
+        self._routes: tuple[Route, ...] | None = None
+        self.clusters = clusters
+
+    @property
+    def built(self) -> bool:
+        """Whether the routes have been built yet."""
+        return self._routes is not None
+
+    def routes(self) -> tuple[Route, ...]:
+        """The routes, built on the first call."""
+        routes = self._routes
+        if routes is None:
+            routes = self._routes = self._build()
+        return routes
+
+    def __len__(self) -> int:
+        return len(self.clusters)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.routes()[index]
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(self.routes())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return self.routes() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.routes())
+
+    def __repr__(self) -> str:
+        return repr(self.routes()) if self.built else f"<{len(self)} routes, not built yet>"
+
+
 @dataclass(frozen=True, slots=True)
 class VirtualHost:
     """``envoy.config.route.v3.VirtualHost``.
@@ -293,11 +346,13 @@ class VirtualHost:
     ``domains`` are lower-cased; the domain matching order is exact >
     longest suffix wildcard > longest prefix wildcard > ``*``.
     ``retry_policy``/``hedge_policy`` apply to routes that set none.
+    ``routes`` is a tuple, or for a plain virtual host of a large
+    configuration a :class:`LazyRoutes`, which reads the same.
     """
 
     name: str
     domains: tuple[str, ...]
-    routes: tuple[Route, ...]
+    routes: tuple[Route, ...] | LazyRoutes
     retry_policy: RetryPolicy | None = None
     hedge_policy: HedgePolicy | None = None
     request_headers_to_add: tuple[HeaderValueOption, ...] = ()

@@ -24,6 +24,7 @@ HTTP request.
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 from envoy.config.route.v3 import route_pb2
@@ -53,6 +54,7 @@ from proxyless.resources.parse.filters import per_filter_configs
 from proxyless.resources.parse.header_mutation import header_mutations
 from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.resources.parse.route_action import hedge_policy, retry_policy, route_action
+from proxyless.resources.parse.route_screen import plain_virtual_hosts, screen_virtual_host
 from proxyless.xds_client.resource_type import DecodeResult
 
 __all__ = [
@@ -67,9 +69,19 @@ _SPACE = re.compile(r"\s")
 _REDIRECT_CODES = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
 
 
-def decode_route_configuration(data: bytes) -> DecodeResult:
-    """Decode serialized RouteConfiguration bytes; never raises."""
-    return decode_resource(data, route_pb2.RouteConfiguration, _top_level)
+def decode_route_configuration(data: bytes, *, screen: bool = True) -> DecodeResult:
+    """Decode serialized RouteConfiguration bytes; never raises.
+
+    ``screen``: validate plain virtual hosts ahead and build their routes on
+    first use (:mod:`proxyless.resources.parse.route_screen`); False parses
+    everything the general way (the same result, built whole).
+    """
+
+    def validate(ctx: Ctx, msg: Any) -> RouteConfiguration | None:
+        plain = plain_virtual_hosts(data, msg) if screen else None
+        return _top_level(ctx, msg, plain)
+
+    return decode_resource(data, route_pb2.RouteConfiguration, validate)
 
 
 def parse_route_configuration(msg: Any) -> RouteConfiguration:
@@ -77,15 +89,18 @@ def parse_route_configuration(msg: Any) -> RouteConfiguration:
     return parse_resource(msg, _top_level)
 
 
-def _top_level(ctx: Ctx, msg: Any) -> RouteConfiguration | None:
+def _top_level(ctx: Ctx, msg: Any, plain: list[bool] | None = None) -> RouteConfiguration | None:
     # An RDS resource is named; a Listener's inline route_config need not be.
     if not msg.name:
         ctx.error("name", "must not be empty")
-    return route_configuration(ctx, "", msg)
+    return route_configuration(ctx, "", msg, plain)
 
 
-def route_configuration(ctx: Ctx, path: str, msg: Any) -> RouteConfiguration | None:
-    """Parse a RouteConfiguration at ``path`` (also used for a Listener's inline config)."""
+def route_configuration(
+    ctx: Ctx, path: str, msg: Any, plain: list[bool] | None = None
+) -> RouteConfiguration | None:
+    """Parse a RouteConfiguration at ``path`` (also used for a Listener's inline config);
+    ``plain[i]``: virtual host ``i`` may be validated ahead (``route_screen``)."""
     unhandled(
         ctx,
         msg,
@@ -107,9 +122,14 @@ def route_configuration(ctx: Ctx, path: str, msg: Any) -> RouteConfiguration | N
         ctx.error(join(path, "vhds"), "on-demand virtual hosts (VHDS) are not supported")
     vhosts = []
     seen_domains: dict[str, int] = {}
+    vhs_path = join(path, "virtual_hosts")
     for i, vh in enumerate(msg.virtual_hosts):
-        vpath = f"{join(path, 'virtual_hosts')}[{i}]"
-        vhost = _virtual_host(ctx, vpath, vh, optional_plugins)
+        vpath = f"{vhs_path}[{i}]"
+        vhost = None
+        if plain is not None and plain[i]:
+            vhost = screen_virtual_host(vh, partial(_built_routes, vh, vpath, optional_plugins))
+        if vhost is None:
+            vhost = _virtual_host(ctx, vpath, vh, optional_plugins)
         if vhost is None:
             continue
         for domain in vhost.domains:
@@ -246,6 +266,19 @@ def _virtual_host(
         include_request_attempt_count=bool(msg.include_request_attempt_count),
         include_attempt_count_in_response=bool(msg.include_attempt_count_in_response),
     )
+
+
+def _built_routes(msg: Any, path: str, optional_plugins: frozenset[str]) -> tuple[Route, ...]:
+    """The routes of a virtual host validated ahead (``route_screen``)."""
+    ctx = Ctx()
+    routes_path = join(path, "routes")
+    routes = [
+        _route(ctx, f"{routes_path}[{i}]", r, optional_plugins) for i, r in enumerate(msg.routes)
+    ]
+    built = tuple(r for r in routes if r is not None)
+    if ctx.errors or ctx.ignored or len(built) != len(routes):
+        raise RuntimeError(f"{path} was validated ahead, yet: {ctx.errors or ctx.ignored}")
+    return built
 
 
 def _route(ctx: Ctx, path: str, msg: Any, optional_plugins: frozenset[str]) -> Route | None:

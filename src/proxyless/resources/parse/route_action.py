@@ -41,7 +41,7 @@ from proxyless.resources.parse.common import (
 from proxyless.resources.parse.filters import per_filter_configs
 from proxyless.resources.parse.header_mutation import header_mutations
 
-__all__ = ["hedge_policy", "retry_policy", "route_action"]
+__all__ = ["clean_retry_policy", "hedge_policy", "retry_policy", "route_action"]
 
 _NOT_FOUND_CODES = {0: 503, 1: 404, 2: 500}
 
@@ -236,6 +236,17 @@ def _weighted_clusters(ctx: Ctx, path: str, msg: Any) -> tuple[ClusterWeight, ..
 #: field are kept (those messages name the route's path).
 _RETRY_POLICIES: dict[bytes, RetryPolicy] = {}
 _RETRY_POLICIES_LIMIT = 256
+
+
+def clean_retry_policy(msg: Any) -> RetryPolicy | None:
+    """The retry policy ``msg`` when it parses without an error or an ignored
+    field, else None."""
+    cached = _RETRY_POLICIES.get(msg.SerializeToString(deterministic=True))
+    if cached is not None:
+        return cached
+    ctx = Ctx()
+    policy = retry_policy(ctx, "", msg)
+    return policy if not ctx.errors and not ctx.ignored else None
 
 
 def retry_policy(ctx: Ctx, path: str, msg: Any) -> RetryPolicy | None:
