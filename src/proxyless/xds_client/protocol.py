@@ -24,6 +24,9 @@ World and delta (Envoy's api-docs/xds_protocol.rst).
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +44,7 @@ from proxyless.xds_client.state import TypeState
 __all__ = [
     "CLIENT_FEATURES",
     "DecodedResponse",
+    "collector_paused",
     "decode_delta_response",
     "decode_response",
     "delta_request",
@@ -68,11 +72,33 @@ class DecodedResponse:
     removed: tuple[str, ...] = ()
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (if it runs) for the block.
+
+    Decoding a large response builds tens of thousands of model objects
+    that all survive, and each collection the allocations trigger walks
+    them again: about a third of the time of a 5,000-virtual-host
+    RouteConfiguration. Models hold no reference cycles, and the pause
+    lasts one decode (bounded by the response's size); reference counting
+    frees everything else as usual meanwhile.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def decode_response(ts: TypeState, resp: discovery_pb2.DiscoveryResponse) -> DecodedResponse:
     """Decode every resource of ``resp`` (a response for ``ts``'s type)."""
     out = DecodedResponse(results={}, raws={}, errors=[])
-    for index, any_msg in enumerate(resp.resources):
-        _decode_one(ts, index, any_msg, out)
+    with collector_paused():
+        for index, any_msg in enumerate(resp.resources):
+            _decode_one(ts, index, any_msg, out)
     return out
 
 
@@ -81,17 +107,18 @@ def decode_delta_response(
 ) -> DecodedResponse:
     """Decode every resource of a delta response for ``ts``'s type."""
     out = DecodedResponse(results={}, raws={}, errors=[], removed=tuple(resp.removed_resources))
-    for index, wrapper in enumerate(resp.resources):
-        if not wrapper.HasField("resource"):
-            continue  # a TTL heartbeat: nothing changes
-        name = _decode_one(ts, index, wrapper.resource, out)
-        if name is None:
-            continue
-        if wrapper.name and wrapper.name != name:
-            out.errors.append(f"{name}: sent under the name {wrapper.name!r}")
-            del out.results[name], out.raws[name]
-            continue
-        out.versions[name] = wrapper.version
+    with collector_paused():
+        for index, wrapper in enumerate(resp.resources):
+            if not wrapper.HasField("resource"):
+                continue  # a TTL heartbeat: nothing changes
+            name = _decode_one(ts, index, wrapper.resource, out)
+            if name is None:
+                continue
+            if wrapper.name and wrapper.name != name:
+                out.errors.append(f"{name}: sent under the name {wrapper.name!r}")
+                del out.results[name], out.raws[name]
+                continue
+            out.versions[name] = wrapper.version
     return out
 
 

@@ -64,8 +64,11 @@ HashPolicyKind = Literal[
 ]
 
 
+_NO_FILTERS: Mapping[str, FilterConfig] = MappingProxyType({})
+
+
 def _no_filters() -> Mapping[str, FilterConfig]:
-    return MappingProxyType({})
+    return _NO_FILTERS  # read-only, so one serves every model
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,12 @@ from proxyless.resources.parse.filters import per_filter_configs
 from proxyless.resources.parse.header_mutation import header_mutations
 from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.resources.parse.route_action import hedge_policy, retry_policy, route_action
-from proxyless.resources.parse.route_screen import plain_virtual_hosts, screen_virtual_host
+from proxyless.resources.parse.route_screen import (
+    full_virtual_host,
+    plain_configuration,
+    plain_virtual_hosts,
+    screen_virtual_host,
+)
 from proxyless.xds_client.resource_type import DecodeResult
 
 __all__ = [
@@ -77,6 +82,19 @@ def decode_route_configuration(data: bytes, *, screen: bool = True) -> DecodeRes
     everything the general way (the same result, built whole).
     """
 
+    if screen:
+        # Every virtual host plain in shape (the common case): validate the
+        # reduced message alone. Any problem: the general way, which names it.
+        reduced = plain_configuration(data)
+        if reduced is not None:
+            ctx = Ctx()
+            try:
+                value = _top_level(ctx, reduced, None, reduced=True)
+            except _NotPlain:
+                value = None
+            if value is not None and not ctx.errors:
+                return DecodeResult(name=reduced.name, value=value)
+
     def validate(ctx: Ctx, msg: Any) -> RouteConfiguration | None:
         plain = plain_virtual_hosts(data, msg) if screen else None
         return _top_level(ctx, msg, plain)
@@ -84,23 +102,31 @@ def decode_route_configuration(data: bytes, *, screen: bool = True) -> DecodeRes
     return decode_resource(data, route_pb2.RouteConfiguration, validate)
 
 
+class _NotPlain(Exception):
+    """A virtual host of a reduced message failed the screen's value checks."""
+
+
 def parse_route_configuration(msg: Any) -> RouteConfiguration:
     """Validate a RouteConfiguration message; raise ResourceValidationError."""
     return parse_resource(msg, _top_level)
 
 
-def _top_level(ctx: Ctx, msg: Any, plain: list[bool] | None = None) -> RouteConfiguration | None:
+def _top_level(
+    ctx: Ctx, msg: Any, plain: list[bool] | None = None, *, reduced: bool = False
+) -> RouteConfiguration | None:
     # An RDS resource is named; a Listener's inline route_config need not be.
     if not msg.name:
         ctx.error("name", "must not be empty")
-    return route_configuration(ctx, "", msg, plain)
+    return route_configuration(ctx, "", msg, plain, reduced=reduced)
 
 
 def route_configuration(
-    ctx: Ctx, path: str, msg: Any, plain: list[bool] | None = None
+    ctx: Ctx, path: str, msg: Any, plain: list[bool] | None = None, *, reduced: bool = False
 ) -> RouteConfiguration | None:
     """Parse a RouteConfiguration at ``path`` (also used for a Listener's inline config);
-    ``plain[i]``: virtual host ``i`` may be validated ahead (``route_screen``)."""
+    ``plain[i]``: virtual host ``i`` may be validated ahead (``route_screen``);
+    ``reduced``: ``msg`` is ``route_screen.plain_configuration``'s, every virtual
+    host is validated ahead, and one that fails raises ``_NotPlain``."""
     unhandled(
         ctx,
         msg,
@@ -126,8 +152,11 @@ def route_configuration(
     for i, vh in enumerate(msg.virtual_hosts):
         vpath = f"{vhs_path}[{i}]"
         vhost = None
-        if plain is not None and plain[i]:
-            vhost = screen_virtual_host(vh, partial(_built_routes, vh, vpath, optional_plugins))
+        if reduced or (plain is not None and plain[i]):
+            build = partial(_built_routes, vh, vpath, optional_plugins, reduced)
+            vhost = screen_virtual_host(vh, build)
+            if vhost is None and reduced:
+                raise _NotPlain(vpath)
         if vhost is None:
             vhost = _virtual_host(ctx, vpath, vh, optional_plugins)
         if vhost is None:
@@ -268,8 +297,12 @@ def _virtual_host(
     )
 
 
-def _built_routes(msg: Any, path: str, optional_plugins: frozenset[str]) -> tuple[Route, ...]:
+def _built_routes(
+    msg: Any, path: str, optional_plugins: frozenset[str], reduced: bool
+) -> tuple[Route, ...]:
     """The routes of a virtual host validated ahead (``route_screen``)."""
+    if reduced:
+        msg = full_virtual_host(msg)
     ctx = Ctx()
     routes_path = join(path, "routes")
     routes = [

@@ -49,14 +49,19 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
 from proxyless.resources.model.route import LazyRoutes, Route, VirtualHost
 from proxyless.resources.parse.route_action import clean_retry_policy
 
-__all__ = ["plain_virtual_hosts", "screen_virtual_host"]
+__all__ = [
+    "full_virtual_host",
+    "plain_configuration",
+    "plain_virtual_hosts",
+    "screen_virtual_host",
+]
 
 #: The plain fields of each message; message fields of other types are kept
 #: whole, their values checked by the screen.
@@ -158,62 +163,81 @@ def _reduced_configuration() -> type[Message]:
     return cls
 
 
+def _parse_reduced(data: bytes) -> Any | None:
+    try:
+        reduced = _reduced_configuration().FromString(data)
+    except (DecodeError, ValueError, TypeError):
+        return None
+    reduced.DiscardUnknownFields()
+    return reduced
+
+
+def plain_configuration(data: bytes) -> Any | None:
+    """``data`` parsed with the reduced schema when every virtual host in it
+    is plain in shape, else None. Its top-level fields are a
+    RouteConfiguration's own; :func:`full_virtual_host` gives back a virtual
+    host's full message."""
+    reduced = _parse_reduced(data)
+    # Re-encoding never grows a message (proto3 on both sides: a field set to
+    # its default is dropped by both), and dropping a field shrinks it: equal
+    # to the bytes received, nothing was dropped anywhere.
+    if reduced is None or reduced.ByteSize() != len(data):
+        return None
+    return reduced
+
+
+def full_virtual_host(reduced: Any) -> Any:
+    """The ``envoy.config.route.v3.VirtualHost`` of a reduced one from
+    :func:`plain_configuration` (nothing was dropped from it)."""
+    return route_components_pb2.VirtualHost.FromString(reduced.SerializeToString())
+
+
 def plain_virtual_hosts(data: bytes, msg: Any) -> list[bool]:
     """For each virtual host of ``msg`` (parsed from ``data``), whether it
     sets only plain fields (see the module docstring)."""
     count = len(msg.virtual_hosts)
-    if count == 0:
-        return []
-    try:
-        reduced = _reduced_configuration().FromString(data)
-    except (DecodeError, ValueError, TypeError):
+    reduced = _parse_reduced(data) if count else None
+    if reduced is None or len(reduced.virtual_hosts) != count:
         return [False] * count
-    reduced.DiscardUnknownFields()
-    if len(reduced.virtual_hosts) != count:  # type: ignore[attr-defined]
-        return [False] * count
-    # Re-encoding never grows a message (proto3 on both sides: a field set to
-    # its default is dropped by both), and dropping a field shrinks it: equal
-    # to the bytes received, nothing was dropped anywhere.
-    if reduced.ByteSize() == len(data):
-        return [True] * count
     return [
         full.ByteSize() == red.ByteSize()
-        for full, red in zip(msg.virtual_hosts, reduced.virtual_hosts, strict=True)  # type: ignore[attr-defined]
+        for full, red in zip(msg.virtual_hosts, reduced.virtual_hosts, strict=True)
     ]
 
 
-def _duration_ok(value: Any) -> bool:
+def _bad_duration(value: Any) -> bool:
     seconds: int = value.seconds
     nanos: int = value.nanos
-    return 0 <= seconds <= _MAX_DURATION_SECONDS and 0 <= nanos <= 999_999_999
+    return not (0 <= seconds <= _MAX_DURATION_SECONDS and 0 <= nanos <= 999_999_999)
 
 
 def _route_cluster(msg: Any) -> str | None:
     """The cluster of a plain route, or None when the general parser would
-    record something for it."""
-    if not msg.HasField("match"):
-        return None
-    if msg.match.WhichOneof("path_specifier") not in ("prefix", "path"):
-        return None
-    if msg.WhichOneof("action") != "route":
+    record something for it.
+
+    The shape is plain already, so the only action a route can have is
+    ``route`` and its only cluster specifier ``cluster``: a route without
+    them reads as an empty cluster, and one without a match as no path
+    specifier; both are refused here, and reported by the general parser.
+    """
+    if msg.match.WhichOneof("path_specifier") is None:  # plain: prefix or path
         return None
     action = msg.route
     cluster: str = action.cluster
     if not cluster:
         return None
-    if action.HasField("timeout") and not _duration_ok(action.timeout):
+    has = action.HasField
+    if has("timeout") and _bad_duration(action.timeout):
         return None
-    if action.HasField("idle_timeout") and not _duration_ok(action.idle_timeout):
+    if has("idle_timeout") and _bad_duration(action.idle_timeout):
         return None
-    if action.HasField("max_stream_duration"):
+    if has("max_stream_duration"):
         msd = action.max_stream_duration
-        if msd.HasField("max_stream_duration") and not _duration_ok(msd.max_stream_duration):
+        if msd.HasField("max_stream_duration") and _bad_duration(msd.max_stream_duration):
             return None
-        if msd.HasField("grpc_timeout_header_max") and not _duration_ok(
-            msd.grpc_timeout_header_max
-        ):
+        if msd.HasField("grpc_timeout_header_max") and _bad_duration(msd.grpc_timeout_header_max):
             return None
-    if action.HasField("retry_policy") and clean_retry_policy(action.retry_policy) is None:
+    if has("retry_policy") and clean_retry_policy(action.retry_policy) is None:
         return None
     return cluster
 
