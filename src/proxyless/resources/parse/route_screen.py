@@ -246,17 +246,16 @@ def screen_virtual_host(msg: Any, build: Callable[[], tuple[Route, ...]]) -> Vir
     """The virtual host ``msg``, whose shape is plain, with its routes left to
     ``build``; None when a value is one the general parser would report (or
     skip), so that the caller parses it the general way."""
-    raw = msg.domains
-    if not raw:
+    raw = list(msg.domains)
+    if not raw or "" in raw:
         return None
-    domains: list[str] = []
-    for domain in raw:
-        if not domain or "/" in domain or _SPACE.search(domain) is not None:
-            return None
-        lowered = domain.lower()
-        if lowered in domains:
-            return None
-        domains.append(lowered)
+    # All domains at once, joined by "/", which none may hold (nor whitespace).
+    joined = "/".join(raw)
+    if joined.count("/") != len(raw) - 1 or _SPACE.search(joined) is not None:
+        return None
+    domains = joined.lower().split("/")
+    if len(set(domains)) != len(domains):
+        return None
     clusters = []
     for route in msg.routes:
         cluster = _route_cluster(route)
