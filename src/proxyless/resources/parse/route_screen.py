@@ -46,6 +46,7 @@ give equal results: errors, ignored fields and models.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -139,6 +140,7 @@ def _reduce(
 
 
 _REDUCED: list[type[Message]] = []
+_REDUCED_LOCK = threading.Lock()
 
 
 def _reduced_configuration() -> type[Message]:
@@ -147,6 +149,13 @@ def _reduced_configuration() -> type[Message]:
     kept, virtual hosts reduced to their plain fields."""
     if _REDUCED:
         return _REDUCED[0]
+    with _REDUCED_LOCK:
+        if not _REDUCED:
+            _REDUCED.append(_build_reduced_configuration())
+    return _REDUCED[0]
+
+
+def _build_reduced_configuration() -> type[Message]:
     pool = descriptor_pool.Default()
     deps: set[str] = set()
     f = descriptor_pb2.FileDescriptorProto(
@@ -159,7 +168,6 @@ def _reduced_configuration() -> type[Message]:
     pool.Add(f)
     full = f"{_PACKAGE}.{_reduced_name(route_pb2.RouteConfiguration.DESCRIPTOR.full_name)}"
     cls: type[Message] = message_factory.GetMessageClass(pool.FindMessageTypeByName(full))
-    _REDUCED.append(cls)
     return cls
 
 
