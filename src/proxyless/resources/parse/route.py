@@ -19,6 +19,10 @@ skips it; a route without any action is invalid, as Envoy's
 ``route_components.proto`` requires one. Prefixes and paths that cannot
 match a gRPC method (``service``, ``/a/b/c``) are kept: they can match an
 HTTP request.
+
+``decode_route_configuration`` validates plain virtual hosts ahead and
+leaves building their routes (through this module's parsers) to first use,
+see :mod:`proxyless.resources.parse.route_screen`; the result is the same.
 """
 
 from __future__ import annotations
