@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from proxyless.clock import Clock, SystemClock, TimerHandle
 from proxyless.config.snapshot import ClusterConfig, XdsConfig
-from proxyless.lb.cluster import ClusterLoadBalancer
+from proxyless.lb.cluster import ClusterLoadBalancer, EndpointChanges
 from proxyless.lb.priority import PriorityMode
 from proxyless.lb.state import EndpointState
 from proxyless.resilience.breaker import ClusterCircuitBreakers
@@ -113,14 +113,15 @@ class ClusterRuntime:
 
     def update(
         self, config: ClusterConfig, clusters: Mapping[str, ClusterConfig]
-    ) -> list[EndpointState]:
+    ) -> EndpointChanges:
+        """Take a new snapshot of the cluster; the endpoints it added and removed."""
         self.config = config
-        removed = self.lb.update(config, clusters)
+        changes = self.lb.apply(config, clusters)
         if config.cluster is not None:
             self.breakers.update(config.cluster.circuit_breakers)
         self._sync_outlier()
         self._sync_tls()
-        return removed
+        return changes
 
     # -- outlier detection (Mesh thread) ---------------------------------------------
     def _sync_tls(self) -> None:
@@ -275,14 +276,14 @@ class ClusterRegistry:
                 if not cc.children and old.cluster is cc.cluster and old.endpoints is cc.endpoints:
                     rt.config = cc
                     continue
-                before = {es.address for es in rt.endpoints()}
                 try:
-                    removed = rt.update(cc, snap.clusters)
+                    changes = rt.update(cc, snap.clusters)
                 except Exception:
                     log.exception("cannot update cluster %r", name)
                     continue
-                after = {es.address for es in rt.endpoints()}
-                self._notify(sorted(after - before), [es.address for es in removed])
+                self._notify(
+                    [es.address for es in changes.added], [es.address for es in changes.removed]
+                )
             self._by_listener[snap.listener_name] = frozenset(snap.clusters)
             self._collect()
         hook = self.on_load_reporting
