@@ -99,6 +99,7 @@ _ENDPOINT_FIELDS = frozenset(("address", "hostname", "additional_addresses"))
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 #: dotted-quad IPv4 already in canonical form (the common case: no need to parse)
 _CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_is_canonical_v4 = _CANONICAL_V4.fullmatch
 
 
 def _canonical_host(host: str) -> str:
@@ -362,11 +363,15 @@ def _plain_lb_endpoint(msg: Any, size: int) -> _Plain | None:
     if health is None:
         return None
     hostname: str = endpoint.hostname
-    weight: int = msg.load_balancing_weight.value  # 0 when unset
+    weight: int = msg.load_balancing_weight.value if msg.HasField("load_balancing_weight") else 0
     # Each nested message adds its tag and length to its body's size (a
     # length below 128 takes one byte: the common case, tested first).
     text = len(host) if host.isascii() else len(host.encode())
-    wire = 2 + text + (1 if text < 0x80 else _varint_size(text)) + _varint_size(port)
+    wire = (
+        text
+        + (3 if text < 0x80 else 2 + _varint_size(text))
+        + (1 if port < 0x80 else 2 if port < 0x4000 else 3)
+    )  # SocketAddress: address, port_value
     wire += 2 if wire < 0x80 else 1 + _varint_size(wire)  # Address: socket_address
     wire += 2 if wire < 0x80 else 1 + _varint_size(wire)  # Endpoint: address
     if hostname:
@@ -384,7 +389,8 @@ def _plain_lb_endpoint(msg: Any, size: int) -> _Plain | None:
         meta = msg.metadata.ByteSize()
         if wire + 1 + _varint_size(meta) + meta != size:
             return None
-    return make_endpoint(_canonical_host(host), port, health, weight or 1, hostname), metadata
+    address = host if _is_canonical_v4(host) else _canonical_host(host)
+    return make_endpoint(address, port, health, weight or 1, hostname), metadata
 
 
 def _lb_endpoint(ctx: Ctx, path: str, msg: Any, extra: list[tuple[str, int]]) -> Endpoint | None:
