@@ -510,3 +510,15 @@ def test_make_endpoint_is_the_constructor(args: tuple[Any, ...]) -> None:
     assert made == built and hash(made) == hash(built) and repr(made) == repr(built)
     with pytest.raises(AttributeError):
         made.port = 1  # type: ignore[misc]
+
+
+def test_big_assignment_with_metadata_reads_the_same_from_the_memo() -> None:
+    eps = [_with_metadata(b.lb_endpoint("10.4.0.1", port=1000 + i)) for i in range(300)]
+    eps[0] = b.lb_endpoint("10.4.0.1", port=999)  # the first has none
+    data = b.assignment(localities=[b.locality(endpoints=eps)]).SerializeToString()
+    first = decode_cluster_load_assignment(data)
+    again = decode_cluster_load_assignment(data)  # every endpoint from the memo
+    assert first.ok and again == first
+    assert first.value.ignored_fields == ("endpoints[0].lb_endpoints[1].metadata",)
+    old = first.value.priorities[0][0].endpoints
+    assert all(a is b for a, b in zip(old, again.value.priorities[0][0].endpoints, strict=True))

@@ -90,7 +90,21 @@ _MEMO_MIN = 256
 _MEMO_CLUSTERS = 1024
 #: An endpoint read by :func:`_plain_lb_endpoint`, and whether it has ``metadata``.
 _Plain = tuple[Endpoint, bool]
-_last_endpoints: dict[str, dict[bytes, _Plain]] = {}
+
+
+class _Memo:
+    """The endpoints of one assignment by their serialized ``LbEndpoint``,
+    and which of those had ``metadata``. (Endpoints, not ``_Plain`` tuples:
+    one object fewer per endpoint for the garbage collector to keep track of.)"""
+
+    __slots__ = ("endpoints", "with_metadata")
+
+    def __init__(self) -> None:
+        self.endpoints: dict[bytes, Endpoint] = {}
+        self.with_metadata: set[bytes] = set()
+
+
+_last_endpoints: dict[str, _Memo] = {}
 _SOCKET_FIELDS = frozenset(("protocol", "address", "port_value", "named_port", "ipv4_compat"))
 _LB_ENDPOINT_FIELDS = frozenset(
     ("endpoint", "endpoint_name", "health_status", "load_balancing_weight")
@@ -158,12 +172,15 @@ def cluster_load_assignment(
     # A control plane resends the whole assignment when one endpoint changes
     # (istiod does): in a big one, endpoints whose serialized LbEndpoint is
     # the same as in this cluster's last assignment are taken as they were.
-    memo: dict[bytes, _Plain] | None = None
-    last: dict[bytes, _Plain] = {}
+    memo: _Memo | None = None
+    last: dict[bytes, Endpoint] = {}
+    last_metadata: set[bytes] = set()
     if not inline and msg.cluster_name:
         if sum(len(lle.lb_endpoints) for lle in msg.endpoints) >= _MEMO_MIN:
-            memo = {}
-            last = _last_endpoints.get(msg.cluster_name, last)
+            memo = _Memo()
+            previous = _last_endpoints.get(msg.cluster_name)
+            if previous is not None:
+                last, last_metadata = previous.endpoints, previous.with_metadata
     by_priority: dict[int, list[LocalityEndpoints]] = {}
     weight_sums: dict[int, int] = {}
     seen_localities: dict[tuple[int, Locality], int] = {}
@@ -215,7 +232,8 @@ def cluster_load_assignment(
         metadata_noted = False
         for j, lb in enumerate(lle.lb_endpoints):
             raw = lb.SerializeToString()
-            plain = last.get(raw) if last else None
+            known = last.get(raw) if last else None
+            plain = (known, raw in last_metadata) if known is not None else None
             if plain is None:
                 plain = _plain_lb_endpoint(lb, len(raw))
             if plain is None:
@@ -230,7 +248,9 @@ def cluster_load_assignment(
             else:
                 endpoint, metadata = plain
                 if memo is not None:
-                    memo[raw] = plain
+                    memo.endpoints[raw] = endpoint
+                    if metadata:
+                        memo.with_metadata.add(raw)
                 if metadata and not metadata_noted:
                     # listed once per locality, not once per endpoint
                     ctx.ignore(f"{lb_path}[{j}].metadata")
