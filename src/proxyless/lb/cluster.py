@@ -305,7 +305,7 @@ class ClusterLoadBalancer:
                     )
                 )
 
-        removed = tuple(state for key, state in old_states.items() if key not in states)
+        removed = tuple([state for key, state in old_states.items() if key not in states])
         for state in removed:
             state.draining = True
             if state.orca is not None:

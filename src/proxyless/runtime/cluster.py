@@ -46,15 +46,17 @@ class EndpointPool(Protocol):
 
 def retain_refs(refs: dict[str, int], addresses: Sequence[str]) -> None:
     """Count one more cluster listing each of ``addresses`` (an EndpointPool's books)."""
+    get = refs.get
     for address in addresses:
-        refs[address] = refs.get(address, 0) + 1
+        refs[address] = get(address, 0) + 1
 
 
 def release_refs(refs: dict[str, int], addresses: Sequence[str]) -> set[str]:
     """Count one cluster less for each of ``addresses``; return those no cluster lists now."""
     gone: set[str] = set()
+    get = refs.get
     for address in addresses:
-        left = refs.get(address, 0) - 1
+        left = get(address, 0) - 1
         if left > 0:
             refs[address] = left
         else:
