@@ -161,10 +161,11 @@ def cluster_load_assignment(
 
     A big decode runs on the Mesh thread without handing the interpreter
     (GIL) to request threads by hand: the interpreter's switch interval
-    (5 ms by default) already lets a waiting request thread in. Yielding
-    every few hundred endpoints as well was measured (``docs/benchmarks.md``)
-    to make a 10,000-endpoint update take twice as long while calls flow,
-    without shortening the longest call.
+    (``sys.getswitchinterval()``, 5 ms by default) already lets a waiting
+    request thread in. Yielding as well, every 256 endpoints (about 1 ms),
+    was measured to lengthen a 10,000-endpoint update by 10-50% while calls
+    flow; it shortens the calls made meanwhile, and the slowest of them not
+    at all (``docs/benchmarks.md``).
     """
     unhandled(ctx, msg, path, ("cluster_name", "endpoints", "policy"))
     if not msg.cluster_name and not inline:
