@@ -113,7 +113,11 @@ class _Priority:
         self.cluster = cluster
         self.policy = policy
         self.localities = localities
-        self.endpoints = tuple(e for _, _, eps in localities for e in eps)
+        self.endpoints: tuple[EndpointState, ...] = (
+            localities[0][2]
+            if len(localities) == 1
+            else tuple(e for _, _, eps in localities for e in eps)
+        )
         self.locality_weights: dict[Locality, int] | None = (
             {loc: weight for loc, weight, _ in localities} if locality_weighted else None
         )
