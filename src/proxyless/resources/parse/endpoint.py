@@ -162,10 +162,11 @@ def cluster_load_assignment(
     A big decode runs on the Mesh thread without handing the interpreter
     (GIL) to request threads by hand: the interpreter's switch interval
     (``sys.getswitchinterval()``, 5 ms by default) already lets a waiting
-    request thread in. Yielding as well, every 256 endpoints (about 1 ms),
-    was measured to lengthen a 10,000-endpoint update by 10-50% while calls
-    flow; it shortens the calls made meanwhile, and the slowest of them not
-    at all (``docs/benchmarks.md``).
+    request thread in. Yielding as well, every 512 endpoints (about 2 ms),
+    was measured to make a 10,000-endpoint update about 10% slower while
+    calls flow and the calls made meanwhile about three times faster; the
+    slowest of them, about 20 ms, not at all (``docs/benchmarks.md``). An
+    application that prefers the calls can lower the switch interval.
     """
     unhandled(ctx, msg, path, ("cluster_name", "endpoints", "policy"))
     if not msg.cluster_name and not inline:
