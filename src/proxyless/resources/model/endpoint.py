@@ -69,8 +69,10 @@ class Endpoint:
 _new_endpoint = Endpoint.__new__
 # The slots' own setters: what the frozen __init__ calls, without its per-field lookups.
 _set_address, _set_port, _set_health, _set_weight, _set_hostname = (
-    Endpoint.__dict__[f.name].__set__ for f in fields(Endpoint)
+    Endpoint.__dict__[name].__set__ for name in ("address", "port", "health", "weight", "hostname")
 )
+if [f.name for f in fields(Endpoint)] != ["address", "port", "health", "weight", "hostname"]:
+    raise RuntimeError("make_endpoint does not set every field of Endpoint: update it")
 
 
 def make_endpoint(address: str, port: int, health: Any, weight: int, hostname: str) -> Endpoint:
