@@ -27,7 +27,8 @@ flow (and the worst call latency during it), and the RSS a client process
 adds for a 100-service config and for 1,000 clusters / 10,000 endpoints
 (each measured in a fresh child process).
 
-Run ``python bench/grpc_overhead.py [--calls N] [--rounds R] [--quick] [--json out.json]``.
+Run ``python bench/grpc_overhead.py [--calls N] [--rounds R] [--quick] [--json out.json]``;
+``--no-envoy --no-native-xds --eds-only`` runs the EDS update part alone.
 Results and the machine they came from: docs/benchmarks.md.
 """
 
@@ -81,6 +82,7 @@ class Options:
     envoy: bool = True
     native_xds: bool = True
     aio: bool = True
+    latency: bool = True
     eds_endpoints: int = 10_000
     eds_updates: int = 5
     eds_idle_updates: int = 3
@@ -342,6 +344,7 @@ def eds_update(
         quiet = [d for s, d in rec.samples if s + d < t0]
         during = [d for s, d in rec.samples if s < t1 and s + d > t0]
         quiet_stats = c.summarize(quiet) if quiet else None
+        during_stats = c.summarize(during) if during else None
         first = rec.samples[0][0] if rec.samples else t0
         quiet_rate = len(quiet) / max(1e-9, (t0 - first) / 1e9)
         during_rate = len(during) / max(1e-9, (t1 - t0) / 1e9)
@@ -351,6 +354,7 @@ def eds_update(
                 "server_set_resources_ms": round((t_sent - t0) / 1e6, 2),
                 "calls_during": len(during),
                 "max_call_during_us": round(max(during) / 1e3, 1) if during else None,
+                "p50_call_during_us": round(during_stats.p50, 1) if during_stats else None,
                 "quiet_p50_us": round(quiet_stats.p50, 1) if quiet_stats else None,
                 "quiet_p99_us": round(quiet_stats.p99, 1) if quiet_stats else None,
                 "quiet_max_us": round(quiet_stats.max, 1) if quiet_stats else None,
@@ -394,6 +398,11 @@ def eds_update(
             (u["max_call_during_us"] for u in updates if u["max_call_during_us"]), default=None
         ),
         "calls_during_total": sum(u["calls_during"] for u in updates),
+        "p50_call_during_us": c.median(
+            u["p50_call_during_us"] for u in updates if u["p50_call_during_us"]
+        )
+        if any(u["p50_call_during_us"] for u in updates)
+        else None,
         "calls_per_s_quiet": round(c.median(u["calls_per_s_quiet"] for u in updates)),
         "calls_per_s_during": round(c.median(u["calls_per_s_during"] for u in updates)),
         "call_errors": sum(u["call_errors"] for u in updates),
@@ -689,9 +698,11 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
             "added_mb": round((rss_after - rss_before) / MB, 1),
         }
 
-        say(f"sync unary: {opts.rounds} rounds x {opts.calls} calls of {', '.join(calls)}")
-        sync_rounds = run_rounds(calls, opts)
-        results["sync"] = summarize_rounds(sync_rounds, "direct")
+        sync_rounds = None
+        if opts.latency:
+            say(f"sync unary: {opts.rounds} rounds x {opts.calls} calls of {', '.join(calls)}")
+            sync_rounds = run_rounds(calls, opts)
+            results["sync"] = summarize_rounds(sync_rounds, "direct")
         if pair is not None:
             results["envoy"] = {
                 "rss_mb": {side: round(r / MB, 1) for side, r in pair.rss().items()},
@@ -701,7 +712,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                 ),
             }
 
-        if opts.aio:
+        if opts.aio and sync_rounds is not None:
             say(f"aio unary: {opts.rounds} rounds x {opts.calls} calls")
             results["aio"] = asyncio.run(_aio_part(mesh, backend.address, opts, ECHO_METHOD))
             base = sync_rounds["direct"]
@@ -846,10 +857,12 @@ def format_report(results: dict[str, Any]) -> str:
         )
         quiet_max = max((u["quiet_max_us"] or 0) for u in e["updates"])
         quiet_p99 = c.median(u["quiet_p99_us"] or 0 for u in e["updates"])
+        quiet_p50 = c.median(u["quiet_p50_us"] or 0 for u in e["updates"])
         lines.append(
-            f"calls during the updates: {e['calls_during_total']}, slowest "
-            f"{e['max_call_during_us']} µs (quiet windows: p99 {quiet_p99:.0f} µs, "
-            f"max {quiet_max:.0f} µs); {e['calls_per_s_during']} calls/s during an update vs "
+            f"calls during the updates: {e['calls_during_total']}, p50 "
+            f"{e['p50_call_during_us']} µs, slowest {e['max_call_during_us']} µs (quiet "
+            f"windows: p50 {quiet_p50:.0f} µs, p99 {quiet_p99:.0f} µs, max {quiet_max:.0f} µs); "
+            f"{e['calls_per_s_during']} calls/s during an update vs "
             f"{e['calls_per_s_quiet']} quiet; errors {e['call_errors']}"
         )
     if "memory" in results:
@@ -882,6 +895,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
     p.add_argument("--no-envoy", action="store_true", help="skip the Envoy sidecar pair")
     p.add_argument("--no-native-xds", action="store_true", help="skip grpcio's xDS channel")
     p.add_argument("--no-scale", action="store_true", help="skip the EDS and memory parts")
+    p.add_argument(
+        "--eds-only",
+        action="store_true",
+        help="only the EDS update part (no latency rounds, no memory probes)",
+    )
     p.add_argument("--eds-endpoints", type=int, default=None, help="EDS update size (10000)")
     p.add_argument("--clusters", type=int, default=None, help="clusters of the scale config (1000)")
     p.add_argument("--services", type=int, default=None, help="services of the memory config (100)")
@@ -924,6 +942,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
     opts.native_xds = not args.no_native_xds
     if args.no_scale:
         opts.eds_endpoints = 0
+        opts.memory_probes = False
+    if args.eds_only:
+        if args.no_scale:
+            p.error("--eds-only and --no-scale leave nothing to run")
+        opts.latency = False
         opts.memory_probes = False
     return opts, args
 

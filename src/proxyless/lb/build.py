@@ -53,7 +53,7 @@ from proxyless.resources.model import (
     WrrLocality,
 )
 
-__all__ = ["build_picker", "is_hash_policy", "member_of_picker"]
+__all__ = ["build_picker", "is_hash_policy", "member_of_picker", "picker_members"]
 
 
 def is_hash_policy(policy: LbPolicy) -> bool:
@@ -79,6 +79,16 @@ def member_of_picker(policy: LbPolicy, endpoint: EndpointState) -> bool:
     return endpoint.healthy
 
 
+def picker_members(policy: LbPolicy, endpoints: Sequence[EndpointState]) -> list[EndpointState]:
+    """The endpoints of ``endpoints`` for which :func:`member_of_picker` is
+    true, in order (one policy test for the whole list)."""
+    while isinstance(policy, WrrLocality):
+        policy = policy.child
+    if isinstance(policy, Maglev):
+        return [e for e in endpoints if e.endpoint.usable]
+    return [e for e in endpoints if e.healthy]
+
+
 def build_picker(
     policy: LbPolicy,
     endpoints: Sequence[EndpointState],
@@ -88,13 +98,15 @@ def build_picker(
     overprovisioning_factor: int = 140,
     panic: bool = False,
     clock: Callable[[], float] = monotonic,
+    members: Sequence[EndpointState] | None = None,
 ) -> Picker:
     """A picker for ``policy`` over ``endpoints`` (see the module docstring).
 
     ``locality_weights`` maps each locality to its EDS
     ``load_balancing_weight``; localities missing from it weigh 1. ``clock``
     (monotonic seconds) is read by the load-aware pickers (weighted round
-    robin, peak EWMA).
+    robin, peak EWMA). ``members``, when the caller has it already, is
+    ``picker_members(policy, endpoints)`` (not used in panic mode).
     """
     if isinstance(policy, WrrLocality):
         return build_picker(
@@ -105,8 +117,14 @@ def build_picker(
             overprovisioning_factor=overprovisioning_factor,
             panic=panic,
             clock=clock,
+            members=members,
         )
-    candidates = list(endpoints) if panic else [e for e in endpoints if member_of_picker(policy, e)]
+    if panic:
+        candidates = list(endpoints)
+    elif members is not None:
+        candidates = list(members)
+    else:
+        candidates = picker_members(policy, endpoints)
     if locality_weights is None:
         return _flat(policy, candidates, rng, None, panic, clock)
     if isinstance(policy, (RingHash, Maglev)):

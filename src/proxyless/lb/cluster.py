@@ -6,7 +6,8 @@ One :class:`ClusterLoadBalancer` exists per cluster. It is fed whole
 updates, so active-request counts and outlier ejections survive EDS pushes.
 Endpoints that leave EDS are marked ``draining`` and handed back from
 :meth:`ClusterLoadBalancer.update` so the connection layer can close them
-once their in-flight requests finish.
+once their in-flight requests finish (:meth:`ClusterLoadBalancer.apply`
+hands back the new ones as well, so nobody compares address sets).
 
 A pick (Envoy ``LoadBalancerBase::chooseHost``; gRFC A27/A42/A56):
 
@@ -46,11 +47,13 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from proxyless.config.snapshot import ClusterConfig
 from proxyless.errors import ClusterNotAvailable, NoHealthyEndpoints
-from proxyless.lb.build import build_picker, is_hash_policy, member_of_picker
+from proxyless.lb.build import build_picker, is_hash_policy, picker_members
 from proxyless.lb.load_state import attach_load_state, detach_load_state, monotonic
 from proxyless.lb.locality import locality_name
 from proxyless.lb.peak_ewma import LatencyFeedback
@@ -66,9 +69,22 @@ from proxyless.resources.model import (
     WrrLocality,
 )
 
-__all__ = ["ClusterLoadBalancer"]
+__all__ = ["ClusterLoadBalancer", "EndpointChanges"]
 
-_Signature = tuple[tuple[EndpointKey, int, Locality], ...]
+#: What a priority's picker was built from: its members (by identity, so an
+#: endpoint that left and came back is a new member), their weights, and
+#: each locality with its number of members (members are in locality order).
+_Signature = tuple[tuple[EndpointState, ...], tuple[int, ...], tuple[tuple[Locality, int], ...]]
+_weight = attrgetter("weight")
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointChanges:
+    """The endpoints an update added (new addresses, in priority and
+    locality order) and removed (now ``draining``)."""
+
+    added: tuple[EndpointState, ...]
+    removed: tuple[EndpointState, ...]
 
 
 class _Priority:
@@ -97,7 +113,11 @@ class _Priority:
         self.cluster = cluster
         self.policy = policy
         self.localities = localities
-        self.endpoints = tuple(e for _, _, eps in localities for e in eps)
+        self.endpoints: tuple[EndpointState, ...] = (
+            localities[0][2]
+            if len(localities) == 1
+            else tuple(e for _, _, eps in localities for e in eps)
+        )
         self.locality_weights: dict[Locality, int] | None = (
             {loc: weight for loc, weight, _ in localities} if locality_weighted else None
         )
@@ -106,11 +126,22 @@ class _Priority:
         self.panic_picker: Picker | None = None
         self.signature: _Signature | None = None
 
-    def current_signature(self) -> _Signature:
+    def current_members(self) -> tuple[list[EndpointState], _Signature]:
+        """The endpoints a (non-panic) picker includes now, and their signature."""
         policy = self.policy
-        return tuple(
-            (e.key, e.weight, e.locality) for e in self.endpoints if member_of_picker(policy, e)
-        )
+        if len(self.localities) == 1:
+            locality, _, states = self.localities[0]
+            members = picker_members(policy, states)
+            groups: tuple[tuple[Locality, int], ...] = ((locality, len(members)),)
+        else:
+            members = []
+            counts = []
+            for locality, _, states in self.localities:
+                chosen = picker_members(policy, states)
+                members += chosen
+                counts.append((locality, len(chosen)))
+            groups = tuple(counts)
+        return members, (tuple(members), tuple(map(_weight, members)), groups)
 
     def same_shape(self, other: _Priority) -> bool:
         return (
@@ -124,12 +155,17 @@ class _View:
     """What a pick reads, swapped as one reference so a pick never mixes an
     old priority list with a new load."""
 
-    __slots__ = ("hash_based", "load", "priorities", "single")
+    __slots__ = ("endpoints", "hash_based", "load", "priorities", "single")
 
     def __init__(
         self, priorities: tuple[_Priority, ...], load: PriorityLoad, hash_based: bool
     ) -> None:
         self.priorities = priorities
+        self.endpoints: tuple[EndpointState, ...] = (
+            priorities[0].endpoints
+            if len(priorities) == 1
+            else tuple(e for p in priorities for e in p.endpoints)
+        )
         self.load = load
         self.hash_based = hash_based
         self.single = len(load.loads) == 1 and load.loads[0] == 100 and not load.panic[0]
@@ -197,6 +233,14 @@ class ClusterLoadBalancer:
         ejection). Removed ones are marked ``draining``. ``clusters`` resolves
         an aggregate cluster's children.
         """
+        return list(self.apply(cluster_config, clusters).removed)
+
+    def apply(
+        self,
+        cluster_config: ClusterConfig,
+        clusters: Mapping[str, ClusterConfig] | None = None,
+    ) -> EndpointChanges:
+        """:meth:`update`, returning the endpoints added as well as those removed."""
         with self._lock:
             return self._update_locked(cluster_config, clusters)
 
@@ -204,7 +248,7 @@ class ClusterLoadBalancer:
         self,
         cluster_config: ClusterConfig,
         clusters: Mapping[str, ClusterConfig] | None,
-    ) -> list[EndpointState]:
+    ) -> EndpointChanges:
         if cluster_config.name != self.name:
             raise ValueError(
                 f"ClusterLoadBalancer for {self.name!r} given config of {cluster_config.name!r}"
@@ -233,6 +277,7 @@ class ClusterLoadBalancer:
 
         old_states = self._states
         states: dict[EndpointKey, EndpointState] = {}
+        added: list[EndpointState] = []
         priorities: list[_Priority] = []
         for source, assignment in sources:
             weighted = isinstance(source.lb_policy, WrrLocality) or source.locality_weighted_lb
@@ -248,6 +293,7 @@ class ClusterLoadBalancer:
                         state = old_states.get(key)
                         if state is None:
                             state = EndpointState(endpoint, group.locality, index)
+                            added.append(state)
                         else:
                             state.update(endpoint, group.locality, index)
                         states[key] = state
@@ -263,10 +309,11 @@ class ClusterLoadBalancer:
                     )
                 )
 
-        removed = [state for key, state in old_states.items() if key not in states]
+        removed = tuple([state for key, state in old_states.items() if key not in states])
         for state in removed:
             state.draining = True
-            detach_load_state(state)
+            if state.orca is not None:
+                detach_load_state(state)
 
         previous_priorities = self._view.priorities
         for index, priority in enumerate(priorities):
@@ -282,7 +329,7 @@ class ClusterLoadBalancer:
         self._drops = drops
         self._panic_threshold = cluster.healthy_panic_threshold
         self._refresh_locked(tuple(priorities))
-        return removed
+        return EndpointChanges(tuple(added), removed)
 
     def set_ejected(self, endpoint: EndpointState, ejected: bool, *, refresh: bool = True) -> None:
         """Eject or restore ``endpoint`` (outlier detection) and rebuild the
@@ -302,7 +349,7 @@ class ClusterLoadBalancer:
 
     def _refresh_locked(self, priorities: tuple[_Priority, ...]) -> None:
         for priority in priorities:
-            signature = priority.current_signature()
+            members, signature = priority.current_members()
             if priority.picker is None or signature != priority.signature:
                 priority.picker = build_picker(
                     priority.policy,
@@ -311,6 +358,7 @@ class ClusterLoadBalancer:
                     locality_weights=priority.locality_weights,
                     overprovisioning_factor=priority.overprovisioning_factor,
                     clock=self._clock,
+                    members=members,
                 )
                 priority.signature = signature
             priority.panic_picker = None
@@ -444,7 +492,7 @@ class ClusterLoadBalancer:
     @property
     def endpoints(self) -> tuple[EndpointState, ...]:
         """Every current endpoint, in priority/locality order."""
-        return tuple(e for p in self._view.priorities for e in p.endpoints)
+        return self._view.endpoints
 
     @property
     def load(self) -> PriorityLoad:

@@ -71,7 +71,8 @@ def attach_load_state(
             feedback.attach(endpoints)
         else:
             for endpoint in endpoints:
-                detach_load_state(endpoint)
+                if endpoint.orca is not None:
+                    detach_load_state(endpoint)
                 endpoint.rtt = None
     return feedback
 

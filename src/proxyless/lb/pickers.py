@@ -180,7 +180,7 @@ def _weights_of(endpoints: Sequence[EndpointState], weights: Sequence[float] | N
 
 
 def _all_equal(values: Sequence[float]) -> bool:
-    return not values or all(v == values[0] for v in values)
+    return not values or values.count(values[0]) == len(values)
 
 
 def _positive(weights: list[float]) -> list[float]:

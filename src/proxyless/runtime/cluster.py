@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from proxyless.clock import Clock, SystemClock, TimerHandle
 from proxyless.config.snapshot import ClusterConfig, XdsConfig
-from proxyless.lb.cluster import ClusterLoadBalancer
+from proxyless.lb.cluster import ClusterLoadBalancer, EndpointChanges
 from proxyless.lb.priority import PriorityMode
 from proxyless.lb.state import EndpointState
 from proxyless.resilience.breaker import ClusterCircuitBreakers
@@ -46,15 +46,17 @@ class EndpointPool(Protocol):
 
 def retain_refs(refs: dict[str, int], addresses: Sequence[str]) -> None:
     """Count one more cluster listing each of ``addresses`` (an EndpointPool's books)."""
+    get = refs.get
     for address in addresses:
-        refs[address] = refs.get(address, 0) + 1
+        refs[address] = get(address, 0) + 1
 
 
 def release_refs(refs: dict[str, int], addresses: Sequence[str]) -> set[str]:
     """Count one cluster less for each of ``addresses``; return those no cluster lists now."""
     gone: set[str] = set()
+    get = refs.get
     for address in addresses:
-        left = refs.get(address, 0) - 1
+        left = get(address, 0) - 1
         if left > 0:
             refs[address] = left
         else:
@@ -113,14 +115,15 @@ class ClusterRuntime:
 
     def update(
         self, config: ClusterConfig, clusters: Mapping[str, ClusterConfig]
-    ) -> list[EndpointState]:
+    ) -> EndpointChanges:
+        """Take a new snapshot of the cluster; the endpoints it added and removed."""
         self.config = config
-        removed = self.lb.update(config, clusters)
+        changes = self.lb.apply(config, clusters)
         if config.cluster is not None:
             self.breakers.update(config.cluster.circuit_breakers)
         self._sync_outlier()
         self._sync_tls()
-        return removed
+        return changes
 
     # -- outlier detection (Mesh thread) ---------------------------------------------
     def _sync_tls(self) -> None:
@@ -275,14 +278,14 @@ class ClusterRegistry:
                 if not cc.children and old.cluster is cc.cluster and old.endpoints is cc.endpoints:
                     rt.config = cc
                     continue
-                before = {es.address for es in rt.endpoints()}
                 try:
-                    removed = rt.update(cc, snap.clusters)
+                    changes = rt.update(cc, snap.clusters)
                 except Exception:
                     log.exception("cannot update cluster %r", name)
                     continue
-                after = {es.address for es in rt.endpoints()}
-                self._notify(sorted(after - before), [es.address for es in removed])
+                self._notify(
+                    [es.address for es in changes.added], [es.address for es in changes.removed]
+                )
             self._by_listener[snap.listener_name] = frozenset(snap.clusters)
             self._collect()
         hook = self.on_load_reporting

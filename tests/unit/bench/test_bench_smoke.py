@@ -9,6 +9,7 @@ shapes and counts, never timings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -95,6 +96,17 @@ def test_quick_and_explicit_counts() -> None:
     assert (opts.calls, opts.rounds, opts.envoy, opts.native_xds) == (50, 3, False, True)
 
 
+def test_eds_only_skips_the_latency_rounds_and_memory_probes() -> None:
+    opts, _ = grpc_overhead.parse_args(["--eds-only", "--eds-endpoints", "500"])
+    assert (opts.latency, opts.memory_probes, opts.eds_endpoints) == (False, False, 500)
+
+
+def test_eds_only_with_no_scale_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        grpc_overhead.parse_args(["--eds-only", "--no-scale"])
+    assert "leave nothing to run" in capsys.readouterr().err
+
+
 def test_spiffe_certificates_carry_only_the_uri_san(tmp_path: Path) -> None:
     certs = c.make_spiffe_certs(tmp_path)
     ca = x509.load_pem_x509_certificate(certs.ca.read_bytes())
@@ -169,6 +181,21 @@ def test_grpc_overhead_runs_end_to_end_with_tiny_counts() -> None:
     }
     report = grpc_overhead.format_report(results)
     assert "proxyless-aio" in report and "EDS update of 200 endpoints" in report
+    json.dumps(results)
+
+
+def test_grpc_overhead_eds_only_runs_the_eds_part_alone() -> None:
+    opts, _ = grpc_overhead.parse_args(
+        ["--eds-only", "--no-envoy", "--no-native-xds", "--eds-endpoints", "200"]
+    )
+    opts = dataclasses.replace(opts, warmup=5, eds_updates=1, eds_idle_updates=1, quiet=True)
+    results = grpc_overhead.run(opts)
+    assert "sync" not in results and "aio" not in results and "memory" not in results
+    eds = results["eds_update"]
+    assert eds["endpoints"] == 200 and eds["call_errors"] == 0
+    assert set(results["targets"]) == {"eds_update_ms"}
+    report = grpc_overhead.format_report(results)
+    assert "EDS update of 200 endpoints" in report and "p50" in report
     json.dumps(results)
 
 

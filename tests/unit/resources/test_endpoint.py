@@ -267,49 +267,137 @@ def test_parse_cluster_load_assignment() -> None:
     assert info.value.errors == ["endpoints: priorities [1] are not contiguous from 0"]
 
 
+def _lb(address: str = "10.0.0.1", port: int = 8080, **fields: Any) -> Any:
+    """An LbEndpoint with a socket address; ``fields`` are set on it with
+    dotted names (``endpoint.hostname="h"``)."""
+    msg = b.lb_endpoint(address, port)
+    for name, value in fields.items():
+        *parents, leaf = name.split(".")
+        target = msg
+        for parent in parents:
+            target = getattr(target, parent)
+        if hasattr(value, "DESCRIPTOR"):
+            getattr(target, leaf).CopyFrom(value)
+        else:
+            setattr(target, leaf, value)
+    return msg
+
+
+def _with_metadata(msg: Any, value: str = "w") -> Any:
+    msg.metadata.filter_metadata["istio"].fields["workload"].string_value = value
+    return msg
+
+
+def _with_unknown(msg: Any, tag: bytes) -> Any:
+    """``msg`` with an unknown field (``tag`` and its value, raw) appended."""
+    out = type(msg)()
+    out.ParseFromString(msg.SerializeToString() + tag)
+    return out
+
+
 def _shapes() -> list[Any]:
-    """LbEndpoints of every shape the quick reader must agree with the full parser on."""
-    plain = b.lb_endpoint()
-    weighted = b.lb_endpoint(weight=7, health=1)
-    named = b.lb_endpoint("10.0.0.2")
-    named.endpoint.hostname = "reviews-v1.default"
-    v6 = b.lb_endpoint("0:0::1")
-    draining = b.lb_endpoint(health=3)
-    with_meta = b.lb_endpoint()
-    with_meta.metadata.filter_metadata["istio"].fields["workload"].string_value = "w"
-    zero_weight = b.lb_endpoint(weight=0)
-    udp = b.lb_endpoint()
-    udp.endpoint.address.socket_address.protocol = address_pb2.SocketAddress.UDP
-    no_port = b.lb_endpoint(port=0)
+    """LbEndpoints the quick reader must agree with the full parser on: the
+    common shapes (read quickly) and one of each thing it must leave to the
+    full parser (an id ending in ``/full``)."""
+    long_host = "h" * 200  # lengths above 127 take two bytes
+    unicode_host = "réviews.example"
     pipe = endpoint_components_pb2.LbEndpoint(
         endpoint=endpoint_components_pb2.Endpoint(
             address=address_pb2.Address(pipe=address_pb2.Pipe(path="/tmp/s"))
         )
     )
-    health_check = b.lb_endpoint()
-    health_check.endpoint.health_check_config.port_value = 9
-    named_port = b.lb_endpoint()
-    named_port.endpoint.address.socket_address.named_port = "grpc"
+    nested_unknown = b.lb_endpoint()
+    sock = nested_unknown.endpoint.address.socket_address
+    sock.ParseFromString(sock.SerializeToString() + b"\xf8\x07\x01")  # field 127 = 1
+    zero_weight_meta = _with_metadata(b.lb_endpoint(weight=0))
     return [
-        plain, weighted, named, v6, draining, with_meta, zero_weight, udp, no_port, pipe,
-        health_check, named_port,
+        pytest.param(b.lb_endpoint(), id="plain"),
+        pytest.param(b.lb_endpoint(weight=7, health=1), id="weight-healthy"),
+        pytest.param(b.lb_endpoint(weight=300, health=5), id="two-byte-weight"),
+        pytest.param(b.lb_endpoint(weight=4_294_967_295), id="max-weight"),
+        pytest.param(b.lb_endpoint(port=1), id="port-1"),
+        pytest.param(b.lb_endpoint(port=200), id="two-byte-port"),
+        pytest.param(b.lb_endpoint(port=65535), id="three-byte-port"),
+        pytest.param(_lb("10.0.0.2", **{"endpoint.hostname": "reviews-v1.default"}), id="hostname"),
+        pytest.param(_lb(**{"endpoint.hostname": long_host}), id="long-hostname"),
+        pytest.param(_lb(long_host), id="long-address"),
+        pytest.param(_lb("h" * 120, **{"endpoint.hostname": "x" * 120}), id="long-endpoint"),
+        pytest.param(_lb(unicode_host), id="unicode-address"),
+        pytest.param(_lb(**{"endpoint.hostname": unicode_host}), id="unicode-hostname"),
+        pytest.param(b.lb_endpoint("0:0::1"), id="ipv6-spelled-long"),
+        pytest.param(b.lb_endpoint("010.0.0.1"), id="ipv4-not-canonical"),
+        pytest.param(b.lb_endpoint(health=3), id="draining"),
+        pytest.param(_with_metadata(b.lb_endpoint()), id="metadata"),
+        pytest.param(_with_metadata(b.lb_endpoint(weight=3, health=2), "x" * 300), id="big-metadata"),
+        pytest.param(
+            _with_metadata(_lb(**{"endpoint.hostname": "h"})), id="metadata-hostname"
+        ),
+        pytest.param(b.lb_endpoint(weight=0), id="zero-weight/full"),
+        pytest.param(zero_weight_meta, id="zero-weight-metadata/full"),
+        pytest.param(b.lb_endpoint(health=6), id="unknown-health/full"),
+        pytest.param(_lb(**{"endpoint.address.socket_address.protocol": 1}), id="udp/full"),
+        pytest.param(b.lb_endpoint(port=0), id="port-0/full"),
+        pytest.param(b.lb_endpoint(port=70000), id="port-too-big/full"),
+        pytest.param(b.lb_endpoint(""), id="no-address/full"),
+        pytest.param(pipe, id="pipe/full"),
+        pytest.param(endpoint_components_pb2.LbEndpoint(), id="empty/full"),
+        pytest.param(
+            endpoint_components_pb2.LbEndpoint(endpoint_name="leds"), id="endpoint-name/full"
+        ),
+        pytest.param(
+            _lb(**{"endpoint.health_check_config.port_value": 9}), id="health-check/full"
+        ),
+        pytest.param(
+            _lb(**{"endpoint.address.socket_address.named_port": "grpc"}), id="named-port/full"
+        ),
+        pytest.param(
+            _lb(port=0, **{"endpoint.address.socket_address.named_port": ""}),
+            id="empty-named-port/full",
+        ),
+        pytest.param(
+            _lb(**{"endpoint.address.socket_address.resolver_name": "dns"}), id="resolver/full"
+        ),
+        pytest.param(
+            _lb(**{"endpoint.address.socket_address.ipv4_compat": True}), id="ipv4-compat/full"
+        ),
+        pytest.param(
+            _with_metadata(_lb(**{"endpoint.address.socket_address.ipv4_compat": True})),
+            id="metadata-ipv4-compat/full",
+        ),
+        pytest.param(
+            _additional(),
+            id="additional-addresses/full",
+        ),
+        pytest.param(_with_unknown(b.lb_endpoint(), b"\xf8\x07\x01"), id="unknown-field/full"),
+        pytest.param(nested_unknown, id="nested-unknown-field/full"),
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("index", range(12))
-def test_quick_reader_agrees_with_the_full_parser(index: int) -> None:
+def _additional() -> Any:
+    msg = b.lb_endpoint()
+    msg.endpoint.additional_addresses.add().address.CopyFrom(b.socket("10.0.0.9", 1))
+    return msg
+
+
+@pytest.mark.parametrize("msg", _shapes())
+def test_quick_reader_agrees_with_the_full_parser(msg: Any, request: Any) -> None:
     from proxyless.resources.parse.common import Ctx
     from proxyless.resources.parse.endpoint import _lb_endpoint, _plain_lb_endpoint
 
-    msg = _shapes()[index]
-    quick = _plain_lb_endpoint(msg)
+    quick = _plain_lb_endpoint(msg, msg.ByteSize())
     ctx = Ctx()
     full = _lb_endpoint(ctx, "p", msg, [])
-    if index <= 5:  # the common shapes, istiod's included, are read quickly
-        assert quick is not None
-    if quick is not None:  # and only when the full parser has nothing else to say
-        assert quick == full and not ctx.errors
-        assert ctx.ignored in ([], ["p.metadata"])
+    if request.node.callspec.id.endswith("/full"):
+        # not the common shape: left to the full parser, which says why
+        assert quick is None
+        return
+    # the common shapes, istiod's included, are read quickly, and only when
+    # the full parser has nothing else to say
+    assert quick is not None
+    endpoint, metadata = quick
+    assert endpoint == full and not ctx.errors
+    assert ctx.ignored == (["p.metadata"] if metadata else [])
+    assert metadata == msg.HasField("metadata")
 
 
 def test_endpoint_metadata_is_listed_once_per_locality() -> None:
@@ -362,3 +450,75 @@ def test_big_assignment_still_reports_unusual_endpoints_every_time() -> None:
     for _ in range(2):
         cla = _decode(_big(2000, odd=odd))
         assert cla.ignored_fields == ("endpoints[0].lb_endpoints[7].endpoint.health_check_config",)
+
+
+def _assignments() -> list[Any]:
+    """Assignments whose decode must not depend on the quick reader."""
+    shapes = [p.values[0] for p in _shapes()]
+    dup = b.lb_endpoint("10.0.0.1", 8080)
+    many = [b.lb_endpoint("10.2.0.1", port=1000 + i) for i in range(300)]
+    meta_late = [b.lb_endpoint("10.3.0.1", 1), _with_metadata(b.lb_endpoint("10.3.0.1", 2))]
+    return [
+        pytest.param(b.assignment(localities=[b.locality(endpoints=shapes)]), id="every-shape"),
+        pytest.param(
+            b.assignment(localities=[b.locality(endpoints=[b.lb_endpoint(), dup])]),
+            id="duplicate",
+        ),
+        pytest.param(
+            b.assignment(
+                localities=[b.locality(endpoints=[_additional()]), b.locality("z2", [dup])]
+            ),
+            id="duplicate-of-additional-address",
+        ),
+        pytest.param(b.assignment(localities=[b.locality(endpoints=many)]), id="big"),
+        pytest.param(
+            b.assignment(localities=[b.locality(endpoints=[*many, dup, b.lb_endpoint()])]),
+            id="big-duplicate",
+        ),
+        pytest.param(
+            b.assignment(localities=[b.locality(endpoints=meta_late)]), id="metadata-late"
+        ),
+    ]
+
+
+@pytest.mark.parametrize("msg", _assignments())
+def test_quick_reader_changes_nothing_in_an_assignment(msg: Any, monkeypatch: Any) -> None:
+    from proxyless.resources.parse import endpoint as parse
+
+    data = msg.SerializeToString()
+    quick = decode_cluster_load_assignment(data)
+    again = decode_cluster_load_assignment(data)  # big ones: taken from the last decode
+    monkeypatch.setattr(parse, "_plain_lb_endpoint", lambda msg, size: None)
+    parse._last_endpoints.clear()
+    full = decode_cluster_load_assignment(data)
+    assert quick == full
+    assert again == full
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("10.0.0.1", 8080, "UNKNOWN", 1, ""), id="defaults"),
+        pytest.param(("::1", 1, "DRAINING", 7, "h.example"), id="every-field"),
+    ],
+)
+def test_make_endpoint_is_the_constructor(args: tuple[Any, ...]) -> None:
+    from proxyless.resources.model.endpoint import make_endpoint
+
+    made = make_endpoint(*args)
+    built = Endpoint(*args)
+    assert made == built and hash(made) == hash(built) and repr(made) == repr(built)
+    with pytest.raises(AttributeError):
+        made.port = 1  # type: ignore[misc]
+
+
+def test_big_assignment_with_metadata_reads_the_same_from_the_memo() -> None:
+    eps = [_with_metadata(b.lb_endpoint("10.4.0.1", port=1000 + i)) for i in range(300)]
+    eps[0] = b.lb_endpoint("10.4.0.1", port=999)  # the first has none
+    data = b.assignment(localities=[b.locality(endpoints=eps)]).SerializeToString()
+    first = decode_cluster_load_assignment(data)
+    again = decode_cluster_load_assignment(data)  # every endpoint from the memo
+    assert first.ok and again == first
+    assert first.value.ignored_fields == ("endpoints[0].lb_endpoints[1].metadata",)
+    old = first.value.priorities[0][0].endpoints
+    assert all(a is b for a, b in zip(old, again.value.priorities[0][0].endpoints, strict=True))

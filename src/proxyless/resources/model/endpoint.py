@@ -15,8 +15,8 @@ consumers that implement them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 __all__ = [
     "ClusterLoadAssignment",
@@ -25,6 +25,7 @@ __all__ = [
     "HealthStatus",
     "Locality",
     "LocalityEndpoints",
+    "make_endpoint",
 ]
 
 HealthStatus = Literal["UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"]
@@ -63,6 +64,28 @@ class Endpoint:
     def usable(self) -> bool:
         """True when a picker may choose it: health HEALTHY or UNKNOWN (gRFC A27)."""
         return self.health in ("HEALTHY", "UNKNOWN")
+
+
+_new_endpoint = Endpoint.__new__
+# The slots' own setters: what the frozen __init__ calls, without its per-field lookups.
+_set_address, _set_port, _set_health, _set_weight, _set_hostname = (
+    Endpoint.__dict__[name].__set__ for name in ("address", "port", "health", "weight", "hostname")
+)
+if [f.name for f in fields(Endpoint)] != ["address", "port", "health", "weight", "hostname"]:
+    raise RuntimeError("make_endpoint does not set every field of Endpoint: update it")
+
+
+def make_endpoint(address: str, port: int, health: Any, weight: int, hostname: str) -> Endpoint:
+    """``Endpoint(address, port, health, weight, hostname)``, made in about
+    half the time (an EDS decoder makes one per endpoint, tens of thousands
+    at a time). The caller passes valid values, as to the constructor."""
+    endpoint = _new_endpoint(Endpoint)
+    _set_address(endpoint, address)
+    _set_port(endpoint, port)
+    _set_health(endpoint, health)
+    _set_weight(endpoint, weight)
+    _set_hostname(endpoint, hostname)
+    return endpoint
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,19 @@ fails like any unreachable endpoint). Envoy's ``endpoint_components.proto``
 adds: endpoint weight >= 1, priority <= 128, overprovisioning factor > 0.
 IP literals are stored in canonical form so duplicates are found whatever
 their spelling; host names are kept (see ``docs/resources.md``).
+
+Speed (a 10,000-endpoint assignment is decoded on the Mesh thread): the
+common ``LbEndpoint`` is read by :func:`_plain_lb_endpoint`, which checks
+that nothing else is set by comparing serialized sizes instead of listing
+fields, and anything else goes through the full parser; in a big assignment
+an ``LbEndpoint`` whose bytes are the same as in the cluster's last one is
+taken as it was. Both give the model and the errors the full parser gives.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import time
 from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -30,6 +36,7 @@ from proxyless.resources.model.endpoint import (
     Endpoint,
     Locality,
     LocalityEndpoints,
+    make_endpoint,
 )
 from proxyless.resources.parse.common import (
     MAX_UINT32,
@@ -76,13 +83,28 @@ def _top_level(ctx: Ctx, msg: Any) -> ClusterLoadAssignment | None:
     return cluster_load_assignment(ctx, "", msg)
 
 
-_YIELD_EVERY = 256
 #: Assignments with at least this many endpoints remember them by their
 #: serialized ``LbEndpoint``, per cluster (see :func:`cluster_load_assignment`).
 _MEMO_MIN = 256
 #: Clusters whose endpoints are remembered, at most (forgotten all at once).
 _MEMO_CLUSTERS = 1024
-_last_endpoints: dict[str, dict[bytes, Endpoint]] = {}
+#: An endpoint read by :func:`_plain_lb_endpoint`, and whether it has ``metadata``.
+_Plain = tuple[Endpoint, bool]
+
+
+class _Memo:
+    """The endpoints of one assignment by their serialized ``LbEndpoint``,
+    and which of those had ``metadata``. (Endpoints, not ``_Plain`` tuples:
+    one object fewer per endpoint for the garbage collector to keep track of.)"""
+
+    __slots__ = ("endpoints", "with_metadata")
+
+    def __init__(self) -> None:
+        self.endpoints: dict[bytes, Endpoint] = {}
+        self.with_metadata: set[bytes] = set()
+
+
+_last_endpoints: dict[str, _Memo] = {}
 _SOCKET_FIELDS = frozenset(("protocol", "address", "port_value", "named_port", "ipv4_compat"))
 _LB_ENDPOINT_FIELDS = frozenset(
     ("endpoint", "endpoint_name", "health_status", "load_balancing_weight")
@@ -91,6 +113,7 @@ _ENDPOINT_FIELDS = frozenset(("address", "hostname", "additional_addresses"))
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 #: dotted-quad IPv4 already in canonical form (the common case: no need to parse)
 _CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_is_canonical_v4 = _CANONICAL_V4.fullmatch
 
 
 def _canonical_host(host: str) -> str:
@@ -134,23 +157,36 @@ def socket_address(ctx: Ctx, path: str, address: Any) -> tuple[str, int] | None:
 def cluster_load_assignment(
     ctx: Ctx, path: str, msg: Any, *, inline: bool = False
 ) -> ClusterLoadAssignment | None:
-    """Parse a ClusterLoadAssignment at ``path`` (``inline``: inside a Cluster)."""
+    """Parse a ClusterLoadAssignment at ``path`` (``inline``: inside a Cluster).
+
+    A big decode runs on the Mesh thread without handing the interpreter
+    (GIL) to request threads by hand: the interpreter's switch interval
+    (``sys.getswitchinterval()``, 5 ms by default) already lets a waiting
+    request thread in. Yielding as well, every 512 endpoints (about 2 ms),
+    was measured to make a 10,000-endpoint update about 10% slower while
+    calls flow and the calls made meanwhile about three times faster; the
+    slowest of them, about 20 ms, not at all (``docs/benchmarks.md``). An
+    application that prefers the calls can lower the switch interval.
+    """
     unhandled(ctx, msg, path, ("cluster_name", "endpoints", "policy"))
     if not msg.cluster_name and not inline:
         ctx.error(join(path, "cluster_name"), "must not be empty")
     # A control plane resends the whole assignment when one endpoint changes
     # (istiod does): in a big one, endpoints whose serialized LbEndpoint is
     # the same as in this cluster's last assignment are taken as they were.
-    memo: dict[bytes, Endpoint] | None = None
+    memo: _Memo | None = None
     last: dict[bytes, Endpoint] = {}
+    last_metadata: set[bytes] = set()
     if not inline and msg.cluster_name:
         if sum(len(lle.lb_endpoints) for lle in msg.endpoints) >= _MEMO_MIN:
-            memo = {}
-            last = _last_endpoints.get(msg.cluster_name, last)
+            memo = _Memo()
+            previous = _last_endpoints.get(msg.cluster_name)
+            if previous is not None:
+                last, last_metadata = previous.endpoints, previous.with_metadata
     by_priority: dict[int, list[LocalityEndpoints]] = {}
     weight_sums: dict[int, int] = {}
     seen_localities: dict[tuple[int, Locality], int] = {}
-    seen_addresses: dict[tuple[str, int], _Path] = {}
+    seen_addresses: dict[tuple[str, int], tuple[str, int]] = {}
     for i, lle in enumerate(msg.endpoints):
         lpath = f"{join(path, 'endpoints')}[{i}]"
         unhandled(
@@ -197,39 +233,35 @@ def cluster_load_assignment(
         lb_path = join(lpath, "lb_endpoints")
         metadata_noted = False
         for j, lb in enumerate(lle.lb_endpoints):
-            if j and not j % _YIELD_EVERY:
-                # A large EDS decode runs on the Mesh thread: let request
-                # threads have the interpreter now and then (GIL) instead of
-                # stalling them for the whole decode.
-                time.sleep(0)
-            if memo is not None:
-                raw = lb.SerializeToString()
-                endpoint = last.get(raw) or _plain_lb_endpoint(lb)
-                if endpoint is not None:
-                    memo[raw] = endpoint
-            else:
-                endpoint = _plain_lb_endpoint(lb)
-            extra: list[tuple[str, int]] = []
-            if endpoint is None:
+            raw = lb.SerializeToString()
+            known = last.get(raw) if last else None
+            plain = (known, raw in last_metadata) if known is not None else None
+            if plain is None:
+                plain = _plain_lb_endpoint(lb, len(raw))
+            if plain is None:
+                extra: list[tuple[str, int]] = []
                 endpoint = _lb_endpoint(ctx, f"{lb_path}[{j}]", lb, extra)
                 if endpoint is None:
                     continue
-            elif not metadata_noted and lb.HasField("metadata"):
-                # listed once per locality, not once per endpoint
-                ctx.ignore(f"{lb_path}[{j}].metadata")
-                metadata_noted = True
-            duplicate = False
-            for key in (endpoint.key, *extra):
-                if key in seen_addresses:
-                    ctx.error(
-                        f"{lb_path}[{j}]",
-                        f"duplicate endpoint address {_address_text(key)} "
-                        f"(also {seen_addresses[key]})",
-                    )
-                    duplicate = True
+                if extra:
+                    if _seen(ctx, seen_addresses, (endpoint.key, *extra), lb_path, j):
+                        endpoints.append(endpoint)
                     continue
-                seen_addresses[key] = _Path(lb_path, j)
-            if not duplicate:
+            else:
+                endpoint, metadata = plain
+                if memo is not None:
+                    memo.endpoints[raw] = endpoint
+                    if metadata:
+                        memo.with_metadata.add(raw)
+                if metadata and not metadata_noted:
+                    # listed once per locality, not once per endpoint
+                    ctx.ignore(f"{lb_path}[{j}].metadata")
+                    metadata_noted = True
+            key = (endpoint.address, endpoint.port)
+            if key in seen_addresses:
+                _seen(ctx, seen_addresses, (key,), lb_path, j)
+            else:
+                seen_addresses[key] = (lb_path, j)
                 endpoints.append(endpoint)
         by_priority.setdefault(priority, []).append(
             LocalityEndpoints(
@@ -293,53 +325,94 @@ def cluster_load_assignment(
     )
 
 
-class _Path:
-    """``lb_endpoints[j]`` under a locality's path, formatted only when an
-    error names it (most assignments have none)."""
+def _seen(
+    ctx: Ctx,
+    seen: dict[tuple[str, int], tuple[str, int]],
+    keys: tuple[tuple[str, int], ...],
+    lb_path: str,
+    index: int,
+) -> bool:
+    """Record the addresses ``keys`` of ``lb_endpoints[index]`` under
+    ``lb_path``; False (after an error naming both) when one was seen before."""
+    fresh = True
+    for key in keys:
+        first = seen.get(key)
+        if first is not None:
+            ctx.error(
+                f"{lb_path}[{index}]",
+                f"duplicate endpoint address {_address_text(key)} (also {first[0]}[{first[1]}])",
+            )
+            fresh = False
+            continue
+        seen[key] = (lb_path, index)
+    return fresh
 
-    __slots__ = ("base", "index")
 
-    def __init__(self, base: str, index: int) -> None:
-        self.base = base
-        self.index = index
+def _varint_size(value: int) -> int:
+    """Bytes of ``value`` (0 <= value < 2^32) as a protobuf varint."""
+    if value < 0x80:
+        return 1
+    if value < 0x4000:
+        return 2
+    if value < 0x200000:
+        return 3
+    return 4 if value < 0x10000000 else 5
 
-    def __str__(self) -> str:
-        return f"{self.base}[{self.index}]"
 
+def _plain_lb_endpoint(msg: Any, size: int) -> _Plain | None:
+    """The common ``LbEndpoint`` (a TCP socket address with a non-zero
+    port, an optional weight, health status, host name and metadata, nothing
+    else set), read without building field paths, and whether ``metadata``
+    is set (the caller notes it ignored; istiod sets it on every endpoint);
+    None for anything else, which :func:`_lb_endpoint` then parses with full
+    error reporting.
 
-def _plain_lb_endpoint(msg: Any) -> Endpoint | None:
-    """The common ``LbEndpoint`` (a TCP socket address with a port, an
-    optional weight, health status, host name and metadata, nothing else
-    set), read without building field paths; None for anything else, which
-    :func:`_lb_endpoint` then parses with full error reporting. The caller
-    notes ignored ``metadata`` (istiod sets it on every endpoint)."""
-    if msg.WhichOneof("host_identifier") != "endpoint":
-        return None
+    ``size`` is the message's serialized size. Instead of listing the set
+    fields of four nested messages, the size the fields read here take on
+    the wire is added up and compared with it: every other set field, known
+    or unknown, takes at least one byte more, so equal sizes mean nothing
+    else is set. (Every field read here has a number below 16: a one-byte
+    tag.) A non-empty address implies ``endpoint``, ``address`` and
+    ``socket_address`` are set, a non-zero port that ``port_value`` is.
+    """
     endpoint = msg.endpoint
     sock = endpoint.address.socket_address
     host: str = sock.address
-    port = int(sock.port_value)
-    if not host or port > 65535 or len(sock.ListFields()) != 2 or not sock.HasField("port_value"):
-        return None  # protocol, named port, ipv4_compat, resolver...: the full parser
+    port: int = sock.port_value
+    if not host or not 0 < port <= 65535:
+        return None  # an endpoint_name, a pipe, no address, port 0...: the full parser
+    health = _HEALTH.get(msg.health_status)
+    if health is None:
+        return None
     hostname: str = endpoint.hostname
-    if len(endpoint.ListFields()) != (2 if hostname else 1):
-        return None
-    has_weight = msg.HasField("load_balancing_weight")
-    status = int(msg.health_status)
-    expected = 1 + has_weight + (status != 0) + msg.HasField("metadata")
-    if len(msg.ListFields()) != expected:
-        return None
-    weight = int(msg.load_balancing_weight.value) if has_weight else 1
-    health = _HEALTH.get(status)
-    if weight < 1 or health is None:
-        return None
-    return Endpoint(
-        address=_canonical_host(host),
-        port=port,
-        health=health,  # type: ignore[arg-type]
-        weight=weight,
-        hostname=hostname,
-    )
+    weight: int = msg.load_balancing_weight.value if msg.HasField("load_balancing_weight") else 0
+    # Each nested message adds its tag and length to its body's size (a
+    # length below 128 takes one byte: the common case, tested first).
+    text = len(host) if host.isascii() else len(host.encode())
+    wire = (
+        text
+        + (3 if text < 0x80 else 2 + _varint_size(text))
+        + (1 if port < 0x80 else 2 if port < 0x4000 else 3)
+    )  # SocketAddress: address, port_value
+    wire += 2 if wire < 0x80 else 1 + _varint_size(wire)  # Address: socket_address
+    wire += 2 if wire < 0x80 else 1 + _varint_size(wire)  # Endpoint: address
+    if hostname:
+        text = len(hostname) if hostname.isascii() else len(hostname.encode())
+        wire += 1 + _varint_size(text) + text  # Endpoint: hostname
+    wire += 2 if wire < 0x80 else 1 + _varint_size(wire)  # LbEndpoint: endpoint
+    if health != "UNKNOWN":
+        wire += 2  # LbEndpoint: health_status (1..5)
+    if weight:
+        wire += 3 + _varint_size(weight)  # LbEndpoint: load_balancing_weight {value}
+    metadata = wire != size
+    if metadata:
+        if wire > size or not msg.HasField("metadata"):
+            return None
+        meta = msg.metadata.ByteSize()
+        if wire + 1 + _varint_size(meta) + meta != size:
+            return None
+    address = host if _is_canonical_v4(host) else _canonical_host(host)
+    return make_endpoint(address, port, health, weight or 1, hostname), metadata
 
 
 def _lb_endpoint(ctx: Ctx, path: str, msg: Any, extra: list[tuple[str, int]]) -> Endpoint | None:
