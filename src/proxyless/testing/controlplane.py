@@ -283,6 +283,7 @@ class EnvoyProcess:
             json.dump(bootstrap, f)
         self.log_path = os.path.join(self._workdir, "envoy.log")
         self._admin_path = os.path.join(self._workdir, "admin-address")
+        self._stderr_path = os.path.join(self._workdir, "envoy.stderr")
         self._log_level = log_level
         self.process: subprocess.Popen[bytes] | None = None
         self.admin = ""
@@ -291,13 +292,19 @@ class EnvoyProcess:
         """Start Envoy and wait until it is ready. An Envoy that dies before
         writing a line of log (killed by a signal, or exiting, which happens
         now and then on a loaded machine) is started again, up to three
-        times in all; any other failure is raised."""
-        for _ in range(2):
-            try:
-                return self._start_once(timeout)
-            except _DiedAtStart:
-                continue
-        return self._start_once(timeout)
+        times in all; any other failure is raised. A failed start keeps the
+        bootstrap (the next try needs it); the error ends with what Envoy
+        wrote to stderr."""
+        try:
+            for _ in range(2):
+                try:
+                    return self._start_once(timeout)
+                except _DiedAtStart:
+                    continue
+            return self._start_once(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def _start_once(self, timeout: float) -> EnvoyProcess:
         command = [
@@ -314,16 +321,21 @@ class EnvoyProcess:
             "--log-path",
             self.log_path,
         ]
-        self.process = subprocess.Popen(
-            command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_death_signal(),
-        )
+        for path in (self.log_path, self._admin_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        self.admin = ""
+        with open(self._stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                preexec_fn=_death_signal(),
+            )
         try:
             self._wait_ready(timeout)
         except BaseException:
-            self.stop()
+            self._kill()
             raise
         return self
 
@@ -334,7 +346,9 @@ class EnvoyProcess:
             if self.process.poll() is not None:
                 tail = self.log_tail()
                 if tail.strip() in ("", "(no envoy log)"):
-                    raise _DiedAtStart(f"envoy exited with {self.process.returncode}")
+                    raise _DiedAtStart(
+                        f"envoy exited with {self.process.returncode}; stderr: {self._stderr()}"
+                    )
                 raise RuntimeError(
                     f"envoy exited with {self.process.returncode}:\n{tail}"
                 )
@@ -376,11 +390,21 @@ class EnvoyProcess:
         except OSError:
             return "(no envoy log)"
 
-    def stop(self) -> None:
+    def _stderr(self) -> str:
+        try:
+            with open(self._stderr_path, encoding="utf-8", errors="replace") as f:
+                return f.read()[-2000:].strip() or "(empty)"
+        except OSError:
+            return "(none)"
+
+    def _kill(self) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+    def stop(self) -> None:
+        self._kill()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> EnvoyProcess:
