@@ -173,6 +173,16 @@ def test_reset_of_requests_in_flight_spares_the_other_endpoint(
         wait_until(lambda: a.held + b.held >= 10, what="ten requests held")
         assert (a.held, b.held) == (5, 5)
         assert pb.reset_connections() == 5
+
+        def settled() -> bool:
+            # b's five are retried on a (still held), as many at once as the
+            # limit allows; the others fail at once. Only then may a answer,
+            # or a retry that ends early would make room for another.
+            with lock:
+                failed_now = sum(sum(r.failed.values()) for r in results)
+            return a.held == 10 - expected_failed and failed_now == expected_failed
+
+        wait_until(settled, what="retries held on a, the rest refused")
     finally:
         a.release()
         b.release()
