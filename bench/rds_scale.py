@@ -103,7 +103,9 @@ class _Acks:
         return False
 
 
-def measure(ads: AdsServer, client: str, bigs: list[Any], pushes: int, cap: float) -> dict[str, Any]:
+def measure(
+    ads: AdsServer, client: str, bigs: list[Any], pushes: int, cap: float
+) -> dict[str, Any]:
     node = f"rds-{client}-{time.monotonic_ns()}"
     boot = json.dumps(_bootstrap(ads, node))
     acks = _Acks(ads, node)

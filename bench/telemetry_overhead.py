@@ -174,7 +174,8 @@ def run(calls: int, rounds: int, warmup: int, cap: float) -> dict[str, Any]:
                 "p50_us": statistics.median(pct(x, 50) for x in per_round),
                 "p99_us": statistics.median(pct(x, 99) for x in per_round),
                 "p50_ratio": statistics.median(
-                    pct(x, 50) / pct(base, 50) for x, base in zip(per_round, by_mode["off"], strict=True)
+                    pct(x, 50) / pct(base, 50)
+                    for x, base in zip(per_round, by_mode["off"], strict=True)
                 ),
             }
         out["contenders"][kind] = rows

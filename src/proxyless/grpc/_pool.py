@@ -209,7 +209,6 @@ class PooledChannel:
         return f"PooledChannel({self.address}, in_flight={self.in_flight})"
 
 
-
 def _plain(make: Any) -> Any:
     """grpcio's channel constructor itself, even when an instrumentation
     (OpenTelemetry's gRPC client instrumentation) has wrapped it: endpoint
@@ -217,6 +216,7 @@ def _plain(make: Any) -> Any:
     interceptor there would trace them again and replace the attempt's
     trace context (docs/observability.md)."""
     return inspect.unwrap(make)
+
 
 class ChannelPool:
     """Process-wide pool of per-endpoint channels (see the module docstring)."""

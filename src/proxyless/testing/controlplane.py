@@ -349,9 +349,7 @@ class EnvoyProcess:
                     raise _DiedAtStart(
                         f"envoy exited with {self.process.returncode}; stderr: {self._stderr()}"
                     )
-                raise RuntimeError(
-                    f"envoy exited with {self.process.returncode}:\n{tail}"
-                )
+                raise RuntimeError(f"envoy exited with {self.process.returncode}:\n{tail}")
             if not self.admin and os.path.exists(self._admin_path):
                 with open(self._admin_path, encoding="utf-8") as f:
                     self.admin = f.read().strip()

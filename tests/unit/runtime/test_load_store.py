@@ -11,9 +11,7 @@ from proxyless.runtime.load_report import LoadStore
 
 def _cluster(*eps: EndpointState, drops: dict[str, int] | None = None) -> SimpleNamespace:
     config = SimpleNamespace(cluster=SimpleNamespace(eds_service_name="svc-eds"))
-    return SimpleNamespace(
-        name="c", config=config, endpoints=lambda: eps, drops=dict(drops or {})
-    )
+    return SimpleNamespace(name="c", config=config, endpoints=lambda: eps, drops=dict(drops or {}))
 
 
 def test_each_report_carries_what_happened_since_the_last() -> None:

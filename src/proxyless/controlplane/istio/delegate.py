@@ -52,6 +52,7 @@ class Registry(Protocol):
 
     def resolve(self, host: str, namespace: str) -> str: ...
 
+
 __all__ = ["find_delegate", "merge_matches", "merge_route", "resolve_delegates"]
 
 
