@@ -10,7 +10,7 @@ from envoy.config.route.v3 import route_pb2
 from proxyless.config.watcher import clusters_of_route_config
 from proxyless.resources.model.route import LazyRoutes, RouteAction
 from proxyless.resources.parse.route import decode_route_configuration
-from proxyless.resources.parse.route_screen import plain_virtual_hosts
+from proxyless.resources.parse.route_screen import PreviousHosts, plain_virtual_hosts
 
 
 def _config(decorated: int | None = None) -> route_pb2.RouteConfiguration:
@@ -66,3 +66,58 @@ def test_a_bad_value_in_a_plain_virtual_host_is_reported_by_path() -> None:
     assert result.errors == (
         "virtual_hosts[1].routes[0].route.timeout: duration must not be negative",
     )
+
+
+def _named(cfg: route_pb2.RouteConfiguration, name: str) -> bytes:
+    cfg.name = name
+    return cfg.SerializeToString()
+
+
+def test_an_update_reuses_the_virtual_hosts_that_did_not_change() -> None:
+    first = decode_route_configuration(_named(_config(), "reuse")).value
+    built = first.virtual_hosts[0].routes[0]  # built before the update
+    old_source = first.virtual_hosts[2].routes.source
+    changed = _config()
+    changed.virtual_hosts[1].routes[0].route.cluster = "moved"
+    second = decode_route_configuration(_named(changed, "reuse")).value
+    same, new, other = second.virtual_hosts
+    assert same is first.virtual_hosts[0] and other is first.virtual_hosts[2]
+    assert new is not first.virtual_hosts[1]
+    assert new.routes[0].action.cluster == "moved"
+    assert same.routes[0] is built  # what was built stays built
+    # The reused ones now build from the new parse, so the old one can go.
+    assert isinstance(other.routes, LazyRoutes) and not other.routes.built
+    assert other.routes.source is not old_source
+    assert other.routes.source.SerializeToString() == old_source.SerializeToString()
+    assert clusters_of_route_config(second)[2:4] == ["moved", "c1-1"]
+    assert second == decode_route_configuration(_named(changed, "reuse"), screen=False).value
+
+
+def test_a_virtual_host_inserted_before_the_others_does_not_stop_reuse() -> None:
+    first = decode_route_configuration(_named(_config(), "insert")).value
+    grown = _config()
+    extra = route_pb2.RouteConfiguration(name="insert")
+    vh = extra.virtual_hosts.add(name="new", domains=["new.ns"])
+    r = vh.routes.add()
+    r.match.prefix = "/"
+    r.route.cluster = "n"
+    extra.virtual_hosts.extend(grown.virtual_hosts)
+    second = decode_route_configuration(extra.SerializeToString()).value
+    assert [vh.name for vh in second.virtual_hosts] == ["new", "vh0", "vh1", "vh2"]
+    assert second.virtual_hosts[1:] == first.virtual_hosts
+    assert all(a is b for a, b in zip(second.virtual_hosts[1:], first.virtual_hosts, strict=True))
+
+
+def test_a_configuration_that_is_all_new_gives_up_comparing_early() -> None:
+    hosts = tuple(
+        decode_route_configuration(_named(_config(), f"g{i}")).value.virtual_hosts[0]
+        for i in range(1)
+    )
+    previous = PreviousHosts(hosts * 100)
+    other = route_pb2.RouteConfiguration.FromString(_config().SerializeToString())
+    other.virtual_hosts[0].name = "renamed"  # found by name: none
+    for i in range(PreviousHosts.GIVE_UP_AFTER):
+        assert previous.find(i, other.virtual_hosts[0]) is None
+    # from now on it does not even look: an equal one is not found either
+    equal = route_pb2.RouteConfiguration.FromString(_config().SerializeToString())
+    assert previous.find(0, equal.virtual_hosts[0]) is None

@@ -298,16 +298,30 @@ class LazyRoutes(Sequence[Route]):
     It behaves as the tuple of routes it stands for (iteration, ``len``,
     indexing, equality, hashing all build it once); ``clusters`` names the
     clusters its routes forward to, in route order, known without building
-    the routes. Building is idempotent, so two threads racing to build it
+    the routes; ``source`` is the message they are built from, which lets a
+    later configuration holding an equal virtual host reuse this one
+    (:meth:`rebind` then points it at the later message, so the earlier parse
+    can be freed). Building is idempotent, so two threads racing to build it
     at most build it twice.
     """
 
-    __slots__ = ("_build", "_routes", "clusters")
+    __slots__ = ("_build", "_routes", "clusters", "source")
 
-    def __init__(self, build: Callable[[], tuple[Route, ...]], clusters: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        build: Callable[[], tuple[Route, ...]],
+        clusters: tuple[str, ...],
+        source: Any = None,
+    ) -> None:
         self._build = build
         self._routes: tuple[Route, ...] | None = None
         self.clusters = clusters
+        self.source = source
+
+    def rebind(self, build: Callable[[], tuple[Route, ...]], source: Any) -> None:
+        """Build from ``source`` (a message equal to the current one) from now on."""
+        self._build = build
+        self.source = source
 
     @property
     def built(self) -> bool:

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from envoy.config.route.v3 import route_pb2
 
 from proxyless.resources.model.route import (
     Action,
     DirectResponseAction,
+    LazyRoutes,
     NonForwardingAction,
     RedirectAction,
     Route,
@@ -59,6 +60,7 @@ from proxyless.resources.parse.header_mutation import header_mutations
 from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.resources.parse.route_action import hedge_policy, retry_policy, route_action
 from proxyless.resources.parse.route_screen import (
+    PreviousHosts,
     full_virtual_host,
     plain_configuration,
     plain_virtual_hosts,
@@ -97,13 +99,33 @@ def decode_route_configuration(data: bytes, *, screen: bool = True) -> DecodeRes
             except _NotPlain:
                 value = None
             if value is not None and not ctx.errors:
+                _remember(value)
                 return DecodeResult(name=reduced.name, value=value)
 
     def validate(ctx: Ctx, msg: Any) -> RouteConfiguration | None:
         plain = plain_virtual_hosts(data, msg) if screen else None
         return _top_level(ctx, msg, plain)
 
-    return decode_resource(data, route_pb2.RouteConfiguration, validate)
+    result = decode_resource(data, route_pb2.RouteConfiguration, validate)
+    if screen and result.value is not None:
+        _remember(result.value)
+    return result
+
+
+#: The last configuration accepted under each name that has plain virtual
+#: hosts (``route_screen.PreviousHosts``), for the next one to reuse them; the
+#: least recently decoded name goes first when there are more.
+_LAST: dict[str, RouteConfiguration] = {}
+_LAST_LIMIT = 16
+
+
+def _remember(rc: RouteConfiguration) -> None:
+    _LAST.pop(rc.name, None)
+    if not any(isinstance(vh.routes, LazyRoutes) for vh in rc.virtual_hosts):
+        return
+    if len(_LAST) >= _LAST_LIMIT:
+        del _LAST[next(iter(_LAST))]
+    _LAST[rc.name] = rc
 
 
 class _NotPlain(Exception):
@@ -153,12 +175,18 @@ def route_configuration(
     vhosts = []
     seen_domains: dict[str, int] = {}
     vhs_path = join(path, "virtual_hosts")
+    last = _LAST.get(msg.name) if reduced or plain is not None else None
+    previous = PreviousHosts(last.virtual_hosts) if last is not None else None
     for i, vh in enumerate(msg.virtual_hosts):
         vpath = f"{vhs_path}[{i}]"
         vhost = None
         if reduced or (plain is not None and plain[i]):
             build = partial(_built_routes, vh, vpath, optional_plugins, reduced)
-            vhost = screen_virtual_host(vh, build)
+            vhost = previous.find(i, vh) if previous is not None else None
+            if vhost is not None:
+                cast(LazyRoutes, vhost.routes).rebind(build, vh)  # the older parse can go
+            else:
+                vhost = screen_virtual_host(vh, build)
             if vhost is None and reduced:
                 raise _NotPlain(vpath)
         if vhost is None:
