@@ -38,7 +38,15 @@ then checked as the general parser checks them: at least one domain, no
 empty, duplicate or malformed domain, a path specifier and a non-empty
 cluster on every route, durations in range, a retry policy that parses.
 Anything else goes through the general parser, whose errors name the field
-path as always. ``tests/property/test_prop_route_screen.py`` checks, on
+path as always.
+
+**Reuse.** A control plane resends the whole configuration when one
+service changes. :class:`PreviousHosts` offers the plain virtual hosts of
+the last configuration of the same name: one whose message equals the new
+one is reused as it was (built routes included) and rebound to the new
+message, so the older parse is freed.
+
+``tests/property/test_prop_route_screen.py`` checks, on
 generated configurations (each deviation from plain in turn), that both ways
 give equal results: errors, ignored fields and models.
 """
