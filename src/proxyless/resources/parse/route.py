@@ -28,6 +28,7 @@ see :mod:`proxyless.resources.parse.route_screen`; the result is the same.
 from __future__ import annotations
 
 import re
+import threading
 from functools import partial
 from typing import Any, cast
 
@@ -119,13 +120,17 @@ _LAST: dict[str, RouteConfiguration] = {}
 _LAST_LIMIT = 16
 
 
+_LAST_LOCK = threading.Lock()
+
+
 def _remember(rc: RouteConfiguration) -> None:
-    _LAST.pop(rc.name, None)
-    if not any(isinstance(vh.routes, LazyRoutes) for vh in rc.virtual_hosts):
-        return
-    if len(_LAST) >= _LAST_LIMIT:
-        del _LAST[next(iter(_LAST))]
-    _LAST[rc.name] = rc
+    plain = any(isinstance(vh.routes, LazyRoutes) for vh in rc.virtual_hosts)
+    with _LAST_LOCK:  # decoders of several xDS clients may run at once
+        _LAST.pop(rc.name, None)
+        if plain:
+            if len(_LAST) >= _LAST_LIMIT:
+                del _LAST[next(iter(_LAST))]
+            _LAST[rc.name] = rc
 
 
 class _NotPlain(Exception):
