@@ -184,7 +184,7 @@ def run(calls: int, rounds: int, warmup: int, cap: float) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> str:
     lines = [
-        "| path | mode | p50 µs | p99 µs | p50 × off |",
+        "| path | mode | p50 µs | p99 µs | p50 x off |",
         "|---|---|---|---|---|",
     ]
     for kind, rows in result["contenders"].items():
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     default = max(r["default"]["p50_ratio"] for r in result["contenders"].values())
-    print(f"default mode p50 × off (worst path): {default:.3f} (target ≤ {TARGET_DEFAULT})")
+    print(f"default mode p50 x off (worst path): {default:.3f} (target ≤ {TARGET_DEFAULT})")
     return 0
 
 
