@@ -196,7 +196,7 @@ def test_httpx_requests_beyond_the_connections_queue_up_to_max_pending(
         web.release()
         for t in threads:
             t.join(20)
-        assert outcomes.count("ok") == 5 and len(outcomes) == 20
+        assert outcomes.count("ok") == 5 and len(outcomes) == 20, outcomes
         breaker = mesh.clusters.get("web-c").breakers  # type: ignore[union-attr]
         assert breaker.default.pending_requests == 0
     finally:
