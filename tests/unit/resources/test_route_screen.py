@@ -9,6 +9,7 @@ from envoy.config.route.v3 import route_pb2
 
 from proxyless.config.watcher import clusters_of_route_config
 from proxyless.resources.model.route import LazyRoutes, RouteAction
+from proxyless.resources.parse.common import LastByName
 from proxyless.resources.parse.route import decode_route_configuration
 from proxyless.resources.parse.route_screen import PreviousHosts, plain_virtual_hosts
 
@@ -121,3 +122,14 @@ def test_a_configuration_that_is_all_new_gives_up_comparing_early() -> None:
     # from now on it does not even look: an equal one is not found either
     equal = route_pb2.RouteConfiguration.FromString(_config().SerializeToString())
     assert previous.find(0, equal.virtual_hosts[0]) is None
+
+
+def test_last_by_name_keeps_the_most_recent_names() -> None:
+    last: LastByName[int] = LastByName(2)
+    last.put("a", 1)
+    last.put("b", 2)
+    last.put("a", 3)  # a is now the most recent
+    last.put("c", 4)  # b goes
+    assert (last.get("a"), last.get("b"), last.get("c")) == (3, None, 4)
+    last.put("a", None)  # forgotten
+    assert last.get("a") is None and last.get("c") == 4

@@ -14,8 +14,10 @@ values above 100 % capped as Envoy does).
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -30,9 +32,12 @@ from proxyless.resources.parse.regex import RegexError, check_substitution, comp
 
 __all__ = [
     "MAX_UINT32",
+    "WHITESPACE",
     "Ctx",
+    "LastByName",
     "check_config_source",
     "duration",
+    "duration_in_range",
     "fractional_per_million",
     "header_matcher",
     "join",
@@ -50,8 +55,11 @@ __all__ = [
 
 MAX_UINT32 = 2**32 - 1
 _MAX_DURATION_SECONDS = 315_576_000_000
+#: Whitespace, which no domain or header name may hold.
+WHITESPACE = re.compile(r"\s")
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 
 class Ctx:
@@ -101,6 +109,14 @@ def wrapped(msg: Message, field: str, default: Any) -> Any:
     if msg.HasField(field):
         return getattr(msg, field).value
     return default
+
+
+def duration_in_range(value: Any) -> bool:
+    """Whether a ``google.protobuf.Duration`` is one :func:`duration` accepts
+    (an unset one reads as 0 s, which is)."""
+    seconds: int = value.seconds
+    nanos: int = value.nanos
+    return 0 <= seconds <= _MAX_DURATION_SECONDS and 0 <= nanos <= 999_999_999
 
 
 def duration(ctx: Ctx, path: str, value: Any) -> float:
@@ -305,3 +321,35 @@ def query_parameter_matcher(ctx: Ctx, path: str, msg: Any) -> QueryParameterMatc
         # Envoy 1.40: present_match false matches an absent parameter only
         return QueryParameterMatcher(name=msg.name, absent=True)
     return QueryParameterMatcher(name=msg.name, present_match=bool(msg.present_match))
+
+
+class LastByName(Generic[T]):
+    """What a parser kept of the last resource it accepted under each name,
+    for the next one of that name to reuse what did not change (a control
+    plane resends a whole resource when a part of it changes). At most
+    ``limit`` names; the least recently stored goes first. Safe to use from
+    several threads (decoders of several xDS clients may run at once)."""
+
+    __slots__ = ("_by_name", "_limit", "_lock")
+
+    def __init__(self, limit: int) -> None:
+        self._by_name: dict[str, T] = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> T | None:
+        return self._by_name.get(name)
+
+    def put(self, name: str, value: T | None) -> None:
+        """Keep ``value`` for ``name`` (None: forget the name)."""
+        with self._lock:
+            self._by_name.pop(name, None)
+            if value is None:
+                return
+            if len(self._by_name) >= self._limit:
+                del self._by_name[next(iter(self._by_name))]
+            self._by_name[name] = value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_name.clear()

@@ -42,6 +42,7 @@ from proxyless.resources.model.endpoint import (
 from proxyless.resources.parse.common import (
     MAX_UINT32,
     Ctx,
+    LastByName,
     fractional_per_million,
     join,
     opt_duration,
@@ -90,8 +91,6 @@ _MEMO_MIN = 256
 #: A big decode lets request threads have the interpreter every this many
 #: endpoints of a locality (about 2 ms of decoding).
 _YIELD_EVERY = 512
-#: Clusters whose endpoints are remembered, at most (forgotten all at once).
-_MEMO_CLUSTERS = 1024
 #: An endpoint read by :func:`_plain_lb_endpoint`, and whether it has ``metadata``.
 _Plain = tuple[Endpoint, bool]
 
@@ -108,7 +107,8 @@ class _Memo:
         self.with_metadata: set[bytes] = set()
 
 
-_last_endpoints: dict[str, _Memo] = {}
+#: The endpoints of the last big assignment of each cluster, at most 1,024.
+_last_endpoints: LastByName[_Memo] = LastByName(1024)
 _SOCKET_FIELDS = frozenset(("protocol", "address", "port_value", "named_port", "ipv4_compat"))
 _LB_ENDPOINT_FIELDS = frozenset(
     ("endpoint", "endpoint_name", "health_status", "load_balancing_weight")
@@ -317,9 +317,7 @@ def cluster_load_assignment(
     if ctx.errors:
         return None
     if memo is not None:
-        if len(_last_endpoints) >= _MEMO_CLUSTERS and msg.cluster_name not in _last_endpoints:
-            _last_endpoints.clear()
-        _last_endpoints[msg.cluster_name] = memo
+        _last_endpoints.put(msg.cluster_name, memo)
     return ClusterLoadAssignment(
         cluster_name=msg.cluster_name,
         priorities=tuple(tuple(by_priority[p]) for p in sorted(by_priority)),

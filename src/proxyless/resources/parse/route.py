@@ -27,8 +27,6 @@ see :mod:`proxyless.resources.parse.route_screen`; the result is the same.
 
 from __future__ import annotations
 
-import re
-import threading
 from functools import partial
 from typing import Any, cast
 
@@ -46,7 +44,9 @@ from proxyless.resources.model.route import (
     VirtualHost,
 )
 from proxyless.resources.parse.common import (
+    WHITESPACE,
     Ctx,
+    LastByName,
     fractional_per_million,
     header_matcher,
     join,
@@ -76,7 +76,6 @@ __all__ = [
 ]
 
 #: Whitespace anywhere in a domain makes it invalid.
-_SPACE = re.compile(r"\s")
 
 _REDIRECT_CODES = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
 
@@ -114,23 +113,13 @@ def decode_route_configuration(data: bytes, *, screen: bool = True) -> DecodeRes
 
 
 #: The last configuration accepted under each name that has plain virtual
-#: hosts (``route_screen.PreviousHosts``), for the next one to reuse them; the
-#: least recently decoded name goes first when there are more.
-_LAST: dict[str, RouteConfiguration] = {}
-_LAST_LIMIT = 16
-
-
-_LAST_LOCK = threading.Lock()
+#: hosts (``route_screen.PreviousHosts``), for the next one to reuse them.
+_LAST: LastByName[RouteConfiguration] = LastByName(16)
 
 
 def _remember(rc: RouteConfiguration) -> None:
     plain = any(isinstance(vh.routes, LazyRoutes) for vh in rc.virtual_hosts)
-    with _LAST_LOCK:  # decoders of several xDS clients may run at once
-        _LAST.pop(rc.name, None)
-        if plain:
-            if len(_LAST) >= _LAST_LIMIT:
-                del _LAST[next(iter(_LAST))]
-            _LAST[rc.name] = rc
+    _LAST.put(rc.name, rc if plain else None)
 
 
 class _NotPlain(Exception):
@@ -230,7 +219,7 @@ def _domain(ctx: Ctx, path: str, domain: str) -> str | None:
     # Envoy (route_components.proto, VirtualHost.domains): a leading ``*``
     # makes a suffix wildcard, else a trailing ``*`` a prefix wildcard, and
     # any other ``*`` (``svc.*:9000``, ``a-*:80``) is part of an exact domain.
-    if "/" in domain or _SPACE.search(domain) is not None:
+    if "/" in domain or WHITESPACE.search(domain) is not None:
         ctx.error(path, f"invalid domain {domain!r}")
         return None
     return domain.lower()

@@ -53,7 +53,6 @@ give equal results: errors, ignored fields and models.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +62,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
 from proxyless.resources.model.route import LazyRoutes, Route, VirtualHost
+from proxyless.resources.parse.common import WHITESPACE, duration_in_range
 from proxyless.resources.parse.route_action import clean_retry_policy
 
 __all__ = [
@@ -99,8 +99,6 @@ PLAIN_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 _PACKAGE = "proxyless.plain_route"
-_SPACE = re.compile(r"\s")
-_MAX_DURATION_SECONDS = 315_576_000_000
 _F = descriptor_pb2.FieldDescriptorProto
 _LENGTH_DELIMITED = (_F.TYPE_STRING, _F.TYPE_BYTES, _F.TYPE_MESSAGE, _F.TYPE_GROUP)
 
@@ -222,12 +220,6 @@ def plain_virtual_hosts(data: bytes, msg: Any) -> list[bool]:
     ]
 
 
-def _bad_duration(value: Any) -> bool:
-    seconds: int = value.seconds
-    nanos: int = value.nanos
-    return not (0 <= seconds <= _MAX_DURATION_SECONDS and 0 <= nanos <= 999_999_999)
-
-
 def _route_cluster(msg: Any) -> str | None:
     """The cluster of a plain route, or None when the general parser would
     record something for it.
@@ -244,15 +236,17 @@ def _route_cluster(msg: Any) -> str | None:
     if not cluster:
         return None
     has = action.HasField
-    if has("timeout") and _bad_duration(action.timeout):
+    if has("timeout") and not duration_in_range(action.timeout):
         return None
-    if has("idle_timeout") and _bad_duration(action.idle_timeout):
+    if has("idle_timeout") and not duration_in_range(action.idle_timeout):
         return None
     if has("max_stream_duration"):
         msd = action.max_stream_duration
-        if msd.HasField("max_stream_duration") and _bad_duration(msd.max_stream_duration):
+        if msd.HasField("max_stream_duration") and not duration_in_range(msd.max_stream_duration):
             return None
-        if msd.HasField("grpc_timeout_header_max") and _bad_duration(msd.grpc_timeout_header_max):
+        if msd.HasField("grpc_timeout_header_max") and not duration_in_range(
+            msd.grpc_timeout_header_max
+        ):
             return None
     if has("retry_policy") and clean_retry_policy(action.retry_policy) is None:
         return None
@@ -268,7 +262,7 @@ def screen_virtual_host(msg: Any, build: Callable[[], tuple[Route, ...]]) -> Vir
         return None
     # All domains at once, joined by "/", which none may hold (nor whitespace).
     joined = "/".join(raw)
-    if joined.count("/") != len(raw) - 1 or _SPACE.search(joined) is not None:
+    if joined.count("/") != len(raw) - 1 or WHITESPACE.search(joined) is not None:
         return None
     domains = joined.lower().split("/")
     if len(set(domains)) != len(domains):
