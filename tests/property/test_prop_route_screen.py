@@ -1,5 +1,5 @@
-"""Validating plain virtual hosts ahead (``proxyless.resources.parse.route_screen``)
-gives what the general parser gives.
+"""Validating plain virtual hosts ahead (``proxyless.resources.parse.route_bulk``
+all at once, ``route_screen`` one by one) gives what the general parser gives.
 
 For every RouteConfiguration drawn, ``decode_route_configuration`` with the
 screen and without it agree: the same errors (NACK or not, same field paths),
@@ -9,7 +9,10 @@ plain ones, plain ones with one bad value (an empty, duplicate or malformed
 domain, an empty cluster, an out-of-range duration, an invalid retry policy,
 no path specifier), and ones with one field that is not plain, at every
 level. The general strategies of ``protos`` (valid and perturbed route
-configurations) run through the same check.
+configurations) run through the same check. Configurations whose virtual
+hosts are all plain take the all-at-once way (checked), and hand-made wire
+bytes try to fool its counting: a field moved from one route to another
+(one route with two, one with none) or split in two.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from hypothesis import strategies as st
 
 from proxyless.resources.model.route import LazyRoutes
 from proxyless.resources.parse.route import decode_route_configuration
+from proxyless.resources.parse.route_bulk import screen_configuration
+from proxyless.resources.parse.route_screen import virtual_host_bytes
 
 from . import protos
 from .support import examples
@@ -175,7 +180,7 @@ def _route(draw: st.DrawFn, twist: str | None) -> rc.Route:
 @st.composite
 def _virtual_host(draw: st.DrawFn, index: int, twist: str | None = None) -> rc.VirtualHost:
     """A plain virtual host, or one with a single deviation (``twist``, else
-    drawn) somewhere."""
+    drawn; ``"plain"``: none) somewhere."""
     vh = rc.VirtualHost(name=draw(st.sampled_from(["", "vh", "outbound|80||svc"])))
     domains = draw(st.lists(st.sampled_from(_VALID_DOMAINS), min_size=1, max_size=3, unique=True))
     vh.domains.extend(f"{d}.{index}" for d in domains)  # unique across virtual hosts
@@ -286,3 +291,107 @@ def test_agree_on_non_canonical_bytes(cfg: route_pb2.RouteConfiguration, pad: by
     unknown = bytes([0xF8, 0x07]) + bytes([len(pad) % 100])  # field 127, varint
     _same(data + again)
     _same(data + unknown)
+
+
+def _bulk_screens(data: bytes) -> bool:
+    msg = route_pb2.RouteConfiguration.FromString(data)
+    sources = virtual_host_bytes(data)
+    hosts = screen_configuration(data, msg, sources, lambda s: (), {}, {})
+    return hosts is not None
+
+
+@st.composite
+def _plain_configuration(draw: st.DrawFn) -> route_pb2.RouteConfiguration:
+    """Every virtual host plain and clean, each with at least one route."""
+    cfg = route_pb2.RouteConfiguration(name="plain")
+    cfg.virtual_hosts.extend(
+        draw(_virtual_host(i, "plain")) for i in range(draw(st.integers(1, 4)))
+    )
+    return cfg
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(_plain_configuration())
+def test_all_plain_configurations_are_validated_at_once(cfg: route_pb2.RouteConfiguration) -> None:
+    data = cfg.SerializeToString()
+    general = decode_route_configuration(data, screen=False)
+    if general.value is not None and not general.value.ignored_fields:
+        assert _bulk_screens(data)  # clean: nothing for the general way to say
+    else:
+        assert not _bulk_screens(data)
+    _same(data)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited field, as the wire has it."""
+    size = len(payload)
+    head = bytearray([number << 3 | 2])
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        head.append(byte | (0x80 if size else 0))
+        if not size:
+            return bytes(head) + payload
+
+
+def _wire_configuration(cfg: route_pb2.RouteConfiguration, routes: list[list[bytes]]) -> bytes:
+    """``cfg`` with the routes of each virtual host replaced by raw bytes."""
+    out = bytearray(route_pb2.RouteConfiguration(name=cfg.name).SerializeToString())
+    for vh, raw_routes in zip(cfg.virtual_hosts, routes, strict=True):
+        bare = rc.VirtualHost()
+        bare.CopyFrom(vh)
+        del bare.routes[:]
+        body = bare.SerializeToString() + b"".join(_field(3, r) for r in raw_routes)
+        out += _field(2, body)
+    return bytes(out)
+
+
+#: Ways to move or split one field between two routes A and B.
+_SMUGGLES = ["match", "action", "path", "cluster", "retry_split", "timeout_split"]
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(_plain_configuration(), st.sampled_from(_SMUGGLES), st.data())
+def test_duplicated_fields_do_not_fool_the_counting(
+    cfg: route_pb2.RouteConfiguration, smuggle: str, data: st.DataObject
+) -> None:
+    """Route A gets a second occurrence of a field, route B loses its own:
+    the counts of the whole configuration still add up, but the wire is not
+    canonical, so the all-at-once way declines and both agree."""
+    routes = [[r.SerializeToString() for r in vh.routes] for vh in cfg.virtual_hosts]
+    flat = [(i, j) for i, vh in enumerate(cfg.virtual_hosts) for j in range(len(vh.routes))]
+    (ai, aj) = data.draw(st.sampled_from(flat))
+    a = cfg.virtual_hosts[ai].routes[aj]
+    b_at = data.draw(st.sampled_from(flat))
+    b = cfg.virtual_hosts[b_at[0]].routes[b_at[1]]
+    stripped = rc.Route()
+    stripped.CopyFrom(b)
+    extra = b""
+    if smuggle == "match":
+        extra = _field(1, b.match.SerializeToString())
+        stripped.ClearField("match")
+    elif smuggle == "action":
+        extra = _field(2, b.route.SerializeToString())
+        stripped.ClearField("route")
+    elif smuggle == "path":
+        extra = _field(1, _field(1, b"/smuggled"))  # a second prefix in A's match
+        stripped.match.ClearField("prefix")
+        stripped.match.ClearField("path")
+    elif smuggle == "cluster":
+        extra = _field(2, _field(1, b"smuggled"))  # a second cluster in A's action
+        stripped.route.ClearField("cluster")
+    elif smuggle == "retry_split":
+        # Each half is a valid policy; together the back-off's base exceeds its max.
+        half1 = rc.RetryPolicy(retry_on="5xx")
+        half1.retry_back_off.base_interval.seconds = 10
+        half2 = rc.RetryPolicy()
+        half2.retry_back_off.base_interval.seconds = 1
+        half2.retry_back_off.max_interval.seconds = 2
+        extra = _field(
+            2, _field(9, half2.SerializeToString()) + _field(9, half1.SerializeToString())
+        )
+    elif smuggle == "timeout_split":
+        extra = _field(2, _field(8, duration_pb2.Duration(seconds=3).SerializeToString()))
+    routes[ai][aj] = a.SerializeToString() + extra
+    if b_at != (ai, aj):
+        routes[b_at[0]][b_at[1]] = stripped.SerializeToString()
+    _same(_wire_configuration(cfg, routes))

@@ -1,17 +1,19 @@
 """Plain virtual hosts are validated ahead and built on first use
-(``proxyless.resources.parse.route_screen``); the property tests in
+(``proxyless.resources.parse.route_bulk``, ``route_screen``); the property tests in
 ``tests/property/test_prop_route_screen.py`` check that the results equal the
 general parser's."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from envoy.config.route.v3 import route_pb2
 
 from proxyless.config.watcher import clusters_of_route_config
-from proxyless.resources.model.route import LazyRoutes, RouteAction
+from proxyless.resources.model.route import LazyRoutes, RouteAction, VirtualHost, plain_virtual_host
 from proxyless.resources.parse.common import LastByName
 from proxyless.resources.parse.route import decode_route_configuration
-from proxyless.resources.parse.route_screen import PreviousHosts, plain_virtual_hosts
+from proxyless.resources.parse.route_screen import plain_virtual_hosts, virtual_host_bytes
 
 
 def _config(decorated: int | None = None) -> route_pb2.RouteConfiguration:
@@ -77,7 +79,6 @@ def _named(cfg: route_pb2.RouteConfiguration, name: str) -> bytes:
 def test_an_update_reuses_the_virtual_hosts_that_did_not_change() -> None:
     first = decode_route_configuration(_named(_config(), "reuse")).value
     built = first.virtual_hosts[0].routes[0]  # built before the update
-    old_source = first.virtual_hosts[2].routes.source
     changed = _config()
     changed.virtual_hosts[1].routes[0].route.cluster = "moved"
     second = decode_route_configuration(_named(changed, "reuse")).value
@@ -86,15 +87,12 @@ def test_an_update_reuses_the_virtual_hosts_that_did_not_change() -> None:
     assert new is not first.virtual_hosts[1]
     assert new.routes[0].action.cluster == "moved"
     assert same.routes[0] is built  # what was built stays built
-    # The reused ones now build from the new parse, so the old one can go.
     assert isinstance(other.routes, LazyRoutes) and not other.routes.built
-    assert other.routes.source is not old_source
-    assert other.routes.source.SerializeToString() == old_source.SerializeToString()
     assert clusters_of_route_config(second)[2:4] == ["moved", "c1-1"]
     assert second == decode_route_configuration(_named(changed, "reuse"), screen=False).value
 
 
-def test_a_virtual_host_inserted_before_the_others_does_not_stop_reuse() -> None:
+def test_reuse_finds_virtual_hosts_by_their_bytes_wherever_they_are() -> None:
     first = decode_route_configuration(_named(_config(), "insert")).value
     grown = _config()
     extra = route_pb2.RouteConfiguration(name="insert")
@@ -102,26 +100,41 @@ def test_a_virtual_host_inserted_before_the_others_does_not_stop_reuse() -> None
     r = vh.routes.add()
     r.match.prefix = "/"
     r.route.cluster = "n"
-    extra.virtual_hosts.extend(grown.virtual_hosts)
+    extra.virtual_hosts.extend(reversed(grown.virtual_hosts))
     second = decode_route_configuration(extra.SerializeToString()).value
-    assert [vh.name for vh in second.virtual_hosts] == ["new", "vh0", "vh1", "vh2"]
-    assert second.virtual_hosts[1:] == first.virtual_hosts
-    assert all(a is b for a, b in zip(second.virtual_hosts[1:], first.virtual_hosts, strict=True))
-
-
-def test_a_configuration_that_is_all_new_gives_up_comparing_early() -> None:
-    hosts = tuple(
-        decode_route_configuration(_named(_config(), f"g{i}")).value.virtual_hosts[0]
-        for i in range(1)
+    assert [vh.name for vh in second.virtual_hosts] == ["new", "vh2", "vh1", "vh0"]
+    assert all(
+        a is b for a, b in zip(second.virtual_hosts[1:], reversed(first.virtual_hosts), strict=True)
     )
-    previous = PreviousHosts(hosts * 100)
-    other = route_pb2.RouteConfiguration.FromString(_config().SerializeToString())
-    other.virtual_hosts[0].name = "renamed"  # found by name: none
-    for i in range(PreviousHosts.GIVE_UP_AFTER):
-        assert previous.find(i, other.virtual_hosts[0]) is None
-    # from now on it does not even look: an equal one is not found either
-    equal = route_pb2.RouteConfiguration.FromString(_config().SerializeToString())
-    assert previous.find(0, equal.virtual_hosts[0]) is None
+
+
+def test_reuse_also_serves_a_configuration_validated_host_by_host() -> None:
+    """One virtual host that is not plain sends the configuration the mixed
+    way; the plain ones are still reused."""
+    first = decode_route_configuration(_named(_config(), "mixed")).value
+    second = decode_route_configuration(_named(_config(decorated=2), "mixed")).value
+    assert second.virtual_hosts[0] is first.virtual_hosts[0]
+    assert second.virtual_hosts[1] is first.virtual_hosts[1]
+    assert not isinstance(second.virtual_hosts[2].routes, LazyRoutes)
+
+
+def test_lazy_routes_keep_the_bytes_of_their_virtual_host_only() -> None:
+    data = _named(_config(), "bytes")
+    rc = decode_route_configuration(data).value
+    sources = virtual_host_bytes(data)
+    assert [vh.routes.source for vh in rc.virtual_hosts] == sources
+    assert all(type(s) is bytes for s in sources)
+
+
+def test_the_quick_virtual_host_constructor_sets_every_field() -> None:
+    routes = LazyRoutes(lambda source: (), ("c",), b"x")
+    quick = plain_virtual_host("vh", ("a.b",), routes, True, False)
+    made = VirtualHost(
+        name="vh", domains=("a.b",), routes=routes, include_request_attempt_count=True
+    )
+    for f in dataclasses.fields(VirtualHost):  # a field added later must be set too
+        assert getattr(quick, f.name) == getattr(made, f.name), f.name
+    assert quick == made and hash(quick.name) == hash(made.name)
 
 
 def test_last_by_name_keeps_the_most_recent_names() -> None:

@@ -31,6 +31,7 @@ from proxyless.resources.model.regex import Regex
 from proxyless.resources.parse.regex import RegexError, check_substitution, compile_re2
 
 __all__ = [
+    "MAX_DURATION_SECONDS",
     "MAX_UINT32",
     "WHITESPACE",
     "Ctx",
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 MAX_UINT32 = 2**32 - 1
-_MAX_DURATION_SECONDS = 315_576_000_000
+MAX_DURATION_SECONDS = 315_576_000_000
 #: Whitespace, which no domain or header name may hold.
 WHITESPACE = re.compile(r"\s")
 
@@ -116,7 +117,7 @@ def duration_in_range(value: Any) -> bool:
     (an unset one reads as 0 s, which is)."""
     seconds: int = value.seconds
     nanos: int = value.nanos
-    return 0 <= seconds <= _MAX_DURATION_SECONDS and 0 <= nanos <= 999_999_999
+    return 0 <= seconds <= MAX_DURATION_SECONDS and 0 <= nanos <= 999_999_999
 
 
 def duration(ctx: Ctx, path: str, value: Any) -> float:
@@ -126,8 +127,8 @@ def duration(ctx: Ctx, path: str, value: Any) -> float:
     if seconds < 0 or nanos < 0:
         ctx.error(path, "duration must not be negative")
         return 0.0
-    if seconds > _MAX_DURATION_SECONDS:
-        ctx.error(path, f"duration seconds {seconds} exceeds {_MAX_DURATION_SECONDS}")
+    if seconds > MAX_DURATION_SECONDS:
+        ctx.error(path, f"duration seconds {seconds} exceeds {MAX_DURATION_SECONDS}")
         return 0.0
     if nanos > 999_999_999:
         ctx.error(path, f"duration nanos {nanos} exceeds 999999999")

@@ -21,21 +21,24 @@ match a gRPC method (``service``, ``/a/b/c``) are kept: they can match an
 HTTP request.
 
 ``decode_route_configuration`` validates plain virtual hosts ahead and
-leaves building their routes (through this module's parsers) to first use,
-see :mod:`proxyless.resources.parse.route_screen`; the result is the same.
+leaves building their routes (through this module's parsers) to first use:
+all at once when every one is plain (:mod:`proxyless.resources.parse.route_bulk`),
+else one by one (:mod:`proxyless.resources.parse.route_screen`); the result
+is the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 
 from proxyless.resources.model.route import (
     Action,
     DirectResponseAction,
-    LazyRoutes,
     NonForwardingAction,
     RedirectAction,
     Route,
@@ -60,12 +63,11 @@ from proxyless.resources.parse.filters import per_filter_configs
 from proxyless.resources.parse.header_mutation import header_mutations
 from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.resources.parse.route_action import hedge_policy, retry_policy, route_action
+from proxyless.resources.parse.route_bulk import screen_configuration
 from proxyless.resources.parse.route_screen import (
-    PreviousHosts,
-    full_virtual_host,
-    plain_configuration,
     plain_virtual_hosts,
     screen_virtual_host,
+    virtual_host_bytes,
 )
 from proxyless.xds_client.resource_type import DecodeResult
 
@@ -84,46 +86,39 @@ def decode_route_configuration(data: bytes, *, screen: bool = True) -> DecodeRes
     """Decode serialized RouteConfiguration bytes; never raises.
 
     ``screen``: validate plain virtual hosts ahead and build their routes on
-    first use (:mod:`proxyless.resources.parse.route_screen`); False parses
-    everything the general way (the same result, built whole).
+    first use (:mod:`proxyless.resources.parse.route_bulk`, else
+    :mod:`proxyless.resources.parse.route_screen` virtual host by virtual
+    host); False parses everything the general way (the same result, built
+    whole).
     """
 
-    if screen:
-        # Every virtual host plain in shape (the common case): validate the
-        # reduced message alone. Any problem: the general way, which names it.
-        reduced = plain_configuration(data)
-        if reduced is not None:
-            ctx = Ctx()
-            try:
-                value = _top_level(ctx, reduced, None, reduced=True)
-            except _NotPlain:
-                value = None
-            if value is not None and not ctx.errors:
-                _remember(value)
-                return DecodeResult(name=reduced.name, value=value)
+    ahead = _Ahead(data) if screen else None
 
     def validate(ctx: Ctx, msg: Any) -> RouteConfiguration | None:
-        plain = plain_virtual_hosts(data, msg) if screen else None
-        return _top_level(ctx, msg, plain)
+        return _top_level(ctx, msg, ahead)
 
     result = decode_resource(data, route_pb2.RouteConfiguration, validate)
-    if screen and result.value is not None:
-        _remember(result.value)
+    if ahead is not None and result.value is not None:
+        _LAST.put(result.value.name, ahead.kept or None)
     return result
 
 
-#: The last configuration accepted under each name that has plain virtual
-#: hosts (``route_screen.PreviousHosts``), for the next one to reuse them.
-_LAST: LastByName[RouteConfiguration] = LastByName(16)
+#: The virtual hosts validated ahead of the last configuration accepted
+#: under each name, by their bytes, for the next one to reuse.
+_LAST: LastByName[dict[bytes, VirtualHost]] = LastByName(16)
 
 
-def _remember(rc: RouteConfiguration) -> None:
-    plain = any(isinstance(vh.routes, LazyRoutes) for vh in rc.virtual_hosts)
-    _LAST.put(rc.name, rc if plain else None)
+@dataclass(slots=True)
+class _Ahead:
+    """Validating virtual hosts ahead: the bytes the RouteConfiguration was
+    parsed from, and (filled in) its virtual hosts validated ahead, by their
+    bytes: a control plane resends the whole configuration when one virtual
+    host changes (istiod does), and a virtual host of the next one with the
+    same bytes is the same one again, reused as it is (built routes
+    included)."""
 
-
-class _NotPlain(Exception):
-    """A virtual host of a reduced message failed the screen's value checks."""
+    data: bytes
+    kept: dict[bytes, VirtualHost] = field(default_factory=dict)
 
 
 def parse_route_configuration(msg: Any) -> RouteConfiguration:
@@ -131,22 +126,19 @@ def parse_route_configuration(msg: Any) -> RouteConfiguration:
     return parse_resource(msg, _top_level)
 
 
-def _top_level(
-    ctx: Ctx, msg: Any, plain: list[bool] | None = None, *, reduced: bool = False
-) -> RouteConfiguration | None:
+def _top_level(ctx: Ctx, msg: Any, ahead: _Ahead | None = None) -> RouteConfiguration | None:
     # An RDS resource is named; a Listener's inline route_config need not be.
     if not msg.name:
         ctx.error("name", "must not be empty")
-    return route_configuration(ctx, "", msg, plain, reduced=reduced)
+    return route_configuration(ctx, "", msg, ahead)
 
 
 def route_configuration(
-    ctx: Ctx, path: str, msg: Any, plain: list[bool] | None = None, *, reduced: bool = False
+    ctx: Ctx, path: str, msg: Any, ahead: _Ahead | None = None
 ) -> RouteConfiguration | None:
-    """Parse a RouteConfiguration at ``path`` (also used for a Listener's inline config);
-    ``plain[i]``: virtual host ``i`` may be validated ahead (``route_screen``);
-    ``reduced``: ``msg`` is ``route_screen.plain_configuration``'s, every virtual
-    host is validated ahead, and one that fails raises ``_NotPlain``."""
+    """Parse a RouteConfiguration at ``path`` (also used for a Listener's
+    inline config); with ``ahead``, plain virtual hosts are validated ahead
+    (``route_bulk``, ``route_screen``)."""
     unhandled(
         ctx,
         msg,
@@ -166,36 +158,28 @@ def route_configuration(
     optional_plugins = _cluster_specifier_plugins(ctx, path, msg)
     if msg.HasField("vhds"):
         ctx.error(join(path, "vhds"), "on-demand virtual hosts (VHDS) are not supported")
-    vhosts = []
-    seen_domains: dict[str, int] = {}
     vhs_path = join(path, "virtual_hosts")
-    last = _LAST.get(msg.name) if reduced or plain is not None else None
-    previous = PreviousHosts(last.virtual_hosts) if last is not None else None
-    for i, vh in enumerate(msg.virtual_hosts):
-        vpath = f"{vhs_path}[{i}]"
-        vhost = None
-        if reduced or (plain is not None and plain[i]):
-            build = partial(_built_routes, vh, vpath, optional_plugins, reduced)
-            vhost = previous.find(i, vh) if previous is not None else None
-            if vhost is not None:
-                cast(LazyRoutes, vhost.routes).rebind(build, vh)  # the older parse can go
-            else:
-                vhost = screen_virtual_host(vh, build)
-            if vhost is None and reduced:
-                raise _NotPlain(vpath)
-        if vhost is None:
-            vhost = _virtual_host(ctx, vpath, vh, optional_plugins)
-        if vhost is None:
-            continue
-        for domain in vhost.domains:
-            if domain in seen_domains:
-                ctx.error(
-                    join(vpath, "domains"),
-                    f"domain {domain!r} already used by virtual_hosts[{seen_domains[domain]}]",
-                )
-            else:
-                seen_domains[domain] = i
-        vhosts.append(vhost)
+    screened: Callable[[int, Any], VirtualHost | None] | None = None
+    vhosts = None
+    sources = virtual_host_bytes(ahead.data) if ahead is not None else None
+    if ahead is not None and sources is not None and len(sources) == len(msg.virtual_hosts):
+        build = partial(_built_routes, path=vhs_path, optional_plugins=optional_plugins)
+        previous = _LAST.get(msg.name) or {}
+        kept = ahead.kept
+        vhosts = screen_configuration(ahead.data, msg, sources, build, previous, kept)
+        plain = plain_virtual_hosts(ahead.data, msg) if vhosts is None else []
+
+        def screened(i: int, vh: Any) -> VirtualHost | None:
+            if not plain[i]:
+                return None
+            source = sources[i]
+            found = previous.get(source) or screen_virtual_host(vh, build, source)
+            if found is not None:
+                kept[source] = found
+            return found
+
+    if vhosts is None:
+        vhosts = _virtual_hosts(ctx, vhs_path, msg, optional_plugins, screened)
     request_add, request_remove, response_add, response_remove = header_mutations(ctx, path, msg)
     filters = per_filter_configs(
         ctx, join(path, "typed_per_filter_config"), msg.typed_per_filter_config
@@ -210,6 +194,37 @@ def route_configuration(
         typed_per_filter_config=filters,
         ignored_fields=tuple(ctx.ignored),
     )
+
+
+def _virtual_hosts(
+    ctx: Ctx,
+    vhs_path: str,
+    msg: Any,
+    optional_plugins: frozenset[str],
+    screened: Callable[[int, Any], VirtualHost | None] | None,
+) -> list[VirtualHost]:
+    """The virtual hosts of ``msg`` one by one: ``screened(index, message)``
+    gives one validated ahead or reused (``route_screen``), or None for the
+    general way."""
+    vhosts = []
+    seen_domains: dict[str, int] = {}
+    for i, vh in enumerate(msg.virtual_hosts):
+        vpath = f"{vhs_path}[{i}]"
+        vhost = screened(i, vh) if screened is not None else None
+        if vhost is None:
+            vhost = _virtual_host(ctx, vpath, vh, optional_plugins)
+        if vhost is None:
+            continue
+        for domain in vhost.domains:
+            if domain in seen_domains:
+                ctx.error(
+                    join(vpath, "domains"),
+                    f"domain {domain!r} already used by virtual_hosts[{seen_domains[domain]}]",
+                )
+            else:
+                seen_domains[domain] = i
+        vhosts.append(vhost)
+    return vhosts
 
 
 def _domain(ctx: Ctx, path: str, domain: str) -> str | None:
@@ -324,12 +339,14 @@ def _virtual_host(
 
 
 def _built_routes(
-    msg: Any, path: str, optional_plugins: frozenset[str], reduced: bool
+    source: bytes, *, path: str, optional_plugins: frozenset[str]
 ) -> tuple[Route, ...]:
-    """The routes of a virtual host validated ahead (``route_screen``)."""
-    if reduced:
-        msg = full_virtual_host(msg)
+    """The routes of a virtual host validated ahead (``route_bulk``,
+    ``route_screen``), from its bytes; ``path``: where its configuration
+    keeps its virtual hosts."""
+    msg = route_components_pb2.VirtualHost.FromString(source)
     ctx = Ctx()
+    path = f"{path}[name={msg.name!r}]"
     routes_path = join(path, "routes")
     routes = [
         _route(ctx, f"{routes_path}[{i}]", r, optional_plugins) for i, r in enumerate(msg.routes)

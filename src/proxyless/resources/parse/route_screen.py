@@ -7,15 +7,19 @@ forward to one cluster, with timeouts, a retry policy and a max stream
 duration. The general parser (:mod:`proxyless.resources.parse.route`)
 turns each route into model objects and costs some 25 µs of Python per
 route; gRPC C-core validates the same configuration in C, an order of
-magnitude faster. This module keeps validation complete and eager — an
-invalid configuration is still NACKed when it arrives, naming the field —
-while doing per route only what can be wrong in a plain one (a few µs), and
-leaves building the routes of a plain virtual host to the first time they
-are read (:class:`~proxyless.resources.model.route.LazyRoutes`), through
-the general parser, which then cannot fail. A gRPC channel reads one
-virtual host; a 5,000-virtual-host configuration is validated in a fifth
-of the time it took to build it whole (``bench/rds_parse.py``,
-``bench/rds_scale.py``).
+magnitude faster. Validation stays complete and eager — an invalid
+configuration is still NACKed when it arrives, naming the field — but a
+plain virtual host is only checked for what can be wrong in it, and the
+building of its routes is left to the first time they are read
+(:class:`~proxyless.resources.model.route.LazyRoutes`, from the virtual
+host's bytes), through the general parser, which then cannot fail. A gRPC
+channel reads one virtual host.
+
+When every virtual host is plain, :mod:`proxyless.resources.parse.route_bulk`
+checks them all at once (the common case: a 5,000-virtual-host configuration
+in a tenth of the time it takes to build it whole; ``bench/rds_parse.py``,
+``bench/rds_scale.py``). Otherwise this module checks them one by one, as
+described here.
 
 **What is plain**, by field (the fields the general parser handles without
 recording anything in ``ignored_fields``):
@@ -41,14 +45,15 @@ Anything else goes through the general parser, whose errors name the field
 path as always.
 
 **Reuse.** A control plane resends the whole configuration when one
-service changes. :class:`PreviousHosts` offers the plain virtual hosts of
-the last configuration of the same name: one whose message equals the new
-one is reused as it was (built routes included) and rebound to the new
-message, so the older parse is freed.
+service changes. The virtual hosts validated ahead of the last
+configuration of the same name are kept by their bytes
+(:func:`virtual_host_bytes`, one parse in C); a virtual host of the new one
+with the same bytes is that one again, reused as it was (built routes
+included), wherever it now is.
 
 ``tests/property/test_prop_route_screen.py`` checks, on
-generated configurations (each deviation from plain in turn), that both ways
-give equal results: errors, ignored fields and models.
+generated configurations (each deviation from plain in turn), that every
+way gives equal results: errors, ignored fields and models.
 """
 
 from __future__ import annotations
@@ -57,20 +62,20 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
-from proxyless.resources.model.route import LazyRoutes, Route, VirtualHost
+from proxyless.resources.model.route import LazyRoutes, Route, VirtualHost, plain_virtual_host
 from proxyless.resources.parse.common import WHITESPACE, duration_in_range
 from proxyless.resources.parse.route_action import clean_retry_policy
 
 __all__ = [
-    "PreviousHosts",
-    "full_virtual_host",
-    "plain_configuration",
+    "PLAIN_FIELDS",
+    "lowered_domains",
     "plain_virtual_hosts",
     "screen_virtual_host",
+    "virtual_host_bytes",
 ]
 
 #: The plain fields of each message; message fields of other types are kept
@@ -146,14 +151,16 @@ def _reduce(
     return proto
 
 
-_REDUCED: list[type[Message]] = []
+_SPLIT = "RouteConfiguration_split"
+_REDUCED: list[tuple[type[Message], type[Message]]] = []
 _REDUCED_LOCK = threading.Lock()
 
 
-def _reduced_configuration() -> type[Message]:
-    """The reduced RouteConfiguration class (built once, in the default
-    descriptor pool, package ``proxyless.plain_route``): every top-level field
-    kept, virtual hosts reduced to their plain fields."""
+def _reduced_configuration() -> tuple[type[Message], type[Message]]:
+    """The reduced RouteConfiguration class (every top-level field kept,
+    virtual hosts reduced to their plain fields) and the split one (only the
+    virtual hosts, each as its bytes); built once, in the default descriptor
+    pool, package ``proxyless.plain_route``."""
     if _REDUCED:
         return _REDUCED[0]
     with _REDUCED_LOCK:
@@ -162,49 +169,48 @@ def _reduced_configuration() -> type[Message]:
     return _REDUCED[0]
 
 
-def _build_reduced_configuration() -> type[Message]:
+def _build_reduced_configuration() -> tuple[type[Message], type[Message]]:
     pool = descriptor_pool.Default()
     deps: set[str] = set()
     f = descriptor_pb2.FileDescriptorProto(
         name="proxyless/plain_route.proto", package=_PACKAGE, syntax="proto3"
     )
-    f.message_type.append(_reduce(route_pb2.RouteConfiguration.DESCRIPTOR, None, deps))
+    root = route_pb2.RouteConfiguration.DESCRIPTOR
+    f.message_type.append(_reduce(root, None, deps))
+    # Each virtual host as its bytes (what is reused is found by them).
+    split = f.message_type.add(name=_SPLIT)
+    hosts = root.fields_by_name["virtual_hosts"]
+    split.field.add(
+        name=hosts.name, number=hosts.number, type=_F.TYPE_BYTES, label=_F.LABEL_REPEATED
+    )
     for name, keep in PLAIN_FIELDS.items():
         f.message_type.append(_reduce(pool.FindMessageTypeByName(name), keep, deps))
     f.dependency.extend(sorted(deps))
     pool.Add(f)
-    full = f"{_PACKAGE}.{_reduced_name(route_pb2.RouteConfiguration.DESCRIPTOR.full_name)}"
-    cls: type[Message] = message_factory.GetMessageClass(pool.FindMessageTypeByName(full))
-    return cls
+    reduced_cls, split_cls = (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
+        for name in (_reduced_name(root.full_name), _SPLIT)
+    )
+    return reduced_cls, split_cls
+
+
+def virtual_host_bytes(data: bytes) -> list[bytes] | None:
+    """The bytes of each virtual host of the RouteConfiguration ``data``, in
+    order (None if it does not parse)."""
+    try:
+        split: Any = _reduced_configuration()[1].FromString(data)
+    except (DecodeError, ValueError, TypeError):
+        return None
+    return list(split.virtual_hosts)
 
 
 def _parse_reduced(data: bytes) -> Any | None:
     try:
-        reduced = _reduced_configuration().FromString(data)
+        reduced = _reduced_configuration()[0].FromString(data)
     except (DecodeError, ValueError, TypeError):
         return None
     reduced.DiscardUnknownFields()
     return reduced
-
-
-def plain_configuration(data: bytes) -> Any | None:
-    """``data`` parsed with the reduced schema when every virtual host in it
-    is plain in shape, else None. Its top-level fields are a
-    RouteConfiguration's own; :func:`full_virtual_host` gives back a virtual
-    host's full message."""
-    reduced = _parse_reduced(data)
-    # Re-encoding never grows a message (proto3 on both sides: a field set to
-    # its default is dropped by both), and dropping a field shrinks it: equal
-    # to the bytes received, nothing was dropped anywhere.
-    if reduced is None or reduced.ByteSize() != len(data):
-        return None
-    return reduced
-
-
-def full_virtual_host(reduced: Any) -> Any:
-    """The ``envoy.config.route.v3.VirtualHost`` of a reduced one from
-    :func:`plain_configuration` (nothing was dropped from it)."""
-    return route_components_pb2.VirtualHost.FromString(reduced.SerializeToString())
 
 
 def plain_virtual_hosts(data: bytes, msg: Any) -> list[bool]:
@@ -253,19 +259,28 @@ def _route_cluster(msg: Any) -> str | None:
     return cluster
 
 
-def screen_virtual_host(msg: Any, build: Callable[[], tuple[Route, ...]]) -> VirtualHost | None:
-    """The virtual host ``msg``, whose shape is plain, with its routes left to
-    ``build``; None when a value is one the general parser would report (or
-    skip), so that the caller parses it the general way."""
-    raw = list(msg.domains)
-    if not raw or "" in raw:
+def lowered_domains(raw: list[str]) -> list[str] | None:
+    """The domains ``raw``, lower-cased, when none is one the general parser
+    refuses (empty, or holding "/" or whitespace), else None."""
+    if "" in raw:
         return None
     # All domains at once, joined by "/", which none may hold (nor whitespace).
     joined = "/".join(raw)
     if joined.count("/") != len(raw) - 1 or WHITESPACE.search(joined) is not None:
         return None
-    domains = joined.lower().split("/")
-    if len(set(domains)) != len(domains):
+    return joined.lower().split("/")
+
+
+def screen_virtual_host(
+    msg: Any, build: Callable[[bytes], tuple[Route, ...]], source: bytes
+) -> VirtualHost | None:
+    """The virtual host ``msg`` (whose bytes are ``source``), whose shape is
+    plain, with its routes left to ``build``; None when a value is one the
+    general parser would report (or skip), so that the caller parses it the
+    general way."""
+    raw = list(msg.domains)
+    domains = lowered_domains(raw) if raw else None
+    if domains is None or len(set(domains)) != len(domains):
         return None
     clusters = []
     for route in msg.routes:
@@ -273,66 +288,10 @@ def screen_virtual_host(msg: Any, build: Callable[[], tuple[Route, ...]]) -> Vir
         if cluster is None:
             return None
         clusters.append(cluster)
-    return VirtualHost(
-        name=msg.name,
-        domains=tuple(domains),
-        routes=LazyRoutes(build, tuple(clusters), msg),
-        include_request_attempt_count=bool(msg.include_request_attempt_count),
-        include_attempt_count_in_response=bool(msg.include_attempt_count_in_response),
+    return plain_virtual_host(
+        msg.name,
+        tuple(domains),
+        LazyRoutes(build, tuple(clusters), source),
+        bool(msg.include_request_attempt_count),
+        bool(msg.include_attempt_count_in_response),
     )
-
-
-class PreviousHosts:
-    """The plain virtual hosts of the last configuration accepted under one
-    name, offered for reuse: a control plane resends the whole
-    RouteConfiguration when one virtual host changes (istiod does), and a
-    virtual host equal to one of the last configuration's (compared in C,
-    message to message) is that one again. It is looked up at the same
-    index, or by name when the name there differs (one inserted or
-    removed before it)."""
-
-    __slots__ = ("_by_name", "_hits", "_hosts", "_misses")
-
-    #: After this many misses without a hit, the new configuration is taken as
-    #: all new (a comparison costs about a tenth of validating a virtual host).
-    GIVE_UP_AFTER = 64
-
-    def __init__(self, hosts: tuple[VirtualHost, ...]) -> None:
-        self._hosts = hosts
-        self._by_name: dict[str, VirtualHost] | None = None
-        self._hits = self._misses = 0
-
-    def find(self, index: int, msg: Any) -> VirtualHost | None:
-        """The last configuration's virtual host equal to ``msg`` (the message
-        at ``index`` of the new one), or None."""
-        if not self._hits and self._misses >= self.GIVE_UP_AFTER:
-            return None
-        found = self._find(index, msg)
-        if found is None:
-            self._misses += 1
-        else:
-            self._hits += 1
-        return found
-
-    def _find(self, index: int, msg: Any) -> VirtualHost | None:
-        hosts = self._hosts
-        name = msg.name
-        if index < len(hosts) and hosts[index].name == name:
-            return _equal(hosts[index], msg)  # the same place: no need to look further
-        by_name = self._by_name
-        if by_name is None:
-            by_name = self._by_name = {}
-            for vh in hosts:
-                if isinstance(vh.routes, LazyRoutes):
-                    by_name.setdefault(vh.name, vh)
-        old = by_name.get(name)
-        return _equal(old, msg) if old is not None else None
-
-
-def _equal(vh: VirtualHost, msg: Any) -> VirtualHost | None:
-    routes = vh.routes
-    if isinstance(routes, LazyRoutes):
-        source = routes.source
-        if type(source) is type(msg) and source == msg:
-            return vh
-    return None
