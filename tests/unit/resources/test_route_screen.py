@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from envoy.config.route.v3 import route_pb2
 
 from proxyless.config.watcher import clusters_of_route_config
 from proxyless.resources.model.route import LazyRoutes, RouteAction, VirtualHost, plain_virtual_host
+from proxyless.resources.parse import route as route_parse
 from proxyless.resources.parse.common import LastByName
 from proxyless.resources.parse.route import decode_route_configuration
 from proxyless.resources.parse.route_screen import plain_virtual_hosts, virtual_host_bytes
@@ -54,11 +56,26 @@ def test_plain_virtual_hosts_are_built_on_first_use() -> None:
 
 def test_a_field_that_is_not_plain_goes_the_general_way() -> None:
     data = _config(decorated=2).SerializeToString()
-    msg = route_pb2.RouteConfiguration.FromString(data)
-    assert plain_virtual_hosts(data, msg) == [True, True, False]
+    assert plain_virtual_hosts(data, virtual_host_bytes(data) or []) == [True, True, False]
     rc = decode_route_configuration(data).value
     assert rc.ignored_fields == ("virtual_hosts[2].routes[1].decorator",)
     assert not isinstance(rc.virtual_hosts[2].routes, LazyRoutes)
+
+
+def test_the_plain_virtual_hosts_of_a_mixed_configuration_are_validated_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One virtual host that is not plain: the others still go all at once
+    (``route_bulk``), not one by one."""
+
+    def one_by_one(*args: object) -> None:
+        raise AssertionError("screened one by one")
+
+    monkeypatch.setattr(route_parse, "screen_virtual_host", one_by_one)
+    data = _named(_config(decorated=1), "mixed-bulk")
+    rc = decode_route_configuration(data).value
+    assert [isinstance(vh.routes, LazyRoutes) for vh in rc.virtual_hosts] == [True, False, True]
+    assert rc == decode_route_configuration(data, screen=False).value
 
 
 def test_a_bad_value_in_a_plain_virtual_host_is_reported_by_path() -> None:

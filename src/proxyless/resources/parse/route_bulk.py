@@ -40,10 +40,14 @@ in one parse, so that Python checks them in a few passes over lists:
   many domains and routes it has (which slice of the gathered lists is its
   own), its routes left to be built on first use, as ``route_screen`` does.
 
-Anything that is not plain or not clean (non-canonical bytes, an unknown field,
-a count that does not add up, a value out of range, a domain repeated) returns
-None, and the caller validates the configuration virtual host by virtual host,
-whose errors name the field. The result is the same either way:
+When some virtual hosts are not plain, the plain ones (those whose reduced
+message re-encodes to their own bytes: plain and canonical, decided by
+``route_screen``) are framed into a configuration of their own
+(:func:`canonical_configuration`) and checked the same way; the others go
+the general way. Anything that is not plain or not clean (non-canonical
+bytes, an unknown field, a count that does not add up, a value out of range,
+a domain repeated) returns None, and the caller validates virtual host by
+virtual host, whose errors name the field. The result is the same either way:
 ``tests/property/test_prop_route_screen.py`` compares the three ways, and
 feeds this one hand-made wire bytes that move a field from one route to
 another (counts that still add up).
@@ -63,9 +67,13 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from proxyless.resources.model.route import LazyRoutes, Route, VirtualHost, plain_virtual_host
 from proxyless.resources.parse.common import MAX_DURATION_SECONDS
 from proxyless.resources.parse.route_action import clean_retry_policy
-from proxyless.resources.parse.route_screen import PLAIN_FIELDS, lowered_domains
+from proxyless.resources.parse.route_screen import (
+    PLAIN_FIELDS,
+    lowered_domains,
+    virtual_host_container,
+)
 
-__all__ = ["screen_configuration"]
+__all__ = ["canonical_configuration", "screen_configuration"]
 
 _PACKAGE = "proxyless.bulk_route"
 _F = descriptor_pb2.FieldDescriptorProto
@@ -168,22 +176,31 @@ def _retry_policies_clean(policies: Sequence[bytes]) -> bool:
     return True
 
 
+def canonical_configuration(sources: Sequence[bytes]) -> bytes:
+    """The canonical bytes of a RouteConfiguration holding only the virtual
+    hosts whose (canonical) bytes are ``sources``, in order."""
+    split: Any = virtual_host_container()()
+    split.virtual_hosts.extend(sources)
+    data: bytes = split.SerializeToString()
+    return data
+
+
 def screen_configuration(
     data: bytes,
-    msg: Any,
+    hosts: Sequence[Any],
     sources: Sequence[bytes],
     build: Callable[[bytes], tuple[Route, ...]],
     previous: Mapping[bytes, VirtualHost],
     kept: dict[bytes, VirtualHost],
 ) -> list[VirtualHost] | None:
-    """The virtual hosts of ``msg`` (a RouteConfiguration parsed from
-    ``data``; ``sources``: the bytes of each of its virtual hosts), their
-    routes left to ``build(bytes)``, when every one is plain and clean and
-    their domains are unique (see the module docstring); else None.
-    ``previous`` offers virtual hosts to reuse by their bytes; those returned
-    are added to ``kept`` by theirs."""
-    hosts = msg.virtual_hosts
-    if not hosts or msg.ByteSize() != len(data):
+    """The virtual hosts ``hosts`` (their messages; ``sources``: their bytes),
+    their routes left to ``build(bytes)``, when every one is plain and clean
+    and their domains are unique (see the module docstring); else None.
+    ``data`` is the **canonical** bytes of a RouteConfiguration whose virtual
+    hosts are these (its parse re-encodes to as many bytes: the caller
+    checks). ``previous`` offers virtual hosts to reuse by their bytes; those
+    returned are added to ``kept`` by theirs."""
+    if not hosts:
         return None
     try:
         bulk: Any = _bulk_configuration().FromString(data)
