@@ -178,10 +178,13 @@ class ChannelCore:
         """The endpoint's pooled channel, counted in flight until
         :meth:`ChannelPool.call_ended`. For an endpoint of a TLS cluster,
         a channel whose connections use the cluster's current credentials;
-        raises :class:`~proxyless.errors.SecurityError` when there are none."""
+        raises :class:`~proxyless.errors.SecurityError` when there are none.
+        An aggregate cluster's endpoint is reached as its leaf cluster says
+        (``ClusterRegistry.leaf_of``; ``ClusterNotAvailable`` when the leaf is
+        gone)."""
         if cluster is not None:
             if cluster.config.children:
-                cluster = self._leaf(cluster, endpoint)
+                cluster = self.mesh.clusters.leaf_of(cluster, endpoint)
             if cluster.tls is not None:
                 return self._acquire_tls(endpoint, cluster.tls)
         if self.loop_bound:
@@ -212,16 +215,6 @@ class ChannelCore:
             pooled.watch(endpoint)  # its connectivity feeds the pickers
         pooled.in_flight += 1
         return pooled
-
-    def _leaf(self, aggregate: ClusterRuntime, endpoint: EndpointState) -> ClusterRuntime:
-        """The leaf cluster of ``aggregate`` that lists ``endpoint``: its
-        ``transport_socket`` decides how the endpoint is reached."""
-        clusters = self.mesh.clusters
-        for name in aggregate.config.children:
-            leaf = clusters.get(name)
-            if leaf is not None and any(es.address == endpoint.address for es in leaf.endpoints()):
-                return leaf
-        return aggregate
 
     def _acquire_tls(self, endpoint: EndpointState, creds: ClusterCredentials) -> PooledChannel:
         tls = creds.current()  # fail closed: raises what stands in for missing material

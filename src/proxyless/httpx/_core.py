@@ -81,7 +81,7 @@ from proxyless.httpx._upstream import (
 from proxyless.lb.state import EndpointState
 from proxyless.mesh import Mesh
 from proxyless.observability.telemetry import CallTelemetry
-from proxyless.resilience.outcome import LOCAL_CIRCUIT_OPEN, SUCCESS
+from proxyless.resilience.outcome import CONNECT_FAILURE, LOCAL_CIRCUIT_OPEN, SUCCESS
 from proxyless.resources.model import DirectResponseAction, RedirectAction
 from proxyless.routing import MissingClusterHeader
 from proxyless.runtime.call import Attempt, Call, Lane
@@ -279,8 +279,8 @@ class Core:
         self, rt: TargetRuntime, state: object, call: Call, hplan: RoutePlan, key: LaneKey
     ) -> None:
         cluster = call.cluster
-        if cluster is None or not path_determined(call.route):
-            return
+        if cluster is None or cluster.config.children or not path_determined(call.route):
+            return  # (an aggregate's endpoints are reached as their leaf clusters say)
         info = self.cluster_info(cluster)
         if info.problem:
             return
@@ -426,13 +426,17 @@ class Core:
     def start_attempt(self, r: Routed) -> tuple[Attempt, PoolEntry, Upstream]:
         cluster = r.call.cluster
         assert cluster is not None
+        aggregate = bool(cluster.config.children)
         info = self.cluster_info(cluster)
-        tls = client_tls(r, cluster) if info.tls_required else None
+        tls = client_tls(r, cluster) if info.tls_required and not aggregate else None
         try:
             attempt = r.call.attempt()
         except ProxylessError as exc:
             raise mesh_error(exc, r.request) from None
         es: EndpointState = attempt.conn
+        if aggregate:
+            # The leaf cluster that lists the endpoint says how to reach it.
+            info, tls = self._leaf_upstream(r, cluster, attempt)
         https = r.scheme == "https" or tls is not None
         sni = r.host if https and tls is None else None
         try:
@@ -468,6 +472,27 @@ class Core:
             raw_host = entry.raw_host = es.endpoint.address.encode("ascii")
         url = EndpointURL(b"https" if https else b"http", raw_host, es.endpoint.port, r.target)
         return attempt, entry, Upstream(r.request.method, url, headers, r.body, ext)
+
+    def _leaf_upstream(
+        self, r: Routed, aggregate: ClusterRuntime, attempt: Attempt
+    ) -> tuple[ClusterInfo, ClientTls | None]:
+        """How to reach the endpoint of ``attempt``, picked from the aggregate
+        cluster: its leaf cluster's protocol options and TLS credentials
+        (never plaintext for a TLS leaf). A problem ends the attempt as a
+        connect failure and raises the request's error."""
+        try:
+            leaf = self.mesh.clusters.leaf_of(aggregate, attempt.conn)
+            info = self.cluster_info(leaf)
+            if info.problem:
+                raise ClusterNotAvailable(info.problem)
+        except ProxylessError as exc:
+            r.call.attempt_done(attempt, CONNECT_FAILURE, may_retry=False)
+            raise mesh_error(exc, r.request, "upstream") from None
+        try:
+            return info, client_tls(r, leaf) if info.tls_required else None
+        except httpx.TransportError:
+            r.call.attempt_done(attempt, CONNECT_FAILURE, may_retry=False)
+            raise
 
     @staticmethod
     def sent(attempt: Attempt) -> None:

@@ -74,6 +74,12 @@ def mirror_request(
     body = r.request.stream
     if not isinstance(body, httpx.ByteStream):
         return None  # a streamed body is sent once, to the real destination
+    if cluster.config.children:  # an aggregate: the leaf that lists the endpoint decides
+        try:
+            cluster = core.mesh.clusters.leaf_of(cluster, endpoint)
+        except ProxylessError as exc:
+            log.debug("mirror to cluster %r skipped: %s", cluster.name, exc)
+            return None
     info = core.cluster_info(cluster)
     if info.problem:
         return None

@@ -129,12 +129,29 @@ def verify_peer(tls: ClientTls, stream: Any, endpoint: str) -> None:
     tls.verify(der, endpoint)
 
 
+def _pending_child(r: Routed, aggregate: ClusterRuntime) -> ClusterCredentials | None:
+    """The credentials of a leaf of ``aggregate`` still on their way, if any."""
+    registry = r.call._rt.mesh.clusters
+    for name in aggregate.config.children:
+        leaf = registry.get(name)
+        creds = leaf.tls if leaf is not None else None
+        if creds is None or creds.failure is not None:
+            continue
+        try:
+            creds.current()
+        except SecurityError:
+            return creds
+    return None
+
+
 def pending_credentials(r: Routed) -> tuple[ClusterCredentials, float] | None:
     """The credentials ``r``'s cluster still waits for, and how long the
     request may wait for them (its route timeout and httpx's connect
     timeout); None when there is nothing to wait for."""
     cluster = r.call.cluster
     creds = cluster.tls if cluster is not None else None
+    if creds is None and cluster is not None and cluster.config.children:
+        creds = _pending_child(r, cluster)  # an aggregate: its TLS leaves' credentials
     if creds is None:
         return None
     try:

@@ -292,10 +292,10 @@ class ClusterLoadBalancer:
                             continue  # duplicate address (only possible across aggregate children)
                         state = old_states.get(key)
                         if state is None:
-                            state = EndpointState(endpoint, group.locality, index)
+                            state = EndpointState(endpoint, group.locality, index, source.name)
                             added.append(state)
                         else:
-                            state.update(endpoint, group.locality, index)
+                            state.update(endpoint, group.locality, index, source.name)
                         states[key] = state
                         members.append(state)
                     localities.append((group.locality, group.weight, tuple(members)))

@@ -38,6 +38,7 @@ class EndpointState:
         "__weakref__",
         "active_requests",
         "address",
+        "cluster",
         "connectivity",
         "draining",
         "ejected",
@@ -56,8 +57,14 @@ class EndpointState:
         "weight",
     )
 
-    def __init__(self, endpoint: Endpoint, locality: Locality, priority: int) -> None:
+    def __init__(
+        self, endpoint: Endpoint, locality: Locality, priority: int, cluster: str = ""
+    ) -> None:
         self.endpoint = endpoint
+        #: the cluster whose endpoints list this one: for an aggregate
+        #: cluster's endpoint, the leaf cluster, whose transport socket and
+        #: protocol options say how to reach it
+        self.cluster = cluster
         self.key: tuple[str, int] = (endpoint.address, endpoint.port)
         self.address = f"{endpoint.address}:{endpoint.port}"
         if ":" in endpoint.address:  # IPv6 literal
@@ -89,9 +96,12 @@ class EndpointState:
         #: the connection that last registered to report this endpoint's state
         self.watcher: object = None
 
-    def update(self, endpoint: Endpoint, locality: Locality, priority: int) -> None:
+    def update(
+        self, endpoint: Endpoint, locality: Locality, priority: int, cluster: str = ""
+    ) -> None:
         """Take the new EDS view of the same address."""
         self.endpoint = endpoint
+        self.cluster = cluster
         self.locality = locality
         self.priority = priority
         self.weight = endpoint.weight

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from proxyless.clock import Clock, SystemClock, TimerHandle
 from proxyless.config.snapshot import ClusterConfig, XdsConfig
+from proxyless.errors import ClusterNotAvailable
 from proxyless.lb.cluster import ClusterLoadBalancer, EndpointChanges
 from proxyless.lb.priority import PriorityMode
 from proxyless.lb.state import EndpointState
@@ -242,6 +243,26 @@ class ClusterRegistry:
 
     def get(self, name: str) -> ClusterRuntime | None:
         return self._clusters.get(name)
+
+    def leaf_of(self, cluster: ClusterRuntime, endpoint: EndpointState) -> ClusterRuntime:
+        """The cluster whose transport socket and protocol options say how to
+        reach ``endpoint``, picked from ``cluster``: the cluster itself, or for
+        an aggregate cluster the leaf that lists the endpoint (gRFC A37:
+        each child keeps its own ``transport_socket``). An aggregate has none
+        of its own, so when that leaf is gone (the endpoint was picked just
+        before an update) this fails closed: ``ClusterNotAvailable``, never
+        the aggregate's plaintext."""
+        children = cluster.config.children
+        if not children:
+            return cluster
+        name = endpoint.cluster
+        leaf = self._clusters.get(name) if name in children else None
+        if leaf is None:
+            raise ClusterNotAvailable(
+                f"endpoint {endpoint.address} of aggregate cluster {cluster.name!r} came "
+                f"from cluster {name!r}, which it no longer has"
+            )
+        return leaf
 
     def apply(self, snap: XdsConfig) -> None:
         """Bring the runtimes of ``snap``'s clusters up to date (Mesh thread)."""

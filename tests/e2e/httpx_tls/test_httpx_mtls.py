@@ -22,7 +22,7 @@ import proxyless.httpx
 from proxyless.controlplane.ca import DevCA, IssuedCertificate
 from proxyless.errors import CertificateError, IdentityMismatch, SecurityError
 from proxyless.mesh import Mesh
-from proxyless.testing.resources import route
+from proxyless.testing.resources import cluster, route
 
 Send = Callable[..., httpx.Response]
 
@@ -250,3 +250,39 @@ def _unpack_context(proto: Any) -> Any:
     context = tls_pb2.UpstreamTlsContext()
     proto.transport_socket.typed_config.Unpack(context)
     return context
+
+
+def _publish_aggregate(service: Service, backends: list[Any], leaf: Any) -> None:
+    """The route points at an aggregate cluster whose only child is the TLS
+    cluster ``leaf`` (over ``backends``)."""
+    service.cluster(CLUSTER, backends, leaf)
+    service.cluster("agg", [], cluster("agg", aggregate=[CLUSTER]))
+    service.routes_for("svc:8080", [route(prefix="/", cluster="agg")])
+
+
+def test_an_aggregate_clusters_tls_child_is_reached_over_mtls(
+    send: Send,
+    service: Service,
+    servers: Callable[..., TlsEcho],
+    ca: DevCA,
+    web: IssuedCertificate,
+) -> None:
+    """The leaf cluster's ``transport_socket`` decides, not the aggregate's."""
+    server = servers("reviews", ca.issue(REVIEWS))
+    _publish_aggregate(service, [server], tls_cluster(CLUSTER, web, ca.roots_pem, [REVIEWS]))
+    response = send("/reviews/1")
+    assert response.status_code == 200
+    assert _body(response)["client"] == WEB
+
+
+def test_an_aggregate_clusters_tls_child_never_gets_plaintext(
+    send: Send, service: Service, ca: DevCA, web: IssuedCertificate
+) -> None:
+    plain = HttpEcho("plain").start()
+    try:
+        _publish_aggregate(service, [plain], tls_cluster(CLUSTER, web, ca.roots_pem, [REVIEWS]))
+        err = _refused(send)
+    finally:
+        plain.stop()
+    assert isinstance(err.proxyless_error, SecurityError)
+    assert plain.requests == []

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import pytest
 
 from proxyless.config.snapshot import ClusterConfig, XdsConfig
+from proxyless.errors import ClusterNotAvailable
 from proxyless.resources.model import (
     Cluster,
     ClusterLoadAssignment,
@@ -75,3 +76,38 @@ def test_pool_books_follow_every_snapshot(updates: list[dict[str, list[int]]]) -
         assert books.gone == set(previous) - set(listed)
         books.gone.clear()
         previous = listed
+
+
+def _aggregate_snapshot(children: dict[str, list[int]], version: int) -> XdsConfig:
+    """Aggregate cluster ``agg`` over the leaf clusters ``children``."""
+    snap = _snapshot(children, version)
+    names = tuple(children)
+    agg = ClusterConfig("agg", Cluster("agg", "AGGREGATE", aggregate_clusters=names), None, names)
+    return XdsConfig("svc", None, snap.route_config, {**snap.clusters, "agg": agg}, None, version)
+
+
+def test_an_aggregate_endpoint_is_reached_as_its_leaf_says() -> None:
+    registry = ClusterRegistry(random.Random(1))
+    registry.apply(_aggregate_snapshot({"a": [1], "b": [2]}, 1))
+    agg = registry.get("agg")
+    assert agg is not None
+    by_port = {es.endpoint.port: es for es in agg.endpoints()}
+    assert registry.leaf_of(agg, by_port[1]) is registry.get("a")
+    assert registry.leaf_of(agg, by_port[2]) is registry.get("b")
+    leaf_a = registry.get("a")
+    assert leaf_a is not None and registry.leaf_of(leaf_a, by_port[1]) is leaf_a
+
+
+def test_an_aggregate_endpoint_whose_leaf_is_gone_fails_closed() -> None:
+    """An endpoint picked just before an update took its leaf away: never
+    the aggregate (which has no transport socket, so plaintext)."""
+    registry = ClusterRegistry(random.Random(1))
+    registry.apply(_aggregate_snapshot({"a": [1], "b": [2]}, 1))
+    agg = registry.get("agg")
+    assert agg is not None
+    stale = next(es for es in agg.endpoints() if es.endpoint.port == 2)
+    registry.apply(_aggregate_snapshot({"a": [1]}, 2))
+    agg = registry.get("agg")
+    assert agg is not None
+    with pytest.raises(ClusterNotAvailable, match="'b', which it no longer has"):
+        registry.leaf_of(agg, stale)
