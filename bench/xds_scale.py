@@ -64,7 +64,7 @@ if sys.argv[1] == "baseline":
 boot = json.loads(sys.argv[2])
 mesh = Mesh(boot)
 ch = proxyless.grpc.channel(sys.argv[3], mesh=mesh)
-mesh.target(sys.argv[3]).state(float(sys.argv[4]), True)
+mesh.target(sys.argv[3], every_host=False).state(float(sys.argv[4]), True)  # the channel's own
 print("loaded", flush=True)
 sys.stdin.read()
 """

@@ -107,7 +107,7 @@ class Mesh:
             schedule=self.call_soon,
             sources=self.secrets,
         )
-        self._targets: dict[str, TargetRuntime] = {}
+        self._targets: dict[tuple[str, bool], TargetRuntime] = {}
         #: LRS load reporting, started when a cluster asks for it
         self.load_reporter: LoadReporter | None = None
         self.clusters.on_load_reporting = self._start_load_reporting
@@ -137,33 +137,42 @@ class Mesh:
         """Run ``fn`` on the Mesh thread (now, when already on it)."""
         self.xds_client._call_on_loop(fn)
 
-    def config(self, listener_name: str) -> ConfigWatcher:
-        """The shared config watcher of a listener (one per name per Mesh)."""
+    def config(self, listener_name: str, host: str | None = None) -> ConfigWatcher:
+        """The shared config watcher of a listener (one per name per Mesh),
+        made to watch the clusters of the virtual host ``host`` selects (a
+        gRPC channel's authority), or with None of every virtual host (an
+        HTTP client's; see :mod:`proxyless.config.watcher`)."""
         with self._configs_lock:
             watcher = self._configs.get(listener_name)
             if watcher is None:
                 if self._closed:
                     raise RuntimeError(f"{self!r} is closed")
-                watcher = ConfigWatcher(self.xds_client, listener_name)
+                watcher = ConfigWatcher(self.xds_client, listener_name, host=host)
                 watcher.add_listener(self.clusters.apply)
                 self._configs[listener_name] = watcher
-            return watcher
+                return watcher
+        watcher.want(host)
+        return watcher
 
     def watching(self, listener_name: str) -> bool:
         """Whether this Mesh already follows ``listener_name``."""
         return listener_name in self._configs
 
-    def target(self, target: str) -> TargetRuntime:
-        """The shared routing state of ``target`` (``xds:///name``)."""
-        runtime = self._targets.get(target)
+    def target(self, target: str, *, every_host: bool = True) -> TargetRuntime:
+        """The shared routing state of ``target`` (``xds:///name``):
+        ``every_host`` for requests that may carry any authority (HTTP), else
+        for requests that all carry the target's own (a gRPC channel's),
+        which need the clusters of one virtual host only (gRFC A74)."""
+        key = (target, every_host)
+        runtime = self._targets.get(key)
         if runtime is None:
             parsed = parse_target(target)
             with self._configs_lock:
-                runtime = self._targets.get(target)
+                runtime = self._targets.get(key)
             if runtime is None:
-                runtime = TargetRuntime(self, parsed)
+                runtime = TargetRuntime(self, parsed, every_host=every_host)
                 with self._configs_lock:
-                    runtime = self._targets.setdefault(target, runtime)
+                    runtime = self._targets.setdefault(key, runtime)
         return runtime
 
     def _run(self) -> None:

@@ -115,7 +115,10 @@ class Bookinfo:
         raise AssertionError(f"proxyless did not take the routes of {sample}")
 
     def _route_config(self, service: str) -> object:
-        state = self.mesh.target(f"xds:///{SERVICES[service]}").current
+        # the routing state the checks use: the httpx transport's for httpbin,
+        # the gRPC channel's (which follows its own virtual host) for the others
+        every_host = service == "httpbin"
+        state = self.mesh.target(f"xds:///{SERVICES[service]}", every_host=every_host).current
         return None if state is None else state[0].route_config
 
     # calls --------------------------------------------------------------------------

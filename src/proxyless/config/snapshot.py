@@ -42,7 +42,10 @@ class ClusterConfig:
 @dataclass(frozen=True, slots=True)
 class XdsConfig:
     """A complete snapshot for one listener (one target), or the error that
-    prevents one. ``version`` counts the snapshots published for the target."""
+    prevents one. ``version`` counts the snapshots published for the target.
+    ``hosts``: the authorities whose virtual host's clusters ``clusters``
+    holds (what gRPC channels route with, gRFC A74); None: every virtual
+    host's (what an HTTP client, routing by any ``Host``, needs)."""
 
     listener_name: str
     listener: Listener | None
@@ -50,7 +53,13 @@ class XdsConfig:
     clusters: Mapping[str, ClusterConfig] = field(default_factory=dict)
     error: Exception | None = None
     version: int = 0
+    hosts: frozenset[str] | None = None
 
     @property
     def usable(self) -> bool:
         return self.error is None and self.route_config is not None
+
+    def covers(self, host: str | None) -> bool:
+        """Whether ``clusters`` holds what routing requests for ``host``
+        needs (None: requests for any host)."""
+        return self.hosts is None or (host is not None and host in self.hosts)

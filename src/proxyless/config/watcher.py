@@ -4,7 +4,16 @@ A :class:`ConfigWatcher` watches one Listener, the RouteConfiguration it
 names (unless inline), every Cluster its routes can reach (weighted
 clusters, mirror clusters, aggregate clusters' children to a depth of 16 —
 gRFC A37), and the endpoints of each leaf cluster (EDS, or for a STRICT_DNS
-cluster the addresses :mod:`proxyless.runtime.dns` resolves). It publishes a new
+cluster the addresses :mod:`proxyless.runtime.dns` resolves).
+
+Which routes: those of the virtual hosts its users route with. A gRPC
+channel routes every call with its target's authority, so for gRPC channels
+only the virtual host that authority selects counts, as in gRPC's own
+dependency manager (gRFC A74): a RouteConfiguration of 5,000 virtual hosts
+costs a channel the clusters of one. An HTTP client routes by the request's
+``Host``, so an httpx transport needs every virtual host's clusters. Users
+say which (:meth:`ConfigWatcher.want`); the scope only widens, and each
+snapshot says what it covers (``XdsConfig.hosts``). It publishes a new
 :class:`~proxyless.config.snapshot.XdsConfig` only when the chain is
 complete: every resource has either a value or an error. Until then the
 previous snapshot stays in force, so a route pointing at a cluster that has
@@ -24,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from proxyless.config.snapshot import ClusterConfig, XdsConfig
@@ -39,6 +48,7 @@ from proxyless.resources.model import (
     LocalityEndpoints,
     RouteAction,
     RouteConfiguration,
+    VirtualHost,
 )
 from proxyless.resources.types import (
     CLUSTER,
@@ -46,6 +56,7 @@ from proxyless.resources.types import (
     LISTENER,
     ROUTE_CONFIGURATION,
 )
+from proxyless.routing.vhost import VirtualHostCache
 from proxyless.runtime.dns import DnsResolution
 from proxyless.xds_client import ResourceType, XdsClient
 
@@ -97,10 +108,13 @@ class _Watch:
         log.debug("%s", error)
 
 
-def clusters_of_route_config(rc: RouteConfiguration) -> list[str]:
-    """Every cluster name a route configuration can send traffic to, in order."""
+def clusters_of_route_config(
+    rc: RouteConfiguration, hosts: Iterable[VirtualHost] | None = None
+) -> list[str]:
+    """Every cluster name a route configuration (or of it, the virtual hosts
+    ``hosts``) can send traffic to, in order."""
     names: dict[str, None] = {}
-    for vh in rc.virtual_hosts:
+    for vh in rc.virtual_hosts if hosts is None else hosts:
         routes = vh.routes
         if isinstance(routes, LazyRoutes):  # plain: one cluster per route, known unbuilt
             names.update(dict.fromkeys(routes.clusters))
@@ -127,9 +141,14 @@ class ConfigWatcher:
         listener_name: str,
         *,
         on_update: Callable[[XdsConfig], None] | None = None,
+        host: str | None = None,
     ) -> None:
         self._client = client
         self.listener_name = listener_name
+        #: the authorities whose virtual host's clusters are watched; None:
+        #: every virtual host's (changed on the Mesh thread only)
+        self._hosts: frozenset[str] | None = None if host is None else frozenset((host,))
+        self._selector: VirtualHostCache | None = None
         self._listeners: list[Callable[[XdsConfig], None]] = [on_update] if on_update else []
         self._ready = threading.Event()
         self._lock = threading.Lock()
@@ -163,6 +182,19 @@ class ConfigWatcher:
                 fn(snap)
 
         self._client._call_on_loop(deliver_current)
+
+    def want(self, host: str | None) -> None:
+        """Watch the clusters of the virtual host ``host`` selects too (None:
+        of every virtual host); the snapshots after this cover it."""
+
+        def widen() -> None:
+            hosts = self._hosts
+            if hosts is None or (host is not None and host in hosts):
+                return
+            self._hosts = None if host is None else hosts | {host}
+            self._changed()
+
+        self._client._call_on_loop(widen)
 
     def wait(self, timeout: float | None) -> XdsConfig | None:
         """Block until the first snapshot (usable or error) or ``timeout``."""
@@ -201,6 +233,7 @@ class ConfigWatcher:
                 cfg.clusters,
                 cfg.error,
                 self._version,
+                cfg.hosts,
             )
             self.snapshot = cfg
             listeners = list(self._listeners)
@@ -270,10 +303,18 @@ class ConfigWatcher:
                 self._sync_clusters([])
                 return XdsConfig(self.listener_name, listener, None, error=self._rds.error)
             return None
-        roots = clusters_of_route_config(rc)
+        hosts = self._hosts
+        if hosts is None:
+            roots = clusters_of_route_config(rc)
+        else:
+            selector = self._selector
+            if selector is None or selector.route_config is not rc:
+                selector = self._selector = VirtualHostCache(rc)
+            selected = {id(vh): vh for h in sorted(hosts) if (vh := selector.select(h))}
+            roots = clusters_of_route_config(rc, selected.values())
         clusters, complete = self._sync_clusters(roots)
         if complete:
-            return XdsConfig(self.listener_name, listener, rc, clusters)
+            return XdsConfig(self.listener_name, listener, rc, clusters, hosts=hosts)
         return None
 
     def _drop_below_listener(self) -> None:

@@ -87,7 +87,9 @@ class ChannelCore:
         loop_bound: bool = False,
     ) -> None:
         self.mesh = mesh or Mesh.default()
-        self.runtime: TargetRuntime = self.mesh.target(target)
+        # Every call carries the target's authority: the clusters of the
+        # virtual host it selects are all the channel needs (gRFC A74).
+        self.runtime: TargetRuntime = self.mesh.target(target, every_host=False)
         self.target = target
         self.pool = pool
         self.mesh.clusters.add_pool(pool)

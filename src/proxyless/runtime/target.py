@@ -127,7 +127,7 @@ class MeshView(Protocol):
     @property
     def xds_client(self) -> XdsClient: ...
 
-    def config(self, listener_name: str) -> ConfigWatcher: ...
+    def config(self, listener_name: str, host: str | None = None) -> ConfigWatcher: ...
 
 
 class RoutePlan:
@@ -157,10 +157,13 @@ class RoutePlan:
 class TargetRuntime:
     """Routing state of one target (see the module docstring)."""
 
-    def __init__(self, mesh: MeshView, target: Target) -> None:
+    def __init__(self, mesh: MeshView, target: Target, *, every_host: bool = True) -> None:
         self.mesh = mesh
         self.target = target
         self.authority = target.name
+        #: the host a snapshot must cover for this runtime's requests (None:
+        #: any, they may carry any authority); see ``Mesh.target``
+        self.host: str | None = None if every_host else self.authority
         self.listener_name = target.listener_name(mesh.bootstrap)
         self.rng: random.Random = mesh.rng
         self._state: tuple[XdsConfig, VirtualHostCache] | None = None
@@ -178,7 +181,7 @@ class TargetRuntime:
             tuple[XdsConfig, VirtualHostCache] | None,
             dict[int, tuple[RequestInfo, RouteResult]],
         ] = (None, {})
-        self.watcher = mesh.config(self.listener_name)
+        self.watcher = mesh.config(self.listener_name, self.host)
         self.watcher.add_listener(self._on_snapshot)
 
     def _on_snapshot(self, snap: XdsConfig) -> None:
@@ -191,6 +194,8 @@ class TargetRuntime:
             del recent[version]
         self._runtimes = recent
         if snap.usable and snap.route_config is not None:
+            if not snap.covers(self.host):
+                return  # published before this runtime's hosts were added: wait
             self._state = (snap, VirtualHostCache(snap.route_config))
         elif snap.error is not None and not isinstance(snap.error, ControlPlaneUnreachable):
             # The listener or its routes are gone or invalid: stop routing with

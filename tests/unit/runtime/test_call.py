@@ -110,7 +110,7 @@ class _Mesh:
         self.xds_client = None
         self.watcher = _Watcher(snap)
 
-    def config(self, listener_name: str) -> _Watcher:
+    def config(self, listener_name: str, host: str | None = None) -> _Watcher:
         return self.watcher
 
 
