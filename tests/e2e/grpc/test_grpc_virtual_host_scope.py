@@ -57,14 +57,23 @@ def _publish(ads: AdsServer, own: str) -> None:
     ads.set_resources(LISTENER_URL, {SERVICE: listener(SERVICE, rc)})
 
 
-def test_a_channel_watches_its_virtual_host_and_others_widen_the_watch(
+def _channel_to_a(
     ads: AdsServer, xds: Xds, mesh: Mesh, backends: dict[str, EchoServer]
-) -> None:
+) -> Callable[..., bytes]:
+    """Clusters ``ca``, ``cb``, ``cc`` (one backend each), ``svc:80`` routed
+    to ``ca``, and a channel's echo method that has reached it."""
     for name in ("a", "b", "c"):
         xds.cluster(f"c{name}", [backends[name].address])
     _publish(ads, "ca")
     call: Callable[..., bytes] = proxyless.grpc.channel(TARGET, mesh=mesh).unary_unary(ECHO_METHOD)
     assert backend_of(call(b"x", timeout=5)) == "a"
+    return call
+
+
+def test_a_channel_watches_its_virtual_host_and_others_widen_the_watch(
+    ads: AdsServer, xds: Xds, mesh: Mesh, backends: dict[str, EchoServer]
+) -> None:
+    call = _channel_to_a(ads, xds, mesh, backends)
     watcher = mesh.config(SERVICE, SERVICE)
     snap = watcher.snapshot
     assert snap is not None and set(snap.clusters) == {"ca"}
@@ -85,11 +94,7 @@ def test_a_channel_watches_its_virtual_host_and_others_widen_the_watch(
 def test_a_channel_follows_its_virtual_host_when_the_routes_change(
     ads: AdsServer, xds: Xds, mesh: Mesh, backends: dict[str, EchoServer]
 ) -> None:
-    for name in ("a", "b", "c"):
-        xds.cluster(f"c{name}", [backends[name].address])
-    _publish(ads, "ca")
-    call: Callable[..., bytes] = proxyless.grpc.channel(TARGET, mesh=mesh).unary_unary(ECHO_METHOD)
-    assert backend_of(call(b"x", timeout=5)) == "a"
+    call = _channel_to_a(ads, xds, mesh, backends)
     _publish(ads, "cc")
     call_until(call, "c")
     snap = mesh.config(SERVICE, SERVICE).snapshot
