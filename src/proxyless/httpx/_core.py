@@ -57,7 +57,13 @@ from proxyless.httpx._outcome import (
     local_reply,
     response_outcome,
 )
-from proxyless.httpx._pool import EndpointPools, PoolEntry, attach
+from proxyless.httpx._pool import (
+    EndpointPools,
+    PoolEntry,
+    attach,
+    stop_waiting,
+    wait_for_connection,
+)
 from proxyless.httpx._router import (
     RoutePlan,
     direct_response_headers,
@@ -353,7 +359,7 @@ class Core:
                 self.pools.release_entry(entry)
                 core.abandon(attempt)
                 raise mesh_error(core.breaker.open_error("max_pending_requests"), request)
-            attempt.pending = core.breaker
+            wait_for_connection(entry, attempt, core.breaker)
         attempt.conn = endpoint
         f = FastRequest()
         f.lane = lane
@@ -454,7 +460,7 @@ class Core:
                 self.pools.release_entry(entry)
                 r.call.attempt_done(attempt, LOCAL_CIRCUIT_OPEN, may_retry=False)
                 raise mesh_error(breaker.open_error("max_pending_requests"), r.request)
-            attempt.pending = breaker
+            wait_for_connection(entry, attempt, breaker)
         headers = r.up_headers
         if r.plan.auto_host_rewrite and es.endpoint.hostname:
             hl = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
@@ -497,11 +503,9 @@ class Core:
     @staticmethod
     def sent(attempt: Attempt) -> None:
         """The attempt's request was answered or failed: it no longer waits
-        for a connection (gives back its ``max_pending_requests`` slot)."""
-        breaker = attempt.pending
-        if breaker is not None:
-            attempt.pending = None
-            breaker.release_pending()
+        for a connection (gives back its ``max_pending_requests`` slot, unless
+        a connection freed earlier took it; ``_pool.hand_over``)."""
+        stop_waiting(attempt)
 
     def settle(
         self,

@@ -31,13 +31,21 @@ import asyncio
 import logging
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from proxyless.runtime.cluster import release_refs, retain_refs
 from proxyless.security.credentials import ClientTls
 
-__all__ = ["EndpointPools", "PoolEntry", "attach"]
+__all__ = [
+    "EndpointPools",
+    "PoolEntry",
+    "attach",
+    "hand_over",
+    "stop_waiting",
+    "wait_for_connection",
+]
 
 log = logging.getLogger("proxyless.httpx")
 
@@ -45,7 +53,17 @@ log = logging.getLogger("proxyless.httpx")
 class PoolEntry:
     """The httpx transport to one endpoint and its in-flight count."""
 
-    __slots__ = ("address", "closing", "in_flight", "key", "limit", "loop", "raw_host", "transport")
+    __slots__ = (
+        "address",
+        "closing",
+        "in_flight",
+        "key",
+        "limit",
+        "loop",
+        "raw_host",
+        "transport",
+        "waiting",
+    )
 
     def __init__(
         self, key: Hashable, address: str, transport: Any, loop: asyncio.AbstractEventLoop | None
@@ -61,10 +79,58 @@ class PoolEntry:
         self.closing = False
         #: the endpoint's address as bytes, filled in on first use
         self.raw_host: bytes | None = None
+        #: the attempts holding a ``max_pending_requests`` slot while they
+        #: wait for one of the ``limit`` connections, oldest first
+        self.waiting: deque[Any] = deque()
 
     def __repr__(self) -> str:
         state = " closing" if self.closing else ""
         return f"PoolEntry({self.address}, in_flight={self.in_flight}{state})"
+
+
+def wait_for_connection(entry: PoolEntry, attempt: Any, breaker: Any) -> None:
+    """``attempt`` holds a ``max_pending_requests`` slot of ``breaker`` while
+    it waits in ``entry`` for a connection (every one is busy)."""
+    attempt.pending = (breaker, entry)
+    entry.waiting.append(attempt)
+
+
+def hand_over(entry: PoolEntry) -> None:
+    """A request on ``entry`` ended: those still marked waiting beyond the
+    requests that cannot have a connection yet (``in_flight - limit``) got
+    the connections freed, and give back their pending slots, oldest first,
+    as Envoy's pool does when a waiting request is assigned a connection.
+    (One that ended without ever getting a connection has already left the
+    queue through :func:`stop_waiting`.)"""
+    waiting = entry.waiting
+    limit = entry.limit or 0
+    excess = len(waiting) - max(0, entry.in_flight - limit)
+    for _ in range(excess):
+        try:
+            attempt = waiting.popleft()
+        except IndexError:
+            return
+        held = attempt.pending
+        attempt.pending = None
+        if held is not None:
+            held[0].release_pending()
+
+
+def stop_waiting(attempt: Any) -> None:
+    """``attempt`` was answered or failed: if it still holds a pending slot
+    (it was not handed a connection by :func:`hand_over`), give it back.
+    Whoever takes the attempt out of the queue gives the slot back, so it is
+    given back once."""
+    held = attempt.pending
+    if held is None:
+        return
+    breaker, entry = held
+    try:
+        entry.waiting.remove(attempt)
+    except ValueError:
+        return  # handed over meanwhile
+    attempt.pending = None
+    breaker.release_pending()
 
 
 class EndpointPools:
@@ -184,6 +250,8 @@ class EndpointPools:
     def release_entry(self, entry: PoolEntry) -> None:
         """A request on ``entry`` ended (its response closed or it failed)."""
         entry.in_flight -= 1
+        if entry.waiting:
+            hand_over(entry)
         if entry.in_flight > 0:
             return
         if not entry.closing and self._refs.get(entry.address, 0) > 0:

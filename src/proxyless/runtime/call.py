@@ -98,8 +98,8 @@ class Attempt:
         self.timeout = timeout
         self.deadline = deadline
         self.per_try = per_try  # the timeout is the per-try timeout, not the call's
-        #: the breaker whose ``max_pending_requests`` slot the attempt holds
-        #: while it waits for a connection (HTTP/1.1 pools), if any
+        #: while it waits for a connection (HTTP/1.1 pools): the breaker whose
+        #: ``max_pending_requests`` slot it holds and the pool entry it waits in
         self.pending: Any = None
 
     def timed_out(self) -> bool:

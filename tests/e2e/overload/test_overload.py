@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -206,6 +207,103 @@ def test_httpx_requests_beyond_the_connections_queue_up_to_max_pending(
         web.release()
         client.close()
         web.stop()
+
+
+class _Gates:
+    """An HTTP/1.1 server on 127.0.0.1 that holds each request until the
+    gate named by its path's first segment opens (at most 30 s: longer than
+    the test waits for anything)."""
+
+    def __init__(self) -> None:
+        self.gates: dict[str, threading.Event] = {"a": threading.Event(), "b": threading.Event()}
+        self.held: dict[str, int] = {"a": 0, "b": 0}
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                gate = self.path.strip("/").split("/")[0]
+                owner.held[gate] += 1
+                owner.gates[gate].wait(30)
+                owner.held[gate] -= 1
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.address = f"127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_httpx_a_pending_request_gives_its_slot_back_once_it_has_a_connection(
+    ads: AdsServer, mesh: Mesh
+) -> None:
+    """Envoy's pool: ``max_pending_requests`` counts the requests waiting for
+    a connection, not those being served. Two connections, three pending
+    allowed: once the first two are answered, two of the waiting three are
+    being served and one still waits, so two more may wait."""
+    web = _Gates()
+    _publish(ads, "web", [web.address], max_requests=100, max_pending=3)
+    transport = proxyless.httpx.Transport(
+        mesh=mesh, hosts=["web"], limits=httpx.Limits(max_connections=2)
+    )
+    client = httpx.Client(transport=transport, timeout=20)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def one(path: str) -> None:
+        try:
+            kind = client.get(f"http://web{path}").text
+        except httpx.TransportError as exc:
+            kind = "UO" if "max_pending_requests" in str(exc) else str(exc)
+        with lock:
+            outcomes.append(kind)
+
+    def start(path: str, n: int) -> list[threading.Thread]:
+        threads = [threading.Thread(target=one, args=(path,), daemon=True) for _ in range(n)]
+        for t in threads:
+            t.start()
+        return threads
+
+    try:
+        threads = start("/a", 2)
+        _wait(lambda: web.held["a"] == 2, "the first two served")
+        breaker = mesh.clusters.get("web-c").breakers.default  # type: ignore[union-attr]
+        threads += start("/b", 3)
+        _wait(lambda: breaker.pending_requests == 3, "three waiting")
+        web.gates["a"].set()
+        _wait(lambda: web.held["b"] == 2, "two of the waiting three served")
+        _wait(lambda: breaker.pending_requests == 1, "one still waiting")
+        threads += start("/b", 2)  # room for two more
+        _wait(lambda: breaker.pending_requests == 3, "three waiting again")
+        assert outcomes == ["ok", "ok"]
+        web.gates["b"].set()
+        for t in threads:
+            t.join(20)
+        assert outcomes == ["ok"] * 7, outcomes
+        assert breaker.pending_requests == 0
+    finally:
+        client.close()
+        web.stop()
+
+
+def _wait(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 def test_httpx_beyond_max_requests_fails_fast(ads: AdsServer, mesh: Mesh) -> None:
