@@ -12,7 +12,7 @@ from envoy.config.route.v3 import route_pb2
 
 from proxyless.config.watcher import clusters_of_route_config
 from proxyless.resources.model.route import LazyRoutes, RouteAction, VirtualHost, plain_virtual_host
-from proxyless.resources.parse import route as route_parse
+from proxyless.resources.parse import route_bulk
 from proxyless.resources.parse.common import LastByName
 from proxyless.resources.parse.route import decode_route_configuration
 from proxyless.resources.parse.route_screen import plain_virtual_hosts, virtual_host_bytes
@@ -71,7 +71,7 @@ def test_the_plain_virtual_hosts_of_a_mixed_configuration_are_validated_at_once(
     def one_by_one(*args: object) -> None:
         raise AssertionError("screened one by one")
 
-    monkeypatch.setattr(route_parse, "screen_virtual_host", one_by_one)
+    monkeypatch.setattr(route_bulk, "screen_virtual_host", one_by_one)
     data = _named(_config(decorated=1), "mixed-bulk")
     rc = decode_route_configuration(data).value
     assert [isinstance(vh.routes, LazyRoutes) for vh in rc.virtual_hosts] == [True, False, True]

@@ -29,7 +29,7 @@ is the same.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -63,12 +63,8 @@ from proxyless.resources.parse.filters import per_filter_configs
 from proxyless.resources.parse.header_mutation import header_mutations
 from proxyless.resources.parse.resource import decode_resource, parse_resource
 from proxyless.resources.parse.route_action import hedge_policy, retry_policy, route_action
-from proxyless.resources.parse.route_bulk import canonical_configuration, screen_configuration
-from proxyless.resources.parse.route_screen import (
-    plain_virtual_hosts,
-    screen_virtual_host,
-    virtual_host_bytes,
-)
+from proxyless.resources.parse.route_bulk import screen_configuration, screen_mixed
+from proxyless.resources.parse.route_screen import virtual_host_bytes
 from proxyless.xds_client.resource_type import DecodeResult
 
 __all__ = [
@@ -171,7 +167,7 @@ def route_configuration(
         if msg.ByteSize() == len(ahead.data):  # canonical
             vhosts = screen_configuration(ahead.data, hosts, sources, build, previous, kept)
         if vhosts is None:
-            screened = _screen_one_by_one(ahead.data, hosts, sources, build, previous, kept)
+            screened = screen_mixed(ahead.data, hosts, sources, build, previous, kept)
     if vhosts is None:
         vhosts = _virtual_hosts(ctx, vhs_path, msg, optional_plugins, screened)
     request_add, request_remove, response_add, response_remove = header_mutations(ctx, path, msg)
@@ -188,44 +184,6 @@ def route_configuration(
         typed_per_filter_config=filters,
         ignored_fields=tuple(ctx.ignored),
     )
-
-
-def _screen_one_by_one(
-    data: bytes,
-    hosts: Any,
-    sources: list[bytes],
-    build: Callable[[bytes], tuple[Route, ...]],
-    previous: Mapping[bytes, VirtualHost],
-    kept: dict[bytes, VirtualHost],
-) -> Callable[[int, Any], VirtualHost | None]:
-    """For a configuration not all plain: which virtual hosts are plain is
-    decided first (``route_screen``); those are validated all at once
-    (``route_bulk``), or if that finds a problem, one by one. Gives
-    ``screened(index, message)``: the virtual host validated ahead or reused,
-    or None for the general way."""
-    plain = plain_virtual_hosts(data, sources)
-    at = [i for i, p in enumerate(plain) if p]
-    ahead: dict[int, VirtualHost] = {}
-    if at:
-        picked = [sources[i] for i in at]
-        subset = canonical_configuration(picked)
-        found = screen_configuration(subset, [hosts[i] for i in at], picked, build, previous, kept)
-        if found is not None:
-            ahead = dict(zip(at, found, strict=True))
-
-    def screened(i: int, vh: Any) -> VirtualHost | None:
-        if not plain[i]:
-            return None
-        got = ahead.get(i)
-        if got is not None:
-            return got
-        source = sources[i]
-        got = previous.get(source) or screen_virtual_host(vh, build, source)
-        if got is not None:
-            kept[source] = got
-        return got
-
-    return screened
 
 
 def _virtual_hosts(

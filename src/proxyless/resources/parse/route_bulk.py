@@ -70,10 +70,12 @@ from proxyless.resources.parse.route_action import clean_retry_policy
 from proxyless.resources.parse.route_screen import (
     PLAIN_FIELDS,
     lowered_domains,
+    plain_virtual_hosts,
+    screen_virtual_host,
     virtual_host_container,
 )
 
-__all__ = ["canonical_configuration", "screen_configuration"]
+__all__ = ["canonical_configuration", "screen_configuration", "screen_mixed"]
 
 _PACKAGE = "proxyless.bulk_route"
 _F = descriptor_pb2.FieldDescriptorProto
@@ -254,3 +256,42 @@ def screen_configuration(
         return None
     kept.update(found)
     return out
+
+
+def screen_mixed(
+    data: bytes,
+    hosts: Any,
+    sources: list[bytes],
+    build: Callable[[bytes], tuple[Route, ...]],
+    previous: Mapping[bytes, VirtualHost],
+    kept: dict[bytes, VirtualHost],
+) -> Callable[[int, Any], VirtualHost | None]:
+    """For a configuration not all plain (``data``; ``hosts``, ``sources``:
+    its virtual hosts' messages and bytes): which virtual hosts are plain is
+    decided first (``route_screen``); those are validated all at once (as a
+    subset, :func:`canonical_configuration`), or if that finds a problem, one
+    by one. Gives ``screened(index, message)``: the virtual host validated
+    ahead or reused, or None for the general way."""
+    plain = plain_virtual_hosts(data, sources)
+    at = [i for i, p in enumerate(plain) if p]
+    ahead: dict[int, VirtualHost] = {}
+    if at:
+        picked = [sources[i] for i in at]
+        subset = canonical_configuration(picked)
+        found = screen_configuration(subset, [hosts[i] for i in at], picked, build, previous, kept)
+        if found is not None:
+            ahead = dict(zip(at, found, strict=True))
+
+    def screened(i: int, vh: Any) -> VirtualHost | None:
+        if not plain[i]:
+            return None
+        got = ahead.get(i)
+        if got is not None:
+            return got
+        source = sources[i]
+        got = previous.get(source) or screen_virtual_host(vh, build, source)
+        if got is not None:
+            kept[source] = got
+        return got
+
+    return screened
