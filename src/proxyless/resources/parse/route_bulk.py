@@ -55,7 +55,6 @@ another (counts that still add up).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -69,8 +68,10 @@ from proxyless.resources.parse.common import MAX_DURATION_SECONDS
 from proxyless.resources.parse.route_action import clean_retry_policy
 from proxyless.resources.parse.route_screen import (
     PLAIN_FIELDS,
+    built_once,
     lowered_domains,
     plain_virtual_hosts,
+    schema_name,
     screen_virtual_host,
     virtual_host_container,
 )
@@ -88,13 +89,9 @@ _VALUE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _bulk_name(full_name: str) -> str:
-    return full_name.replace(".", "_")
-
-
 def _bulk(desc: Any, keep: tuple[str, ...]) -> descriptor_pb2.DescriptorProto:
     """The bulk form of ``desc`` (see the module docstring)."""
-    proto = descriptor_pb2.DescriptorProto(name=_bulk_name(desc.full_name))
+    proto = descriptor_pb2.DescriptorProto(name=schema_name(desc.full_name))
     for name in keep:
         field = desc.fields_by_name[name]
         out = proto.field.add(name=field.name, number=field.number)
@@ -102,7 +99,7 @@ def _bulk(desc: Any, keep: tuple[str, ...]) -> descriptor_pb2.DescriptorProto:
         if sub is not None and (sub.full_name in PLAIN_FIELDS or sub.full_name in _VALUE_FIELDS):
             out.type = _F.TYPE_MESSAGE
             out.label = _F.LABEL_OPTIONAL
-            out.type_name = f".{_PACKAGE}.{_bulk_name(sub.full_name)}"
+            out.type_name = f".{_PACKAGE}.{schema_name(sub.full_name)}"
         else:
             # A scalar, or a message kept whole as its bytes (a retry policy).
             out.type = _F.TYPE_BYTES if sub is not None else field.type
@@ -110,42 +107,37 @@ def _bulk(desc: Any, keep: tuple[str, ...]) -> descriptor_pb2.DescriptorProto:
     return proto
 
 
-_BULK: list[type[Message]] = []
-_BULK_LOCK = threading.Lock()
+def _build_bulk_configuration() -> type[Message]:
+    """The bulk RouteConfiguration class, in the default descriptor pool."""
+    pool = descriptor_pool.Default()
+    f = descriptor_pb2.FileDescriptorProto(
+        name="proxyless/bulk_route.proto", package=_PACKAGE, syntax="proto3"
+    )
+    root = route_pb2.RouteConfiguration.DESCRIPTOR
+    f.message_type.append(_bulk(root, ("virtual_hosts",)))
+    for name, keep in (*PLAIN_FIELDS.items(), *_VALUE_FIELDS.items()):
+        f.message_type.append(_bulk(pool.FindMessageTypeByName(name), keep))
+    pool.Add(f)
+    full = f"{_PACKAGE}.{schema_name(root.full_name)}"
+    cls: type[Message] = message_factory.GetMessageClass(pool.FindMessageTypeByName(full))
+    return cls
 
 
-def _bulk_configuration() -> type[Message]:
-    """The bulk RouteConfiguration class, built once in the default pool."""
-    if _BULK:
-        return _BULK[0]
-    with _BULK_LOCK:
-        if not _BULK:
-            pool = descriptor_pool.Default()
-            f = descriptor_pb2.FileDescriptorProto(
-                name="proxyless/bulk_route.proto", package=_PACKAGE, syntax="proto3"
-            )
-            root = route_pb2.RouteConfiguration.DESCRIPTOR
-            f.message_type.append(_bulk(root, ("virtual_hosts",)))
-            for name, keep in (*PLAIN_FIELDS.items(), *_VALUE_FIELDS.items()):
-                f.message_type.append(_bulk(pool.FindMessageTypeByName(name), keep))
-            pool.Add(f)
-            full = f"{_PACKAGE}.{_bulk_name(root.full_name)}"
-            _BULK.append(message_factory.GetMessageClass(pool.FindMessageTypeByName(full)))
-    return _BULK[0]
+_bulk_configuration = built_once(_build_bulk_configuration)
 
 
-def _merged(msg: Any) -> list[Any] | None:
-    """The merged messages under ``msg`` (itself included), or None when one
-    holds an unknown field (a field that is not plain)."""
+def _only_plain(msg: Any) -> bool:
+    """Whether no merged message under ``msg`` (itself included) holds an
+    unknown field (a field that is not plain)."""
     found = [msg]
     for message in found:
         if len(UnknownFieldSet(message)):
-            return None
+            return False
         for field in message.DESCRIPTOR.fields:
             # Every message field of the bulk schema is singular.
             if field.message_type is not None and message.HasField(field.name):
                 found.append(getattr(message, field.name))
-    return found
+    return True
 
 
 def _in_range(values: Sequence[int], top: int) -> bool:
@@ -208,7 +200,7 @@ def screen_configuration(
         bulk: Any = _bulk_configuration().FromString(data)
     except (DecodeError, ValueError, TypeError):
         return None
-    if _merged(bulk.virtual_hosts) is None:
+    if not _only_plain(bulk.virtual_hosts):
         return None
     vh = bulk.virtual_hosts
     match = vh.routes.match

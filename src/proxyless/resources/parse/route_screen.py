@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -74,8 +74,10 @@ from proxyless.resources.parse.route_action import clean_retry_policy
 
 __all__ = [
     "PLAIN_FIELDS",
+    "built_once",
     "lowered_domains",
     "plain_virtual_hosts",
+    "schema_name",
     "screen_virtual_host",
     "virtual_host_bytes",
     "virtual_host_container",
@@ -107,11 +109,13 @@ PLAIN_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 _PACKAGE = "proxyless.plain_route"
+T = TypeVar("T")
 _F = descriptor_pb2.FieldDescriptorProto
 _LENGTH_DELIMITED = (_F.TYPE_STRING, _F.TYPE_BYTES, _F.TYPE_MESSAGE, _F.TYPE_GROUP)
 
 
-def _reduced_name(full_name: str) -> str:
+def schema_name(full_name: str) -> str:
+    """The name, in a schema built here, of the message ``full_name``."""
     return full_name.replace(".", "_")
 
 
@@ -126,7 +130,7 @@ def _reduce(
     """``desc`` (a message descriptor) keeping only ``keep`` (None: every
     field); message fields of plain types point at their reduced type, the
     others keep their own type (whole), whose files are added to ``deps``."""
-    proto = descriptor_pb2.DescriptorProto(name=_reduced_name(desc.full_name))
+    proto = descriptor_pb2.DescriptorProto(name=schema_name(desc.full_name))
     oneofs: dict[str, int] = {}
     for field in desc.fields:
         if keep is not None and field.name not in keep:
@@ -138,7 +142,7 @@ def _reduce(
         if field.type == _F.TYPE_MESSAGE:
             sub = field.message_type
             if sub.full_name in PLAIN_FIELDS:
-                out.type_name = f".{_PACKAGE}.{_reduced_name(sub.full_name)}"
+                out.type_name = f".{_PACKAGE}.{schema_name(sub.full_name)}"
             else:
                 out.type_name = f".{sub.full_name}"
                 deps.add(sub.file.name)
@@ -154,25 +158,30 @@ def _reduce(
     return proto
 
 
+def built_once(build: Callable[[], T]) -> Callable[[], T]:
+    """A function giving ``build()``, called on first use only, under a lock
+    (a schema added to the descriptor pool twice is an error)."""
+    built: list[T] = []
+    lock = threading.Lock()
+
+    def get() -> T:
+        if not built:
+            with lock:
+                if not built:
+                    built.append(build())
+        return built[0]
+
+    return get
+
+
 _SPLIT = "RouteConfiguration_split"
-_REDUCED: list[tuple[type[Message], type[Message]]] = []
-_REDUCED_LOCK = threading.Lock()
-
-
-def _reduced_configuration() -> tuple[type[Message], type[Message]]:
-    """The reduced RouteConfiguration class (every top-level field kept,
-    virtual hosts reduced to their plain fields) and the split one (only the
-    virtual hosts, each as its bytes); built once, in the default descriptor
-    pool, package ``proxyless.plain_route``."""
-    if _REDUCED:
-        return _REDUCED[0]
-    with _REDUCED_LOCK:
-        if not _REDUCED:
-            _REDUCED.append(_build_reduced_configuration())
-    return _REDUCED[0]
 
 
 def _build_reduced_configuration() -> tuple[type[Message], type[Message]]:
+    """The reduced RouteConfiguration class (every top-level field kept,
+    virtual hosts reduced to their plain fields) and the split one (only the
+    virtual hosts, each as its bytes), in the default descriptor pool,
+    package ``proxyless.plain_route``."""
     pool = descriptor_pool.Default()
     deps: set[str] = set()
     f = descriptor_pb2.FileDescriptorProto(
@@ -192,9 +201,12 @@ def _build_reduced_configuration() -> tuple[type[Message], type[Message]]:
     pool.Add(f)
     reduced_cls, split_cls = (
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-        for name in (_reduced_name(root.full_name), _SPLIT)
+        for name in (schema_name(root.full_name), _SPLIT)
     )
     return reduced_cls, split_cls
+
+
+_reduced_configuration = built_once(_build_reduced_configuration)
 
 
 def virtual_host_container() -> type[Message]:
